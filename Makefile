@@ -1,0 +1,48 @@
+# WatchLLM — the two commands that matter:
+#   make up     run the whole system on this machine (embedded Redis/Postgres if no URLs)
+#   make test   run the whole test suite (unit, integration, end-to-end)
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UP_ARGS ?=
+
+.PHONY: install up demo test test-unit lint typecheck bench clean
+
+# Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
+$(UV):
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check "uv==0.13.9"
+
+# uv.lock pins every package; --frozen fails loudly if pyproject and lock disagree.
+$(BIN)/watchllm: $(UV) pyproject.toml uv.lock shared/pyproject.toml services/*/pyproject.toml
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+install: $(BIN)/watchllm
+
+up: install
+	$(BIN)/watchllm up $(UP_ARGS)
+
+# The whole system with the built-in fake provider instead of real provider keys.
+demo: install
+	$(BIN)/watchllm up --fake-provider $(UP_ARGS)
+
+test: install
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest -m unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy shared/src services/gateway/src
+
+bench: install
+	$(BIN)/python -m tests.bench.gateway_bench
+
+clean:
+	rm -rf $(VENV) .watchllm .pytest_cache

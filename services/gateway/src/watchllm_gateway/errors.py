@@ -1,0 +1,86 @@
+"""One error type for the gateway, rendered once in the caller's provider shape.
+
+``GatewayError`` carries an HTTP status, a machine code and a message. ``render``
+turns it into OpenAI's ``{"error": {"message", "type", "code"}}`` on OpenAI routes or
+Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on /v1/messages, so the
+official SDKs raise their matching exception classes (401 AuthenticationError, 403
+PermissionDeniedError, 404 NotFoundError, 413, 429 RateLimitError, 5xx
+InternalServerError/APIStatusError).
+
+Status table (DESIGN.md): 400 bad JSON or schema, 401 missing/bad key, 403 revoked key
+or forbidden model, 404 unknown model, 413 oversized body, 429 limits, 502 upstream
+failure, 503 a store the gateway cannot work without is down, 504 upstream timeout.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+from watchllm_gateway.settings import ProviderKind
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+}
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def render(self, api: ProviderKind, request_id: str) -> Response:
+        if api is ProviderKind.ANTHROPIC:
+            body = {
+                "type": "error",
+                "error": {
+                    "type": _ANTHROPIC_TYPES.get(self.status, "api_error"),
+                    "message": self.message,
+                },
+            }
+        else:
+            body = {
+                "error": {
+                    "message": self.message,
+                    "type": _OPENAI_TYPES.get(self.status, "api_error"),
+                    "param": None,
+                    "code": self.code,
+                }
+            }
+        headers = {"x-request-id": request_id, **self.headers}
+        return Response(
+            orjson.dumps(body), self.status, headers=headers, media_type="application/json"
+        )
+
+
+def bad_request(message: str, code: str = "invalid_request") -> GatewayError:
+    return GatewayError(400, code, message)

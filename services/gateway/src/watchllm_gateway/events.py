@@ -1,0 +1,112 @@
+"""Publishes request-completed events to their Redis Stream, off the request path.
+
+Handlers call ``publish`` after the response is sent (a non-blocking enqueue); one
+background task drains the queue in pipelined batches of XADD with an approximate
+MAXLEN. Failure modes:
+- Redis slow or down: the batch is kept and retried with capped exponential backoff;
+  events wait in memory (``watchllm_events_buffered``), none is lost while the buffer
+  has room. The outage is logged once and its end once.
+- Buffer full (``event_buffer_size``; Redis down for a long time under load): new
+  events are dropped and counted in ``watchllm_events_dropped_total``; memory stays
+  bounded and the caller is never slowed.
+- Shutdown: ``close`` keeps draining until the queue is empty or its timeout passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from watchllm_gateway.metrics import GatewayMetrics
+from watchllm_shared.contracts import RequestCompleted, Stream
+from watchllm_shared.contracts.streams import REQUESTS_COMPLETED_MAXLEN
+
+log = logging.getLogger(__name__)
+
+_BATCH = 500
+_MAX_BACKOFF_SECONDS = 2.0
+
+
+class EventPublisher:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        metrics: GatewayMetrics,
+        buffer_size: int,
+        stream: str = Stream.REQUESTS_COMPLETED,
+        maxlen: int = REQUESTS_COMPLETED_MAXLEN,
+    ) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._queue: asyncio.Queue[RequestCompleted] = asyncio.Queue(buffer_size)
+        self._stream = stream
+        self._maxlen = maxlen
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-publisher")
+
+    def publish(self, event: RequestCompleted) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._metrics.events_dropped.inc()
+            return
+        self._metrics.events_buffered.set(self._queue.qsize())
+
+    async def close(self, flush_seconds: float = 5.0) -> None:
+        """Flush what is buffered (for up to ``flush_seconds``), then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), flush_seconds)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if not self._queue.empty():
+            log.error("shutdown with %d events not written to Redis", self._queue.qsize())
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._write_until_done(batch)
+            for _ in batch:
+                self._queue.task_done()
+            self._metrics.events_buffered.set(self._queue.qsize())
+
+    async def _write_until_done(self, batch: list[RequestCompleted]) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._write(batch)
+            except (RedisError, OSError) as exc:
+                self._metrics.event_publish_errors.inc()
+                if not self._failing:
+                    log.error("cannot write events to Redis, buffering: %s", exc)
+                    self._failing = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+                continue
+            if self._failing:
+                log.warning("writing events to Redis again")
+                self._failing = False
+            self._metrics.events_published.inc(len(batch))
+            return
+
+    async def _write(self, batch: list[RequestCompleted]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in batch:
+                pipe.xadd(
+                    self._stream,
+                    event.to_stream_fields(),  # type: ignore[arg-type]
+                    maxlen=self._maxlen,
+                    approximate=True,
+                )
+            await pipe.execute()

@@ -1,0 +1,93 @@
+"""One caller request from arrival to the last byte, and the event it becomes.
+
+The exchange collects what the analytics event needs as the request moves through
+the gateway (key, model, route, usage, timings, outcome); ``to_event`` turns it into
+the ``RequestCompleted`` contract exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from watchllm_gateway.endpoints import EndpointSpec
+from watchllm_gateway.usage import Usage
+from watchllm_shared.accounts import KeyGrant
+from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
+from watchllm_shared.telemetry import current_trace_id
+
+
+@dataclass(slots=True)
+class Exchange:
+    spec: EndpointSpec
+    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    started: float = field(default_factory=time.perf_counter)
+    grant: KeyGrant | None = None
+    model: str | None = None
+    provider: str | None = None
+    stream: bool = False
+    http_status: int = 200
+    status: RequestStatus = RequestStatus.OK
+    error_type: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
+    upstream_latency: float | None = None
+    upstream_attempts: int = 0
+    ttfb: float | None = None
+    trace_id: str | None = field(default_factory=current_trace_id)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def mark_first_byte(self) -> None:
+        if self.ttfb is None:
+            self.ttfb = self.elapsed()
+
+    def fail(self, http_status: int, status: RequestStatus, error_type: str) -> None:
+        self.http_status = http_status
+        self.status = status
+        self.error_type = error_type
+
+    def to_event(self, latency: float) -> RequestCompleted:
+        return RequestCompleted(
+            event_id=uuid.uuid4(),
+            occurred_at=datetime.now(UTC),
+            request_id=self.request_id,
+            project_id=self.grant.project_id if self.grant else None,
+            key_id=self.grant.key_id if self.grant else None,
+            model=self.model,
+            provider=self.provider,
+            endpoint=self.spec.path,
+            http_status=self.http_status,
+            status=self.status,
+            error_type=self.error_type,
+            cache=CacheOutcome.BYPASS,
+            stream=self.stream,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
+            cost_usd=self.cost_usd,
+            latency_ms=latency * 1000,
+            upstream_latency_ms=(
+                self.upstream_latency * 1000 if self.upstream_latency is not None else None
+            ),
+            ttfb_ms=self.ttfb * 1000 if self.ttfb is not None else None,
+            trace_id=self.trace_id,
+            upstream_attempts=self.upstream_attempts,
+        )
+
+
+def status_for_http(http_status: int) -> RequestStatus:
+    if http_status < 400:
+        return RequestStatus.OK
+    if http_status == 429:
+        return RequestStatus.RATE_LIMITED
+    if http_status == 503:
+        return RequestStatus.GATEWAY_ERROR
+    if http_status == 504:
+        return RequestStatus.UPSTREAM_TIMEOUT
+    if http_status >= 500:
+        return RequestStatus.UPSTREAM_ERROR
+    return RequestStatus.CLIENT_ERROR

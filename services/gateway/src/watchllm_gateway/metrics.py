@@ -1,0 +1,66 @@
+"""The gateway's Prometheus metrics, on a registry owned by one app instance.
+
+Names from DESIGN.md: ``watchllm_requests_total{status}``, ``watchllm_cache_hits_total``,
+``watchllm_cache_misses_total``, ``watchllm_latency_seconds``; the rest explain the
+gateway's own moving parts (upstream, events, key cache).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+)  # fmt: skip
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "watchllm_requests", "Requests answered, by endpoint and HTTP status.",
+            ["endpoint", "status"], registry=r,
+        )  # fmt: skip
+        self.cache_hits = Counter("watchllm_cache_hits", "Answers served from cache.", registry=r)
+        self.cache_misses = Counter(
+            "watchllm_cache_misses", "Cache lookups that found nothing.", registry=r
+        )
+        self.latency = Histogram(
+            "watchllm_latency_seconds", "Request received to last byte sent.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttfb = Histogram(
+            "watchllm_ttfb_seconds", "Request received to first byte sent.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_latency = Histogram(
+            "watchllm_upstream_latency_seconds", "Upstream request to response headers.",
+            ["provider"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_retries = Counter(
+            "watchllm_upstream_retries", "Upstream attempts retried, by reason.",
+            ["provider", "reason"], registry=r,
+        )  # fmt: skip
+        self.events_published = Counter(
+            "watchllm_events_published", "Request-completed events written to Redis.", registry=r
+        )
+        self.events_dropped = Counter(
+            "watchllm_events_dropped",
+            "Events dropped because the in-process buffer was full (Redis down too long).",
+            registry=r,
+        )
+        self.events_buffered = Gauge(
+            "watchllm_events_buffered", "Events waiting to be written to Redis.", registry=r
+        )
+        self.event_publish_errors = Counter(
+            "watchllm_event_publish_errors", "Failed attempts to write events to Redis.", registry=r
+        )
+        self.key_lookups = Counter(
+            "watchllm_key_lookups", "API key lookups, by where the answer came from.",
+            ["source"], registry=r,
+        )  # fmt: skip
+        self.unpriced = Counter(
+            "watchllm_unpriced_requests", "Requests for models missing from the price table.",
+            ["model"], registry=r,
+        )  # fmt: skip

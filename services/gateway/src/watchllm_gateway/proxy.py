@@ -1,0 +1,212 @@
+"""The request path: read, authenticate, validate, route, forward, answer, record.
+
+Every exit, success or error, goes through ``_finish`` (unary) or the stream
+generator's ``finally``, which records metrics and publishes exactly one
+``RequestCompleted`` event after the last byte was handed to the server.
+
+Upstream answers are mapped as follows: 2xx are relayed byte for byte (streams event
+by event); 401/403 from the provider mean the gateway's provider key is wrong, which
+is not the caller's fault → 502; other 4xx (and 429 after retries) are relayed with
+their status and body, already in the caller's provider shape; 5xx after retries →
+502. A stream that breaks after it started ends with an error event in the provider's
+stream format, so SDKs raise instead of returning a silently truncated answer.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+import httpx
+import orjson
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from watchllm_gateway.auth import KeyAuthenticator, extract_key
+from watchllm_gateway.endpoints import EndpointSpec
+from watchllm_gateway.errors import GatewayError, bad_request
+from watchllm_gateway.events import EventPublisher
+from watchllm_gateway.exchange import Exchange, status_for_http
+from watchllm_gateway.metrics import GatewayMetrics
+from watchllm_gateway.pricing import PriceTable
+from watchllm_gateway.routing import ModelRouter
+from watchllm_gateway.streaming import relay_stream
+from watchllm_gateway.upstream import UpstreamClient, UpstreamResponse
+from watchllm_shared.accounts import KeyGrant
+
+_JSON = "application/json"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, "request_too_large", f"Request body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, "request_too_large", f"Request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Request body is not valid JSON: {exc}", "invalid_json") from exc
+    if not isinstance(body, dict):
+        raise bad_request("Request body must be a JSON object", "invalid_json")
+    return body
+
+
+def model_allowed(model: str, patterns: tuple[str, ...] | None) -> bool:
+    return patterns is None or any(fnmatchcase(model, p) for p in patterns)
+
+
+class Proxy:
+    def __init__(
+        self,
+        auth: KeyAuthenticator,
+        router: ModelRouter,
+        upstream: UpstreamClient,
+        prices: PriceTable,
+        events: EventPublisher,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+    ) -> None:
+        self._auth = auth
+        self._router = router
+        self._upstream = upstream
+        self._prices = prices
+        self._events = events
+        self._metrics = metrics
+        self._max_body = max_body_bytes
+
+    async def authenticate(self, key: str) -> KeyGrant:
+        return await self._auth.authenticate(key)
+
+    async def handle(self, request: Request, spec: EndpointSpec) -> Response:
+        exchange = Exchange(spec)
+        try:
+            return await self._forward(request, exchange)
+        except GatewayError as error:
+            exchange.fail(error.status, status_for_http(error.status), error.code)
+            return self._finish(exchange, error.render(spec.api, exchange.request_id))
+
+    async def _forward(self, request: Request, exchange: Exchange) -> Response:
+        spec = exchange.spec
+        headers = request.headers
+        key = extract_key(headers.get("authorization"), headers.get("x-api-key"))
+        raw = await read_body(request, self._max_body)
+        exchange.grant = await self._auth.authenticate(key)
+        body = parse_object(raw)
+        spec.validate(body)
+        model: str = body["model"]
+        exchange.model = model
+        exchange.stream = body.get("stream") is True
+        if not model_allowed(model, exchange.grant.allowed_models):
+            raise GatewayError(
+                403, "model_not_allowed", f"This project may not use the model {model!r}"
+            )
+        route = self._router.resolve(model, spec.api)
+        exchange.provider = route.provider.value
+        upstream_body, caller_wants_usage = spec.prepare(body, raw)
+        passed = {k: v for k, v in headers.items() if k.startswith(("anthropic-", "openai-"))}
+        answer = await self._upstream.send(route, spec.upstream_path, upstream_body, passed)
+        exchange.upstream_attempts = answer.attempts
+        exchange.upstream_latency = answer.latency_seconds
+        if answer.response.status_code >= 300:
+            return await self._relay_error(exchange, answer)
+        if exchange.stream:
+            return self._stream(exchange, answer, caller_wants_usage)
+        return await self._unary(exchange, answer)
+
+    async def _unary(self, exchange: Exchange, answer: UpstreamResponse) -> Response:
+        try:
+            content = await answer.response.aread()
+        except httpx.TimeoutException as exc:
+            raise GatewayError(504, "upstream_timeout", "The upstream provider timed out") from exc
+        except httpx.TransportError as exc:
+            raise GatewayError(502, "upstream_error", "The upstream connection broke") from exc
+        finally:
+            await answer.response.aclose()
+        try:
+            parsed = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(502, "upstream_error", "The upstream sent invalid JSON") from exc
+        exchange.usage = exchange.spec.usage_from_body(parsed)
+        self._price(exchange)
+        exchange.mark_first_byte()
+        return self._finish(exchange, Response(content, 200, media_type=_JSON))
+
+    async def _relay_error(self, exchange: Exchange, answer: UpstreamResponse) -> Response:
+        response = answer.response
+        try:
+            content = await response.aread()
+        except httpx.HTTPError:
+            content = b""
+        finally:
+            await response.aclose()
+        status = response.status_code
+        if status in (401, 403):
+            raise GatewayError(
+                502, "upstream_auth_failed",
+                f"The upstream provider rejected the gateway's credentials ({status});"
+                " the operator must fix the provider key for this route",
+            )  # fmt: skip
+        if status >= 500 or not content:
+            raise GatewayError(
+                502, "upstream_error",
+                f"The upstream provider failed with HTTP {status} after"
+                f" {answer.attempts} attempt(s)",
+            )  # fmt: skip
+        exchange.fail(status, status_for_http(status), "upstream_" + str(status))
+        headers = {}
+        if "retry-after" in response.headers:
+            headers["retry-after"] = response.headers["retry-after"]
+        return self._finish(exchange, Response(content, status, headers, media_type=_JSON))
+
+    def _stream(
+        self, exchange: Exchange, answer: UpstreamResponse, caller_wants_usage: bool
+    ) -> Response:
+        events = relay_stream(exchange, answer.response, caller_wants_usage, self._complete_stream)
+        response = StreamingResponse(events, 200, media_type="text/event-stream")
+        response.headers.update(self._headers(exchange))
+        response.headers["cache-control"] = "no-cache"
+        return response
+
+    def _complete_stream(self, exchange: Exchange) -> None:
+        self._price(exchange)
+        self._record(exchange)
+
+    def _price(self, exchange: Exchange) -> None:
+        if exchange.model is None:
+            return
+        cost = self._prices.cost(
+            exchange.model, exchange.usage.prompt_tokens, exchange.usage.completion_tokens
+        )
+        if cost is None:
+            self._metrics.unpriced.labels(exchange.model).inc()
+        else:
+            exchange.cost_usd = cost
+
+    def _headers(self, exchange: Exchange) -> dict[str, str]:
+        return {"x-request-id": exchange.request_id, "x-watchllm-cache": "bypass"}
+
+    def _finish(self, exchange: Exchange, response: Response) -> Response:
+        response.headers.update(self._headers(exchange))
+        response.background = BackgroundTask(self._record, exchange)
+        return response
+
+    def _record(self, exchange: Exchange) -> None:
+        """Runs after the last byte was handed over: metrics, then the event."""
+        latency = exchange.elapsed()
+        endpoint = exchange.spec.path
+        self._metrics.requests.labels(endpoint, str(exchange.http_status)).inc()
+        self._metrics.latency.labels(endpoint).observe(latency)
+        if exchange.ttfb is not None:
+            self._metrics.ttfb.labels(endpoint).observe(exchange.ttfb)
+        self._events.publish(exchange.to_event(latency))

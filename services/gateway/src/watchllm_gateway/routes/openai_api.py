@@ -1,0 +1,45 @@
+"""OpenAI-compatible endpoints."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from watchllm_gateway.auth import extract_key
+from watchllm_gateway.deps import RuntimeDep
+from watchllm_gateway.endpoints import CHAT_COMPLETIONS, EMBEDDINGS
+from watchllm_gateway.errors import GatewayError
+from watchllm_gateway.proxy import model_allowed
+from watchllm_gateway.settings import ProviderKind
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, runtime: RuntimeDep) -> Response:
+    return await runtime.proxy.handle(request, CHAT_COMPLETIONS)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, runtime: RuntimeDep) -> Response:
+    return await runtime.proxy.handle(request, EMBEDDINGS)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request, runtime: RuntimeDep) -> Response:
+    """The models this key may use, from the configured routes."""
+    try:
+        key = extract_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        grant = await runtime.proxy.authenticate(key)
+    except GatewayError as error:
+        return error.render(ProviderKind.OPENAI, "")
+    created = int(time.time())
+    data = [
+        {"id": model, "object": "model", "created": created, "owned_by": provider.value}
+        for model, provider in runtime.router.listed_models()
+        if model_allowed(model, grant.allowed_models)
+    ]
+    return JSONResponse({"object": "list", "data": data})

@@ -1,0 +1,45 @@
+"""Probes and metrics for operators and Kubernetes.
+
+- ``/livez``: the process runs (no I/O; a failing liveness probe restarts the pod).
+- ``/readyz``: Postgres and Redis answer, so requests can be served; 503 otherwise.
+- ``/health``: the full report of DESIGN.md (see ``health``).
+- ``/metrics``: Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
+
+from watchllm_gateway.deps import RuntimeDep
+
+router = APIRouter()
+
+
+@router.get("/livez")
+async def livez() -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+@router.get("/readyz")
+async def readyz(runtime: RuntimeDep) -> Response:
+    database, redis_ok = await asyncio.gather(
+        runtime.health.database_up(), runtime.health.redis_up()
+    )
+    ready = database and redis_ok
+    body = {"status": "ready" if ready else "not_ready", "database": database, "redis": redis_ok}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/health")
+async def health(runtime: RuntimeDep) -> Response:
+    report = await runtime.health.report()
+    return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)
+
+
+@router.get("/metrics")
+async def metrics(runtime: RuntimeDep) -> Response:
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,72 @@
+"""Everything one gateway process holds: built in the lifespan, torn down in order.
+
+Kept on ``app.state.runtime``; handlers reach it through ``deps``. Nothing here lives
+in a module global, so tests can build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+from watchllm_gateway.auth import KeyAuthenticator
+from watchllm_gateway.events import EventPublisher
+from watchllm_gateway.health import HealthChecker
+from watchllm_gateway.metrics import GatewayMetrics
+from watchllm_gateway.pricing import PriceTable
+from watchllm_gateway.proxy import Proxy
+from watchllm_gateway.routing import ModelRouter
+from watchllm_gateway.settings import GatewaySettings
+from watchllm_gateway.upstream import UpstreamClient, create_http_client
+from watchllm_shared.accounts import AccountStore
+from watchllm_shared.redis_io import create_redis
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRuntime:
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    router: ModelRouter
+    proxy: Proxy
+    health: HealthChecker
+
+
+async def open_runtime(
+    settings: GatewaySettings, metrics: GatewayMetrics, stack: AsyncExitStack
+) -> GatewayRuntime:
+    """Connect to Redis, Postgres and the upstreams; ``stack`` closes them in reverse."""
+    redis: aioredis.Redis = create_redis(settings.redis_url)
+    stack.push_async_callback(redis.aclose)
+    # min_size=0: the gateway starts (and answers /livez) even while Postgres is down.
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        settings.database_url, min_size=0, max_size=10, command_timeout=5
+    )
+    stack.push_async_callback(pool.close)
+    http: httpx.AsyncClient = create_http_client(settings)
+    stack.push_async_callback(http.aclose)
+    events = EventPublisher(redis, metrics, settings.event_buffer_size)
+    events.start()
+    stack.push_async_callback(events.close)  # closed first: flushes while Redis is open
+    router = ModelRouter(settings.resolved_routes())
+    proxy = Proxy(
+        auth=KeyAuthenticator(
+            AccountStore(pool, actor="gateway"),
+            metrics,
+            ttl=settings.key_cache_ttl_seconds,
+            stale=settings.key_cache_stale_seconds,
+        ),
+        router=router,
+        upstream=UpstreamClient(
+            http, metrics, settings.upstream_max_retries, settings.upstream_retry_backoff_seconds
+        ),
+        prices=PriceTable.load(settings.prices, settings.price_table_path),
+        events=events,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
+    return GatewayRuntime(settings, metrics, router, proxy, health)

@@ -1,0 +1,134 @@
+"""Gateway settings: the only place the gateway reads its environment.
+
+Built once in ``__main__`` (or by a test) and passed to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
+
+
+class ProviderKind(StrEnum):
+    """The wire protocol of an upstream; each gateway endpoint speaks one of them."""
+
+    OPENAI = "openai"  # OpenAI or any OpenAI-compatible base URL
+    ANTHROPIC = "anthropic"
+
+
+class RouteConfig(BaseModel):
+    """Models matching ``pattern`` (fnmatch) go to ``base_url`` with the key in ``api_key_env``.
+
+    ``base_url`` follows each SDK's convention: OpenAI's includes ``/v1``, Anthropic's
+    does not. ``models`` lists ids for ``GET /v1/models``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    pattern: str
+    provider: ProviderKind
+    base_url: str
+    api_key_env: str | None = None
+    models: tuple[str, ...] = ()
+
+
+class Route(BaseModel):
+    """A route with its provider key resolved from the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pattern: str
+    provider: ProviderKind
+    base_url: str
+    api_key: SecretStr | None
+    models: tuple[str, ...]
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_per_million: Decimal
+    output_per_million: Decimal
+
+
+DEFAULT_ROUTES: tuple[RouteConfig, ...] = (
+    RouteConfig(
+        pattern="claude-*",
+        provider=ProviderKind.ANTHROPIC,
+        base_url="https://api.anthropic.com",
+        api_key_env="ANTHROPIC_API_KEY",
+        models=("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"),
+    ),
+    RouteConfig(
+        pattern="*",
+        provider=ProviderKind.OPENAI,
+        base_url="https://api.openai.com/v1",
+        api_key_env="OPENAI_API_KEY",
+        models=("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small"),
+    ),
+)
+
+
+class GatewaySettings(WatchLLMSettings, DatabaseSettings):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    routes: tuple[RouteConfig, ...] = Field(
+        default=DEFAULT_ROUTES,
+        description="JSON list of routes; the first whose pattern matches the model and"
+        " whose provider speaks the endpoint's protocol wins.",
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="JSON object overriding or extending the built-in price table,"
+        ' e.g. {"my-model": {"input_per_million": "1.5", "output_per_million": "2"}}.',
+    )
+    price_table_path: Path | None = Field(
+        default=None, description="A JSON file with the same shape as WATCHLLM_PRICES."
+    )
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    upstream_read_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Longest wait for the next upstream byte."
+    )
+    upstream_max_retries: int = Field(default=2, ge=0, le=10)
+    upstream_retry_backoff_seconds: float = Field(default=0.2, ge=0)
+    upstream_max_connections: int = Field(default=512, gt=0)
+    key_cache_ttl_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How long a key lookup is reused; a revocation reaches every replica"
+        " within this time.",
+    )
+    key_cache_stale_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="While Postgres is unreachable, keep serving keys seen this recently.",
+    )
+    event_buffer_size: int = Field(default=100_000, gt=0)
+    health_check_timeout_seconds: float = Field(default=1.0, gt=0)
+
+    def resolved_routes(self) -> tuple[Route, ...]:
+        """Routes with provider keys read from the environment variables they name."""
+        return tuple(
+            Route(
+                pattern=r.pattern,
+                provider=r.provider,
+                base_url=r.base_url.rstrip("/"),
+                api_key=_secret_from_env(r.api_key_env),
+                models=r.models,
+            )
+            for r in self.routes
+        )
+
+
+def _secret_from_env(name: str | None) -> SecretStr | None:
+    value = os.environ.get(name) if name else None
+    return SecretStr(value) if value else None

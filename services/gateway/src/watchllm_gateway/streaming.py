@@ -1,0 +1,73 @@
+"""Relaying an upstream SSE stream to the caller, event by event, as it arrives.
+
+Usage is read from the events on the way through (see ``usage``). The ``finally``
+block records the exchange exactly once, whatever ended the stream:
+- upstream finished normally → ``ok``;
+- upstream broke or timed out mid-stream → an error event in the provider's stream
+  format is sent (the SDKs raise on it) and the exchange is an upstream error/timeout;
+- the caller went away → ``client_disconnected``; the upstream connection is closed
+  at once so the provider stops generating (and billing) tokens nobody will read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import orjson
+
+from watchllm_gateway.exchange import Exchange
+from watchllm_gateway.settings import ProviderKind
+from watchllm_gateway.sse import SSESplitter
+from watchllm_gateway.usage import AnthropicStreamUsage, OpenAIStreamUsage
+from watchllm_shared.contracts import RequestStatus
+
+
+def stream_error_event(api: ProviderKind, error_type: str, message: str) -> bytes:
+    if api is ProviderKind.ANTHROPIC:
+        payload = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+    payload_oa = {"error": {"message": message, "type": error_type, "code": error_type}}
+    return b"data: " + orjson.dumps(payload_oa) + b"\n\n"
+
+
+async def relay_stream(
+    exchange: Exchange,
+    response: httpx.Response,
+    caller_wants_usage: bool,
+    on_complete: Callable[[Exchange], None],
+) -> AsyncIterator[bytes]:
+    api = exchange.spec.api
+    observer = (
+        AnthropicStreamUsage() if api is ProviderKind.ANTHROPIC
+        else OpenAIStreamUsage(caller_wants_usage)
+    )  # fmt: skip
+    splitter = SSESplitter()
+    try:
+        try:
+            async for chunk in response.aiter_raw():
+                for event in splitter.feed(chunk):
+                    if observer.forward(event):
+                        exchange.mark_first_byte()
+                        yield event
+            if splitter.remainder().strip():
+                exchange.fail(502, RequestStatus.UPSTREAM_ERROR, "upstream_stream_truncated")
+                yield stream_error_event(
+                    api, "upstream_error", "The upstream provider ended the stream mid-event"
+                )
+        except httpx.TimeoutException:
+            exchange.fail(504, RequestStatus.UPSTREAM_TIMEOUT, "upstream_timeout")
+            yield stream_error_event(api, "upstream_timeout", "The upstream provider timed out")
+        except httpx.TransportError:
+            exchange.fail(502, RequestStatus.UPSTREAM_ERROR, "upstream_stream_broken")
+            yield stream_error_event(
+                api, "upstream_error", "The upstream provider ended the stream abruptly"
+            )
+    except (asyncio.CancelledError, GeneratorExit):
+        exchange.fail(499, RequestStatus.CLIENT_DISCONNECTED, "client_disconnected")
+        raise
+    finally:
+        await response.aclose()
+        exchange.usage = observer.usage
+        on_complete(exchange)

@@ -1,0 +1,23 @@
+"""Projects, API keys, plans and settings in Postgres (see ``store`` for the rules)."""
+
+from watchllm_shared.accounts.errors import (
+    AccountError,
+    AlreadyExistsError,
+    InvalidInputError,
+    NotFoundError,
+)
+from watchllm_shared.accounts.models import ApiKey, CreatedKey, KeyGrant, Plan, Project
+from watchllm_shared.accounts.store import AccountStore
+
+__all__ = [
+    "AccountError",
+    "AccountStore",
+    "AlreadyExistsError",
+    "ApiKey",
+    "CreatedKey",
+    "InvalidInputError",
+    "KeyGrant",
+    "NotFoundError",
+    "Plan",
+    "Project",
+]

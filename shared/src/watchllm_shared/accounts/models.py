@@ -1,0 +1,56 @@
+"""Plain records returned by the accounts store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+
+class Plan(StrEnum):
+    FREE = "FREE"
+    STARTER = "STARTER"
+    PRO = "PRO"
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: UUID
+    name: str
+    plan: Plan
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: UUID
+    project_id: UUID
+    project_name: str
+    name: str | None
+    display_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    expires_at: datetime | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    """A new key: ``secret`` exists only here and is shown to the operator once."""
+
+    key: ApiKey
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGrant:
+    """What the gateway needs to authorise a request made with one key."""
+
+    key_id: UUID
+    project_id: UUID
+    project_name: str
+    plan: Plan
+    active: bool  # False once revoked or past its rotation grace period
+    allowed_models: tuple[str, ...] | None  # glob patterns; None allows every model

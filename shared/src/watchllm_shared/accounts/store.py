@@ -1,0 +1,258 @@
+"""The one module that changes projects and keys in Postgres.
+
+The CLI and the dashboard change accounts only through ``AccountStore``; the gateway
+reads grants through ``find_grant``. Every change writes an audit row in the same
+transaction, so the audit log cannot miss a change nor record one that rolled back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from watchllm_shared.accounts.errors import AlreadyExistsError, InvalidInputError, NotFoundError
+from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key
+from watchllm_shared.accounts.models import ApiKey, CreatedKey, KeyGrant, Plan, Project
+
+DEFAULT_ORGANISATION = "default"
+
+_SELECT_KEYS = """
+    SELECT k.id, k.project_id, p.name AS project_name, k.name, k.display_prefix, k.created_at,
+           k.revoked_at, k.expires_at, k.rpm_limit, k.tpm_limit
+    FROM api_keys k JOIN projects p ON p.id = k.project_id
+"""
+
+
+def _key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(**dict(row))
+
+
+def _project(row: asyncpg.Record) -> Project:
+    return Project(
+        id=row["id"], name=row["name"], plan=Plan(row["plan"]), created_at=row["created_at"]
+    )
+
+
+async def _audit(
+    conn: Any,
+    actor: str,
+    action: str,
+    project_id: uuid.UUID | None,
+    key_id: uuid.UUID | None,
+    details: dict[str, Any],
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (actor, action, project_id, key_id, details)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb)",
+        actor,
+        action,
+        project_id,
+        key_id,
+        orjson.dumps(details).decode(),
+    )
+
+
+class AccountStore:
+    """Projects and keys. ``actor`` names who made a change, for the audit log."""
+
+    def __init__(self, pool: asyncpg.Pool, actor: str = "cli") -> None:
+        self._pool = pool
+        self._actor = actor
+
+    # -- projects -----------------------------------------------------------------
+
+    async def create_project(self, name: str, plan: Plan = Plan.FREE) -> Project:
+        async with self._pool.acquire() as conn, conn.transaction():
+            org_id = await conn.fetchval(
+                "INSERT INTO organisations (id, name) VALUES ($1, $2)"
+                " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                uuid.uuid4(),
+                DEFAULT_ORGANISATION,
+            )
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO projects (id, organisation_id, name, plan)"
+                    " VALUES ($1, $2, $3, $4) RETURNING id, name, plan, created_at",
+                    uuid.uuid4(),
+                    org_id,
+                    name,
+                    plan.value,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise AlreadyExistsError(f"project {name!r} already exists") from exc
+            except asyncpg.CheckViolationError as exc:
+                raise InvalidInputError(
+                    f"invalid project name {name!r}: use letters, digits, '_', '.', '-'"
+                    " (at most 63 characters, starting with a letter or digit)"
+                ) from exc
+            assert row is not None
+            await conn.execute("INSERT INTO project_settings (project_id) VALUES ($1)", row["id"])
+            await _audit(conn, self._actor, "project.create", row["id"], None, {"plan": plan.value})
+            return _project(row)
+
+    async def get_project(self, name: str) -> Project:
+        row = await self._pool.fetchrow(
+            "SELECT id, name, plan, created_at FROM projects WHERE name = $1", name
+        )
+        if row is None:
+            raise NotFoundError(f"no project named {name!r}")
+        return _project(row)
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self._pool.fetch(
+            "SELECT id, name, plan, created_at FROM projects ORDER BY name"
+        )
+        return [_project(r) for r in rows]
+
+    async def set_plan(self, name: str, plan: Plan) -> Project:
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE projects SET plan = $2 WHERE name = $1"
+                " RETURNING id, name, plan, created_at",
+                name,
+                plan.value,
+            )
+            if row is None:
+                raise NotFoundError(f"no project named {name!r}")
+            await _audit(
+                conn, self._actor, "project.set_plan", row["id"], None, {"plan": plan.value}
+            )
+            return _project(row)
+
+    # -- keys ---------------------------------------------------------------------
+
+    async def create_key(self, project_name: str, name: str | None = None) -> CreatedKey:
+        project = await self.get_project(project_name)
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await self._insert_key(conn, project.id, name)
+
+    async def _insert_key(self, conn: Any, project_id: uuid.UUID, name: str | None) -> CreatedKey:
+        secret = generate_key()
+        key_id = await conn.fetchval(
+            "INSERT INTO api_keys (id, project_id, name, key_hash, display_prefix)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            uuid.uuid4(),
+            project_id,
+            name,
+            hash_key(secret),
+            display_prefix(secret),
+        )
+        await _audit(conn, self._actor, "key.create", project_id, key_id, {"name": name})
+        row = await conn.fetchrow(
+            _SELECT_KEYS + " WHERE k.id = $1",
+            key_id,
+        )
+        return CreatedKey(key=_key(row), secret=secret)
+
+    async def list_keys(self, project_name: str | None = None) -> list[ApiKey]:
+        rows = await self._pool.fetch(
+            _SELECT_KEYS + " WHERE $1::text IS NULL OR p.name = $1 ORDER BY p.name, k.created_at",
+            project_name,
+        )
+        return [_key(r) for r in rows]
+
+    async def get_key(self, key_id: uuid.UUID) -> ApiKey:
+        row = await self._pool.fetchrow(
+            _SELECT_KEYS + " WHERE k.id = $1",
+            key_id,
+        )
+        if row is None:
+            raise NotFoundError(f"no key with id {key_id}")
+        return _key(row)
+
+    async def revoke_key(self, key_id: uuid.UUID) -> ApiKey:
+        """Revoke now. Revoking a revoked key is a no-op that keeps the first time."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            project_id = await conn.fetchval(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
+                " WHERE id = $1 RETURNING project_id",
+                key_id,
+            )
+            if project_id is None:
+                raise NotFoundError(f"no key with id {key_id}")
+            await _audit(conn, self._actor, "key.revoke", project_id, key_id, {})
+        return await self.get_key(key_id)
+
+    async def rotate_key(self, key_id: uuid.UUID, grace_seconds: int = 0) -> CreatedKey:
+        """A new key for the same project; the old one stops working after the grace."""
+        if grace_seconds < 0:
+            raise InvalidInputError("grace must be zero or more seconds")
+        async with self._pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                "SELECT project_id, name, revoked_at, rpm_limit, tpm_limit FROM api_keys"
+                " WHERE id = $1 FOR UPDATE",
+                key_id,
+            )
+            if old is None:
+                raise NotFoundError(f"no key with id {key_id}")
+            if old["revoked_at"] is not None:
+                raise InvalidInputError(f"key {key_id} is revoked; create a new key instead")
+            created = await self._insert_key(conn, old["project_id"], old["name"])
+            await conn.execute(
+                "UPDATE api_keys SET rpm_limit = $2, tpm_limit = $3 WHERE id = $1",
+                created.key.id,
+                old["rpm_limit"],
+                old["tpm_limit"],
+            )
+            until = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+            await conn.execute(
+                "UPDATE api_keys SET replaced_by = $2, expires_at = $3,"
+                " revoked_at = CASE WHEN $4 THEN now() ELSE NULL END WHERE id = $1",
+                key_id,
+                created.key.id,
+                until,
+                grace_seconds == 0,
+            )
+            await _audit(
+                conn,
+                self._actor,
+                "key.rotate",
+                old["project_id"],
+                key_id,
+                {"replaced_by": str(created.key.id), "grace_seconds": grace_seconds},
+            )
+            return created
+
+    # -- the gateway's read path --------------------------------------------------
+
+    async def find_grant(self, key_hash: bytes) -> KeyGrant | None:
+        row = await self._pool.fetchrow(
+            "SELECT k.id, k.project_id, p.name, p.plan, s.allowed_models,"
+            " (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())) AS active"
+            " FROM api_keys k JOIN projects p ON p.id = k.project_id"
+            " LEFT JOIN project_settings s ON s.project_id = p.id WHERE k.key_hash = $1",
+            key_hash,
+        )
+        if row is None:
+            return None
+        allowed = row["allowed_models"]
+        return KeyGrant(
+            key_id=row["id"],
+            project_id=row["project_id"],
+            project_name=row["name"],
+            plan=Plan(row["plan"]),
+            active=row["active"],
+            allowed_models=tuple(allowed) if allowed is not None else None,
+        )
+
+    async def set_allowed_models(self, project_name: str, patterns: list[str] | None) -> None:
+        project = await self.get_project(project_name)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE project_settings SET allowed_models = $2, updated_at = now()"
+                " WHERE project_id = $1",
+                project.id,
+                patterns,
+            )
+            await _audit(
+                conn,
+                self._actor,
+                "project.allowed_models",
+                project.id,
+                None,
+                {"allowed_models": patterns},
+            )

@@ -1,0 +1,51 @@
+"""The operator's ``watchllm`` command."""
+
+from __future__ import annotations
+
+import click
+
+from watchllm_shared.cli.accounts_commands import keys, projects
+from watchllm_shared.cli.settings import CliSettings
+from watchllm_shared.telemetry import configure_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """WatchLLM: a self-hosted gateway for LLM APIs."""
+    settings = CliSettings()
+    configure_logging("cli", settings.log_level)
+    ctx.obj = settings
+
+
+@cli.command()
+@click.pass_obj
+def migrate(settings: CliSettings) -> None:
+    """Apply the Postgres schema migrations (safe to run concurrently and repeatedly)."""
+    from watchllm_shared.accounts import migrate as migrations
+
+    url = settings.effective_database_url()
+    try:
+        migrations.upgrade(url)
+    except OSError as exc:
+        raise click.ClickException(f"cannot connect to Postgres: {exc}") from exc
+    click.echo(f"schema at revision {migrations.head_revision()}")
+
+
+@cli.command("fake-provider")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9000, show_default=True, type=int)
+@click.option("--delay", default=0.0, show_default=True, type=float,
+              help="Seconds to wait before every answer.")  # fmt: skip
+@click.option("--chunk-delay", default=0.0, show_default=True, type=float,
+              help="Seconds between streamed chunks.")  # fmt: skip
+def fake_provider(host: str, port: int, delay: float, chunk_delay: float) -> None:
+    """Serve a fake OpenAI/Anthropic provider (for demos and tests; never for production)."""
+    from watchllm_shared.fake_provider import FakeProviderConfig
+    from watchllm_shared.fake_provider.__main__ import serve
+
+    serve(host, port, FakeProviderConfig(default_delay_seconds=delay, chunk_delay_seconds=chunk_delay))
+
+
+cli.add_command(projects)
+cli.add_command(keys)

@@ -1,0 +1,48 @@
+"""Settings of the ``watchllm`` command.
+
+``DATABASE_URL``/``REDIS_URL`` win; when they are unset and a ``watchllm up`` runs from
+this folder (its data folder holds ``runtime.json``), the CLI talks to that stack, so
+``watchllm keys create`` works in a second terminal with nothing to export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from pydantic import Field
+
+from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
+
+RUNTIME_FILE = "runtime.json"
+
+
+class CliSettings(WatchLLMSettings, DatabaseSettings):
+    data_dir: Path = Field(
+        default=Path(".watchllm"),
+        description="Where `watchllm up` keeps embedded Redis and Postgres data and logs.",
+    )
+    gateway_port: int = 8080
+    fake_provider_port: int = 9000
+
+    def explicit(self, field: str) -> bool:
+        return field in self.model_fields_set
+
+    def runtime_urls(self) -> dict[str, str]:
+        """URLs a running `watchllm up` wrote into the data folder, if any."""
+        path = self.data_dir / RUNTIME_FILE
+        try:
+            data = orjson.loads(path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def effective_database_url(self) -> str:
+        if self.explicit("database_url"):
+            return self.database_url
+        return self.runtime_urls().get("database_url", self.database_url)
+
+    def effective_redis_url(self) -> str:
+        if self.explicit("redis_url"):
+            return self.redis_url
+        return self.runtime_urls().get("redis_url", self.redis_url)

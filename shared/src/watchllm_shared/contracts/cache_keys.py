@@ -1,0 +1,43 @@
+"""The exact-cache key scheme, shared by the cache service (writer) and the gateway
+(reader, one GET).
+
+A key is ``watchllm:cache:exact:v1:{<project_id>}:<sha256 of the canonical request>``.
+The project id is the Redis Cluster hash tag, so one project's entries live together and
+``cache flush --project`` is a scan of one tag. Bump ``CACHE_KEY_VERSION`` whenever the
+canonical form changes: old entries then simply stop matching and expire.
+
+The canonical request is the JSON body with the fields that cannot change the answer
+removed, serialised with sorted keys. Everything else (messages, system prompt, tools,
+temperature, seed, n, response_format, ...) is part of the key, so an exact hit can
+only ever return the answer to the very same question.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+CACHE_KEY_VERSION = 1
+
+# Fields that shape transport or bookkeeping, not the answer.
+_NON_SEMANTIC_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+
+
+def canonical_request(endpoint: str, body: Mapping[str, Any]) -> bytes:
+    """The bytes the exact cache hashes: endpoint plus answer-shaping fields, sorted."""
+    kept = {k: v for k, v in body.items() if k not in _NON_SEMANTIC_FIELDS}
+    return orjson.dumps({"endpoint": endpoint, "body": kept}, option=orjson.OPT_SORT_KEYS)
+
+
+def exact_cache_key(project_id: UUID, endpoint: str, body: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(canonical_request(endpoint, body)).hexdigest()
+    return f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project_id}}}:{digest}"
+
+
+def project_cache_pattern(project_id: UUID) -> str:
+    """SCAN pattern matching every exact entry of one project (for flushes)."""
+    return f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project_id}}}:*"

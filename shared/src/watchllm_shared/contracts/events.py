@@ -1,0 +1,75 @@
+"""The request-completed event, version 1.
+
+Rules (rolling deploys mix old and new producers and consumers):
+- add-only: a new field is optional with a default; no field is removed or renamed;
+- consumers ignore fields they do not know (``extra="ignore"``);
+- a breaking change is a new ``schema_version`` on a new stream name.
+
+On the wire the event is one stream entry with a single field ``data`` holding the
+JSON document; ``to_stream_fields``/``from_stream_fields`` are the only codec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RequestStatus(StrEnum):
+    OK = "ok"
+    CLIENT_ERROR = "client_error"  # 4xx decided by the gateway or returned by upstream
+    RATE_LIMITED = "rate_limited"
+    UPSTREAM_ERROR = "upstream_error"  # upstream 5xx or unreachable after retries
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    CLIENT_DISCONNECTED = "client_disconnected"  # the caller went away mid-stream
+    GATEWAY_ERROR = "gateway_error"  # a store the gateway needs (e.g. Postgres) was down
+
+
+class CacheOutcome(StrEnum):
+    HIT = "hit"
+    MISS = "miss"
+    BYPASS = "bypass"
+
+
+class RequestCompleted(BaseModel):
+    """One per request the gateway answered (success or error)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: Literal[1] = 1
+    event_id: UUID
+    occurred_at: datetime = Field(description="When the gateway finished the response (UTC).")
+    request_id: str
+    project_id: UUID | None = None  # None when the request failed authentication
+    key_id: UUID | None = None
+    model: str | None = None
+    provider: str | None = None
+    endpoint: str
+    http_status: int
+    status: RequestStatus
+    error_type: str | None = None
+    cache: CacheOutcome = CacheOutcome.BYPASS
+    cache_similarity: float | None = None
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    cost_saved_usd: Decimal = Decimal(0)
+    latency_ms: float = Field(description="Request received to last byte sent.")
+    upstream_latency_ms: float | None = None
+    ttfb_ms: float | None = Field(default=None, description="Request received to first byte.")
+    trace_id: str | None = None
+    upstream_attempts: int = 0
+
+    def to_stream_fields(self) -> dict[str, bytes]:
+        return {"data": orjson.dumps(self.model_dump(mode="json"))}
+
+    @classmethod
+    def from_stream_fields(cls, fields: dict[bytes, bytes]) -> RequestCompleted:
+        return cls.model_validate_json(fields[b"data"])

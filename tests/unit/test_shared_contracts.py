@@ -1,0 +1,60 @@
+"""Shared contracts: keys, cache keys, events, log redaction."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key, looks_like_key
+from watchllm_shared.contracts import RequestCompleted, RequestStatus
+from watchllm_shared.contracts.cache_keys import exact_cache_key
+from watchllm_shared.telemetry import RedactingFilter, redact
+
+pytestmark = pytest.mark.unit
+
+
+def test_generated_keys_are_unique_well_formed_and_hashed_to_32_bytes() -> None:
+    keys = {generate_key() for _ in range(1000)}
+    assert len(keys) == 1000
+    key = keys.pop()
+    assert looks_like_key(key) and key.startswith("lgw_")
+    assert len(hash_key(key)) == 32 and hash_key(key) != hash_key(generate_key())
+    assert display_prefix(key) == key[:12]
+    assert not looks_like_key("lgw_short") and not looks_like_key("sk-" + key[4:])
+
+
+def test_exact_cache_key_ignores_transport_fields_but_not_answer_shaping_ones() -> None:
+    project = uuid.uuid4()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+    key = exact_cache_key(project, "/v1/chat/completions", body)
+    assert key == exact_cache_key(project, "/v1/chat/completions", {**body, "stream": True})
+    assert key != exact_cache_key(project, "/v1/chat/completions", {**body, "temperature": 1})
+    assert key != exact_cache_key(uuid.uuid4(), "/v1/chat/completions", body)
+    assert key.startswith(f"watchllm:cache:exact:v1:{{{project}}}:")
+
+
+def test_event_round_trips_through_stream_fields_and_ignores_unknown_fields() -> None:
+    event = RequestCompleted(
+        event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), request_id="req_1",
+        endpoint="/v1/chat/completions", http_status=200, status=RequestStatus.OK,
+        latency_ms=1.5,
+    )  # fmt: skip
+    fields = {k.encode(): v for k, v in event.to_stream_fields().items()}
+    assert RequestCompleted.from_stream_fields(fields) == event
+    newer = fields[b"data"][:-1] + b',"field_from_the_future":1}'
+    assert RequestCompleted.from_stream_fields({b"data": newer}) == event
+
+
+def test_secrets_are_masked_in_log_records(caplog: pytest.LogCaptureFixture) -> None:
+    key = generate_key()
+    assert key not in redact(f"auth with {key}")
+    assert "sk-ant-api03-abcdefghijkl" not in redact("x sk-ant-api03-abcdefghijkl y")
+    assert "abcdef123456" not in redact("Authorization: Bearer abcdef123456")
+    logger = logging.getLogger("test.redaction")
+    logger.addFilter(RedactingFilter())
+    with caplog.at_level(logging.INFO, logger="test.redaction"):
+        logger.info("key %s used", key)
+    assert key not in caplog.text and key[:10] in caplog.text
