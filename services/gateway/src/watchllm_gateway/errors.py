@@ -51,12 +51,14 @@ class GatewayError(Exception):
         message: str,
         *,
         headers: dict[str, str] | None = None,
+        upstream_attempts: int = 0,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.upstream_attempts = upstream_attempts  # for the event, when upstream failed
 
     def render(self, api: ProviderKind, request_id: str) -> Response:
         if api is ProviderKind.ANTHROPIC:

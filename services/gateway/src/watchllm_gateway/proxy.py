@@ -94,6 +94,7 @@ class Proxy:
             return await self._forward(request, exchange)
         except GatewayError as error:
             exchange.fail(error.status, status_for_http(error.status), error.code)
+            exchange.upstream_attempts = error.upstream_attempts or exchange.upstream_attempts
             return self._finish(exchange, error.render(spec.api, exchange.request_id))
 
     async def _forward(self, request: Request, exchange: Exchange) -> Response:

@@ -48,7 +48,9 @@ async def open_runtime(
     stack.push_async_callback(pool.close)
     http: httpx.AsyncClient = create_http_client(settings)
     stack.push_async_callback(http.aclose)
-    events = EventPublisher(redis, metrics, settings.event_buffer_size)
+    events = EventPublisher(
+        redis, metrics, settings.event_buffer_size, stream=settings.events_stream
+    )
     events.start()
     stack.push_async_callback(events.close)  # closed first: flushes while Redis is open
     router = ModelRouter(settings.resolved_routes())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from watchllm_shared.contracts import Stream
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
 
 
@@ -113,6 +114,11 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         description="While Postgres is unreachable, keep serving keys seen this recently.",
     )
     event_buffer_size: int = Field(default=100_000, gt=0)
+    events_stream: str = Field(
+        default=Stream.REQUESTS_COMPLETED.value,
+        description="Stream for request-completed events; change it only to share one"
+        " Redis between separate WatchLLM deployments.",
+    )
     health_check_timeout_seconds: float = Field(default=1.0, gt=0)
 
     def resolved_routes(self) -> tuple[Route, ...]:

@@ -101,6 +101,7 @@ class UpstreamClient:
                     504,
                     "upstream_timeout",
                     f"The upstream provider timed out ({type(exc).__name__})",
+                    upstream_attempts=attempt,
                 ) from exc
             except httpx.TransportError as exc:
                 if await self._may_retry(route, attempt, "connect", None):
@@ -109,6 +110,7 @@ class UpstreamClient:
                     502,
                     "upstream_unreachable",
                     f"The upstream provider is unreachable ({type(exc).__name__})",
+                    upstream_attempts=attempt,
                 ) from exc
             elapsed = time.perf_counter() - started
             self._metrics.upstream_latency.labels(route.provider.value).observe(elapsed)

@@ -59,8 +59,13 @@ def projects() -> None:
 
 @projects.command("create")
 @click.argument("name")
-@click.option("--plan", type=click.Choice([p.value for p in Plan]), default=Plan.FREE.value,
-              show_default=True, help="Daily request quota: FREE 1,000, STARTER 10,000, PRO 100,000.")  # fmt: skip
+@click.option(
+    "--plan",
+    type=click.Choice([p.value for p in Plan]),
+    default=Plan.FREE.value,
+    show_default=True,
+    help="Daily request quota: FREE 1,000, STARTER 10,000, PRO 100,000.",
+)
 @click.pass_obj
 def projects_create(settings: CliSettings, name: str, plan: str) -> None:
     """Create project NAME."""

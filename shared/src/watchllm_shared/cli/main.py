@@ -19,6 +19,20 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option(
+    "--fake-provider",
+    is_flag=True,
+    help="Also start the built-in fake provider and route every model to it (demo).",
+)
+@click.pass_obj
+def up(settings: CliSettings, fake_provider: bool) -> None:
+    """Run the whole system: stores (embedded unless URLs are set), migrations, services."""
+    from watchllm_shared.cli.up import run_up
+
+    run_up(settings, fake_provider)
+
+
+@cli.command()
 @click.pass_obj
 def migrate(settings: CliSettings) -> None:
     """Apply the Postgres schema migrations (safe to run concurrently and repeatedly)."""
@@ -44,7 +58,8 @@ def fake_provider(host: str, port: int, delay: float, chunk_delay: float) -> Non
     from watchllm_shared.fake_provider import FakeProviderConfig
     from watchllm_shared.fake_provider.__main__ import serve
 
-    serve(host, port, FakeProviderConfig(default_delay_seconds=delay, chunk_delay_seconds=chunk_delay))
+    config = FakeProviderConfig(default_delay_seconds=delay, chunk_delay_seconds=chunk_delay)
+    serve(host, port, config)
 
 
 cli.add_command(projects)

@@ -1,0 +1,68 @@
+"""Session-wide real servers: Redis and Postgres (see tests/support/servers.py for where
+they come from), a migrated database of the session's own, and the fake provider."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.support.processes import ServiceProcess, start_fake_provider
+from tests.support.servers import fresh_database, provide_postgres, provide_redis
+from watchllm_shared.accounts import AccountStore, Plan
+from watchllm_shared.accounts import migrate as migrations
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with provide_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with provide_postgres(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A database of this test session's own, at the schema's head revision."""
+    with fresh_database(postgres_admin_url, "watchllm_test") as url:
+        migrations.upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def account_store(database_url: str) -> AsyncIterator[AccountStore]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    yield AccountStore(pool, actor="tests")
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+def fake_provider(log_dir: Path) -> Iterator[ServiceProcess]:
+    service = start_fake_provider(log_dir)
+    yield service
+    service.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def project_key(account_store: AccountStore) -> tuple[str, str]:
+    """A fresh project (PRO plan) and one key for it: (project name, key)."""
+    name = unique("proj")
+    await account_store.create_project(name, Plan.PRO)
+    created = await account_store.create_key(name, "tests")
+    return name, created.secret

@@ -1,0 +1,57 @@
+"""A real gateway process in front of the fake provider, per test module."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import ServiceProcess, start_gateway
+
+FAKE_PROVIDER_KEY = "sk-fake-provider-key-0123456789"
+
+
+@dataclass
+class Gateway:
+    process: ServiceProcess
+    stream: str
+    url: str
+
+
+def gateway_env(
+    fake_url: str, redis_url: str, database_url: str, stream: str, **extra: str
+) -> dict[str, str]:
+    routes = [
+        {"pattern": "claude-*", "provider": "anthropic", "base_url": fake_url,
+         "api_key_env": "WATCHLLM_TEST_FAKE_KEY", "models": ["claude-haiku-4-5"]},
+        {"pattern": "gpt-*", "provider": "openai", "base_url": f"{fake_url}/v1",
+         "api_key_env": "WATCHLLM_TEST_FAKE_KEY", "models": ["gpt-4o-mini", "gpt-4o"]},
+        {"pattern": "text-embedding-*", "provider": "openai", "base_url": f"{fake_url}/v1",
+         "api_key_env": "WATCHLLM_TEST_FAKE_KEY"},
+    ]  # fmt: skip
+    return {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "WATCHLLM_ROUTES": json.dumps(routes),
+        "WATCHLLM_TEST_FAKE_KEY": FAKE_PROVIDER_KEY,
+        "WATCHLLM_EVENTS_STREAM": stream,
+        "WATCHLLM_UPSTREAM_READ_TIMEOUT_SECONDS": "1.5",
+        "WATCHLLM_UPSTREAM_RETRY_BACKOFF_SECONDS": "0.01",
+        "WATCHLLM_MAX_BODY_BYTES": str(256 * 1024),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    fake_provider: ServiceProcess, redis_url: str, database_url: str, log_dir: Path
+) -> Iterator[Gateway]:
+    stream = f"test.requests.{uuid.uuid4().hex}"
+    env = gateway_env(fake_provider.url, redis_url, database_url, stream)
+    process = start_gateway(env, log_dir)
+    yield Gateway(process, stream, process.url)
+    process.stop()

@@ -1,0 +1,62 @@
+"""What operators and Kubernetes see: probes, health, metrics, logs free of secrets."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import FAKE_PROVIDER_KEY, Gateway
+
+pytestmark = pytest.mark.e2e
+
+
+def test_probes_and_health_report(gateway: Gateway) -> None:
+    assert httpx.get(f"{gateway.url}/livez").status_code == 200
+    ready = httpx.get(f"{gateway.url}/readyz")
+    assert ready.status_code == 200 and ready.json() == {
+        "status": "ready", "database": True, "redis": True,
+    }  # fmt: skip
+    health = httpx.get(f"{gateway.url}/health").json()
+    assert health["mode"] == "self_hosted"
+    assert set(health["services"]) == {
+        "database", "redis", "qdrant", "clickhouse", "limiter", "cache", "analytics",
+    }  # fmt: skip
+    assert health["services"]["database"] == "up" and health["services"]["redis"] == "up"
+    # Limiter, cache and analytics are not running in this test: degraded, not unhealthy.
+    assert health["status"] == "degraded"
+
+
+def test_metrics_expose_the_documented_names(
+    gateway: Gateway, project_key: tuple[str, str]
+) -> None:
+    _, key = project_key
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0) as sdk:
+        sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "m"}])
+    text = httpx.get(f"{gateway.url}/metrics").text
+    assert 'watchllm_requests_total{endpoint="/v1/chat/completions",status="200"}' in text
+    for name in (
+        "watchllm_cache_hits_total", "watchllm_cache_misses_total",
+        'watchllm_latency_seconds_bucket{endpoint="/v1/chat/completions",le=',
+        "watchllm_events_published_total",
+    ):  # fmt: skip
+        assert name in text
+
+
+def test_no_key_ever_reaches_the_logs(gateway: Gateway, project_key: tuple[str, str]) -> None:
+    _, key = project_key
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0) as sdk:
+        sdk.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "secret"}]
+        )
+        with pytest.raises(openai.InternalServerError):
+            sdk.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "[[fake:status=401]]"}]
+            )
+    log = gateway.process.log()
+    assert key not in log and FAKE_PROVIDER_KEY not in log and "secret" not in log
+
+
+def test_unknown_paths_answer_in_openai_shape(gateway: Gateway) -> None:
+    response = httpx.get(f"{gateway.url}/v1/nothing-here")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"

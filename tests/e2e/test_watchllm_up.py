@@ -1,0 +1,74 @@
+"""`watchllm up` on a machine with no Redis or Postgres URLs: what a new user does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.support.processes import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+WATCHLLM = str(Path(sys.executable).with_name("watchllm"))
+
+
+def _env(tmp_path: Path, gateway_port: int, fake_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(
+        WATCHLLM_DATA_DIR=str(tmp_path / "data"),
+        WATCHLLM_GATEWAY_PORT=str(gateway_port),
+        WATCHLLM_FAKE_PROVIDER_PORT=str(fake_port),
+    )
+    return env
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered:\n{log.read_text()}")
+
+
+def test_up_runs_everything_embedded_and_a_key_gets_a_completion(tmp_path: Path) -> None:
+    gateway_port, fake_port = free_port(), free_port()
+    env = _env(tmp_path, gateway_port, fake_port)
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen([WATCHLLM, "up", "--fake-provider"], env=env, stdout=out, stderr=out)
+    try:
+        _wait_for(f"http://127.0.0.1:{gateway_port}/readyz", up, log, timeout=90)
+        run = {"env": env, "check": True, "capture_output": True, "text": True}
+        subprocess.run([WATCHLLM, "projects", "create", "demo"], **run)  # type: ignore[call-overload]
+        key = subprocess.run(  # type: ignore[call-overload]
+            [WATCHLLM, "keys", "create", "--project", "demo", "--quiet"], **run
+        ).stdout.strip()
+        with openai.OpenAI(
+            base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key=key, max_retries=0
+        ) as sdk:
+            answer = sdk.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "first light"}]
+            )
+        assert answer.choices[0].message.content.startswith("Echo: first light")
+        assert "gateway:   http://127.0.0.1:" in log.read_text()
+    finally:
+        up.send_signal(signal.SIGINT)
+        returncode = up.wait(timeout=30)
+    assert returncode == 0, log.read_text()
+    assert log.read_text().rstrip().endswith("stopped")
+    assert not (tmp_path / "data" / "runtime.json").exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{gateway_port}/livez", timeout=1)

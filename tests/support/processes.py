@@ -1,0 +1,95 @@
+"""Start WatchLLM processes (gateway, fake provider) the way operators do: as separate
+processes configured by environment, on free loopback ports, with logs kept to check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_process(
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    ready_url: str,
+    base_url: str,
+    log_path: Path,
+    timeout: float = 30.0,
+) -> ServiceProcess:
+    """Run ``python -m module args`` and wait until ``ready_url`` answers 200."""
+    full_env = {**os.environ, **env}
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *args], env=full_env, stdout=log_file, stderr=log_file
+    )
+    log_file.close()
+    service = ServiceProcess(process, base_url, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{module} exited with {process.returncode}:\n{service.log()}")
+        try:
+            if httpx.get(ready_url, timeout=1.0).status_code == 200:
+                return service
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    service.kill()
+    raise RuntimeError(f"{module} not ready after {timeout} s:\n{service.log()}")
+
+
+def start_fake_provider(log_dir: Path) -> ServiceProcess:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    return start_process(
+        "watchllm_shared.fake_provider", ["--port", str(port)], {},
+        f"{base}/health", base, log_dir / f"fake-provider-{port}.log",
+    )  # fmt: skip
+
+
+def start_gateway(env: dict[str, str], log_dir: Path) -> ServiceProcess:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    return start_process(
+        "watchllm_gateway", [], {"WATCHLLM_PORT": str(port), **env},
+        f"{base}/livez", base, log_dir / f"gateway-{port}.log",
+    )  # fmt: skip
