@@ -24,8 +24,10 @@ def test_dated_snapshots_price_as_their_family_and_the_most_specific_prefix_wins
 
 def test_operator_overrides_beat_the_file_which_beats_built_ins(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
-    path.write_text('{"gpt-4o": {"input_per_million": "1", "output_per_million": "1"},'
-                    ' "house-model": {"input_per_million": "3", "output_per_million": "6"}}')
+    path.write_text(
+        '{"gpt-4o": {"input_per_million": "1", "output_per_million": "1"},'
+        ' "house-model": {"input_per_million": "3", "output_per_million": "6"}}'
+    )
     table = PriceTable.load(
         {"house-model": ModelPrice(input_per_million=Decimal(4), output_per_million=Decimal(8))},
         path,
@@ -58,8 +60,14 @@ def test_routes_resolve_provider_keys_from_the_named_variable(
 ) -> None:
     monkeypatch.setenv("MY_UPSTREAM_KEY", "sk-test-123")
     settings = GatewaySettings(
-        routes=(RouteConfig(pattern="*", provider=ProviderKind.OPENAI, base_url="http://x",
-                            api_key_env="MY_UPSTREAM_KEY"),)
+        routes=(
+            RouteConfig(
+                pattern="*",
+                provider=ProviderKind.OPENAI,
+                base_url="http://x",
+                api_key_env="MY_UPSTREAM_KEY",
+            ),
+        )
     )
     (route,) = settings.resolved_routes()
     assert route.api_key is not None and route.api_key.get_secret_value() == "sk-test-123"

@@ -33,14 +33,14 @@ def test_splitter_returns_whole_events_across_arbitrary_chunk_boundaries() -> No
 
 def test_splitter_normalises_crlf_and_keeps_a_partial_event_as_remainder() -> None:
     splitter = SSESplitter()
-    assert splitter.feed(b"event: ping\r\ndata: {}\r\n\r\ndata: {\"x\"") == [
+    assert splitter.feed(b'event: ping\r\ndata: {}\r\n\r\ndata: {"x"') == [
         b"event: ping\ndata: {}\n\n"
     ]
     assert splitter.remainder() == b'data: {"x"'
 
 
 def test_event_fields() -> None:
-    event = b"event: message_delta\ndata: {\"a\": 1}\n\n"
+    event = b'event: message_delta\ndata: {"a": 1}\n\n'
     assert event_name(event) == b"message_delta"
     assert event_data(event) == b'{"a": 1}'
     assert event_data(b": comment\n\n") is None
@@ -60,7 +60,10 @@ def test_openai_stream_usage_is_read_and_hidden_unless_the_caller_asked() -> Non
 
 def test_anthropic_stream_usage_takes_input_from_start_and_output_from_last_delta() -> None:
     observer = AnthropicStreamUsage()
-    start = {"type": "message_start", "message": {"usage": {"input_tokens": 30, "output_tokens": 1}}}
+    start = {
+        "type": "message_start",
+        "message": {"usage": {"input_tokens": 30, "output_tokens": 1}},
+    }
     observer.forward(b"event: message_start\ndata: " + orjson.dumps(start) + b"\n\n")
     delta = {"type": "message_delta", "usage": {"output_tokens": 42}}
     observer.forward(b"event: message_delta\ndata: " + orjson.dumps(delta) + b"\n\n")
