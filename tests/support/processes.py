@@ -77,11 +77,11 @@ def start_process(
     raise RuntimeError(f"{module} not ready after {timeout} s:\n{service.log()}")
 
 
-def start_fake_provider(log_dir: Path) -> ServiceProcess:
+def start_fake_provider(log_dir: Path, *args: str) -> ServiceProcess:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     return start_process(
-        "watchllm_shared.fake_provider", ["--port", str(port)], {},
+        "watchllm_shared.fake_provider", ["--port", str(port), *args], {},
         f"{base}/health", base, log_dir / f"fake-provider-{port}.log",
     )  # fmt: skip
 

