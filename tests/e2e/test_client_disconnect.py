@@ -1,7 +1,9 @@
-"""A caller that hangs up mid-stream: the gateway stops the upstream and records it."""
+"""Streams against a slow upstream: relayed as they arrive, and a caller that hangs up
+mid-stream makes the gateway stop the upstream and record it."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,3 +44,24 @@ def test_hanging_up_mid_stream_is_recorded_as_client_disconnected(
     (event,) = wait_for_events(redis_url, gateway.stream, lambda e: e.request_id == request_id)
     assert event.status is RequestStatus.CLIENT_DISCONNECTED and event.stream
     assert event.latency_ms < 2000, "the gateway kept reading a stream nobody wanted"
+
+
+def test_stream_events_reach_the_caller_as_the_upstream_sends_them(
+    slow_stream_gateway: Gateway, project_key: tuple[str, str]
+) -> None:
+    gateway = slow_stream_gateway
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "y"}]}
+    headers = {"authorization": f"Bearer {project_key[1]}"}
+    arrivals: list[float] = []
+    started = time.monotonic()
+    with httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append(time.monotonic() - started)
+    # The fake waits 0.1 s between its ~27 events: relayed as they come, the first
+    # arrives long before the last, and they keep arriving spread over the stream.
+    assert len(arrivals) > 20
+    assert arrivals[0] < 0.5 and arrivals[-1] > 2.0
+    assert arrivals[len(arrivals) // 2] < arrivals[-1] - 0.5

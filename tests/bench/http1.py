@@ -1,0 +1,327 @@
+"""A minimal HTTP/1.1 keep-alive client for the load tool, on asyncio protocols.
+
+One ``Connection`` (an ``asyncio.Protocol``) carries one request at a time; the
+request bytes are built once per target and written with a single ``write``. The
+``ResponseParser`` reads the status line, ``Content-Length``, chunked and
+read-until-close bodies incrementally, notes when the first body byte arrived and
+counts SSE events (blank-line separators) without keeping the body unless asked.
+``ConnectionPool`` hands requests to idle connections, opens new ones while all are
+busy (up to a cap) and queues what cannot be sent at once. No per-request task,
+future or coroutine is needed: completions are callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE = range(7)
+
+
+class Record:
+    """One request: times from ``time.perf_counter``; ``error`` None when it completed."""
+
+    __slots__ = (
+        "scheduled", "sent", "first_byte", "done", "status", "error", "events", "body", "on_done",
+    )  # fmt: skip
+
+    def __init__(self, scheduled: float, on_done: Callable[[Record], None] | None = None) -> None:
+        self.scheduled = scheduled
+        self.sent: float | None = None
+        self.first_byte: float | None = None
+        self.done: float | None = None
+        self.status = 0
+        self.error: str | None = None
+        self.events = 0
+        self.body: bytes | None = None
+        self.on_done = on_done
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    path: str
+    body: bytes = b""
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def payload(self) -> bytes:
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{name}: {value}" for name, value in self.headers.items()]
+        if self.body or self.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+
+class ResponseParser:
+    """Incremental response parser; ``feed`` returns True once a response is complete."""
+
+    def __init__(self, keep_body: bool = False) -> None:
+        self.keep_body = keep_body
+        self._buf = bytearray()
+        self.reset()
+
+    def reset(self) -> None:
+        self.status = 0
+        self.first_byte: float | None = None
+        self.events = 0
+        self.must_close = False
+        self.parts: list[bytes] = []
+        self._state = _HEAD
+        self._remaining = 0
+        self._last_newline = False
+
+    @property
+    def until_close(self) -> bool:
+        return self._state == _UNTIL_CLOSE
+
+    def feed(self, data: bytes, now: float) -> bool:
+        buf = self._buf
+        buf += data
+        while True:
+            state = self._state
+            if state == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return False
+                self._head(bytes(buf[:end]))
+                del buf[: end + 4]
+                if self._state == _LENGTH and self._remaining == 0:
+                    return True
+            elif state == _LENGTH or state == _CHUNK_DATA:
+                if not buf:
+                    return False
+                take = min(len(buf), self._remaining)
+                self._body(bytes(buf[:take]), now)
+                del buf[:take]
+                self._remaining -= take
+                if self._remaining == 0:
+                    if state == _LENGTH:
+                        return True
+                    self._state = _CHUNK_END
+            elif state == _CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    return False
+                size = int(bytes(buf[:end]).split(b";", 1)[0], 16)
+                del buf[: end + 2]
+                self._state, self._remaining = (_CHUNK_DATA, size) if size else (_TRAILER, 0)
+            elif state == _CHUNK_END:
+                if len(buf) < 2:
+                    return False
+                del buf[:2]
+                self._state = _CHUNK_SIZE
+            elif state == _TRAILER:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    return False
+                del buf[: end + 2]
+                if end == 0:
+                    return True
+            else:  # read until the server closes the connection
+                if buf:
+                    self._body(bytes(buf), now)
+                    buf.clear()
+                return False
+
+    def _head(self, head: bytes) -> None:
+        self.status = int(head[9:12])
+        lower = head.lower()
+        self.must_close = b"\r\nconnection: close" in lower
+        if b"\r\ntransfer-encoding:" in lower and b"chunked" in lower:
+            self._state = _CHUNK_SIZE
+            return
+        start = lower.find(b"\r\ncontent-length:")
+        if start >= 0:
+            end = lower.find(b"\r\n", start + 2)
+            self._state = _LENGTH
+            self._remaining = int(lower[start + 17 : end if end >= 0 else None])
+        elif self.status in (204, 304) or self.status < 200:
+            self._state, self._remaining = _LENGTH, 0
+        else:
+            self._state, self.must_close = _UNTIL_CLOSE, True
+
+    def _body(self, chunk: bytes, now: float) -> None:
+        if not chunk:
+            return
+        if self.first_byte is None:
+            self.first_byte = now
+        self.events += chunk.count(b"\n\n") + (self._last_newline and chunk[0] == 10)
+        self._last_newline = chunk[-1] == 10
+        if self.keep_body:
+            self.parts.append(chunk)
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._parser = ResponseParser(pool.keep_body)
+        self.transport: asyncio.Transport | None = None
+        self.record: Record | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._pool._ready(self)
+
+    def send(self, record: Record, payload: bytes) -> None:
+        assert self.transport is not None
+        self.record = record
+        record.sent = time.perf_counter()
+        self.transport.write(payload)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self.record is None:  # nothing asked: a broken server; drop the connection
+            self.close()
+            return
+        if self._parser.feed(data, now):
+            self._complete(now)
+
+    def _complete(self, now: float) -> None:
+        record, parser = self.record, self._parser
+        assert record is not None
+        self.record = None
+        record.done, record.status = now, parser.status
+        record.first_byte, record.events = parser.first_byte, parser.events
+        if parser.keep_body:
+            record.body = b"".join(parser.parts)
+        must_close = parser.must_close
+        parser.reset()
+        if must_close:
+            self.close()
+        self._pool._finished(record, None if must_close else self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        record = self.record
+        if record is not None:
+            if self._parser.until_close and exc is None:
+                self._complete(time.perf_counter())
+            else:
+                self.record = None
+                record.error = "connection_lost"
+                self._pool._finished(record, None)
+        self._pool._lost(self)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class ConnectionPool:
+    """Persistent connections to one target, opened on demand up to ``max_connections``."""
+
+    def __init__(self, target: Target, max_connections: int, keep_body: bool = False) -> None:
+        self.target = target
+        self.keep_body = keep_body
+        self.max_connections = max_connections
+        self.opened = 0
+        self.queued_at_cap = 0
+        self.outstanding = 0  # submitted, not finished
+        self._payload = target.payload()
+        self._idle: list[Connection] = []
+        self._live: set[Connection] = set()
+        self._pending: deque[Record] = deque()
+        self._opening = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle_waiter: asyncio.Future[None] | None = None
+
+    async def warm(self, count: int) -> None:
+        """Open ``count`` connections before the clock starts."""
+        count = min(count, self.max_connections)
+        self._opening += count
+        await asyncio.gather(*(self._connect() for _ in range(count)))
+
+    def submit(self, record: Record) -> None:
+        self.outstanding += 1
+        if self._idle:
+            self._idle.pop().send(record, self._payload)
+            return
+        self._pending.append(record)
+        if len(self._live) + self._opening < self.max_connections:
+            self._open()
+        else:
+            self.queued_at_cap += 1
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is outstanding; False when ``timeout`` passed first."""
+        if self.outstanding == 0:
+            return True
+        self._idle_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._idle_waiter), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._idle_waiter = None
+        return True
+
+    async def close(self) -> None:
+        """Close every connection (and fail what is still outstanding)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._pending:
+            record = self._pending.popleft()
+            record.error = "not_sent"
+            self._finished(record, None)
+        for connection in list(self._live):
+            connection.close()
+        for _ in range(100):  # connection_lost runs on a later loop iteration
+            if not self._live:
+                break
+            await asyncio.sleep(0.001)
+
+    def _open(self) -> None:
+        self._opening += 1
+        task = asyncio.get_running_loop().create_task(self._connect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self) -> None:
+        """Open one connection (``_opening`` was counted up by the caller)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(
+                lambda: Connection(self), self.target.host, self.target.port
+            )
+        except OSError as exc:
+            self._opening -= 1
+            if self._pending:
+                record = self._pending.popleft()
+                record.error = f"connect_{type(exc).__name__}"
+                self._finished(record, None)
+
+    def _ready(self, connection: Connection) -> None:
+        self._opening -= 1
+        self.opened += 1
+        self._live.add(connection)
+        self._release(connection)
+
+    def _release(self, connection: Connection) -> None:
+        if self._pending:
+            connection.send(self._pending.popleft(), self._payload)
+        else:
+            self._idle.append(connection)
+
+    def _finished(self, record: Record, connection: Connection | None) -> None:
+        if record.done is None:
+            record.done = time.perf_counter()
+        self.outstanding -= 1
+        if connection is not None:
+            self._release(connection)
+        if record.on_done is not None:
+            record.on_done(record)
+        if self.outstanding == 0 and self._idle_waiter and not self._idle_waiter.done():
+            self._idle_waiter.set_result(None)
+
+    def _lost(self, connection: Connection) -> None:
+        self._live.discard(connection)
+        if connection in self._idle:
+            self._idle.remove(connection)
+        if self._pending and len(self._live) + self._opening < self.max_connections:
+            self._open()
