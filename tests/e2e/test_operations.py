@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import FAKE_PROVIDER_KEY, Gateway
+from tests.e2e.conftest import FAKE_PROVIDER_KEY, Gateway, gateway_env
+from tests.support.processes import ServiceProcess, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -60,3 +64,29 @@ def test_no_key_ever_reaches_the_logs(gateway: Gateway, project_key: tuple[str, 
 def test_unknown_paths_answer_in_openai_shape(gateway: Gateway) -> None:
     response = httpx.get(f"{gateway.url}/v1/nothing-here")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_bodies_are_logged_only_when_the_operator_asks_and_keys_still_never(
+    fake_provider: ServiceProcess,
+    redis_url: str,
+    database_url: str,
+    project_key: tuple[str, str],
+    log_dir: Path,
+) -> None:
+    stream = f"test.requests.{uuid.uuid4().hex}"
+    env = gateway_env(
+        fake_provider.url, redis_url, database_url, stream, WATCHLLM_LOG_BODIES="true"
+    )
+    gateway = start_gateway(env, log_dir)
+    try:
+        with openai.OpenAI(
+            base_url=f"{gateway.url}/v1", api_key=project_key[1], max_retries=0
+        ) as sdk:
+            sdk.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "log this body"}]
+            )
+    finally:
+        gateway.stop()
+    log = gateway.log()
+    assert "log this body" in log and "Echo: log this body" in log
+    assert project_key[1] not in log and FAKE_PROVIDER_KEY not in log

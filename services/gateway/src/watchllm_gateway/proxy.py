@@ -10,10 +10,14 @@ is not the caller's fault → 502; other 4xx (and 429 after retries) are relayed
 their status and body, already in the caller's provider shape; 5xx after retries →
 502. A stream that breaks after it started ends with an error event in the provider's
 stream format, so SDKs raise instead of returning a silently truncated answer.
+
+Bodies are logged only when the operator sets ``WATCHLLM_LOG_BODIES=true`` (first
+64 KiB, through the redacting log filter); keys are never logged.
 """
 
 from __future__ import annotations
 
+import logging
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -34,6 +38,8 @@ from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.streaming import relay_stream
 from watchllm_gateway.upstream import UpstreamClient, UpstreamResponse
 from watchllm_shared.accounts import KeyGrant
+
+log = logging.getLogger(__name__)
 
 _JSON = "application/json"
 
@@ -76,6 +82,7 @@ class Proxy:
         events: EventPublisher,
         metrics: GatewayMetrics,
         max_body_bytes: int,
+        log_bodies: bool = False,
     ) -> None:
         self._auth = auth
         self._router = router
@@ -84,6 +91,7 @@ class Proxy:
         self._events = events
         self._metrics = metrics
         self._max_body = max_body_bytes
+        self._log_bodies = log_bodies
 
     async def authenticate(self, key: str) -> KeyGrant:
         return await self._auth.authenticate(key)
@@ -103,6 +111,8 @@ class Proxy:
         key = extract_key(headers.get("authorization"), headers.get("x-api-key"))
         raw = await read_body(request, self._max_body)
         exchange.grant = await self._auth.authenticate(key)
+        if self._log_bodies:
+            log.info("request %s %s body: %s", exchange.request_id, spec.path, raw[:65536])
         body = parse_object(raw)
         spec.validate(body)
         model: str = body["model"]
@@ -139,6 +149,8 @@ class Proxy:
         except orjson.JSONDecodeError as exc:
             raise GatewayError(502, "upstream_error", "The upstream sent invalid JSON") from exc
         exchange.usage = exchange.spec.usage_from_body(parsed)
+        if self._log_bodies:
+            log.info("response %s body: %s", exchange.request_id, content[:65536])
         self._price(exchange)
         exchange.mark_first_byte()
         return self._finish(exchange, Response(content, 200, media_type=_JSON))

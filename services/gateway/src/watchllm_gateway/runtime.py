@@ -69,6 +69,7 @@ async def open_runtime(
         events=events,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        log_bodies=settings.log_bodies,
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
     return GatewayRuntime(settings, metrics, router, proxy, health)
