@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support.processes import ServiceProcess, start_gateway
+from watchllm_limiter.library import library_source
 
 FAKE_PROVIDER_KEY = "sk-fake-provider-key-0123456789"
 
@@ -46,9 +48,23 @@ def gateway_env(
     }
 
 
+@pytest.fixture(scope="session")
+def limiter_library(redis_url: str) -> None:
+    """The limiter's Functions library in Redis, as a running limiter service leaves it."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.function_load(library_source(), replace=True)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def gateway(
-    fake_provider: ServiceProcess, redis_url: str, database_url: str, log_dir: Path
+    fake_provider: ServiceProcess,
+    redis_url: str,
+    database_url: str,
+    log_dir: Path,
+    limiter_library: None,
 ) -> Iterator[Gateway]:
     stream = f"test.requests.{uuid.uuid4().hex}"
     env = gateway_env(fake_provider.url, redis_url, database_url, stream)

@@ -273,3 +273,15 @@ def test_embeddings_are_forwarded_and_billed(
     (event,) = wait_for_events(redis_url, gateway.stream, lambda e: e.request_id == request_id)
     assert event.endpoint == "/v1/embeddings" and event.prompt_tokens == result.usage.prompt_tokens
     assert event.cost_usd == Decimal("0.02") * event.prompt_tokens / 1_000_000
+
+
+def test_every_answer_carries_the_rate_limit_headers_sdks_read(
+    gateway: Gateway, project_key: tuple[str, str]
+) -> None:
+    _, key = project_key
+    raw = client(gateway, key).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "limits?"}]
+    )
+    assert raw.headers["x-ratelimit-limit-requests"] == "100000"  # PRO plan, per UTC day
+    assert int(raw.headers["x-ratelimit-remaining-requests"]) == 99_999
+    assert raw.headers["x-ratelimit-reset-requests"].endswith("s")

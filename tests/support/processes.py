@@ -93,3 +93,12 @@ def start_gateway(env: dict[str, str], log_dir: Path) -> ServiceProcess:
         "watchllm_gateway", [], {"WATCHLLM_PORT": str(port), **env},
         f"{base}/livez", base, log_dir / f"gateway-{port}.log",
     )  # fmt: skip
+
+
+def start_limiter(env: dict[str, str], log_dir: Path) -> ServiceProcess:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    return start_process(
+        "watchllm_limiter", [], {"WATCHLLM_LIMITER_PORT": str(port), **env},
+        f"{base}/readyz", base, log_dir / f"limiter-{port}.log",
+    )  # fmt: skip

@@ -38,6 +38,7 @@ class Exchange:
     upstream_attempts: int = 0
     ttfb: float | None = None
     trace_id: str | None = field(default_factory=current_trace_id)
+    limit_headers: dict[str, str] = field(default_factory=dict)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -60,6 +60,19 @@ class GatewayMetrics:
             "watchllm_key_lookups", "API key lookups, by where the answer came from.",
             ["source"], registry=r,
         )  # fmt: skip
+        self.limiter_ask = Histogram(
+            "watchllm_limiter_ask_seconds", "One FCALL to the limiter library, round trip.",
+            buckets=(0.0001, 0.0002, 0.0003, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
+            registry=r,
+        )  # fmt: skip
+        self.limiter_decisions = Counter(
+            "watchllm_limiter_decisions", "Rate-limit decisions.", ["decision"], registry=r
+        )
+        self.limiter_unavailable = Counter(
+            "watchllm_limiter_unavailable",
+            "Requests decided by the failure policy because the limiter did not answer.",
+            ["policy"], registry=r,
+        )  # fmt: skip
         self.unpriced = Counter(
             "watchllm_unpriced_requests", "Requests for models missing from the price table.",
             ["model"], registry=r,

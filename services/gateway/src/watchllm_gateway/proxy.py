@@ -34,6 +34,7 @@ from watchllm_gateway.events import EventPublisher
 from watchllm_gateway.exchange import Exchange, status_for_http
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.pricing import PriceTable
+from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.streaming import relay_stream
 from watchllm_gateway.upstream import UpstreamClient, UpstreamResponse
@@ -82,6 +83,7 @@ class Proxy:
         events: EventPublisher,
         metrics: GatewayMetrics,
         max_body_bytes: int,
+        limiter: RateLimiter | None = None,
         log_bodies: bool = False,
     ) -> None:
         self._auth = auth
@@ -92,6 +94,7 @@ class Proxy:
         self._metrics = metrics
         self._max_body = max_body_bytes
         self._log_bodies = log_bodies
+        self._limiter = limiter
 
     async def authenticate(self, key: str) -> KeyGrant:
         return await self._auth.authenticate(key)
@@ -124,6 +127,8 @@ class Proxy:
             )
         route = self._router.resolve(model, spec.api)
         exchange.provider = route.provider.value
+        if self._limiter is not None:
+            exchange.limit_headers = await self._limiter.check(exchange.grant, exchange.request_id)
         upstream_body, caller_wants_usage = spec.prepare(body, raw)
         passed = {k: v for k, v in headers.items() if k.startswith(("anthropic-", "openai-"))}
         answer = await self._upstream.send(route, spec.upstream_path, upstream_body, passed)
@@ -207,7 +212,11 @@ class Proxy:
             exchange.cost_usd = cost
 
     def _headers(self, exchange: Exchange) -> dict[str, str]:
-        return {"x-request-id": exchange.request_id, "x-watchllm-cache": "bypass"}
+        return {
+            "x-request-id": exchange.request_id,
+            "x-watchllm-cache": "bypass",
+            **exchange.limit_headers,
+        }
 
     def _finish(self, exchange: Exchange, response: Response) -> Response:
         response.headers.update(self._headers(exchange))

@@ -19,6 +19,7 @@ from watchllm_gateway.health import HealthChecker
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.proxy import Proxy
+from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.settings import GatewaySettings
 from watchllm_gateway.upstream import UpstreamClient, create_http_client
@@ -69,6 +70,13 @@ async def open_runtime(
         events=events,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        limiter=(
+            RateLimiter(
+                redis, metrics, settings.limiter_timeout_seconds, settings.limiter_failure_policy
+            )
+            if settings.limiter_enabled
+            else None
+        ),
         log_bodies=settings.log_bodies,
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)

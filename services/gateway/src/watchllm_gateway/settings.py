@@ -9,6 +9,7 @@ import os
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -120,6 +121,15 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         " Redis between separate WatchLLM deployments.",
     )
     health_check_timeout_seconds: float = Field(default=1.0, gt=0)
+    limiter_enabled: bool = Field(default=True, description="Ask the limiter on every request.")
+    limiter_timeout_seconds: float = Field(
+        default=0.5, gt=0, description="Deadline of one limiter ask; then the policy applies."
+    )
+    limiter_failure_policy: Literal["open", "closed"] = Field(
+        default="open",
+        description="When the limiter cannot answer: 'open' serves the request, 'closed'"
+        " answers 503.",
+    )
 
     def resolved_routes(self) -> tuple[Route, ...]:
         """Routes with provider keys read from the environment variables they name."""

@@ -6,7 +6,15 @@ from watchllm_shared.accounts.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from watchllm_shared.accounts.models import ApiKey, CreatedKey, KeyGrant, Plan, Project
+from watchllm_shared.accounts.limits import LimitStore
+from watchllm_shared.accounts.models import (
+    ApiKey,
+    CreatedKey,
+    KeyGrant,
+    Plan,
+    Project,
+    ProjectLimits,
+)
 from watchllm_shared.accounts.store import AccountStore
 
 __all__ = [
@@ -17,7 +25,9 @@ __all__ = [
     "CreatedKey",
     "InvalidInputError",
     "KeyGrant",
+    "LimitStore",
     "NotFoundError",
     "Plan",
     "Project",
+    "ProjectLimits",
 ]

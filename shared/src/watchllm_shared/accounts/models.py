@@ -54,3 +54,29 @@ class KeyGrant:
     plan: Plan
     active: bool  # False once revoked or past its rotation grace period
     allowed_models: tuple[str, ...] | None  # glob patterns; None allows every model
+    requests_per_day: int  # the plan's quota (the limiter's fallback before its sync)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectLimits:
+    """Every limit of one project, as the limiter keeps it in Redis."""
+
+    project_id: UUID
+    requests_per_day: int
+    rpm: int | None
+    tpm: int | None
+    key_limits: dict[UUID, tuple[int | None, int | None]]  # key id -> (rpm, tpm)
+
+    def as_hash(self) -> dict[str, int]:
+        """Fields of the limits hash (watchllm_shared.contracts.limits)."""
+        fields = {"day": self.requests_per_day}
+        if self.rpm is not None:
+            fields["rpm"] = self.rpm
+        if self.tpm is not None:
+            fields["tpm"] = self.tpm
+        for key_id, (rpm, tpm) in self.key_limits.items():
+            if rpm is not None:
+                fields[f"k:{key_id}:rpm"] = rpm
+            if tpm is not None:
+                fields[f"k:{key_id}:tpm"] = tpm
+        return fields

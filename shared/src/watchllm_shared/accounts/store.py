@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 
+from watchllm_shared.accounts.audit import audit, notify_limits_changed
 from watchllm_shared.accounts.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key
 from watchllm_shared.accounts.models import ApiKey, CreatedKey, KeyGrant, Plan, Project
@@ -37,31 +37,16 @@ def _project(row: asyncpg.Record) -> Project:
     )
 
 
-async def _audit(
-    conn: Any,
-    actor: str,
-    action: str,
-    project_id: uuid.UUID | None,
-    key_id: uuid.UUID | None,
-    details: dict[str, Any],
-) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (actor, action, project_id, key_id, details)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb)",
-        actor,
-        action,
-        project_id,
-        key_id,
-        orjson.dumps(details).decode(),
-    )
-
-
 class AccountStore:
     """Projects and keys. ``actor`` names who made a change, for the audit log."""
 
     def __init__(self, pool: asyncpg.Pool, actor: str = "cli") -> None:
         self._pool = pool
         self._actor = actor
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
 
     # -- projects -----------------------------------------------------------------
 
@@ -91,7 +76,8 @@ class AccountStore:
                 ) from exc
             assert row is not None
             await conn.execute("INSERT INTO project_settings (project_id) VALUES ($1)", row["id"])
-            await _audit(conn, self._actor, "project.create", row["id"], None, {"plan": plan.value})
+            await audit(conn, self._actor, "project.create", row["id"], None, {"plan": plan.value})
+            await notify_limits_changed(conn, row["id"])
             return _project(row)
 
     async def get_project(self, name: str) -> Project:
@@ -118,9 +104,10 @@ class AccountStore:
             )
             if row is None:
                 raise NotFoundError(f"no project named {name!r}")
-            await _audit(
+            await audit(
                 conn, self._actor, "project.set_plan", row["id"], None, {"plan": plan.value}
             )
+            await notify_limits_changed(conn, row["id"])
             return _project(row)
 
     # -- keys ---------------------------------------------------------------------
@@ -141,7 +128,7 @@ class AccountStore:
             hash_key(secret),
             display_prefix(secret),
         )
-        await _audit(conn, self._actor, "key.create", project_id, key_id, {"name": name})
+        await audit(conn, self._actor, "key.create", project_id, key_id, {"name": name})
         row = await conn.fetchrow(
             _SELECT_KEYS + " WHERE k.id = $1",
             key_id,
@@ -174,7 +161,8 @@ class AccountStore:
             )
             if project_id is None:
                 raise NotFoundError(f"no key with id {key_id}")
-            await _audit(conn, self._actor, "key.revoke", project_id, key_id, {})
+            await audit(conn, self._actor, "key.revoke", project_id, key_id, {})
+            await notify_limits_changed(conn, project_id)
         return await self.get_key(key_id)
 
     async def rotate_key(self, key_id: uuid.UUID, grace_seconds: int = 0) -> CreatedKey:
@@ -207,7 +195,7 @@ class AccountStore:
                 until,
                 grace_seconds == 0,
             )
-            await _audit(
+            await audit(
                 conn,
                 self._actor,
                 "key.rotate",
@@ -215,15 +203,17 @@ class AccountStore:
                 key_id,
                 {"replaced_by": str(created.key.id), "grace_seconds": grace_seconds},
             )
+            await notify_limits_changed(conn, old["project_id"])
             return created
 
     # -- the gateway's read path --------------------------------------------------
 
     async def find_grant(self, key_hash: bytes) -> KeyGrant | None:
         row = await self._pool.fetchrow(
-            "SELECT k.id, k.project_id, p.name, p.plan, s.allowed_models,"
+            "SELECT k.id, k.project_id, p.name, p.plan, s.allowed_models, pl.requests_per_day,"
             " (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())) AS active"
             " FROM api_keys k JOIN projects p ON p.id = k.project_id"
+            " JOIN plans pl ON pl.name = p.plan"
             " LEFT JOIN project_settings s ON s.project_id = p.id WHERE k.key_hash = $1",
             key_hash,
         )
@@ -237,6 +227,7 @@ class AccountStore:
             plan=Plan(row["plan"]),
             active=row["active"],
             allowed_models=tuple(allowed) if allowed is not None else None,
+            requests_per_day=row["requests_per_day"],
         )
 
     async def set_allowed_models(self, project_name: str, patterns: list[str] | None) -> None:
@@ -248,7 +239,7 @@ class AccountStore:
                 project.id,
                 patterns,
             )
-            await _audit(
+            await audit(
                 conn,
                 self._actor,
                 "project.allowed_models",

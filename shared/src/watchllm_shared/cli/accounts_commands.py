@@ -38,7 +38,7 @@ def run_with_store(settings: CliSettings, action: Callable[[AccountStore], Await
     return asyncio.run(_run())
 
 
-def _parse_uuid(value: str) -> UUID:
+def parse_uuid(value: str) -> UUID:
     try:
         return UUID(value)
     except ValueError as exc:
@@ -126,7 +126,7 @@ def keys_list(settings: CliSettings, project: str | None) -> None:
 @click.pass_obj
 def keys_revoke(settings: CliSettings, key_id: str) -> None:
     """Revoke KEY_ID now; every gateway replica refuses it within a second."""
-    key = run_with_store(settings, lambda s: s.revoke_key(_parse_uuid(key_id)))
+    key = run_with_store(settings, lambda s: s.revoke_key(parse_uuid(key_id)))
     click.echo(f"revoked {key.id} ({key.display_prefix}…)")
 
 
@@ -137,7 +137,7 @@ def keys_revoke(settings: CliSettings, key_id: str) -> None:
 @click.pass_obj
 def keys_rotate(settings: CliSettings, key_id: str, grace: int) -> None:
     """Replace KEY_ID with a new key (printed once); the old one stops after --grace."""
-    created = run_with_store(settings, lambda s: s.rotate_key(_parse_uuid(key_id), grace))
+    created = run_with_store(settings, lambda s: s.rotate_key(parse_uuid(key_id), grace))
     click.echo(f"new key id: {created.key.id}")
     click.echo(f"new key:    {created.secret}")
     when = "now" if grace == 0 else f"in {grace} s"

@@ -1,0 +1,129 @@
+"""Asking the limiter: one ``FCALL watchllm_limit_check`` per request.
+
+The algorithm lives in the limiter service's Redis Functions library; the gateway only
+asks and turns the answer into OpenAI-style headers (``x-ratelimit-limit-requests``,
+``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` and the ``-tokens``
+variants when a token limit applies) or a 429 with ``retry-after``.
+
+When Redis cannot answer within ``limiter_timeout_seconds`` (down, slow, or the
+library not loaded yet), the configured policy applies: fail-open (default) lets the
+request through without headers, fail-closed answers 503. Either way it is counted in
+``watchllm_limiter_unavailable_total{policy}`` and logged once per episode; never a 500.
+During an episode the gateway asks again at most every ``_PROBE_EVERY_SECONDS``;
+requests in between get the policy at once instead of each waiting for the deadline.
+
+The deadline (default 0.5 s) is far above a healthy ask (~0.2 ms) on purpose: under a
+burst, a busy event loop delays the reply's handling, and a tight deadline would turn
+load itself into fail-open, dropping limits exactly when they matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from watchllm_gateway.errors import GatewayError
+from watchllm_gateway.metrics import GatewayMetrics
+from watchllm_shared.accounts import KeyGrant
+from watchllm_shared.contracts.limits import CHECK_FUNCTION, LimitDecision, check_keys
+
+log = logging.getLogger(__name__)
+
+_PROBE_EVERY_SECONDS = 0.1
+
+FailurePolicy = Literal["open", "closed"]
+
+
+def format_reset(milliseconds: int) -> str:
+    """OpenAI's reset format: ``20ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
+    if milliseconds < 1000:
+        return f"{max(milliseconds, 0)}ms"
+    seconds = math.ceil(milliseconds / 1000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def limit_headers(decision: LimitDecision) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if decision.request_limit is not None:
+        headers["x-ratelimit-limit-requests"] = str(decision.request_limit)
+        headers["x-ratelimit-remaining-requests"] = str(decision.requests_remaining)
+        headers["x-ratelimit-reset-requests"] = format_reset(decision.requests_reset_ms or 0)
+    if decision.token_limit is not None:
+        headers["x-ratelimit-limit-tokens"] = str(decision.token_limit)
+        headers["x-ratelimit-remaining-tokens"] = str(decision.tokens_remaining)
+        headers["x-ratelimit-reset-tokens"] = format_reset(decision.tokens_reset_ms or 0)
+    return headers
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        metrics: GatewayMetrics,
+        timeout_seconds: float,
+        policy: FailurePolicy,
+    ) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._timeout = timeout_seconds
+        self._policy = policy
+        self._failing = False
+        self._next_probe = 0.0
+
+    async def check(self, grant: KeyGrant, request_id: str) -> dict[str, str]:
+        """Admit the request or raise 429; returns the headers every answer carries."""
+        started = time.perf_counter()
+        if self._failing and started < self._next_probe:
+            return self._apply_policy()
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._redis.fcall(
+                    CHECK_FUNCTION, 6, *check_keys(grant.project_id, grant.key_id),
+                    str(grant.key_id), grant.requests_per_day, request_id, "",
+                )  # fmt: skip
+        except (RedisError, OSError, TimeoutError) as exc:
+            return self._unavailable(exc)
+        self._metrics.limiter_ask.observe(time.perf_counter() - started)
+        if self._failing:
+            log.warning("rate limiter answering again")
+            self._failing = False
+        decision = LimitDecision.from_reply(reply)
+        headers = limit_headers(decision)
+        if decision.allowed:
+            self._metrics.limiter_decisions.labels("allowed").inc()
+            return headers
+        self._metrics.limiter_decisions.labels("refused").inc()
+        retry_after = max(1, math.ceil(decision.retry_after_ms / 1000))
+        headers["retry-after"] = str(retry_after)
+        headers["retry-after-ms"] = str(max(decision.retry_after_ms, 0))
+        raise GatewayError(
+            429, "rate_limit_exceeded",
+            f"Rate limit reached for this key or project; retry in {retry_after} s",
+            headers=headers,
+        )  # fmt: skip
+
+    def _unavailable(self, exc: BaseException) -> dict[str, str]:
+        if not self._failing:
+            log.error("rate limiter unavailable (%s: %s); failing %s", type(exc).__name__,
+                      exc, self._policy)  # fmt: skip
+            self._failing = True
+        self._next_probe = time.perf_counter() + _PROBE_EVERY_SECONDS
+        return self._apply_policy()
+
+    def _apply_policy(self) -> dict[str, str]:
+        self._metrics.limiter_unavailable.labels(self._policy).inc()
+        if self._policy == "closed":
+            raise GatewayError(
+                503, "rate_limiter_unavailable", "Rate limiting is unavailable; retry shortly"
+            )
+        return {}

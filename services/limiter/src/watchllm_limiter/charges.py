@@ -1,0 +1,150 @@
+"""Charging token usage to TPM windows from request-completed events.
+
+The limiter's consumer group reads the events stream (redis-py XREADGROUP: the work
+per event is one FCALL, pipelined per batch, well under faststream's ~2 ms per
+message). Delivery is at-least-once and charging is idempotent per event id, so a
+redelivered event charges nothing twice.
+
+Failure modes:
+- Redis down: nothing is acknowledged; the loop backs off and resumes where it was.
+- A consumer dies with events pending: after ``limiter_reclaim_idle_ms`` another
+  consumer takes them over (XAUTOCLAIM).
+- An event that cannot be parsed, or keeps failing ``limiter_max_deliveries`` times, is
+  copied to ``<stream>.dlq`` with its error and acknowledged: counted, never dropped
+  silently, never wedging the group.
+- Events older than the TPM window (60 s) charge nothing: they cannot affect a limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from watchllm_limiter.metrics import LimiterMetrics
+from watchllm_limiter.settings import LimiterSettings
+from watchllm_shared.contracts import RequestCompleted
+from watchllm_shared.contracts.limits import CHARGE_FUNCTION, charge_keys
+from watchllm_shared.redis_io import ensure_consumer_group
+
+log = logging.getLogger(__name__)
+
+_BLOCK_MS = 1000
+_BACKOFF_MAX_SECONDS = 5.0
+
+
+class TokenCharger:
+    def __init__(
+        self, redis: aioredis.Redis, metrics: LimiterMetrics, settings: LimiterSettings
+    ) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._stream = settings.events_stream
+        self._group = settings.limiter_consumer_group
+        self._consumer = settings.limiter_consumer_name
+        self._reclaim_idle_ms = settings.limiter_reclaim_idle_ms
+        self._max_deliveries = settings.limiter_max_deliveries
+        self._batch = settings.limiter_batch_size
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await ensure_consumer_group(self._redis, self._stream, self._group)
+                while True:
+                    await self._reclaim()
+                    await self._consume_once()
+                    backoff = 0.1
+            except RedisError as exc:
+                log.error("token charging paused, Redis: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_SECONDS)
+
+    async def _consume_once(self) -> None:
+        reply: Any = await self._redis.xreadgroup(
+            self._group, self._consumer, {self._stream: ">"}, count=self._batch, block=_BLOCK_MS
+        )
+        for _, entries in reply or []:
+            await self._handle(entries)
+        await self._report_lag()
+
+    async def _reclaim(self) -> None:
+        """Take over events left pending by dead consumers; park the hopeless ones."""
+        reply: list[Any] = await self._redis.xautoclaim(
+            self._stream, self._group, self._consumer, self._reclaim_idle_ms, "0-0",
+            count=self._batch,
+        )  # fmt: skip
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[1]
+        if not entries:
+            return
+        ids = [entry_id for entry_id, _ in entries]
+        pending: Any = await self._redis.xpending_range(
+            self._stream, self._group, min=ids[0], max=ids[-1], count=len(ids)
+        )
+        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        live = []
+        for entry_id, fields in entries:
+            if deliveries.get(entry_id, 0) > self._max_deliveries:
+                await self._dead_letter(entry_id, fields, "too many deliveries")
+            else:
+                live.append((entry_id, fields))
+        await self._handle(live)
+
+    async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        if not entries:
+            return
+        charges: list[tuple[bytes, RequestCompleted]] = []
+        done: list[bytes] = []
+        for entry_id, fields in entries:
+            try:
+                event = RequestCompleted.from_stream_fields(fields)
+            except (KeyError, ValidationError, ValueError) as exc:
+                await self._dead_letter(entry_id, fields, f"unreadable event: {exc}")
+                continue
+            tokens = event.prompt_tokens + event.completion_tokens
+            if event.project_id is None or event.key_id is None or tokens <= 0:
+                self._metrics.events_processed.labels("nothing_to_charge").inc()
+                done.append(entry_id)
+            else:
+                charges.append((entry_id, event))
+        await self._charge(charges)
+        done += [entry_id for entry_id, _ in charges]
+        if done:
+            await self._redis.xack(self._stream, self._group, *done)
+
+    async def _charge(self, charges: list[tuple[bytes, RequestCompleted]]) -> None:
+        if not charges:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, event in charges:
+                assert event.project_id is not None and event.key_id is not None
+                tokens = event.prompt_tokens + event.completion_tokens
+                occurred_ms = int(event.occurred_at.timestamp() * 1000)
+                pipe.fcall(
+                    CHARGE_FUNCTION, 3, *charge_keys(event.project_id, event.key_id),
+                    str(event.key_id), str(event.event_id), tokens, occurred_ms, "",
+                )  # fmt: skip
+            await pipe.execute()
+        for _, event in charges:
+            self._metrics.tokens_charged.inc(event.prompt_tokens + event.completion_tokens)
+        self._metrics.events_processed.labels("charged").inc(len(charges))
+
+    async def _dead_letter(self, entry_id: bytes, fields: dict[Any, Any], error: str) -> None:
+        record = {**fields, b"error": error.encode(), b"source_id": entry_id,
+                  b"group": self._group.encode()}  # fmt: skip
+        await self._redis.xadd(f"{self._stream}.dlq", record)
+        await self._redis.xack(self._stream, self._group, entry_id)
+        self._metrics.dead_letters.inc()
+        log.warning("event %s parked in %s.dlq: %s", entry_id, self._stream, error)
+
+    async def _report_lag(self) -> None:
+        groups = await self._redis.xinfo_groups(self._stream)
+        for group in groups:
+            if group["name"] in (self._group, self._group.encode()):
+                lag = group.get("lag")
+                if lag is not None:
+                    self._metrics.consumer_lag.set(lag)

@@ -1,0 +1,178 @@
+#!lua name=watchllm_limiter
+
+-- WatchLLM rate limits, owned by the limiter service (see library.py for loading).
+--
+-- Windows:
+--   * requests per day: calendar UTC day (fixed window, resets at 00:00 UTC), counted
+--     in a hash field per day, exact;
+--   * requests per minute (project, key): sliding 60 s log of admitted requests, exact:
+--     never more than the limit in any 60 s window;
+--   * tokens per minute (project, key): sliding 60 s sum of charged tokens, charged
+--     after each response from the request-completed events. A request is admitted
+--     while the window's sum is under the limit, so requests in flight when the limit
+--     is reached may overshoot it by their own usage: tokens are unknown until then.
+-- Time is Redis's clock (TIME), one clock for every gateway replica; tests may pass
+-- their own milliseconds. A refused request consumes nothing: every limit is checked
+-- before any is charged, inside one atomic function call.
+-- All keys of one call share the project's hash tag, so Redis Cluster works.
+
+local VERSION = 1
+local MINUTE_MS = 60000
+local DAY_MS = 86400000
+
+local function now_ms(override)
+  if override ~= nil and override ~= '' then return tonumber(override) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Sliding log of admissions: {allowed, remaining_after, reset_ms, retry_ms}.
+local function check_log(key, limit, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
+  local used = redis.call('ZCARD', key)
+  if used < limit then
+    local reset = 0
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if oldest[2] then reset = tonumber(oldest[2]) + MINUTE_MS - now else reset = MINUTE_MS end
+    return {1, limit - used - 1, reset, 0}
+  end
+  -- The slot that frees first for a new request: entry (used - limit), 0-based.
+  local entry = redis.call('ZRANGE', key, used - limit, used - limit, 'WITHSCORES')
+  local retry = tonumber(entry[2]) + MINUTE_MS - now
+  return {0, 0, retry, retry}
+end
+
+-- Sliding sum of token charges (members are "<event id>:<tokens>").
+local function check_sum(key, limit, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
+  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local used = 0
+  for i = 1, #entries, 2 do
+    used = used + tonumber(string.match(entries[i], ':(%d+)$'))
+  end
+  if used < limit then
+    local reset = MINUTE_MS
+    if entries[2] then reset = tonumber(entries[2]) + MINUTE_MS - now end
+    return {1, limit - used, reset, 0}
+  end
+  local left = used
+  for i = 1, #entries, 2 do
+    left = left - tonumber(string.match(entries[i], ':(%d+)$'))
+    if left < limit then
+      local retry = tonumber(entries[i + 1]) + MINUTE_MS - now
+      return {0, 0, retry, retry}
+    end
+  end
+  return {0, 0, MINUTE_MS, MINUTE_MS}
+end
+
+local function check_day(key, limit, now)
+  local day = math.floor(now / DAY_MS)
+  local used = tonumber(redis.call('HGET', key, tostring(day)) or '0')
+  local reset = (day + 1) * DAY_MS - now
+  if used < limit then return {1, limit - used - 1, reset, 0}, day end
+  return {0, 0, reset, reset}, day
+end
+
+-- Keep the most constraining result of one kind (lowest remaining, then latest reset).
+local function tighter(current, candidate, limit)
+  if current == nil or candidate[2] < current[2]
+     or (candidate[2] == current[2] and candidate[3] > current[3]) then
+    return {candidate[1], candidate[2], candidate[3], candidate[4], limit}
+  end
+  return current
+end
+
+-- KEYS: limits, day, project rpm log, key rpm log, project tpm sum, key tpm sum
+-- ARGV: key id, fallback requests/day (the plan's), request member, [now ms]
+-- Returns {allowed, req_limit, req_remaining, req_reset_ms, tok_limit, tok_remaining,
+--          tok_reset_ms, retry_after_ms}; limits are -1 when none applies.
+local function check(keys, args)
+  local kid = args[1]
+  local now = now_ms(args[4])
+  local l = redis.call('HMGET', keys[1], 'day', 'rpm', 'tpm', 'k:' .. kid .. ':rpm',
+                       'k:' .. kid .. ':tpm')
+  local day_limit = tonumber(l[1]) or tonumber(args[2])
+  local requests, tokens, allowed, retry = nil, nil, 1, 0
+  local results = {}
+  local day_result, day = nil, nil
+  if day_limit then
+    day_result, day = check_day(keys[2], day_limit, now)
+    requests = tighter(requests, day_result, day_limit)
+    table.insert(results, day_result)
+  end
+  local logs = {{keys[3], tonumber(l[2])}, {keys[4], tonumber(l[4])}}
+  for _, spec in ipairs(logs) do
+    if spec[2] then
+      local r = check_log(spec[1], spec[2], now)
+      requests = tighter(requests, r, spec[2])
+      table.insert(results, r)
+    end
+  end
+  local sums = {{keys[5], tonumber(l[3])}, {keys[6], tonumber(l[5])}}
+  for _, spec in ipairs(sums) do
+    if spec[2] then
+      local r = check_sum(spec[1], spec[2], now)
+      tokens = tighter(tokens, r, spec[2])
+      table.insert(results, r)
+    end
+  end
+  for _, r in ipairs(results) do
+    if r[1] == 0 then
+      allowed = 0
+      if r[4] > retry then retry = r[4] end
+    end
+  end
+  if allowed == 1 then
+    if day_result then
+      redis.call('HINCRBY', keys[2], tostring(day), 1)
+      redis.call('HDEL', keys[2], tostring(day - 2))
+      redis.call('PEXPIRE', keys[2], 2 * DAY_MS)
+    end
+    for _, spec in ipairs(logs) do
+      if spec[2] then
+        redis.call('ZADD', spec[1], now, args[3])
+        redis.call('PEXPIRE', spec[1], MINUTE_MS)
+      end
+    end
+  elseif requests ~= nil and requests[1] == 1 then
+    -- Refused by a token limit: the request limits were not consumed after all.
+    requests[2] = requests[2] + 1
+  end
+  local out = {allowed, -1, -1, -1, -1, -1, -1, retry}
+  if requests then out[2], out[3], out[4] = requests[5], requests[2], requests[3] end
+  if tokens then out[5], out[6], out[7] = tokens[5], tokens[2], tokens[3] end
+  return out
+end
+
+-- KEYS: limits, project tpm sum, key tpm sum
+-- ARGV: key id, event id, tokens, occurred at (ms), [now ms]
+-- Idempotent per event id: a redelivered event charges nothing more.
+local function charge(keys, args)
+  local tokens = tonumber(args[3])
+  if tokens == nil or tokens <= 0 then return 0 end
+  local now = now_ms(args[5])
+  local at = math.min(tonumber(args[4]) or now, now)
+  if at <= now - MINUTE_MS then return 0 end
+  local l = redis.call('HMGET', keys[1], 'tpm', 'k:' .. args[1] .. ':tpm')
+  local member = args[2] .. ':' .. tostring(tokens)
+  local charged = 0
+  if l[1] then
+    charged = charged + redis.call('ZADD', keys[2], at, member)
+    redis.call('PEXPIRE', keys[2], MINUTE_MS)
+  end
+  if l[2] then
+    charged = charged + redis.call('ZADD', keys[3], at, member)
+    redis.call('PEXPIRE', keys[3], MINUTE_MS)
+  end
+  return charged
+end
+
+local function version()
+  return VERSION
+end
+
+redis.register_function('watchllm_limit_check', check)
+redis.register_function('watchllm_limit_charge', charge)
+redis.register_function{function_name = 'watchllm_limiter_version', callback = version,
+                        flags = {'no-writes'}}

@@ -1,0 +1,109 @@
+"""The limiter service process: library, sync, token charges, heartbeat, HTTP probes.
+
+``create_app(settings)`` builds it; nothing happens at import. Background tasks run
+in the lifespan and stop, in reverse order, on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+
+import asyncpg
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.responses import JSONResponse, Response
+
+from watchllm_limiter.charges import TokenCharger
+from watchllm_limiter.library import ensure_library, loaded_version
+from watchllm_limiter.metrics import LimiterMetrics
+from watchllm_limiter.settings import LimiterSettings
+from watchllm_limiter.sync import LimitSync
+from watchllm_shared.contracts.health import HEARTBEAT_TTL_SECONDS, Heartbeat, heartbeat_key
+from watchllm_shared.redis_io import create_redis
+
+log = logging.getLogger(__name__)
+
+
+async def _heartbeat(
+    redis: aioredis.Redis, settings: LimiterSettings, metrics: LimiterMetrics, sync: LimitSync
+) -> None:
+    """Every few seconds: make sure the library is loaded (a Redis restarted without
+    persistence comes back empty: then every project's limits are rewritten too), then
+    report this replica alive."""
+    while True:
+        beat = Heartbeat(service="limiter", instance=settings.limiter_consumer_name,
+                         at=datetime.now(UTC))  # fmt: skip
+        try:
+            if await loaded_version(redis) is None:
+                log.warning("Redis lost the limiter library: reloading, resyncing limits")
+                sync.request_full_sync()
+            metrics.library_version.set(await ensure_library(redis))
+            await redis.set(heartbeat_key("limiter"), beat.model_dump_json(),
+                            ex=HEARTBEAT_TTL_SECONDS)  # fmt: skip
+        except (RedisError, OSError) as exc:
+            log.warning("heartbeat skipped, Redis: %s", exc)
+        await asyncio.sleep(settings.limiter_heartbeat_seconds)
+
+
+async def _load_library(redis: aioredis.Redis, metrics: LimiterMetrics) -> None:
+    """Load the library, retrying until Redis answers (it may start after us)."""
+    while True:
+        try:
+            metrics.library_version.set(await ensure_library(redis))
+            return
+        except (RedisError, OSError) as exc:
+            log.error("cannot load the limiter library yet: %s", exc)
+            await asyncio.sleep(1.0)
+
+
+def create_app(settings: LimiterSettings | None = None) -> FastAPI:
+    settings = settings or LimiterSettings()
+    metrics = LimiterMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            redis = create_redis(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=4)
+            stack.push_async_callback(pool.close)
+            await _load_library(redis, metrics)
+            sync = LimitSync(settings.database_url, pool, redis, metrics,
+                             settings.limiter_full_sync_seconds)  # fmt: skip
+            charger = TokenCharger(redis, metrics, settings)
+            tasks = [
+                asyncio.create_task(sync.run(), name="limit-sync"),
+                asyncio.create_task(charger.run(), name="token-charger"),
+                asyncio.create_task(_heartbeat(redis, settings, metrics, sync), name="heartbeat"),
+            ]
+            app.state.redis, app.state.pool, app.state.sync = redis, pool, sync
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastAPI(title="WatchLLM limiter", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.get("/livez")
+    async def livez() -> Response:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready = app.state.sync.last_full_sync is not None
+        return JSONResponse({"status": "ready" if ready else "syncing"},
+                            status_code=200 if ready else 503)  # fmt: skip
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

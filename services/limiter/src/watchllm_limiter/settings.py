@@ -1,0 +1,36 @@
+"""Limiter settings: read once in ``__main__`` and passed down."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+
+from watchllm_shared.contracts import Stream
+from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class LimiterSettings(WatchLLMSettings, DatabaseSettings):
+    limiter_host: str = "127.0.0.1"
+    limiter_port: int = 8090
+    events_stream: str = Field(default=Stream.REQUESTS_COMPLETED.value)
+    limiter_consumer_group: str = "limiter"
+    limiter_consumer_name: str = Field(default_factory=_default_consumer)
+    limiter_full_sync_seconds: float = Field(
+        default=30.0, gt=0, description="Full resync of every project's limits (safety net)."
+    )
+    limiter_reclaim_idle_ms: int = Field(
+        default=30_000, gt=0, description="Pending events idle this long are reclaimed."
+    )
+    limiter_max_deliveries: int = Field(
+        default=5, gt=0, description="After this many deliveries an event goes to the DLQ."
+    )
+    limiter_batch_size: int = Field(default=500, gt=0)
+    limiter_heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="Heartbeat and library check interval."
+    )

@@ -1,0 +1,86 @@
+"""The rate-limit contract between the gateway (asks) and the limiter service (owns the
+algorithm, a Redis Functions library; see services/limiter/.../library.lua).
+
+Every key of one call carries the project id as its Redis Cluster hash tag. The
+gateway asks with one ``FCALL watchllm_limit_check``; the limiter service charges
+tokens with ``FCALL watchllm_limit_charge`` and keeps ``limits_key`` (a hash of the
+project's limits, fields below) in step with Postgres.
+
+Limits hash fields: ``day`` (requests per UTC day, from the plan), ``rpm``/``tpm``
+(project overrides), ``k:<key id>:rpm``/``k:<key id>:tpm`` (per-key overrides). An
+absent field means no such limit; an absent ``day`` falls back to the plan quota the
+gateway passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+LIBRARY_NAME = "watchllm_limiter"
+CHECK_FUNCTION = "watchllm_limit_check"
+CHARGE_FUNCTION = "watchllm_limit_charge"
+VERSION_FUNCTION = "watchllm_limiter_version"
+
+# Postgres NOTIFY channel the accounts module signals on any change of limits; the
+# payload is the project id.
+LIMITS_CHANGED_CHANNEL = "watchllm_limits_changed"
+
+
+def _prefix(project_id: UUID) -> str:
+    return f"watchllm:limit:{{{project_id}}}"
+
+
+def limits_key(project_id: UUID) -> str:
+    return f"{_prefix(project_id)}:limits"
+
+
+def check_keys(project_id: UUID, key_id: UUID) -> list[str]:
+    """KEYS of ``watchllm_limit_check``, in the library's order."""
+    p = _prefix(project_id)
+    return [
+        f"{p}:limits",
+        f"{p}:day",
+        f"{p}:rpm",
+        f"{p}:k:{key_id}:rpm",
+        f"{p}:tpm",
+        f"{p}:k:{key_id}:tpm",
+    ]
+
+
+def charge_keys(project_id: UUID, key_id: UUID) -> list[str]:
+    """KEYS of ``watchllm_limit_charge``, in the library's order."""
+    p = _prefix(project_id)
+    return [f"{p}:limits", f"{p}:tpm", f"{p}:k:{key_id}:tpm"]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitDecision:
+    """The answer of one check. Limits are None when none of that kind applies."""
+
+    allowed: bool
+    request_limit: int | None
+    requests_remaining: int | None
+    requests_reset_ms: int | None
+    token_limit: int | None
+    tokens_remaining: int | None
+    tokens_reset_ms: int | None
+    retry_after_ms: int
+
+    @classmethod
+    def from_reply(cls, reply: list[int]) -> LimitDecision:
+        def value(i: int) -> int | None:
+            return None if int(reply[i]) < 0 else int(reply[i])
+
+        requests = value(1) is not None
+        tokens = value(4) is not None
+        return cls(
+            allowed=int(reply[0]) == 1,
+            request_limit=value(1),
+            requests_remaining=value(2) if requests else None,
+            requests_reset_ms=value(3) if requests else None,
+            token_limit=value(4),
+            tokens_remaining=value(5) if tokens else None,
+            tokens_reset_ms=value(6) if tokens else None,
+            retry_after_ms=int(reply[7]),
+        )

@@ -1,0 +1,196 @@
+"""The limiter's Redis Functions library against real Redis: exact windows, nothing
+consumed by a refusal, idempotent token charges, in-place upgrades."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from watchllm_limiter.library import ensure_library, library_source, loaded_version
+from watchllm_shared.contracts.limits import (
+    CHARGE_FUNCTION,
+    CHECK_FUNCTION,
+    LimitDecision,
+    charge_keys,
+    check_keys,
+    limits_key,
+)
+
+pytestmark = pytest.mark.integration
+
+DAY_MS = 86_400_000
+T0 = 1_790_000_000_000 - (1_790_000_000_000 % DAY_MS) + 3_600_000  # 01:00 UTC some day
+
+
+class Subject:
+    """One project + key with its own keys in Redis."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self.project, self.key = uuid.uuid4(), uuid.uuid4()
+        self.counter = 0
+
+    async def limits(self, **fields: int) -> None:
+        mapping = {k.replace("key_", f"k:{self.key}:"): v for k, v in fields.items()}
+        await self.redis.hset(limits_key(self.project), mapping=mapping)  # type: ignore[arg-type]
+
+    async def check(self, now_ms: int, day_fallback: int = 10**9) -> LimitDecision:
+        self.counter += 1
+        reply = await self.redis.fcall(
+            CHECK_FUNCTION, 6, *check_keys(self.project, self.key), str(self.key),
+            day_fallback, f"r{self.counter}", now_ms,
+        )  # fmt: skip
+        return LimitDecision.from_reply(reply)
+
+    async def charge(self, event: str, tokens: int, at_ms: int, now_ms: int) -> int:
+        return int(
+            await self.redis.fcall(
+                CHARGE_FUNCTION,
+                3,
+                *charge_keys(self.project, self.key),
+                str(self.key),
+                event,
+                tokens,
+                at_ms,
+                now_ms,
+            )  # fmt: skip
+        )
+
+
+class ReferenceWindow:
+    """The obvious model: admit iff fewer than ``limit`` admissions in (t - 60 s, t]."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.admitted: deque[int] = deque()
+
+    def admit(self, now: int) -> bool:
+        while self.admitted and self.admitted[0] <= now - 60_000:
+            self.admitted.popleft()
+        if len(self.admitted) < self.limit:
+            self.admitted.append(now)
+            return True
+        return False
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    limit=st.integers(min_value=1, max_value=8),
+    gaps=st.lists(st.integers(min_value=0, max_value=30_000), min_size=1, max_size=60),
+)
+async def test_sliding_minute_matches_the_reference_model(
+    redis: aioredis.Redis, limit: int, gaps: list[int]
+) -> None:
+    subject = Subject(redis)
+    await subject.limits(key_rpm=limit)
+    reference = ReferenceWindow(limit)
+    now = T0
+    for gap in gaps:
+        now += gap
+        decision = await subject.check(now)
+        assert decision.allowed == reference.admit(now), f"at +{now - T0} ms"
+        if not decision.allowed:
+            # retry-after is exactly when the reference model admits again.
+            retry_at = now + decision.retry_after_ms
+            assert reference.admitted[len(reference.admitted) - limit] + 60_000 == retry_at
+
+
+async def test_refused_requests_consume_nothing_from_any_limit(redis: aioredis.Redis) -> None:
+    subject = Subject(redis)
+    await subject.limits(rpm=100, key_rpm=2, day=1000)
+    assert [(await subject.check(T0 + i)).allowed for i in range(5)] == [True] * 2 + [False] * 3
+    # The project window saw only the two admitted requests.
+    other = Subject(redis)
+    other.project = subject.project
+    await other.limits(rpm=100, day=1000)
+    decision = await other.check(T0 + 10)
+    assert decision.allowed and decision.requests_remaining == 100 - 3
+
+
+async def test_day_quota_is_a_calendar_utc_day(redis: aioredis.Redis) -> None:
+    subject = Subject(redis)
+    await subject.limits(day=3)
+    results = [await subject.check(T0 + i * 1000) for i in range(4)]
+    assert [r.allowed for r in results] == [True, True, True, False]
+    midnight = T0 - 3_600_000 + DAY_MS
+    assert results[-1].retry_after_ms == midnight - (T0 + 3000)
+    assert results[0].request_limit == 3 and results[0].requests_remaining == 2
+    after = await subject.check(midnight)
+    assert after.allowed and after.requests_remaining == 2
+
+
+async def test_plan_fallback_applies_until_the_limiter_synced_the_project(
+    redis: aioredis.Redis,
+) -> None:
+    subject = Subject(redis)
+    assert (await subject.check(T0, day_fallback=1)).allowed
+    assert not (await subject.check(T0 + 1, day_fallback=1)).allowed
+
+
+async def test_token_limit_refuses_once_charged_and_charges_are_idempotent(
+    redis: aioredis.Redis,
+) -> None:
+    subject = Subject(redis)
+    await subject.limits(key_tpm=100)
+    first = await subject.check(T0)
+    assert first.allowed and first.token_limit == 100 and first.tokens_remaining == 100
+    assert await subject.charge("ev-1", 60, T0 + 500, T0 + 500) == 1
+    assert await subject.charge("ev-1", 60, T0 + 500, T0 + 600) == 0  # redelivered
+    assert (await subject.check(T0 + 700)).tokens_remaining == 40
+    await subject.charge("ev-2", 50, T0 + 800, T0 + 800)
+    refused = await subject.check(T0 + 900)
+    assert not refused.allowed and refused.tokens_remaining == 0
+    # 110 tokens: the window is under 100 again once ev-1 (60) leaves at T0 + 60.5 s.
+    assert refused.retry_after_ms == T0 + 500 + 60_000 - (T0 + 900)
+    assert (await subject.check(T0 + 60_501)).allowed
+
+
+async def test_charges_older_than_the_window_or_without_a_limit_cost_nothing(
+    redis: aioredis.Redis,
+) -> None:
+    subject = Subject(redis)
+    assert await subject.charge("ev", 10, T0, T0) == 0  # no token limit configured
+    await subject.limits(tpm=10)
+    assert await subject.charge("ev-old", 10, T0 - 61_000, T0) == 0
+    assert await subject.charge("ev-new", 10, T0, T0) == 1
+
+
+async def test_upgrading_the_library_under_load_drops_no_request_and_keeps_counts_exact(
+    redis: aioredis.Redis,
+) -> None:
+    subject = Subject(redis)
+    limit = 300
+    await subject.limits(key_rpm=limit)
+    current = await loaded_version(redis)
+    assert current is not None
+
+    async def hammer(worker: int) -> list[bool]:
+        outcomes = []
+        for i in range(60):
+            reply = await redis.fcall(
+                CHECK_FUNCTION, 6, *check_keys(subject.project, subject.key), str(subject.key),
+                10**9, f"w{worker}-{i}", T0 + i,
+            )  # fmt: skip
+            outcomes.append(LimitDecision.from_reply(reply).allowed)
+        return outcomes
+
+    async def upgrade() -> None:
+        for version in range(current + 1, current + 6):
+            await ensure_library(redis, library_source(version))
+            await asyncio.sleep(0.005)
+
+    *results, _ = await asyncio.gather(*(hammer(w) for w in range(8)), upgrade())
+    admitted = sum(sum(r) for r in results)
+    assert admitted == limit and sum(len(r) for r in results) == 480
+    assert await loaded_version(redis) == current + 5
+    # An older limiter starting late never downgrades the library.
+    assert await ensure_library(redis, library_source(current)) == current + 5
+    await redis.function_load(library_source(current), replace=True)

@@ -1,0 +1,190 @@
+"""Rate limits through three gateway processes and the limiter service: exact under
+concurrency, token limits after charging, changes and revocations within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from tests.conftest import unique
+from tests.e2e.conftest import gateway_env
+from tests.support.events import wait_for_events
+from tests.support.processes import ServiceProcess, start_gateway, start_limiter
+from watchllm_shared.accounts import AccountStore, LimitStore, Plan
+from watchllm_shared.contracts import RequestStatus
+from watchllm_shared.contracts.limits import charge_keys, limits_key
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@dataclass
+class Cluster:
+    gateways: list[ServiceProcess]
+    limiter: ServiceProcess
+    stream: str
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    fake_provider: ServiceProcess, redis_url: str, database_url: str, log_dir: Path
+) -> Iterator[Cluster]:
+    stream = f"test.requests.{uuid.uuid4().hex}"
+    env = gateway_env(fake_provider.url, redis_url, database_url, stream)
+    limiter = start_limiter({**env, "WATCHLLM_LIMITER_CONSUMER_GROUP": f"limiter-{stream}"},
+                            log_dir)  # fmt: skip
+    gateways = [start_gateway(env, log_dir) for _ in range(3)]
+    yield Cluster(gateways, limiter, stream)
+    for process in [*gateways, limiter]:
+        process.stop()
+
+
+async def new_key(store: AccountStore) -> tuple[str, str, uuid.UUID, uuid.UUID]:
+    name = unique("lim")
+    project = await store.create_project(name, Plan.PRO)
+    created = await store.create_key(name)
+    return name, created.secret, project.id, created.key.id
+
+
+async def until_synced(redis_url: str, project_id: uuid.UUID, field: str, value: int) -> float:
+    """Seconds until the limiter copied ``field = value`` into Redis (fails after 1 s)."""
+    client = aioredis.Redis.from_url(redis_url)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 1.0:
+            if await client.hget(limits_key(project_id), field) == str(value).encode():
+                return time.monotonic() - started
+            await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
+    raise AssertionError(f"{field}={value} not in Redis within a second")
+
+
+async def until_charged(
+    redis_url: str, project_id: uuid.UUID, key_id: uuid.UUID, tokens: int
+) -> None:
+    """Wait until the limiter charged ``tokens`` in all to the key's window."""
+    client = aioredis.Redis.from_url(redis_url)
+    window = charge_keys(project_id, key_id)[2]
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            members = await client.zrange(window, 0, -1)
+            if sum(int(m.rsplit(b":", 1)[1]) for m in members) == tokens:
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+    raise AssertionError(f"{tokens} tokens never charged")
+
+
+def chat(text: str) -> dict[str, object]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+
+
+async def test_exactly_the_limit_is_admitted_across_three_replicas(
+    cluster: Cluster, account_store: AccountStore, redis_url: str
+) -> None:
+    _, key, project_id, key_id = await new_key(account_store)
+    await LimitStore(account_store.pool).set_key_limits(key_id, rpm=40)
+    await until_synced(redis_url, project_id, f"k:{key_id}:rpm", 40)
+    headers = {"authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=300)) as http:
+        responses = await asyncio.gather(*(
+            http.post(f"{cluster.gateways[i % 3].url}/v1/chat/completions",
+                      json=chat(f"burst {i}"), headers=headers)
+            for i in range(300)
+        ))  # fmt: skip
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 40 and statuses.count(429) == 260
+    for response in responses:
+        assert response.headers["x-ratelimit-limit-requests"] == "40"
+        if response.status_code == 429:
+            assert 1 <= int(response.headers["retry-after"]) <= 60
+            assert response.json()["error"]["code"] == "rate_limit_exceeded"
+            assert response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+async def test_token_limit_refuses_once_usage_is_charged(
+    cluster: Cluster, account_store: AccountStore, redis_url: str
+) -> None:
+    _, key, project_id, key_id = await new_key(account_store)
+    await LimitStore(account_store.pool).set_key_limits(key_id, tpm=150)
+    await until_synced(redis_url, project_id, f"k:{key_id}:tpm", 150)
+    headers = {"authorization": f"Bearer {key}"}
+    charged, allowed_ids = 0, []
+    async with httpx.AsyncClient(timeout=30) as http:
+        while True:
+            gateway = cluster.gateways[len(allowed_ids) % 3]
+            response = await http.post(f"{gateway.url}/v1/chat/completions",
+                                       json=chat("count my tokens"), headers=headers)  # fmt: skip
+            if response.status_code == 429:
+                break
+            assert response.status_code == 200 and charged < 150, "admitted over the limit"
+            assert int(response.headers["x-ratelimit-remaining-tokens"]) == 150 - charged
+            usage = response.json()["usage"]
+            charged += usage["prompt_tokens"] + usage["completion_tokens"]
+            allowed_ids.append(response.headers["x-request-id"])
+            await until_charged(redis_url, project_id, key_id, charged)
+        assert charged >= 150 and int(response.headers["retry-after"]) >= 1
+        assert response.headers["x-ratelimit-remaining-tokens"] == "0"
+        burst = await asyncio.gather(*(
+            http.post(f"{g.url}/v1/chat/completions", json=chat("x"), headers=headers)
+            for g in cluster.gateways * 10
+        ))  # fmt: skip
+    assert {r.status_code for r in burst} == {429}
+    events = wait_for_events(
+        redis_url, cluster.stream, lambda e: e.key_id == key_id, count=len(allowed_ids) + 31
+    )
+    assert sum(e.status is RequestStatus.RATE_LIMITED for e in events) == 31
+
+
+async def test_limit_changes_and_revocations_reach_every_replica_within_a_second(
+    cluster: Cluster, account_store: AccountStore, redis_url: str
+) -> None:
+    name, key, project_id, _ = await new_key(account_store)
+    headers = {"authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+
+        async def limits_seen() -> set[str]:
+            answers = await asyncio.gather(*(
+                http.post(f"{g.url}/v1/chat/completions", json=chat("l"), headers=headers)
+                for g in cluster.gateways
+            ))  # fmt: skip
+            return {a.headers.get("x-ratelimit-limit-requests", "") for a in answers}
+
+        assert await limits_seen() == {"100000"}  # the PRO plan's daily quota
+        await LimitStore(account_store.pool).set_project_limits(name, rpm=1000)
+        changed_at = time.monotonic()
+        while await limits_seen() != {"1000"}:
+            assert time.monotonic() - changed_at < 1.0, "limit change slower than a second"
+        grant = await account_store.list_keys(name)
+        await account_store.revoke_key(grant[0].id)
+        revoked_at = time.monotonic()
+        while True:
+            answers = await asyncio.gather(*(
+                http.post(f"{g.url}/v1/chat/completions", json=chat("r"), headers=headers)
+                for g in cluster.gateways
+            ))  # fmt: skip
+            if {a.status_code for a in answers} == {403}:
+                break
+            assert time.monotonic() - revoked_at < 1.0, "revocation slower than a second"
+
+
+def test_the_limiter_reports_its_library_syncs_and_charges(cluster: Cluster) -> None:
+    """Runs after the tests above (same module): they changed limits and used tokens."""
+    metrics = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in httpx.get(f"{cluster.limiter.url}/metrics").text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert metrics["watchllm_limiter_library_version"] == 1
+    assert metrics['watchllm_limiter_syncs_total{trigger="notify"}'] >= 3
+    assert metrics["watchllm_limiter_tokens_charged_total"] >= 150
