@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install up demo test test-unit lint typecheck bench clean
+.PHONY: install up demo test test-unit lint typecheck bench bench-gateway bench-limiter clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -41,8 +41,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy shared/src services/gateway/src
 
-bench: install
+# Every benchmark; reports land in tests/bench/results/ (markdown + JSON).
+bench: bench-gateway bench-limiter
+
+bench-gateway: install
 	$(BIN)/python -m tests.bench.gateway_bench
+
+bench-limiter: install
+	$(BIN)/python -m tests.bench.limiter_bench
 
 clean:
 	rm -rf $(VENV) .watchllm .pytest_cache

@@ -42,8 +42,9 @@ class Subject:
 
     async def check(self, now_ms: int, day_fallback: int = 10**9) -> LimitDecision:
         self.counter += 1
+        keys = check_keys(self.project, self.key)
         reply = await self.redis.fcall(
-            CHECK_FUNCTION, 6, *check_keys(self.project, self.key), str(self.key),
+            CHECK_FUNCTION, len(keys), *keys, str(self.key),
             day_fallback, f"r{self.counter}", now_ms,
         )  # fmt: skip
         return LimitDecision.from_reply(reply)
@@ -52,7 +53,7 @@ class Subject:
         return int(
             await self.redis.fcall(
                 CHARGE_FUNCTION,
-                3,
+                len(charge_keys(self.project, self.key)),
                 *charge_keys(self.project, self.key),
                 str(self.key),
                 event,
@@ -101,6 +102,51 @@ async def test_sliding_minute_matches_the_reference_model(
             # retry-after is exactly when the reference model admits again.
             retry_at = now + decision.retry_after_ms
             assert reference.admitted[len(reference.admitted) - limit] + 60_000 == retry_at
+
+
+class ReferenceTokens:
+    """Admit iff the tokens charged in (t - 60 s, t] are under ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.charges: list[tuple[int, int]] = []
+
+    def used(self, now: int) -> int:
+        return sum(tokens for at, tokens in self.charges if at > now - 60_000)
+
+    def admit(self, now: int) -> bool:
+        return self.used(now) < self.limit
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    limit=st.integers(min_value=1, max_value=500),
+    steps=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=25_000), st.integers(0, 200)),
+        min_size=1, max_size=50,
+    ),
+)  # fmt: skip
+async def test_token_window_matches_the_reference_model(
+    redis: aioredis.Redis, limit: int, steps: list[tuple[int, int]]
+) -> None:
+    """Random checks, each followed by a charge of its usage (0 = nothing charged)."""
+    subject = Subject(redis)
+    await subject.limits(key_tpm=limit)
+    reference = ReferenceTokens(limit)
+    now = T0
+    for i, (gap, tokens) in enumerate(steps):
+        now += gap
+        decision = await subject.check(now)
+        assert decision.allowed == reference.admit(now), f"step {i} at +{now - T0} ms"
+        assert decision.tokens_remaining == max(0, limit - reference.used(now))
+        if decision.allowed and tokens:
+            await subject.charge(f"ev-{i}", tokens, now, now)
+            reference.charges.append((now, tokens))
+        if not decision.allowed:
+            later = now + decision.retry_after_ms
+            assert reference.admit(later) and not reference.admit(later - 1)
 
 
 async def test_refused_requests_consume_nothing_from_any_limit(redis: aioredis.Redis) -> None:
@@ -176,7 +222,7 @@ async def test_upgrading_the_library_under_load_drops_no_request_and_keeps_count
         outcomes = []
         for i in range(60):
             reply = await redis.fcall(
-                CHECK_FUNCTION, 6, *check_keys(subject.project, subject.key), str(subject.key),
+                CHECK_FUNCTION, 8, *check_keys(subject.project, subject.key), str(subject.key),
                 10**9, f"w{worker}-{i}", T0 + i,
             )  # fmt: skip
             outcomes.append(LimitDecision.from_reply(reply).allowed)

@@ -18,6 +18,7 @@ from tests.conftest import unique
 from tests.e2e.conftest import gateway_env
 from tests.support.events import wait_for_events
 from tests.support.processes import ServiceProcess, start_gateway, start_limiter
+from watchllm_limiter.library import library_source, source_version
 from watchllm_shared.accounts import AccountStore, LimitStore, Plan
 from watchllm_shared.contracts import RequestStatus
 from watchllm_shared.contracts.limits import charge_keys, limits_key
@@ -185,6 +186,6 @@ def test_the_limiter_reports_its_library_syncs_and_charges(cluster: Cluster) -> 
         for line in httpx.get(f"{cluster.limiter.url}/metrics").text.splitlines()
         if line and not line.startswith("#")
     }
-    assert metrics["watchllm_limiter_library_version"] == 1
+    assert metrics["watchllm_limiter_library_version"] == source_version(library_source())
     assert metrics['watchllm_limiter_syncs_total{trigger="notify"}'] >= 3
     assert metrics["watchllm_limiter_tokens_charged_total"] >= 150

@@ -90,7 +90,7 @@ def start_gateway(env: dict[str, str], log_dir: Path) -> ServiceProcess:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     return start_process(
-        "watchllm_gateway", [], {"WATCHLLM_PORT": str(port), **env},
+        "watchllm_gateway", [], {"WATCHLLM_GATEWAY_PORT": str(port), **env},
         f"{base}/livez", base, log_dir / f"gateway-{port}.log",
     )  # fmt: skip
 

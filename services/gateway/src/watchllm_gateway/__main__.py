@@ -21,8 +21,8 @@ def main() -> None:
         HTTPXClientInstrumentor().instrument()
     uvicorn.run(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
         loop="uvloop",
         http="httptools",
         access_log=False,

@@ -85,10 +85,11 @@ class RateLimiter:
         started = time.perf_counter()
         if self._failing and started < self._next_probe:
             return self._apply_policy()
+        keys = check_keys(grant.project_id, grant.key_id)
         try:
             async with asyncio.timeout(self._timeout):
                 reply = await self._redis.fcall(
-                    CHECK_FUNCTION, 6, *check_keys(grant.project_id, grant.key_id),
+                    CHECK_FUNCTION, len(keys), *keys,
                     str(grant.key_id), grant.requests_per_day, request_id, "",
                 )  # fmt: skip
         except (RedisError, OSError, TimeoutError) as exc:

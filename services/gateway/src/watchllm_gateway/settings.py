@@ -80,8 +80,8 @@ DEFAULT_ROUTES: tuple[RouteConfig, ...] = (
 
 
 class GatewaySettings(WatchLLMSettings, DatabaseSettings):
-    host: str = "127.0.0.1"
-    port: int = 8080
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
     routes: tuple[RouteConfig, ...] = Field(
         default=DEFAULT_ROUTES,
         description="JSON list of routes; the first whose pattern matches the model and"

@@ -124,8 +124,9 @@ class TokenCharger:
                 assert event.project_id is not None and event.key_id is not None
                 tokens = event.prompt_tokens + event.completion_tokens
                 occurred_ms = int(event.occurred_at.timestamp() * 1000)
+                keys = charge_keys(event.project_id, event.key_id)
                 pipe.fcall(
-                    CHARGE_FUNCTION, 3, *charge_keys(event.project_id, event.key_id),
+                    CHARGE_FUNCTION, len(keys), *keys,
                     str(event.key_id), str(event.event_id), tokens, occurred_ms, "",
                 )  # fmt: skip
             await pipe.execute()

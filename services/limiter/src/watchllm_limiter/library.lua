@@ -16,7 +16,7 @@
 -- before any is charged, inside one atomic function call.
 -- All keys of one call share the project's hash tag, so Redis Cluster works.
 
-local VERSION = 1
+local VERSION = 2
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
 
@@ -42,28 +42,57 @@ local function check_log(key, limit, now)
   return {0, 0, retry, retry}
 end
 
--- Sliding sum of token charges (members are "<event id>:<tokens>").
-local function check_sum(key, limit, now)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
-  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  local used = 0
-  for i = 1, #entries, 2 do
-    used = used + tonumber(string.match(entries[i], ':(%d+)$'))
+-- Sliding sum of token charges. The log (members "<event id>:<tokens>", scored by
+-- time) says when each charge leaves the window; a running total beside it keeps the
+-- check O(expired entries) instead of O(window). A missing total is rebuilt from the
+-- log, so the two can never drift apart for long.
+local function tokens_of(member)
+  return tonumber(string.match(member, ':(%d+)$'))
+end
+
+local function window_sum(key, total_key, now)
+  local expired = redis.call('ZRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
+  local total = redis.call('GET', total_key)
+  if total == false then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
+    local sum = 0
+    for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      sum = sum + tokens_of(member)
+    end
+    if sum > 0 then redis.call('SET', total_key, sum, 'PX', MINUTE_MS) end
+    return sum
   end
+  total = tonumber(total)
+  if #expired > 0 then
+    for _, member in ipairs(expired) do total = total - tokens_of(member) end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
+    redis.call('SET', total_key, total, 'KEEPTTL')
+  end
+  return total
+end
+
+local function check_sum(key, total_key, limit, now)
+  local used = window_sum(key, total_key, now)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if used < limit then
     local reset = MINUTE_MS
-    if entries[2] then reset = tonumber(entries[2]) + MINUTE_MS - now end
+    if oldest[2] then reset = tonumber(oldest[2]) + MINUTE_MS - now end
     return {1, limit - used, reset, 0}
   end
-  local left = used
-  for i = 1, #entries, 2 do
-    left = left - tonumber(string.match(entries[i], ':(%d+)$'))
-    if left < limit then
-      local retry = tonumber(entries[i + 1]) + MINUTE_MS - now
-      return {0, 0, retry, retry}
+  -- Walk from the oldest charge until enough has left the window.
+  local left, offset = used, 0
+  while true do
+    local entry = redis.call('ZRANGE', key, offset, offset + 63, 'WITHSCORES')
+    if #entry == 0 then return {0, 0, MINUTE_MS, MINUTE_MS} end
+    for i = 1, #entry, 2 do
+      left = left - tokens_of(entry[i])
+      if left < limit then
+        local retry = tonumber(entry[i + 1]) + MINUTE_MS - now
+        return {0, 0, retry, retry}
+      end
     end
+    offset = offset + 64
   end
-  return {0, 0, MINUTE_MS, MINUTE_MS}
 end
 
 local function check_day(key, limit, now)
@@ -83,7 +112,8 @@ local function tighter(current, candidate, limit)
   return current
 end
 
--- KEYS: limits, day, project rpm log, key rpm log, project tpm sum, key tpm sum
+-- KEYS: limits, day, project rpm log, key rpm log, project tpm log, key tpm log,
+--       project tpm total, key tpm total
 -- ARGV: key id, fallback requests/day (the plan's), request member, [now ms]
 -- Returns {allowed, req_limit, req_remaining, req_reset_ms, tok_limit, tok_remaining,
 --          tok_reset_ms, retry_after_ms}; limits are -1 when none applies.
@@ -109,11 +139,11 @@ local function check(keys, args)
       table.insert(results, r)
     end
   end
-  local sums = {{keys[5], tonumber(l[3])}, {keys[6], tonumber(l[5])}}
+  local sums = {{keys[5], keys[7], tonumber(l[3])}, {keys[6], keys[8], tonumber(l[5])}}
   for _, spec in ipairs(sums) do
-    if spec[2] then
-      local r = check_sum(spec[1], spec[2], now)
-      tokens = tighter(tokens, r, spec[2])
+    if spec[3] then
+      local r = check_sum(spec[1], spec[2], spec[3], now)
+      tokens = tighter(tokens, r, spec[3])
       table.insert(results, r)
     end
   end
@@ -145,7 +175,16 @@ local function check(keys, args)
   return out
 end
 
--- KEYS: limits, project tpm sum, key tpm sum
+local function add_charge(log_key, total_key, at, member, tokens, now)
+  window_sum(log_key, total_key, now)  -- settle expiries (and rebuild a lost total)
+  if redis.call('ZADD', log_key, at, member) == 0 then return 0 end
+  redis.call('INCRBY', total_key, tokens)
+  redis.call('PEXPIRE', log_key, MINUTE_MS)
+  redis.call('PEXPIRE', total_key, MINUTE_MS)
+  return 1
+end
+
+-- KEYS: limits, project tpm log, key tpm log, project tpm total, key tpm total
 -- ARGV: key id, event id, tokens, occurred at (ms), [now ms]
 -- Idempotent per event id: a redelivered event charges nothing more.
 local function charge(keys, args)
@@ -157,14 +196,8 @@ local function charge(keys, args)
   local l = redis.call('HMGET', keys[1], 'tpm', 'k:' .. args[1] .. ':tpm')
   local member = args[2] .. ':' .. tostring(tokens)
   local charged = 0
-  if l[1] then
-    charged = charged + redis.call('ZADD', keys[2], at, member)
-    redis.call('PEXPIRE', keys[2], MINUTE_MS)
-  end
-  if l[2] then
-    charged = charged + redis.call('ZADD', keys[3], at, member)
-    redis.call('PEXPIRE', keys[3], MINUTE_MS)
-  end
+  if l[1] then charged = charged + add_charge(keys[2], keys[4], at, member, tokens, now) end
+  if l[2] then charged = charged + add_charge(keys[3], keys[5], at, member, tokens, now) end
   return charged
 end
 

@@ -23,6 +23,7 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
         description="Where `watchllm up` keeps embedded Redis and Postgres data and logs.",
     )
     gateway_port: int = 8080
+    limiter_port: int = 8090
     fake_provider_port: int = 9000
 
     def explicit(self, field: str) -> bool:

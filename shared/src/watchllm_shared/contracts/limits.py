@@ -45,13 +45,21 @@ def check_keys(project_id: UUID, key_id: UUID) -> list[str]:
         f"{p}:k:{key_id}:rpm",
         f"{p}:tpm",
         f"{p}:k:{key_id}:tpm",
+        f"{p}:tpm:total",
+        f"{p}:k:{key_id}:tpm:total",
     ]
 
 
 def charge_keys(project_id: UUID, key_id: UUID) -> list[str]:
     """KEYS of ``watchllm_limit_charge``, in the library's order."""
     p = _prefix(project_id)
-    return [f"{p}:limits", f"{p}:tpm", f"{p}:k:{key_id}:tpm"]
+    return [
+        f"{p}:limits",
+        f"{p}:tpm",
+        f"{p}:k:{key_id}:tpm",
+        f"{p}:tpm:total",
+        f"{p}:k:{key_id}:tpm:total",
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,138 @@
+"""The limiter's added latency on the request path: ``RateLimiter.check`` — the exact
+code the gateway awaits before forwarding — against a real Redis, side by side with a
+bare PING in the same run, in alternating slices so machine noise hits both.
+
+Two shapes: one request at a time (pure round trip) and 32 concurrent askers (a busy
+gateway). The subject has every limit configured (plan day quota, project and key
+requests per minute, key tokens per minute) so the library does its full work.
+
+Run: ``make bench-limiter`` (or ``python -m tests.bench.limiter_bench``). Writes
+``tests/bench/results/limiter-<UTC>.{json,md}`` and ``limiter-latest.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tests.bench.stats import distribution
+from watchllm_gateway.metrics import GatewayMetrics
+from watchllm_gateway.ratelimit import RateLimiter
+from watchllm_limiter.library import ensure_library
+from watchllm_shared.accounts import KeyGrant, Plan
+from watchllm_shared.contracts.limits import limits_key
+from watchllm_shared.redis_io import create_redis
+
+RESULTS = Path(__file__).parent / "results"
+TARGET_P50_MS = 0.3
+
+
+def _grant() -> KeyGrant:
+    return KeyGrant(key_id=uuid.uuid4(), project_id=uuid.uuid4(), project_name="bench",
+                    plan=Plan.PRO, active=True, allowed_models=None,
+                    requests_per_day=10**9)  # fmt: skip
+
+
+async def _timed(samples: list[float], ask: Any) -> None:
+    started = time.perf_counter()
+    await ask()
+    samples.append(time.perf_counter() - started)
+
+
+async def _slice(ask: Any, count: int, concurrency: int, samples: list[float]) -> None:
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await _timed(samples, ask)
+
+    share = count // concurrency
+    await asyncio.gather(*(worker(share) for _ in range(concurrency)))
+
+
+async def measure(redis_url: str, per_slice: int, rounds: int) -> dict[str, Any]:
+    redis = create_redis(redis_url)
+    await ensure_library(redis)
+    limiter = RateLimiter(redis, GatewayMetrics(), timeout_seconds=1.0, policy="closed")
+    grant = _grant()
+    await redis.hset(limits_key(grant.project_id), mapping={
+        "day": 10**9, "rpm": 10**9, f"k:{grant.key_id}:rpm": 10**9,
+        f"k:{grant.key_id}:tpm": 10**9,
+    })  # fmt: skip
+    counter = iter(range(10**9))
+
+    async def check() -> None:
+        await limiter.check(grant, f"bench-{next(counter)}")
+
+    async def ping() -> None:
+        await redis.ping()
+
+    results: dict[str, Any] = {}
+    for concurrency in (1, 32):
+        checks: list[float] = []
+        pings: list[float] = []
+        await _slice(check, per_slice // 10, concurrency, [])  # warm-up
+        for _ in range(rounds):
+            await _slice(check, per_slice, concurrency, checks)
+            await _slice(ping, per_slice, concurrency, pings)
+        results[f"concurrency_{concurrency}"] = {
+            "limiter_check": distribution(checks), "ping": distribution(pings),
+            "samples": len(checks),
+        }  # fmt: skip
+    await redis.delete(
+        *[k async for k in redis.scan_iter(f"watchllm:limit:{{{grant.project_id}}}*")]
+    )
+    await redis.aclose()
+    return results
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        "# Limiter: added latency on the request path", "",
+        f"{report['date']} · {report['machine']} · Redis at {report['redis_url']}", "",
+        "`RateLimiter.check` (one `FCALL watchllm_limit_check` with day, project rpm, key rpm"
+        " and key tpm limits) vs `PING`, alternating slices, milliseconds.", "",
+        "| shape | call | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for shape, data in report["results"].items():
+        for call in ("limiter_check", "ping"):
+            d = data[call]
+            lines.append(f"| {shape} | {call} | {d['p50']:.3f} | {d['p90']:.3f} |"
+                         f" {d['p99']:.3f} | {d['max']:.3f} |")  # fmt: skip
+    p50 = report["results"]["concurrency_1"]["limiter_check"]["p50"]
+    verdict = "PASS" if p50 <= TARGET_P50_MS else "MISS"
+    lines += ["", f"Target: added p50 ≤ {TARGET_P50_MS} ms one at a time — **{verdict}**"
+              f" ({p50:.3f} ms)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--redis-url", default=os.environ.get(
+        "WATCHLLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))  # fmt: skip
+    parser.add_argument("--per-slice", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    results = asyncio.run(measure(args.redis_url, args.per_slice, args.rounds))
+    now = datetime.now(UTC)
+    report = {"date": now.isoformat(timespec="seconds"), "redis_url": args.redis_url,
+              "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
+              "results": results}  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    for name in (f"limiter-{stamp}", "limiter-latest"):
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / f"{name}.md").write_text(render(report))
+    print(render(report))  # noqa: T201 - the report is this tool's output
+
+
+if __name__ == "__main__":
+    main()
