@@ -181,6 +181,9 @@ async def test_limit_changes_and_revocations_reach_every_replica_within_a_second
 
 def test_the_limiter_reports_its_library_syncs_and_charges(cluster: Cluster) -> None:
     """Runs after the tests above (same module): they changed limits and used tokens."""
+    health = httpx.get(f"{cluster.limiter.url}/health").json()
+    assert health["status"] == "healthy" and health["limits_synced"]
+    assert health["services"] == {"redis": "up", "database": "up"}
     metrics = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in httpx.get(f"{cluster.limiter.url}/metrics").text.splitlines()

@@ -102,6 +102,31 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready" if ready else "syncing"},
                             status_code=200 if ready else 503)  # fmt: skip
 
+    @app.get("/health")
+    async def health() -> Response:
+        """Redis (and the library version in it), Postgres, and the last full sync."""
+        redis_ok, version, database_ok = True, None, True
+        try:
+            async with asyncio.timeout(1.0):
+                version = await loaded_version(app.state.redis)
+        except (RedisError, OSError, TimeoutError):
+            redis_ok = False
+        try:
+            async with asyncio.timeout(1.0):
+                await app.state.pool.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            database_ok = False
+        synced = app.state.sync.last_full_sync is not None
+        healthy = redis_ok and database_ok and version is not None and synced
+        body = {
+            "status": "healthy" if healthy else "degraded",
+            "services": {"redis": "up" if redis_ok else "down",
+                         "database": "up" if database_ok else "down"},
+            "library_version": version,
+            "limits_synced": synced,
+        }  # fmt: skip
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

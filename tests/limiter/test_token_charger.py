@@ -1,0 +1,79 @@
+"""The limiter's event consumer: charges once, parks poison, takes over a dead
+consumer's pending events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from watchllm_limiter.charges import TokenCharger
+from watchllm_limiter.metrics import LimiterMetrics
+from watchllm_limiter.settings import LimiterSettings
+from watchllm_shared.contracts import RequestCompleted, RequestStatus
+from watchllm_shared.contracts.limits import charge_keys, limits_key
+
+pytestmark = pytest.mark.integration
+
+
+def event(project: uuid.UUID, key: uuid.UUID, tokens: int) -> RequestCompleted:
+    return RequestCompleted(
+        event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), request_id="r",
+        project_id=project, key_id=key, endpoint="/v1/chat/completions", http_status=200,
+        status=RequestStatus.OK, prompt_tokens=tokens, completion_tokens=0, latency_ms=1,
+    )  # fmt: skip
+
+
+def charger(redis: aioredis.Redis, stream: str, consumer: str) -> TokenCharger:
+    settings = LimiterSettings(
+        events_stream=stream, limiter_consumer_group="limiter", limiter_consumer_name=consumer,
+        limiter_reclaim_idle_ms=200, limiter_max_deliveries=2,
+    )  # fmt: skip
+    return TokenCharger(redis, LimiterMetrics(), settings)
+
+
+async def run_for(charger: TokenCharger, seconds: float) -> None:
+    task = asyncio.create_task(charger.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def charged(redis: aioredis.Redis, project: uuid.UUID, key: uuid.UUID) -> int:
+    total = await redis.get(charge_keys(project, key)[4])
+    return int(total or 0)
+
+
+async def test_events_are_charged_once_and_poison_is_parked(redis: aioredis.Redis) -> None:
+    stream = f"test.limiter.{uuid.uuid4().hex}"
+    project, key = uuid.uuid4(), uuid.uuid4()
+    await redis.hset(limits_key(project), mapping={f"k:{key}:tpm": 10_000})
+    first = event(project, key, 30)
+    await redis.xadd(stream, first.to_stream_fields())  # type: ignore[arg-type]
+    await redis.xadd(stream, first.to_stream_fields())  # type: ignore[arg-type]  # redelivered
+    await redis.xadd(stream, {"data": b"{not json"})
+    await redis.xadd(stream, event(project, key, 12).to_stream_fields())  # type: ignore[arg-type]
+    await run_for(charger(redis, stream, "c1"), 0.5)
+    assert await charged(redis, project, key) == 42
+    dead = await redis.xrange(f"{stream}.dlq")
+    assert len(dead) == 1 and b"unreadable event" in dead[0][1][b"error"]
+    assert (await redis.xpending(stream, "limiter"))["pending"] == 0
+
+
+async def test_a_dead_consumers_pending_events_are_taken_over(redis: aioredis.Redis) -> None:
+    stream = f"test.limiter.{uuid.uuid4().hex}"
+    project, key = uuid.uuid4(), uuid.uuid4()
+    await redis.hset(limits_key(project), mapping={"tpm": 10_000})
+    await redis.xgroup_create(stream, "limiter", id="0", mkstream=True)
+    await redis.xadd(stream, event(project, key, 7).to_stream_fields())  # type: ignore[arg-type]
+    # A consumer reads the event and dies before acknowledging it.
+    await redis.xreadgroup("limiter", "dead", {stream: ">"}, count=10)
+    await asyncio.sleep(0.3)
+    await run_for(charger(redis, stream, "survivor"), 0.5)
+    assert int(await redis.get(charge_keys(project, key)[3]) or 0) == 7
+    assert (await redis.xpending(stream, "limiter"))["pending"] == 0
