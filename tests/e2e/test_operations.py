@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -37,8 +38,14 @@ def test_metrics_expose_the_documented_names(
     _, key = project_key
     with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0) as sdk:
         sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "m"}])
-    text = httpx.get(f"{gateway.url}/metrics").text
-    assert 'watchllm_requests_total{endpoint="/v1/chat/completions",status="200"}' in text
+    # Metrics are recorded after the last byte is sent: poll briefly.
+    deadline = time.monotonic() + 2
+    while True:
+        text = httpx.get(f"{gateway.url}/metrics").text
+        if 'watchllm_requests_total{endpoint="/v1/chat/completions",status="200"}' in text:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.02)
     for name in (
         "watchllm_cache_hits_total", "watchllm_cache_misses_total",
         'watchllm_latency_seconds_bucket{endpoint="/v1/chat/completions",le=',

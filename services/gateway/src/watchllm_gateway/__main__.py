@@ -14,11 +14,11 @@ def main() -> None:
     configure_logging("gateway", settings.log_level)
     app = create_app(settings)
     if configure_tracing("gateway", settings.otel_exporter_otlp_endpoint) is not None:
+        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
         FastAPIInstrumentor.instrument_app(app, excluded_urls="livez,readyz,metrics")
-        HTTPXClientInstrumentor().instrument()
+        AioHttpClientInstrumentor().instrument()
     uvicorn.run(
         app,
         host=settings.gateway_host,

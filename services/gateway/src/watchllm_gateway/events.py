@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 _BATCH = 500
 _MAX_BACKOFF_SECONDS = 2.0
+# Wait this long for more events before writing a small batch: one pipelined round
+# trip per few milliseconds instead of one per request (py-spy showed ~14% of the
+# gateway's CPU in per-event writes at 300 requests/s). Events are off the request
+# path, so the delay costs the caller nothing.
+_LINGER_SECONDS = 0.005
 
 
 class EventPublisher:
@@ -74,6 +79,8 @@ class EventPublisher:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._queue.qsize() < _BATCH:
+                await asyncio.sleep(_LINGER_SECONDS)
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._write_until_done(batch)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from watchllm_gateway.metrics import GatewayMetrics
-from watchllm_gateway.routes import anthropic_api, openai_api, operations
+from watchllm_gateway.routes import openai_api, operations, proxied
 from watchllm_gateway.runtime import open_runtime
 from watchllm_gateway.settings import GatewaySettings
 
@@ -41,8 +41,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    app.router.routes.extend(proxied.ROUTES)
     app.include_router(openai_api.router)
-    app.include_router(anthropic_api.router)
     app.include_router(operations.router)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

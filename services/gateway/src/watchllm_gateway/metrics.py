@@ -7,6 +7,8 @@ gateway's own moving parts (upstream, events, key cache).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (
@@ -16,6 +18,7 @@ _LATENCY_BUCKETS = (
 
 class GatewayMetrics:
     def __init__(self) -> None:
+        self._bound: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -77,3 +80,21 @@ class GatewayMetrics:
             "watchllm_unpriced_requests", "Requests for models missing from the price table.",
             ["model"], registry=r,
         )  # fmt: skip
+
+    def observe_request(
+        self, endpoint: str, status: int, latency: float, ttfb: float | None
+    ) -> None:
+        """One finished request; labelled children are bound once (``labels`` is slow)."""
+        bound = self._bound.get((endpoint, status))
+        if bound is None:
+            bound = (
+                self.requests.labels(endpoint, str(status)),
+                self.latency.labels(endpoint),
+                self.ttfb.labels(endpoint),
+            )
+            self._bound[(endpoint, status)] = bound
+        requests, latency_histogram, ttfb_histogram = bound
+        requests.inc()
+        latency_histogram.observe(latency)
+        if ttfb is not None:
+            ttfb_histogram.observe(ttfb)

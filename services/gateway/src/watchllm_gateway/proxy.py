@@ -21,7 +21,6 @@ import logging
 from fnmatch import fnmatchcase
 from typing import Any
 
-import httpx
 import orjson
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -37,7 +36,7 @@ from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.streaming import relay_stream
-from watchllm_gateway.upstream import UpstreamClient, UpstreamResponse
+from watchllm_gateway.upstream import UpstreamBodyError, UpstreamClient, UpstreamResponse
 from watchllm_shared.accounts import KeyGrant
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ class Proxy:
         answer = await self._upstream.send(route, spec.upstream_path, upstream_body, passed)
         exchange.upstream_attempts = answer.attempts
         exchange.upstream_latency = answer.latency_seconds
-        if answer.response.status_code >= 300:
+        if answer.status >= 300:
             return await self._relay_error(exchange, answer)
         if exchange.stream:
             return self._stream(exchange, answer, caller_wants_usage)
@@ -142,13 +141,13 @@ class Proxy:
 
     async def _unary(self, exchange: Exchange, answer: UpstreamResponse) -> Response:
         try:
-            content = await answer.response.aread()
-        except httpx.TimeoutException as exc:
-            raise GatewayError(504, "upstream_timeout", "The upstream provider timed out") from exc
-        except httpx.TransportError as exc:
+            content = await answer.read()
+        except UpstreamBodyError as exc:
+            if exc.timed_out:
+                raise GatewayError(504, "upstream_timeout", "The upstream timed out") from exc
             raise GatewayError(502, "upstream_error", "The upstream connection broke") from exc
         finally:
-            await answer.response.aclose()
+            answer.close()
         try:
             parsed = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -161,14 +160,13 @@ class Proxy:
         return self._finish(exchange, Response(content, 200, media_type=_JSON))
 
     async def _relay_error(self, exchange: Exchange, answer: UpstreamResponse) -> Response:
-        response = answer.response
         try:
-            content = await response.aread()
-        except httpx.HTTPError:
+            content = await answer.read()
+        except UpstreamBodyError:
             content = b""
         finally:
-            await response.aclose()
-        status = response.status_code
+            answer.close()
+        status = answer.status
         if status in (401, 403):
             raise GatewayError(
                 502, "upstream_auth_failed",
@@ -183,14 +181,14 @@ class Proxy:
             )  # fmt: skip
         exchange.fail(status, status_for_http(status), "upstream_" + str(status))
         headers = {}
-        if "retry-after" in response.headers:
-            headers["retry-after"] = response.headers["retry-after"]
+        if "retry-after" in answer.headers:
+            headers["retry-after"] = answer.headers["retry-after"]
         return self._finish(exchange, Response(content, status, headers, media_type=_JSON))
 
     def _stream(
         self, exchange: Exchange, answer: UpstreamResponse, caller_wants_usage: bool
     ) -> Response:
-        events = relay_stream(exchange, answer.response, caller_wants_usage, self._complete_stream)
+        events = relay_stream(exchange, answer, caller_wants_usage, self._complete_stream)
         response = StreamingResponse(events, 200, media_type="text/event-stream")
         response.headers.update(self._headers(exchange))
         response.headers["cache-control"] = "no-cache"
@@ -220,15 +218,17 @@ class Proxy:
 
     def _finish(self, exchange: Exchange, response: Response) -> Response:
         response.headers.update(self._headers(exchange))
-        response.background = BackgroundTask(self._record, exchange)
+        # An async task: Starlette runs a plain function in a worker thread.
+        response.background = BackgroundTask(self._record_async, exchange)
         return response
+
+    async def _record_async(self, exchange: Exchange) -> None:
+        self._record(exchange)
 
     def _record(self, exchange: Exchange) -> None:
         """Runs after the last byte was handed over: metrics, then the event."""
         latency = exchange.elapsed()
-        endpoint = exchange.spec.path
-        self._metrics.requests.labels(endpoint, str(exchange.http_status)).inc()
-        self._metrics.latency.labels(endpoint).observe(latency)
-        if exchange.ttfb is not None:
-            self._metrics.ttfb.labels(endpoint).observe(exchange.ttfb)
+        self._metrics.observe_request(
+            exchange.spec.path, exchange.http_status, latency, exchange.ttfb
+        )
         self._events.publish(exchange.to_event(latency))

@@ -10,7 +10,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import asyncpg
-import httpx
 import redis.asyncio as aioredis
 
 from watchllm_gateway.auth import KeyAuthenticator
@@ -22,7 +21,7 @@ from watchllm_gateway.proxy import Proxy
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.settings import GatewaySettings
-from watchllm_gateway.upstream import UpstreamClient, create_http_client
+from watchllm_gateway.upstream import UpstreamClient, create_http_session
 from watchllm_shared.accounts import AccountStore
 from watchllm_shared.redis_io import create_redis
 
@@ -47,8 +46,8 @@ async def open_runtime(
         settings.database_url, min_size=0, max_size=10, command_timeout=5
     )
     stack.push_async_callback(pool.close)
-    http: httpx.AsyncClient = create_http_client(settings)
-    stack.push_async_callback(http.aclose)
+    http = create_http_session(settings)
+    stack.push_async_callback(http.close)
     events = EventPublisher(
         redis, metrics, settings.event_buffer_size, stream=settings.events_stream
     )

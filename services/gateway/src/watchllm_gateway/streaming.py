@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 import orjson
 
 from watchllm_gateway.exchange import Exchange
 from watchllm_gateway.settings import ProviderKind
 from watchllm_gateway.sse import SSESplitter
+from watchllm_gateway.upstream import UpstreamBodyError, UpstreamResponse
 from watchllm_gateway.usage import AnthropicStreamUsage, OpenAIStreamUsage
 from watchllm_shared.contracts import RequestStatus
 
@@ -34,7 +34,7 @@ def stream_error_event(api: ProviderKind, error_type: str, message: str) -> byte
 
 async def relay_stream(
     exchange: Exchange,
-    response: httpx.Response,
+    response: UpstreamResponse,
     caller_wants_usage: bool,
     on_complete: Callable[[Exchange], None],
 ) -> AsyncIterator[bytes]:
@@ -46,7 +46,7 @@ async def relay_stream(
     splitter = SSESplitter()
     try:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.chunks():
                 for event in splitter.feed(chunk):
                     if observer.forward(event):
                         exchange.mark_first_byte()
@@ -56,18 +56,19 @@ async def relay_stream(
                 yield stream_error_event(
                     api, "upstream_error", "The upstream provider ended the stream mid-event"
                 )
-        except httpx.TimeoutException:
-            exchange.fail(504, RequestStatus.UPSTREAM_TIMEOUT, "upstream_timeout")
-            yield stream_error_event(api, "upstream_timeout", "The upstream provider timed out")
-        except httpx.TransportError:
-            exchange.fail(502, RequestStatus.UPSTREAM_ERROR, "upstream_stream_broken")
-            yield stream_error_event(
-                api, "upstream_error", "The upstream provider ended the stream abruptly"
-            )
+        except UpstreamBodyError as broken:
+            if broken.timed_out:
+                exchange.fail(504, RequestStatus.UPSTREAM_TIMEOUT, "upstream_timeout")
+                yield stream_error_event(api, "upstream_timeout", "The upstream provider timed out")
+            else:
+                exchange.fail(502, RequestStatus.UPSTREAM_ERROR, "upstream_stream_broken")
+                yield stream_error_event(
+                    api, "upstream_error", "The upstream provider ended the stream abruptly"
+                )
     except (asyncio.CancelledError, GeneratorExit):
         exchange.fail(499, RequestStatus.CLIENT_DISCONNECTED, "client_disconnected")
         raise
     finally:
-        await response.aclose()
+        response.close(abort=exchange.status is not RequestStatus.OK)
         exchange.usage = observer.usage
         on_complete(exchange)

@@ -17,7 +17,6 @@ from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -68,7 +67,7 @@ class RequestCompleted(BaseModel):
     upstream_attempts: int = 0
 
     def to_stream_fields(self) -> dict[str, bytes]:
-        return {"data": orjson.dumps(self.model_dump(mode="json"))}
+        return {"data": self.model_dump_json().encode()}
 
     @classmethod
     def from_stream_fields(cls, fields: dict[bytes, bytes]) -> RequestCompleted:

@@ -1,4 +1,5 @@
-"""OpenAI-compatible endpoints."""
+"""OpenAI-compatible endpoints served by the gateway itself (the proxied ones are in
+``proxied``)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,11 @@ from starlette.responses import JSONResponse, Response
 
 from watchllm_gateway.auth import extract_key
 from watchllm_gateway.deps import RuntimeDep
-from watchllm_gateway.endpoints import CHAT_COMPLETIONS, EMBEDDINGS
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.proxy import model_allowed
 from watchllm_gateway.settings import ProviderKind
 
 router = APIRouter()
-
-
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request, runtime: RuntimeDep) -> Response:
-    return await runtime.proxy.handle(request, CHAT_COMPLETIONS)
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request, runtime: RuntimeDep) -> Response:
-    return await runtime.proxy.handle(request, EMBEDDINGS)
 
 
 @router.get("/v1/models")

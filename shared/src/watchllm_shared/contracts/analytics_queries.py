@@ -1,0 +1,179 @@
+"""The dashboard's read-only analytics queries: one set of definitions for both read paths.
+
+- ClickHouse server: the dashboard runs ``query.sql`` itself, as a read-only user, with
+  ``parameters=query.bind(raw)`` (clickhouse-connect's ``client.query``).
+- Embedded chdb: only the analytics service may open the chdb path, so the dashboard
+  POSTs the same parameters to the analytics service (``POST /v1/queries/{name}``),
+  which runs the same definition and answers a :class:`QueryResult`.
+
+Every value reaches ClickHouse as a server-side query parameter (``{name:Type}`` in the
+SQL); nothing from a caller is ever formatted into SQL text. Parameters are validated
+by a pydantic model first (types, ranges, span limits).
+
+The SQL reads ``requests``, the request log whose schema the analytics service owns
+(its migrations). Queries over hours read the table's hourly aggregate projection
+(``project_id, toStartOfHour(occurred_at), model``), so they stay fast at millions of
+rows: they filter on whole hours and use exactly the projection's aggregate functions.
+Changing an aggregate here means changing the projection there.
+
+Rows need no ``FINAL``: the writer never inserts an event id that is already stored
+(see ``watchllm_analytics.writer``); the table's replacing engine is only a backstop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+REQUEST_LOG_TABLE = "requests"
+MAX_RANGE = timedelta(days=400)
+
+
+class HourRange(BaseModel):
+    """Whole hours from the hour of ``start`` to the hour of ``end``, both included (UTC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered_and_bounded(self) -> Self:
+        start, end = _utc(self.start), _utc(self.end)
+        if end < start:
+            raise ValueError("end is before start")
+        if end - start > MAX_RANGE:
+            raise ValueError(f"range longer than {MAX_RANGE.days} days")
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+        return self
+
+
+class ProjectHourRange(HourRange):
+    project_id: UUID
+
+
+class RecentRequestsParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project_id: UUID
+    limit: int = Field(default=100, ge=1, le=1000)
+    errors_only: bool = False
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsQuery:
+    name: str
+    description: str
+    params: type[BaseModel]
+    sql: str
+
+    def bind(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated parameters for ``client.query(self.sql, parameters=...)``.
+
+        Raises ``pydantic.ValidationError`` for anything the definition does not accept.
+        """
+        return self.params.model_validate(dict(raw)).model_dump()
+
+
+class QueryResult(BaseModel):
+    """What ``POST /v1/queries/{name}`` answers. JSON encodes Decimal (money, exact) and
+    UUID as strings and datetimes as ISO 8601 in UTC; ``types`` are ClickHouse's."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+
+# The aggregate columns every usage query returns; they match the projection exactly.
+_USAGE = """
+    count() AS requests,
+    countIf(status != 'ok') AS errors,
+    countIf(cache = 'hit') AS cache_hits,
+    sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens,
+    sum(cost_usd) AS cost_usd,
+    sum(cost_saved_usd) AS cost_saved_usd,
+    quantiles(0.5, 0.95, 0.99)(latency_ms) AS latency_quantiles,
+    latency_quantiles[1] AS latency_p50_ms,
+    latency_quantiles[2] AS latency_p95_ms,
+    latency_quantiles[3] AS latency_p99_ms"""
+
+_PROJECT_HOURS = """
+    project_id = {project_id:UUID}
+    AND toStartOfHour(occurred_at)
+        BETWEEN toStartOfHour({start:DateTime('UTC')}) AND toStartOfHour({end:DateTime('UTC')})"""
+
+_ALL_HOURS = """
+    toStartOfHour(occurred_at)
+        BETWEEN toStartOfHour({start:DateTime('UTC')}) AND toStartOfHour({end:DateTime('UTC')})"""
+
+_QUERIES = (
+    AnalyticsQuery(
+        name="project_totals",
+        description="One project's totals over whole hours.",
+        params=ProjectHourRange,
+        sql=f"SELECT {_USAGE}\nFROM requests\nWHERE {_PROJECT_HOURS}",
+    ),
+    AnalyticsQuery(
+        name="project_usage_by_hour",
+        description="One project's usage per hour (hours without requests are absent).",
+        params=ProjectHourRange,
+        sql=f"SELECT toStartOfHour(occurred_at) AS hour, {_USAGE}\nFROM requests\n"
+        f"WHERE {_PROJECT_HOURS}\nGROUP BY hour ORDER BY hour",
+    ),
+    AnalyticsQuery(
+        name="project_usage_by_model",
+        description="One project's usage per model over whole hours.",
+        params=ProjectHourRange,
+        sql=f"SELECT model, {_USAGE}\nFROM requests\n"
+        f"WHERE {_PROJECT_HOURS}\nGROUP BY model ORDER BY requests DESC, model",
+    ),
+    AnalyticsQuery(
+        name="project_usage_by_model_and_hour",
+        description="One project's usage per model and hour.",
+        params=ProjectHourRange,
+        sql=f"SELECT toStartOfHour(occurred_at) AS hour, model, {_USAGE}\nFROM requests\n"
+        f"WHERE {_PROJECT_HOURS}\nGROUP BY hour, model ORDER BY hour, model",
+    ),
+    AnalyticsQuery(
+        name="usage_by_project",
+        description="Every project's usage over whole hours (operators' overview).",
+        params=HourRange,
+        sql=f"SELECT project_id, {_USAGE}\nFROM requests\n"
+        f"WHERE {_ALL_HOURS}\nGROUP BY project_id ORDER BY cost_usd DESC, project_id",
+    ),
+    AnalyticsQuery(
+        name="project_errors",
+        description="One project's failed requests by status and error type.",
+        params=ProjectHourRange,
+        sql="SELECT status, error_type, http_status, count() AS requests\nFROM requests\n"
+        f"WHERE {_PROJECT_HOURS} AND status != 'ok'\n"
+        "GROUP BY status, error_type, http_status ORDER BY requests DESC",
+    ),
+    AnalyticsQuery(
+        name="project_recent_requests",
+        description="One project's latest requests, newest first.",
+        params=RecentRequestsParams,
+        sql="SELECT event_id, occurred_at, request_id, key_id, model, provider, endpoint,\n"
+        "    http_status, status, error_type, cache, cache_similarity, stream,\n"
+        "    prompt_tokens, completion_tokens, cost_usd, cost_saved_usd, latency_ms,\n"
+        "    upstream_latency_ms, ttfb_ms, trace_id\nFROM requests\n"
+        "WHERE project_id = {project_id:UUID} AND ({errors_only:Bool} = false OR status != 'ok')\n"
+        "ORDER BY occurred_at DESC LIMIT {limit:UInt32}",
+    ),
+)
+
+ANALYTICS_QUERIES: Mapping[str, AnalyticsQuery] = {query.name: query for query in _QUERIES}
