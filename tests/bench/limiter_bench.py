@@ -23,8 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from tests.bench.stats import distribution
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.ratelimit import RateLimiter

@@ -79,8 +79,10 @@ def _rate_table(results: dict[str, Any], rate: int) -> list[str]:
         if pair is None:
             continue
         g, d = pair["gateway"], pair["direct"]
+        overload = " **gateway overloaded**:" if pair.get("gateway_overloaded") else ""
         lines.append(
-            f"- {mode}: gateway {g['ok']}/{g['requests']} ok, errors {g['error_kinds'] or 0};"
+            f"- {mode}:{overload} gateway {g['ok']}/{g['requests']} ok"
+            f" ({g['throughput_rps']:.0f} req/s answered), errors {g['error_kinds'] or 0};"
             f" direct {d['ok']}/{d['requests']} ok, errors {d['error_kinds'] or 0};"
             f" added service time p50/p99 {_fmt(pair['added_service_ms'].get('p50'))}/"
             f"{_fmt(pair['added_service_ms'].get('p99'))} ms; gateway CPU"
@@ -101,8 +103,9 @@ def _profile(profile: dict[str, Any]) -> list[str]:
     lines = [
         f"py-spy at {summary['rate_hz']} Hz for {profile['seconds']} s on the gateway pid"
         f" during an open-loop load of {profile['rate']} req/s ({profile['mode']});"
-        f" {summary['samples']} busy samples (the gateway was busy in"
-        f" ~{summary['busy_share']}% of sample ticks). Shares are of busy samples.",
+        f" {summary['samples']} samples with the GIL held (the gateway ran Python in"
+        f" ~{summary['busy_share']}% of sample ticks; py-spy: {profile['message']})."
+        " Shares are of those samples; C code run with the GIL counts for its caller.",
         "",
         "| package (own time) | share % |",
         "|---|---|",

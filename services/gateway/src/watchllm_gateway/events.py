@@ -34,6 +34,7 @@ _MAX_BACKOFF_SECONDS = 2.0
 # gateway's CPU in per-event writes at 300 requests/s). Events are off the request
 # path, so the delay costs the caller nothing.
 _LINGER_SECONDS = 0.005
+_WRITE_TIMEOUT_SECONDS = 5.0
 
 
 class EventPublisher:
@@ -93,7 +94,7 @@ class EventPublisher:
         while True:
             try:
                 await self._write(batch)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, TimeoutError) as exc:
                 self._metrics.event_publish_errors.inc()
                 if not self._failing:
                     log.error("cannot write events to Redis, buffering: %s", exc)
@@ -108,7 +109,10 @@ class EventPublisher:
             return
 
     async def _write(self, batch: list[RequestCompleted]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with (
+            asyncio.timeout(_WRITE_TIMEOUT_SECONDS),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
             for event in batch:
                 pipe.xadd(
                     self._stream,

@@ -39,7 +39,8 @@ async def open_runtime(
     settings: GatewaySettings, metrics: GatewayMetrics, stack: AsyncExitStack
 ) -> GatewayRuntime:
     """Connect to Redis, Postgres and the upstreams; ``stack`` closes them in reverse."""
-    redis: aioredis.Redis = create_redis(settings.redis_url)
+    # No socket timeout: every gateway call to Redis runs under its own asyncio.timeout.
+    redis: aioredis.Redis = create_redis(settings.redis_url, socket_timeout=False)
     stack.push_async_callback(redis.aclose)
     # min_size=0: the gateway starts (and answers /livez) even while Postgres is down.
     pool: asyncpg.Pool = await asyncpg.create_pool(

@@ -9,6 +9,7 @@ from watchllm_shared.accounts.errors import (
 from watchllm_shared.accounts.limits import LimitStore
 from watchllm_shared.accounts.models import (
     ApiKey,
+    CacheSettings,
     CreatedKey,
     KeyGrant,
     Plan,
@@ -22,6 +23,7 @@ __all__ = [
     "AccountStore",
     "AlreadyExistsError",
     "ApiKey",
+    "CacheSettings",
     "CreatedKey",
     "InvalidInputError",
     "KeyGrant",

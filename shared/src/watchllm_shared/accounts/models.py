@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -55,6 +55,17 @@ class KeyGrant:
     active: bool  # False once revoked or past its rotation grace period
     allowed_models: tuple[str, ...] | None  # glob patterns; None allows every model
     requests_per_day: int  # the plan's quota (the limiter's fallback before its sync)
+    cache: CacheSettings = field(default_factory=lambda: CacheSettings())
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """A project's cache settings (per-request headers may narrow them)."""
+
+    enabled: bool = True
+    mode: str = "semantic"  # "exact" or "semantic"
+    similarity_threshold: float | None = None  # None: the cache service's default
+    ttl_seconds: int = 86_400
 
 
 @dataclass(frozen=True, slots=True)

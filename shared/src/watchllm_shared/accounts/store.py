@@ -16,7 +16,14 @@ import asyncpg
 from watchllm_shared.accounts.audit import audit, notify_limits_changed
 from watchllm_shared.accounts.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key
-from watchllm_shared.accounts.models import ApiKey, CreatedKey, KeyGrant, Plan, Project
+from watchllm_shared.accounts.models import (
+    ApiKey,
+    CacheSettings,
+    CreatedKey,
+    KeyGrant,
+    Plan,
+    Project,
+)
 
 DEFAULT_ORGANISATION = "default"
 
@@ -211,6 +218,7 @@ class AccountStore:
     async def find_grant(self, key_hash: bytes) -> KeyGrant | None:
         row = await self._pool.fetchrow(
             "SELECT k.id, k.project_id, p.name, p.plan, s.allowed_models, pl.requests_per_day,"
+            " s.cache_enabled, s.cache_mode, s.cache_similarity_threshold, s.cache_ttl_seconds,"
             " (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())) AS active"
             " FROM api_keys k JOIN projects p ON p.id = k.project_id"
             " JOIN plans pl ON pl.name = p.plan"
@@ -228,6 +236,48 @@ class AccountStore:
             active=row["active"],
             allowed_models=tuple(allowed) if allowed is not None else None,
             requests_per_day=row["requests_per_day"],
+            cache=CacheSettings(
+                enabled=row["cache_enabled"] if row["cache_enabled"] is not None else True,
+                mode=row["cache_mode"] or "semantic",
+                similarity_threshold=row["cache_similarity_threshold"],
+                ttl_seconds=row["cache_ttl_seconds"] or 86_400,
+            ),
+        )
+
+    async def set_cache_settings(
+        self,
+        project_name: str,
+        enabled: bool | None = None,
+        mode: str | None = None,
+        threshold: float | None = None,
+        ttl_seconds: int | None = None,
+    ) -> CacheSettings:
+        """Change the given fields (None keeps a field); gateways see it within 0.5 s."""
+        if mode is not None and mode not in ("exact", "semantic"):
+            raise InvalidInputError("cache mode must be 'exact' or 'semantic'")
+        if threshold is not None and not 0 < threshold <= 1:
+            raise InvalidInputError("threshold must be in (0, 1]")
+        if ttl_seconds is not None and ttl_seconds < 1:
+            raise InvalidInputError("TTL must be at least one second")
+        project = await self.get_project(project_name)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE project_settings SET cache_enabled = coalesce($2, cache_enabled),"
+                " cache_mode = coalesce($3, cache_mode),"
+                " cache_similarity_threshold = coalesce($4, cache_similarity_threshold),"
+                " cache_ttl_seconds = coalesce($5, cache_ttl_seconds), updated_at = now()"
+                " WHERE project_id = $1 RETURNING cache_enabled, cache_mode,"
+                " cache_similarity_threshold, cache_ttl_seconds",
+                project.id, enabled, mode, threshold, ttl_seconds,
+            )  # fmt: skip
+            await audit(conn, self._actor, "project.cache_settings", project.id, None,
+                        {"enabled": enabled, "mode": mode, "threshold": threshold,
+                         "ttl_seconds": ttl_seconds})  # fmt: skip
+        return CacheSettings(
+            row["cache_enabled"],
+            row["cache_mode"],
+            row["cache_similarity_threshold"],
+            row["cache_ttl_seconds"],
         )
 
     async def set_allowed_models(self, project_name: str, patterns: list[str] | None) -> None:

@@ -41,3 +41,39 @@ def exact_cache_key(project_id: UUID, endpoint: str, body: Mapping[str, Any]) ->
 def project_cache_pattern(project_id: UUID) -> str:
     """SCAN pattern matching every exact entry of one project (for flushes)."""
     return f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project_id}}}:*"
+
+
+def _text_of(content: Any) -> str | None:
+    """A message's text: a string, or a list made only of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
+            return "\n".join(texts)  # type: ignore[arg-type]
+    return None
+
+
+def semantic_parts(endpoint: str, body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(scope, question) for the semantic layer, or None when it must not apply.
+
+    The question is the last message's text; it must come from the user. The scope is
+    a hash of everything else that shapes the answer — endpoint, model, system prompt,
+    every earlier turn, tools, temperature, n, seed, response format… — so a semantic
+    hit can only ever match within an identical context.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None
+    question = _text_of(last.get("content"))
+    if question is None or not question.strip():
+        return None
+    context = {k: v for k, v in body.items() if k not in _NON_SEMANTIC_FIELDS}
+    context["messages"] = messages[:-1]
+    canonical = orjson.dumps(
+        {"endpoint": endpoint, "context": context}, option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(canonical).hexdigest(), question
