@@ -44,6 +44,8 @@ def gateway_env(
         "WATCHLLM_UPSTREAM_READ_TIMEOUT_SECONDS": "1.5",
         "WATCHLLM_UPSTREAM_RETRY_BACKOFF_SECONDS": "0.01",
         "WATCHLLM_MAX_BODY_BYTES": str(256 * 1024),
+        # Gateway tests run without a cache service; the cache tests turn it on.
+        "WATCHLLM_CACHE_ENABLED": "false",
         **extra,
     }
 

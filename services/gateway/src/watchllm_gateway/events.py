@@ -1,4 +1,5 @@
-"""Publishes request-completed events to their Redis Stream, off the request path.
+"""Publishes to a Redis Stream off the request path: request-completed events, and the
+answers to store in the cache.
 
 Handlers call ``publish`` after the response is sent (a non-blocking enqueue); one
 background task drains the queue in pipelined batches of XADD with an approximate
@@ -17,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-
-from watchllm_gateway.metrics import GatewayMetrics
-from watchllm_shared.contracts import RequestCompleted, Stream
-from watchllm_shared.contracts.streams import REQUESTS_COMPLETED_MAXLEN
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +36,44 @@ _LINGER_SECONDS = 0.005
 _WRITE_TIMEOUT_SECONDS = 5.0
 
 
-class EventPublisher:
+@dataclass(frozen=True, slots=True)
+class PublisherMetrics:
+    published: Any  # Counter
+    dropped: Any  # Counter
+    buffered: Any  # Gauge
+    errors: Any  # Counter
+
+
+Fields = dict[str, bytes] | dict[str, str]
+
+
+class StreamPublisher:
     def __init__(
         self,
         redis: aioredis.Redis,
-        metrics: GatewayMetrics,
+        metrics: PublisherMetrics,
         buffer_size: int,
-        stream: str = Stream.REQUESTS_COMPLETED,
-        maxlen: int = REQUESTS_COMPLETED_MAXLEN,
+        stream: str,
+        maxlen: int,
     ) -> None:
         self._redis = redis
         self._metrics = metrics
-        self._queue: asyncio.Queue[RequestCompleted] = asyncio.Queue(buffer_size)
+        self._queue: asyncio.Queue[Fields] = asyncio.Queue(buffer_size)
         self._stream = stream
         self._maxlen = maxlen
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="event-publisher")
+        self._task = asyncio.create_task(self._run(), name=f"publisher:{self._stream}")
 
-    def publish(self, event: RequestCompleted) -> None:
+    def publish(self, fields: Fields) -> None:
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(fields)
         except asyncio.QueueFull:
-            self._metrics.events_dropped.inc()
+            self._metrics.dropped.inc()
             return
-        self._metrics.events_buffered.set(self._queue.qsize())
+        self._metrics.buffered.set(self._queue.qsize())
 
     async def close(self, flush_seconds: float = 5.0) -> None:
         """Flush what is buffered (for up to ``flush_seconds``), then stop."""
@@ -75,7 +85,9 @@ class EventPublisher:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if not self._queue.empty():
-            log.error("shutdown with %d events not written to Redis", self._queue.qsize())
+            log.error(
+                "shutdown with %d entries not written to %s", self._queue.qsize(), self._stream
+            )
 
     async def _run(self) -> None:
         while True:
@@ -87,36 +99,36 @@ class EventPublisher:
             await self._write_until_done(batch)
             for _ in batch:
                 self._queue.task_done()
-            self._metrics.events_buffered.set(self._queue.qsize())
+            self._metrics.buffered.set(self._queue.qsize())
 
-    async def _write_until_done(self, batch: list[RequestCompleted]) -> None:
+    async def _write_until_done(self, batch: list[Fields]) -> None:
         backoff = 0.05
         while True:
             try:
                 await self._write(batch)
             except (RedisError, OSError, TimeoutError) as exc:
-                self._metrics.event_publish_errors.inc()
+                self._metrics.errors.inc()
                 if not self._failing:
-                    log.error("cannot write events to Redis, buffering: %s", exc)
+                    log.error("cannot write to %s, buffering: %s", self._stream, exc)
                     self._failing = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
                 continue
             if self._failing:
-                log.warning("writing events to Redis again")
+                log.warning("writing to %s again", self._stream)
                 self._failing = False
-            self._metrics.events_published.inc(len(batch))
+            self._metrics.published.inc(len(batch))
             return
 
-    async def _write(self, batch: list[RequestCompleted]) -> None:
+    async def _write(self, batch: list[Fields]) -> None:
         async with (
             asyncio.timeout(_WRITE_TIMEOUT_SECONDS),
             self._redis.pipeline(transaction=False) as pipe,
         ):
-            for event in batch:
+            for fields in batch:
                 pipe.xadd(
                     self._stream,
-                    event.to_stream_fields(),  # type: ignore[arg-type]
+                    fields,  # type: ignore[arg-type]
                     maxlen=self._maxlen,
                     approximate=True,
                 )

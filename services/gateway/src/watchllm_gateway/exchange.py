@@ -12,11 +12,17 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from watchllm_gateway.endpoints import EndpointSpec
+
+if TYPE_CHECKING:
+    from watchllm_gateway.cache_flow import CachePlan
+    from watchllm_gateway.cache_shapes import StreamAssembler
 from watchllm_gateway.usage import Usage
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
+from watchllm_shared.contracts.cache import CacheStore
 from watchllm_shared.telemetry import current_trace_id
 
 
@@ -39,6 +45,12 @@ class Exchange:
     ttfb: float | None = None
     trace_id: str | None = field(default_factory=current_trace_id)
     limit_headers: dict[str, str] = field(default_factory=dict)
+    cache: CacheOutcome = CacheOutcome.BYPASS
+    cache_similarity: float | None = None
+    cost_saved_usd: Decimal = Decimal(0)
+    store: CacheStore | None = None  # published after the answer was sent
+    cache_plan: CachePlan | None = None
+    assembler: StreamAssembler | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -65,7 +77,9 @@ class Exchange:
             http_status=self.http_status,
             status=self.status,
             error_type=self.error_type,
-            cache=CacheOutcome.BYPASS,
+            cache=self.cache,
+            cache_similarity=self.cache_similarity,
+            cost_saved_usd=self.cost_saved_usd,
             stream=self.stream,
             prompt_tokens=self.usage.prompt_tokens,
             completion_tokens=self.usage.completion_tokens,

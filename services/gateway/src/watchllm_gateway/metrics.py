@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from watchllm_gateway.events import PublisherMetrics
+
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
 )  # fmt: skip
@@ -25,7 +27,24 @@ class GatewayMetrics:
             "watchllm_requests", "Requests answered, by endpoint and HTTP status.",
             ["endpoint", "status"], registry=r,
         )  # fmt: skip
-        self.cache_hits = Counter("watchllm_cache_hits", "Answers served from cache.", registry=r)
+        self.cache_hits = Counter(
+            "watchllm_cache_hits", "Answers served from cache, by layer.", ["layer"], registry=r
+        )
+        self.cache_ask = Histogram(
+            "watchllm_cache_ask_seconds", "Cache lookup (exact GET, then semantic ask).",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cache_unavailable = Counter(
+            "watchllm_cache_unavailable", "Lookups turned into misses by a timeout or error.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.cache_stores = PublisherMetrics(
+            Counter("watchllm_cache_stores_published", "Answers sent to be cached.", registry=r),
+            Counter("watchllm_cache_stores_dropped", "Answers not cached: buffer full.",
+                    registry=r),
+            Gauge("watchllm_cache_stores_buffered", "Answers waiting to be sent.", registry=r),
+            Counter("watchllm_cache_store_publish_errors", "Failed store writes.", registry=r),
+        )  # fmt: skip
         self.cache_misses = Counter(
             "watchllm_cache_misses", "Cache lookups that found nothing.", registry=r
         )
@@ -59,6 +78,10 @@ class GatewayMetrics:
         self.event_publish_errors = Counter(
             "watchllm_event_publish_errors", "Failed attempts to write events to Redis.", registry=r
         )
+        self.events = PublisherMetrics(
+            self.events_published, self.events_dropped, self.events_buffered,
+            self.event_publish_errors,
+        )  # fmt: skip
         self.key_lookups = Counter(
             "watchllm_key_lookups", "API key lookups, by where the answer came from.",
             ["source"], registry=r,

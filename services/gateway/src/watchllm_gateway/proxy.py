@@ -17,7 +17,10 @@ Bodies are logged only when the operator sets ``WATCHLLM_LOG_BODIES=true`` (firs
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
+from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -27,9 +30,19 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from watchllm_gateway.auth import KeyAuthenticator, extract_key
+from watchllm_gateway.cache_client import CacheHit
+from watchllm_gateway.cache_flow import (
+    CachePlan,
+    CacheSupport,
+    hit_response,
+    plan_cache,
+    store_request,
+    wants_usage,
+)
+from watchllm_gateway.cache_shapes import StreamAssembler
 from watchllm_gateway.endpoints import EndpointSpec
 from watchllm_gateway.errors import GatewayError, bad_request
-from watchllm_gateway.events import EventPublisher
+from watchllm_gateway.events import StreamPublisher
 from watchllm_gateway.exchange import Exchange, status_for_http
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.pricing import PriceTable
@@ -38,6 +51,8 @@ from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.streaming import relay_stream
 from watchllm_gateway.upstream import UpstreamBodyError, UpstreamClient, UpstreamResponse
 from watchllm_shared.accounts import KeyGrant
+from watchllm_shared.contracts import CacheOutcome, RequestStatus
+from watchllm_shared.contracts.cache import CacheStore
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +94,11 @@ class Proxy:
         router: ModelRouter,
         upstream: UpstreamClient,
         prices: PriceTable,
-        events: EventPublisher,
+        events: StreamPublisher,
         metrics: GatewayMetrics,
         max_body_bytes: int,
         limiter: RateLimiter | None = None,
+        cache: CacheSupport | None = None,
         log_bodies: bool = False,
     ) -> None:
         self._auth = auth
@@ -94,6 +110,7 @@ class Proxy:
         self._max_body = max_body_bytes
         self._log_bodies = log_bodies
         self._limiter = limiter
+        self._cache = cache
 
     async def authenticate(self, key: str) -> KeyGrant:
         return await self._auth.authenticate(key)
@@ -126,8 +143,11 @@ class Proxy:
             )
         route = self._router.resolve(model, spec.api)
         exchange.provider = route.provider.value
-        if self._limiter is not None:
-            exchange.limit_headers = await self._limiter.check(exchange.grant, exchange.request_id)
+        plan = plan_cache(exchange.grant, spec, body, headers) if self._cache else None
+        hit = await self._admit(exchange, plan)
+        if hit is not None:
+            return self._serve_hit(exchange, hit, wants_usage(body))
+        exchange.cache_plan = plan
         upstream_body, caller_wants_usage = spec.prepare(body, raw)
         passed = {k: v for k, v in headers.items() if k.startswith(("anthropic-", "openai-"))}
         answer = await self._upstream.send(route, spec.upstream_path, upstream_body, passed)
@@ -138,6 +158,36 @@ class Proxy:
         if exchange.stream:
             return self._stream(exchange, answer, caller_wants_usage)
         return await self._unary(exchange, answer)
+
+    async def _admit(self, exchange: Exchange, plan: CachePlan | None) -> CacheHit | None:
+        """Ask the limiter and the cache at once; raises 429 when the limiter refuses."""
+        assert exchange.grant is not None
+        limit = self._limiter.check(exchange.grant, exchange.request_id) if self._limiter else None
+        lookup = None
+        if plan is not None and plan.policy.read and self._cache is not None:
+            exchange.cache = CacheOutcome.MISS
+            lookup = self._cache.client.lookup(
+                exchange.request_id, plan.project_id, plan.exact_key, plan.semantic,
+                plan.policy.threshold,
+            )  # fmt: skip
+        outcomes: tuple[Any, Any] = await asyncio.gather(
+            _maybe(limit), _maybe(lookup), return_exceptions=True
+        )
+        limit_headers, hit = outcomes
+        if isinstance(limit_headers, BaseException):
+            raise limit_headers
+        exchange.limit_headers = limit_headers or {}
+        return hit if isinstance(hit, CacheHit) else None
+
+    def _serve_hit(self, exchange: Exchange, hit: CacheHit, include_usage: bool) -> Response:
+        exchange.cache = CacheOutcome.HIT
+        exchange.cache_similarity = hit.similarity
+        exchange.cost_saved_usd = Decimal(hit.answer.cost_usd)
+        exchange.mark_first_byte()
+        response = hit_response(exchange.spec, hit, exchange.stream, include_usage)
+        if hit.similarity is not None:
+            response.headers["x-watchllm-cache-similarity"] = f"{hit.similarity:.4f}"
+        return self._finish(exchange, response)
 
     async def _unary(self, exchange: Exchange, answer: UpstreamResponse) -> Response:
         try:
@@ -156,8 +206,16 @@ class Proxy:
         if self._log_bodies:
             log.info("response %s body: %s", exchange.request_id, content[:65536])
         self._price(exchange)
+        exchange.store = self._store_request(exchange, parsed)
         exchange.mark_first_byte()
         return self._finish(exchange, Response(content, 200, media_type=_JSON))
+
+    def _store_request(self, exchange: Exchange, parsed: Any) -> CacheStore | None:
+        if exchange.model is None:
+            return None
+        tokens = (exchange.usage.prompt_tokens, exchange.usage.completion_tokens)
+        return store_request(exchange.cache_plan, exchange.spec, exchange.request_id,
+                             exchange.model, parsed, tokens, exchange.cost_usd)  # fmt: skip
 
     async def _relay_error(self, exchange: Exchange, answer: UpstreamResponse) -> Response:
         try:
@@ -188,6 +246,11 @@ class Proxy:
     def _stream(
         self, exchange: Exchange, answer: UpstreamResponse, caller_wants_usage: bool
     ) -> Response:
+        plan = exchange.cache_plan
+        assembler = (
+            StreamAssembler(exchange.spec.path) if plan is not None and plan.policy.write else None
+        )
+        exchange.assembler = assembler
         events = relay_stream(exchange, answer, caller_wants_usage, self._complete_stream)
         response = StreamingResponse(events, 200, media_type="text/event-stream")
         response.headers.update(self._headers(exchange))
@@ -196,6 +259,9 @@ class Proxy:
 
     def _complete_stream(self, exchange: Exchange) -> None:
         self._price(exchange)
+        assembled = exchange.assembler.result() if exchange.assembler is not None else None
+        if exchange.status is RequestStatus.OK and assembled is not None:
+            exchange.store = self._store_request(exchange, assembled)
         self._record(exchange)
 
     def _price(self, exchange: Exchange) -> None:
@@ -212,7 +278,7 @@ class Proxy:
     def _headers(self, exchange: Exchange) -> dict[str, str]:
         return {
             "x-request-id": exchange.request_id,
-            "x-watchllm-cache": "bypass",
+            "x-watchllm-cache": exchange.cache.value,
             **exchange.limit_headers,
         }
 
@@ -231,4 +297,10 @@ class Proxy:
         self._metrics.observe_request(
             exchange.spec.path, exchange.http_status, latency, exchange.ttfb
         )
-        self._events.publish(exchange.to_event(latency))
+        self._events.publish(exchange.to_event(latency).to_stream_fields())
+        if exchange.store is not None and self._cache is not None:
+            self._cache.stores.publish({"data": exchange.store.model_dump_json()})
+
+
+async def _maybe(awaitable: Awaitable[Any] | None) -> Any:
+    return None if awaitable is None else await awaitable

@@ -13,7 +13,9 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from watchllm_gateway.auth import KeyAuthenticator
-from watchllm_gateway.events import EventPublisher
+from watchllm_gateway.cache_client import CacheClient
+from watchllm_gateway.cache_flow import CacheSupport
+from watchllm_gateway.events import StreamPublisher
 from watchllm_gateway.health import HealthChecker
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.pricing import PriceTable
@@ -23,6 +25,8 @@ from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.settings import GatewaySettings
 from watchllm_gateway.upstream import UpstreamClient, create_http_session
 from watchllm_shared.accounts import AccountStore
+from watchllm_shared.contracts.cache import CACHE_STORE_MAXLEN, CACHE_STORE_STREAM
+from watchllm_shared.contracts.streams import REQUESTS_COMPLETED_MAXLEN
 from watchllm_shared.redis_io import create_redis
 
 
@@ -49,11 +53,25 @@ async def open_runtime(
     stack.push_async_callback(pool.close)
     http = create_http_session(settings)
     stack.push_async_callback(http.close)
-    events = EventPublisher(
-        redis, metrics, settings.event_buffer_size, stream=settings.events_stream
-    )
+    events = StreamPublisher(
+        redis, metrics.events, settings.event_buffer_size, settings.events_stream,
+        REQUESTS_COMPLETED_MAXLEN,
+    )  # fmt: skip
     events.start()
-    stack.push_async_callback(events.close)  # closed first: flushes while Redis is open
+    stack.push_async_callback(events.close)  # closed before Redis: flushes while it is open
+    cache: CacheSupport | None = None
+    if settings.cache_enabled:
+        stores = StreamPublisher(
+            redis, metrics.cache_stores, settings.event_buffer_size, CACHE_STORE_STREAM,
+            CACHE_STORE_MAXLEN,
+        )  # fmt: skip
+        stores.start()
+        stack.push_async_callback(stores.close)
+        client = CacheClient(redis, metrics, settings.instance_name,
+                             settings.cache_timeout_seconds)  # fmt: skip
+        client.start()
+        stack.push_async_callback(client.close)
+        cache = CacheSupport(client, stores)
     router = ModelRouter(settings.resolved_routes())
     proxy = Proxy(
         auth=KeyAuthenticator(
@@ -68,6 +86,7 @@ async def open_runtime(
         ),
         prices=PriceTable.load(settings.prices, settings.price_table_path),
         events=events,
+        cache=cache,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         limiter=(

@@ -6,6 +6,8 @@ Built once in ``__main__`` (or by a test) and passed to ``create_app``.
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -121,6 +123,16 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         " Redis between separate WatchLLM deployments.",
     )
     health_check_timeout_seconds: float = Field(default=1.0, gt=0)
+    cache_enabled: bool = Field(
+        default=True, description="Consult and fill the cache (project settings still apply)."
+    )
+    cache_timeout_seconds: float = Field(
+        default=0.15, gt=0, description="Deadline of one cache lookup; then it is a miss."
+    )
+    instance_name: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        description="This replica's name (its cache reply channel).",
+    )
     limiter_enabled: bool = Field(default=True, description="Ask the limiter on every request.")
     limiter_timeout_seconds: float = Field(
         default=0.5, gt=0, description="Deadline of one limiter ask; then the policy applies."

@@ -48,6 +48,8 @@ async def relay_stream(
         try:
             async for chunk in response.chunks():
                 for event in splitter.feed(chunk):
+                    if exchange.assembler is not None:
+                        exchange.assembler.feed(event)
                     if observer.forward(event):
                         exchange.mark_first_byte()
                         yield event

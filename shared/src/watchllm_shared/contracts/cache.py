@@ -25,10 +25,12 @@ from pydantic import BaseModel, ConfigDict
 
 SEMANTIC_ASK_STREAM = "watchllm.cache.asks.v1"
 SEMANTIC_ASK_GROUP = "cache"
-SEMANTIC_ASK_MAXLEN = 100_000
+# Asks older than their deadline are useless and stores are only cache fill: both
+# streams stay short, so a cache service that is down costs Redis little memory.
+SEMANTIC_ASK_MAXLEN = 10_000
 CACHE_STORE_STREAM = "watchllm.cache.stores.v1"
 CACHE_STORE_GROUP = "cache"
-CACHE_STORE_MAXLEN = 200_000
+CACHE_STORE_MAXLEN = 10_000
 LOOKUP_EMBEDDING_TTL_SECONDS = 300
 
 Endpoint = Literal["/v1/chat/completions", "/v1/messages"]

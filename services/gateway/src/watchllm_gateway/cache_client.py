@@ -1,0 +1,184 @@
+"""Asking the cache: the exact layer with one GET, the semantic layer over Redis.
+
+- Exact: ``GET exact_cache_key(...)`` — the cache service wrote the ``CachedAnswer``.
+- Semantic (project mode ``semantic``, last message from the user): XADD a
+  ``SemanticAsk`` to the cache service's stream and wait for the ``SemanticAnswer`` on
+  this replica's own pub/sub channel, matched by request id; on a hit, GET the answer.
+- Stores: a ``CacheStore`` onto the store stream, after the answer was sent.
+
+Failure modes: every lookup runs under ``cache_timeout_seconds``; a timeout, a Redis
+error, a missing or unreadable entry, or a cache service that is down or slow is a
+miss (counted in ``watchllm_cache_unavailable_total``), never an error for the caller.
+A lost pub/sub connection is reopened in the background; asks made meanwhile time out
+as misses. A reply that arrives after its deadline is dropped.
+
+So that a cache service that is down does not cost every request the full deadline,
+``_BREAKER_AFTER`` semantic timeouts in a row stop semantic asks for
+``_BREAKER_SECONDS``; then one ask probes again (the exact layer is always asked: it is
+one GET in the gateway's own Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from uuid import UUID
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from watchllm_gateway.metrics import GatewayMetrics
+from watchllm_shared.contracts.cache import (
+    SEMANTIC_ASK_MAXLEN,
+    SEMANTIC_ASK_STREAM,
+    CachedAnswer,
+    SemanticAnswer,
+    SemanticAsk,
+    reply_channel,
+)
+
+log = logging.getLogger(__name__)
+
+_BREAKER_AFTER = 3
+_BREAKER_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    answer: CachedAnswer
+    similarity: float | None  # None for an exact hit
+
+
+class CacheClient:
+    def __init__(
+        self, redis: aioredis.Redis, metrics: GatewayMetrics, instance: str, timeout: float
+    ) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._channel = reply_channel(instance)
+        self._timeout = timeout
+        self._pending: dict[str, asyncio.Future[SemanticAnswer]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._semantic_timeouts = 0
+        self._semantic_paused_until = 0.0
+
+    def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="cache-replies")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def lookup(
+        self,
+        request_id: str,
+        project_id: UUID,
+        exact_key: str,
+        semantic: tuple[str, str] | None,
+        threshold: float | None,
+    ) -> CacheHit | None:
+        """The cached answer for this request, or None (a miss, whatever the reason)."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                hit = await self._exact(exact_key)
+                if hit is None and semantic is not None and self._semantic_allowed():
+                    hit = await self._semantic(request_id, project_id, semantic, threshold)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._metrics.cache_unavailable.labels(type(exc).__name__).inc()
+            hit = None
+        self._metrics.cache_ask.observe(time.perf_counter() - started)
+        if hit is None:
+            self._metrics.cache_misses.inc()
+        else:
+            self._metrics.cache_hits.labels("exact" if hit.similarity is None else "semantic").inc()
+        return hit
+
+    def _semantic_allowed(self) -> bool:
+        return time.monotonic() >= self._semantic_paused_until
+
+    def _semantic_answered(self, answered: bool) -> None:
+        if answered:
+            self._semantic_timeouts = 0
+            return
+        self._semantic_timeouts += 1
+        if self._semantic_timeouts >= _BREAKER_AFTER:
+            if self._semantic_paused_until == 0.0:
+                log.warning("semantic cache not answering; asking again every %.0f s",
+                            _BREAKER_SECONDS)  # fmt: skip
+            self._semantic_paused_until = time.monotonic() + _BREAKER_SECONDS
+
+    async def _exact(self, key: str) -> CacheHit | None:
+        answer = await self._read(key)
+        return CacheHit(answer, None) if answer else None
+
+    async def _read(self, key: str) -> CachedAnswer | None:
+        raw = await self._redis.get(key)
+        if raw is None:
+            return None
+        try:
+            return CachedAnswer.model_validate_json(raw)
+        except ValidationError:
+            log.warning("unreadable cache entry %s ignored", key)
+            return None
+
+    async def _semantic(
+        self, request_id: str, project_id: UUID, semantic: tuple[str, str], threshold: float | None
+    ) -> CacheHit | None:
+        scope, question = semantic
+        deadline_ms = int((time.time() + self._timeout) * 1000)
+        ask = SemanticAsk(request_id=request_id, reply_to=self._channel, project_id=project_id,
+                          scope=scope, question=question, threshold=threshold,
+                          deadline_unix_ms=deadline_ms)  # fmt: skip
+        future: asyncio.Future[SemanticAnswer] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._redis.xadd(
+                SEMANTIC_ASK_STREAM, {"data": ask.model_dump_json()},
+                maxlen=SEMANTIC_ASK_MAXLEN, approximate=True,
+            )  # fmt: skip
+            answer = await future
+        except TimeoutError:
+            self._semantic_answered(False)
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+        self._semantic_answered(True)
+        self._semantic_paused_until = 0.0
+        if not answer.hit or answer.exact_key is None:
+            return None
+        cached = await self._read(answer.exact_key)
+        return CacheHit(cached, answer.similarity) if cached else None
+
+    async def _listen(self) -> None:
+        """Resolve waiting asks from this replica's reply channel; reconnect forever."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                async for message in pubsub.listen():
+                    self._resolve(message.get("data"))
+            except (RedisError, OSError) as exc:
+                log.warning("cache reply channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _resolve(self, data: object) -> None:
+        if not isinstance(data, bytes | str):
+            return
+        try:
+            answer = SemanticAnswer.model_validate_json(data)
+        except ValidationError:
+            log.warning("unreadable cache reply ignored")
+            return
+        future = self._pending.get(answer.request_id)
+        if future is not None and not future.done():
+            future.set_result(answer)

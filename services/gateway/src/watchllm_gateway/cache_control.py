@@ -1,0 +1,73 @@
+"""What one request asks of the cache, from the project's settings and its headers.
+
+Per-request headers (documented in the README):
+- ``Cache-Control: no-cache`` or ``x-watchllm-no-cache: true``: do not answer from the
+  cache (the answer may still be stored);
+- ``Cache-Control: no-store`` or ``x-watchllm-no-store: true``: do not store the answer;
+- ``x-watchllm-cache-ttl: SECONDS``: keep this answer that long (1 s to 30 days);
+- ``x-watchllm-cache-threshold: 0.0-1.0``: the semantic similarity this request needs
+  (it may only raise the project's bar: a request cannot make the cache laxer).
+A malformed value is a 400 in the caller's shape, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from watchllm_gateway.errors import bad_request
+from watchllm_shared.accounts import CacheSettings
+
+_MAX_TTL_SECONDS = 30 * 86_400
+_TRUE = {"1", "true", "yes"}
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    read: bool
+    write: bool
+    semantic: bool
+    ttl_seconds: int
+    threshold: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.read or self.write
+
+
+def _flag(headers: Mapping[str, str], name: str, directive: str) -> bool:
+    if headers.get(name, "").strip().lower() in _TRUE:
+        return True
+    directives = {d.strip().lower() for d in headers.get("cache-control", "").split(",")}
+    return directive in directives
+
+
+def cache_policy(settings: CacheSettings, headers: Mapping[str, str]) -> CachePolicy:
+    ttl = settings.ttl_seconds
+    if "x-watchllm-cache-ttl" in headers:
+        raw = headers["x-watchllm-cache-ttl"].strip()
+        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_TTL_SECONDS:
+            raise bad_request(
+                f"x-watchllm-cache-ttl must be whole seconds from 1 to {_MAX_TTL_SECONDS}",
+                "invalid_cache_header",
+            )
+        ttl = int(raw)
+    threshold = settings.similarity_threshold
+    if "x-watchllm-cache-threshold" in headers:
+        try:
+            asked = float(headers["x-watchllm-cache-threshold"])
+        except ValueError:
+            asked = -1.0
+        if not 0.0 <= asked <= 1.0:
+            raise bad_request(
+                "x-watchllm-cache-threshold must be a number from 0 to 1", "invalid_cache_header"
+            )
+        threshold = asked if threshold is None else max(threshold, asked)
+    enabled = settings.enabled
+    return CachePolicy(
+        read=enabled and not _flag(headers, "x-watchllm-no-cache", "no-cache"),
+        write=enabled and not _flag(headers, "x-watchllm-no-store", "no-store"),
+        semantic=settings.mode == "semantic",
+        ttl_seconds=ttl,
+        threshold=threshold,
+    )

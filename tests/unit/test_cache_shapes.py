@@ -1,0 +1,95 @@
+"""Cached answers: what may be stored, streams rebuilt into answers and replayed back,
+and the per-request cache headers."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from watchllm_gateway.cache_control import cache_policy
+from watchllm_gateway.cache_shapes import StreamAssembler, replay_events, storable
+from watchllm_gateway.errors import GatewayError
+from watchllm_shared.accounts import CacheSettings
+
+pytestmark = pytest.mark.unit
+
+CHAT = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris is the capital."},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14},
+}  # fmt: skip
+MESSAGE = {
+    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+    "content": [{"type": "text", "text": "Bonjour tout le monde, comment allez-vous?"}],
+    "stop_reason": "end_turn", "stop_sequence": None,
+    "usage": {"input_tokens": 7, "output_tokens": 8},
+}  # fmt: skip
+
+
+def test_only_complete_text_answers_are_storable() -> None:
+    assert storable("/v1/chat/completions", CHAT) and storable("/v1/messages", MESSAGE)
+    tool_call = {**CHAT, "choices": [{"index": 0, "message": {
+        "role": "assistant", "content": None, "tool_calls": [{"id": "t"}]}}]}  # fmt: skip
+    assert not storable("/v1/chat/completions", tool_call)
+    tool_use = {**MESSAGE, "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}
+    assert not storable("/v1/messages", tool_use)
+
+
+@pytest.mark.parametrize(("endpoint", "body"), [("/v1/chat/completions", CHAT),
+                                                 ("/v1/messages", MESSAGE)])  # fmt: skip
+def test_replayed_stream_reassembles_into_the_same_answer(endpoint: str, body: dict) -> None:
+    events = replay_events(endpoint, body, include_usage=True)
+    assert len(events) > 4
+    assembler = StreamAssembler(endpoint)
+    for event in events:
+        assembler.feed(event)
+    rebuilt = assembler.result()
+    assert rebuilt is not None
+    if endpoint == "/v1/messages":
+        assert rebuilt["content"] == body["content"] and rebuilt["usage"]["output_tokens"] == 8
+        assert events[-1].startswith(b"event: message_stop")
+    else:
+        assert rebuilt["choices"][0]["message"] == body["choices"][0]["message"]
+        assert rebuilt["usage"] == body["usage"] and events[-1] == b"data: [DONE]\n\n"
+
+
+def test_openai_replay_without_usage_has_no_usage_chunk() -> None:
+    events = replay_events("/v1/chat/completions", CHAT, include_usage=False)
+    chunks = [orjson.loads(e[6:]) for e in events[:-1]]
+    assert all(c["choices"] for c in chunks)
+
+
+def test_a_stream_with_a_tool_call_is_not_assembled() -> None:
+    assembler = StreamAssembler("/v1/chat/completions")
+    chunk = {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}}]}
+    assembler.feed(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    assert assembler.result() is None
+
+
+def test_cache_headers_narrow_the_project_settings() -> None:
+    settings = CacheSettings(enabled=True, mode="semantic", similarity_threshold=0.9,
+                             ttl_seconds=600)  # fmt: skip
+    policy = cache_policy(settings, {})
+    assert (policy.read, policy.write, policy.semantic, policy.ttl_seconds) == (
+        True,
+        True,
+        True,
+        600,
+    )
+    assert not cache_policy(settings, {"cache-control": "no-cache"}).read
+    assert not cache_policy(settings, {"x-watchllm-no-store": "true"}).write
+    assert cache_policy(settings, {"x-watchllm-cache-ttl": "60"}).ttl_seconds == 60
+    assert cache_policy(settings, {"x-watchllm-cache-threshold": "0.95"}).threshold == 0.95
+    assert cache_policy(settings, {"x-watchllm-cache-threshold": "0.5"}).threshold == 0.9
+    assert not cache_policy(CacheSettings(enabled=False), {}).active
+
+
+@pytest.mark.parametrize("headers", [{"x-watchllm-cache-ttl": "soon"},
+                                     {"x-watchllm-cache-ttl": "0"},
+                                     {"x-watchllm-cache-threshold": "1.5"},
+                                     {"x-watchllm-cache-threshold": "high"}])  # fmt: skip
+def test_malformed_cache_headers_are_a_400(headers: dict[str, str]) -> None:
+    with pytest.raises(GatewayError) as error:
+        cache_policy(CacheSettings(), headers)
+    assert error.value.status == 400 and error.value.code == "invalid_cache_header"
