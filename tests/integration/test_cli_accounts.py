@@ -24,7 +24,8 @@ def run(database_url: str, *args: str, ok: bool = True) -> str:
 COMMANDS = [
     [], ["up"], ["migrate"], ["projects", "create"], ["projects", "list"],
     ["projects", "set-plan"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
-    ["keys", "rotate"], ["fake-provider"],
+    ["keys", "rotate"], ["fake-provider"], ["projects", "limits"], ["keys", "limits"],
+    ["cache"], ["cache", "flush"], ["cache", "delete"], ["cache", "settings"],
 ]  # fmt: skip
 
 

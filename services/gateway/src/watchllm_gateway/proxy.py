@@ -144,10 +144,10 @@ class Proxy:
         route = self._router.resolve(model, spec.api)
         exchange.provider = route.provider.value
         plan = plan_cache(exchange.grant, spec, body, headers) if self._cache else None
+        exchange.cache_plan = plan
         hit = await self._admit(exchange, plan)
         if hit is not None:
             return self._serve_hit(exchange, hit, wants_usage(body))
-        exchange.cache_plan = plan
         upstream_body, caller_wants_usage = spec.prepare(body, raw)
         passed = {k: v for k, v in headers.items() if k.startswith(("anthropic-", "openai-"))}
         answer = await self._upstream.send(route, spec.upstream_path, upstream_body, passed)
@@ -280,6 +280,11 @@ class Proxy:
             "x-request-id": exchange.request_id,
             "x-watchllm-cache": exchange.cache.value,
             **exchange.limit_headers,
+            **(
+                {"x-watchllm-cache-key": exchange.cache_plan.exact_key}
+                if exchange.cache_plan is not None
+                else {}
+            ),
         }
 
     def _finish(self, exchange: Exchange, response: Response) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from watchllm_shared.cli.accounts_commands import keys, projects
+from watchllm_shared.cli.cache_commands import cache
 from watchllm_shared.cli.limits_commands import key_limits, project_limits
 from watchllm_shared.cli.settings import CliSettings
 from watchllm_shared.telemetry import configure_logging
@@ -67,3 +68,4 @@ projects.add_command(project_limits)
 keys.add_command(key_limits)
 cli.add_command(projects)
 cli.add_command(keys)
+cli.add_command(cache)

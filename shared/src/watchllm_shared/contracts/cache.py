@@ -32,6 +32,7 @@ CACHE_STORE_STREAM = "watchllm.cache.stores.v1"
 CACHE_STORE_GROUP = "cache"
 CACHE_STORE_MAXLEN = 10_000
 LOOKUP_EMBEDDING_TTL_SECONDS = 300
+CACHE_COMMAND_STREAM = "watchllm.cache.commands.v1"
 
 Endpoint = Literal["/v1/chat/completions", "/v1/messages"]
 
@@ -92,3 +93,13 @@ class CacheStore(BaseModel):
     question: str | None
     ttl_seconds: int
     answer: CachedAnswer
+
+
+class CacheCommand(BaseModel):
+    """An operator's request to the cache service (the only writer of cache stores)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    op: Literal["flush_project", "delete"]
+    project_id: UUID | None = None
+    exact_key: str | None = None
