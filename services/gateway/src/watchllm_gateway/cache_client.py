@@ -85,13 +85,17 @@ class CacheClient:
     ) -> CacheHit | None:
         """The cached answer for this request, or None (a miss, whatever the reason)."""
         started = time.perf_counter()
+        asked = False
         try:
             async with asyncio.timeout(self._timeout):
                 hit = await self._exact(exact_key)
                 if hit is None and semantic is not None and self._semantic_allowed():
+                    asked = True
                     hit = await self._semantic(request_id, project_id, semantic, threshold)
         except (RedisError, OSError, TimeoutError) as exc:
             self._metrics.cache_unavailable.labels(type(exc).__name__).inc()
+            if asked and isinstance(exc, TimeoutError):
+                self._semantic_answered(False)
             hit = None
         self._metrics.cache_ask.observe(time.perf_counter() - started)
         if hit is None:
@@ -144,9 +148,6 @@ class CacheClient:
                 maxlen=SEMANTIC_ASK_MAXLEN, approximate=True,
             )  # fmt: skip
             answer = await future
-        except TimeoutError:
-            self._semantic_answered(False)
-            raise
         finally:
             self._pending.pop(request_id, None)
         self._semantic_answered(True)
