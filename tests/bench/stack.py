@@ -72,6 +72,9 @@ def gateway_env(fake_url: str, redis_url: str, database_url: str, stream: str) -
         "WATCHLLM_BENCH_FAKE_KEY": FAKE_PROVIDER_KEY,
         "WATCHLLM_EVENTS_STREAM": stream,
         "WATCHLLM_LOG_LEVEL": "WARNING",
+        # The non-cached path: every request goes upstream. (A miss with the semantic
+        # cache on also pays the cache service's embedding; measured separately.)
+        "WATCHLLM_CACHE_ENABLED": "false",
     }
 
 
