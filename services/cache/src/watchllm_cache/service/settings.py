@@ -1,0 +1,21 @@
+"""Settings of the cache service process (the semantic core's are in ``..settings``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+
+from watchllm_cache.settings import SemanticSettings
+
+
+class CacheServiceSettings(SemanticSettings):
+    cache_host: str = "127.0.0.1"
+    cache_port: int = 8091
+    cache_consumer_name: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
+    )
+    cache_reclaim_idle_ms: int = Field(default=30_000, gt=0)
+    cache_max_deliveries: int = Field(default=5, gt=0)
+    cache_heartbeat_seconds: float = Field(default=5.0, gt=0)

@@ -1,0 +1,127 @@
+"""Storing answers: the exact layer in Redis, the question's embedding in the index.
+
+Consumer group on the store stream; a message is acknowledged only after both writes.
+The embedding computed at lookup is reused when the gateway's ask parked it (a few
+minutes under ``lookup_embedding_key``); otherwise the question is embedded here.
+
+Failure modes:
+- Redis down: nothing acknowledged; back off and resume.
+- The index fails: the exact entry is written, the message stays pending and is
+  retried after ``reclaim_idle_ms``; after ``max_deliveries`` it goes to
+  ``<stream>.dlq`` with its error. An unreadable message goes there at once.
+- Entries expire with their TTL in Redis; the index ignores expired points (their
+  payload carries the expiry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from watchllm_cache.semantic import SemanticCache
+from watchllm_cache.service.metrics import CacheServiceMetrics
+from watchllm_shared.contracts.cache import (
+    CACHE_STORE_GROUP,
+    CACHE_STORE_STREAM,
+    CacheStore,
+    lookup_embedding_key,
+)
+from watchllm_shared.redis_io import ensure_consumer_group
+
+log = logging.getLogger(__name__)
+
+_BATCH = 64
+_BLOCK_MS = 1000
+
+
+class StoreConsumer:
+    def __init__(
+        self, redis: aioredis.Redis, cache: SemanticCache, metrics: CacheServiceMetrics,
+        consumer: str, reclaim_idle_ms: int, max_deliveries: int,
+    ) -> None:  # fmt: skip
+        self._redis = redis
+        self._cache = cache
+        self._metrics = metrics
+        self._consumer = consumer
+        self._reclaim_idle_ms = reclaim_idle_ms
+        self._max_deliveries = max_deliveries
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await ensure_consumer_group(self._redis, CACHE_STORE_STREAM, CACHE_STORE_GROUP)
+                while True:
+                    await self._reclaim()
+                    reply: Any = await self._redis.xreadgroup(
+                        CACHE_STORE_GROUP, self._consumer, {CACHE_STORE_STREAM: ">"},
+                        count=_BATCH, block=_BLOCK_MS,
+                    )  # fmt: skip
+                    for _, entries in reply or []:
+                        for entry_id, fields in entries:
+                            await self._store_one(entry_id, fields)
+                    backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.error("cache stores paused, Redis: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _store_one(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            store = CacheStore.model_validate_json(fields[b"data"])
+        except (KeyError, ValidationError) as exc:
+            await self._dead_letter(entry_id, fields, f"unreadable: {exc}")
+            return
+        await self._redis.set(store.exact_key, store.answer.model_dump_json(),
+                              ex=store.ttl_seconds)  # fmt: skip
+        self._metrics.stores.labels("exact").inc()
+        if store.scope is not None and store.question is not None:
+            embedding = await self._parked_embedding(store.request_id)
+            try:
+                await self._cache.store(store.project_id, store.scope, store.question,
+                                        store.exact_key, store.ttl_seconds, embedding)  # fmt: skip
+            except Exception:  # noqa: BLE001 - left pending: retried, then dead-lettered
+                log.exception("indexing %s failed; will retry", store.exact_key)
+                self._metrics.errors.labels("index").inc()
+                return
+            self._metrics.stores.labels("semantic").inc()
+        await self._redis.xack(CACHE_STORE_STREAM, CACHE_STORE_GROUP, entry_id)
+
+    async def _parked_embedding(self, request_id: str) -> np.ndarray | None:
+        raw = await self._redis.get(lookup_embedding_key(request_id))
+        if not isinstance(raw, bytes):
+            return None
+        self._metrics.embedding_reused.inc()
+        return np.frombuffer(raw, dtype=np.float32)
+
+    async def _reclaim(self) -> None:
+        reply: Any = await self._redis.xautoclaim(
+            CACHE_STORE_STREAM, CACHE_STORE_GROUP, self._consumer, self._reclaim_idle_ms, "0-0",
+            count=_BATCH,
+        )  # fmt: skip
+        entries = reply[1]
+        if not entries:
+            return
+        pending: Any = await self._redis.xpending_range(
+            CACHE_STORE_STREAM, CACHE_STORE_GROUP, min=entries[0][0], max=entries[-1][0],
+            count=len(entries),
+        )  # fmt: skip
+        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        for entry_id, fields in entries:
+            if deliveries.get(entry_id, 0) > self._max_deliveries:
+                await self._dead_letter(entry_id, fields, "too many deliveries")
+            else:
+                await self._store_one(entry_id, fields)
+
+    async def _dead_letter(self, entry_id: bytes, fields: dict[Any, Any], error: str) -> None:
+        record = {**fields, b"error": error.encode(), b"source_id": entry_id}
+        await self._redis.xadd(f"{CACHE_STORE_STREAM}.dlq", record)
+        await self._redis.xack(CACHE_STORE_STREAM, CACHE_STORE_GROUP, entry_id)
+        self._metrics.dead_letters.inc()
+        log.warning("store %s parked in the DLQ: %s", entry_id, error)
