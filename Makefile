@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models up demo test test-unit lint typecheck bench bench-gateway bench-limiter clean
+.PHONY: install models up demo test test-unit lint typecheck bench bench-gateway bench-limiter bench-cache clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -46,13 +46,16 @@ typecheck: install
 	$(BIN)/mypy shared/src services/gateway/src
 
 # Every benchmark; reports land in tests/bench/results/ (markdown + JSON).
-bench: bench-gateway bench-limiter
+bench: bench-gateway bench-limiter bench-cache
 
 bench-gateway: install
 	$(BIN)/python -m tests.bench.gateway_bench
 
 bench-limiter: install
 	$(BIN)/python -m tests.bench.limiter_bench
+
+bench-cache: install
+	$(BIN)/python -m tests.bench.cache_bench
 
 clean:
 	rm -rf $(VENV) .watchllm .pytest_cache
