@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models up demo test test-unit lint typecheck bench bench-gateway bench-limiter bench-cache clean
+.PHONY: install models up demo test test-unit lint typecheck bench bench-gateway bench-limiter bench-cache bench-analytics clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -46,7 +46,7 @@ typecheck: install
 	$(BIN)/mypy shared/src services/gateway/src
 
 # Every benchmark; reports land in tests/bench/results/ (markdown + JSON).
-bench: bench-gateway bench-limiter bench-cache
+bench: bench-gateway bench-limiter bench-cache bench-analytics
 
 bench-gateway: install
 	$(BIN)/python -m tests.bench.gateway_bench
@@ -56,6 +56,10 @@ bench-limiter: install
 
 bench-cache: install
 	$(BIN)/python -m tests.bench.cache_bench
+
+# Analytics: ingestion rate, event-to-queryable lag, dashboard queries over 10M rows.
+bench-analytics: install
+	$(BIN)/python -m tests.bench.analytics_bench
 
 clean:
 	rm -rf $(VENV) .watchllm .pytest_cache

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,7 @@ def _env(tmp_path: Path, gateway_port: int, fake_port: int) -> dict[str, str]:
         WATCHLLM_FAKE_PROVIDER_PORT=str(fake_port),
         WATCHLLM_LIMITER_PORT=str(free_port()),
         WATCHLLM_CACHE_PORT=str(free_port()),
+        WATCHLLM_ANALYTICS_PORT=str(free_port()),
     )
     return env
 
@@ -45,6 +47,21 @@ def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout: fl
     raise AssertionError(f"{url} never answered:\n{log.read_text()}")
 
 
+def _requests_recorded(port: str, project_id: str, timeout: float = 15) -> int:
+    now = datetime.now(UTC)
+    params = {"project_id": project_id, "start": (now - timedelta(hours=1)).isoformat(),
+              "end": (now + timedelta(hours=1)).isoformat()}  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/queries/project_totals",
+                            json=params, timeout=5).json()  # fmt: skip
+        columns = [c["name"] if isinstance(c, dict) else c for c in answer["columns"]]
+        requests = int(answer["rows"][0][columns.index("requests")]) if answer["rows"] else 0
+        if requests or time.monotonic() > deadline:
+            return requests
+        time.sleep(0.2)
+
+
 def test_up_runs_everything_embedded_and_a_key_gets_a_completion(tmp_path: Path) -> None:
     gateway_port, fake_port = free_port(), free_port()
     env = _env(tmp_path, gateway_port, fake_port)
@@ -54,7 +71,8 @@ def test_up_runs_everything_embedded_and_a_key_gets_a_completion(tmp_path: Path)
     try:
         _wait_for(f"http://127.0.0.1:{gateway_port}/readyz", up, log, timeout=90)
         run = {"env": env, "check": True, "capture_output": True, "text": True}
-        subprocess.run([WATCHLLM, "projects", "create", "demo"], **run)  # type: ignore[call-overload]
+        created = subprocess.run([WATCHLLM, "projects", "create", "demo"], **run)  # type: ignore[call-overload]
+        project_id = created.stdout.strip().rsplit("id=", 1)[1]
         key = subprocess.run(  # type: ignore[call-overload]
             [WATCHLLM, "keys", "create", "--project", "demo", "--quiet"], **run
         ).stdout.strip()
@@ -67,7 +85,12 @@ def test_up_runs_everything_embedded_and_a_key_gets_a_completion(tmp_path: Path)
         assert answer.choices[0].message.content.startswith("Echo: first light")
         # The limiter runs too: the FREE plan's quota is on the answer's headers.
         health = httpx.get(f"http://127.0.0.1:{gateway_port}/health").json()
-        assert health["services"]["limiter"] == "up" and health["services"]["cache"] == "up"
+        services = health["services"]
+        assert services["limiter"] == services["cache"] == services["analytics"] == "up"
+        assert services["clickhouse"] == "up" and services["qdrant"] == "up"
+        # The request went gateway → events stream → analytics → ClickHouse, and the
+        # dashboard's query sees it.
+        assert _requests_recorded(env["WATCHLLM_ANALYTICS_PORT"], project_id) == 1
         assert "gateway:   http://127.0.0.1:" in log.read_text()
     finally:
         up.send_signal(signal.SIGINT)

@@ -40,7 +40,8 @@ def create_redis(
         socket_connect_timeout=timeout_seconds,
         health_check_interval=30,
     )
-    return aioredis.Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so ``aclose()`` closes its connections too.
+    return aioredis.Redis.from_pool(pool)
 
 
 async def ensure_consumer_group(client: aioredis.Redis, stream: str, group: str) -> None:

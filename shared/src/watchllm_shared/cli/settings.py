@@ -25,6 +25,7 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
     gateway_port: int = 8080
     limiter_port: int = 8090
     cache_port: int = 8091
+    analytics_port: int = 8092
     fake_provider_port: int = 9000
 
     def explicit(self, field: str) -> bool:

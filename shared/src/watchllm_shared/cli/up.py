@@ -5,8 +5,9 @@
 2. Postgres migrations.
 3. The fake provider, only with ``--fake-provider`` (then every model routes to it).
 4. Every service that exists, each as its own process: the cache service (embedding
-   model and qdrant-edge under the data folder), the limiter (it loads the rate-limit
-   library and syncs limits), then the gateway.
+   model and qdrant-edge under the data folder), analytics (chdb under the data
+   folder: it alone opens it), the limiter (it loads the rate-limit library and syncs
+   limits), then the gateway.
 5. Writes ``runtime.json`` in the data folder (so ``watchllm keys create`` in another
    terminal finds this stack), prints the URLs, then waits.
 
@@ -147,6 +148,11 @@ def run_up(settings: CliSettings, fake_provider: bool) -> None:
             cache_env = {**base_env, "WATCHLLM_CACHE_PORT": str(settings.cache_port),
                          "WATCHLLM_QDRANT_EDGE_PATH": qdrant_path}  # fmt: skip
             stack.spawn("cache", "watchllm_cache", [], cache_env, cache_url, "/readyz")
+            analytics_url = f"http://127.0.0.1:{settings.analytics_port}"
+            analytics_env = {**base_env, "WATCHLLM_DATA_DIR": str(settings.data_dir),
+                             "WATCHLLM_ANALYTICS_PORT": str(settings.analytics_port)}  # fmt: skip
+            stack.spawn("analytics", "watchllm_analytics", [], analytics_env, analytics_url,
+                        "/readyz")  # fmt: skip
             limiter_url = f"http://127.0.0.1:{settings.limiter_port}"
             limiter_env = {**base_env, "WATCHLLM_LIMITER_PORT": str(settings.limiter_port)}
             stack.spawn("limiter", "watchllm_limiter", [], limiter_env, limiter_url, "/readyz")

@@ -1,0 +1,1 @@
+"""WatchLLM analytics: request-completed events into ClickHouse, and the read path."""

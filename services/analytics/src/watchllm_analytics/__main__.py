@@ -1,0 +1,37 @@
+"""``python -m watchllm_analytics``: settings from the environment, then serve.
+
+SIGTERM (or Ctrl-C) stops reading, flushes the open batch, stores and acks it, then
+exits; a second signal exits at once (what was not acked is redelivered later).
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from watchllm_analytics.main import create_app
+from watchllm_analytics.settings import AnalyticsSettings
+from watchllm_shared.telemetry import configure_logging, configure_tracing
+
+
+def main() -> None:
+    settings = AnalyticsSettings()
+    configure_logging("analytics", settings.log_level)
+    app = create_app(settings)
+    if configure_tracing("analytics", settings.otel_exporter_otlp_endpoint) is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="livez,readyz,metrics")
+    uvicorn.run(
+        app,
+        host=settings.analytics_host,
+        port=settings.analytics_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The analytics application: ``create_app(settings)`` builds one, nothing happens at import.
+
+Run with ``python -m watchllm_analytics`` (settings from the environment). The lifespan
+starts the service (store, pipeline, monitor) and, on shutdown (SIGTERM), drains it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from watchllm_analytics import api
+from watchllm_analytics.metrics import AnalyticsMetrics
+from watchllm_analytics.runtime import AnalyticsService
+from watchllm_analytics.settings import AnalyticsSettings
+
+
+def create_app(
+    settings: AnalyticsSettings | None = None, service: AnalyticsService | None = None
+) -> FastAPI:
+    """``service`` lets a test choose how a pipeline failure is handled."""
+    settings = settings or AnalyticsSettings()
+    service = service or AnalyticsService(settings, AnalyticsMetrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await service.start(stack)
+            app.state.service = service
+            yield
+
+    app = FastAPI(title="WatchLLM analytics", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(api.router)
+    return app

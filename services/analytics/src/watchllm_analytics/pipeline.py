@@ -1,0 +1,193 @@
+"""The ingest pipeline: stream entries → rows → batches → ClickHouse → acknowledgement.
+
+One task reads (new entries, its own pending ones at start, stale ones of others every
+``reclaim_interval``), decodes and batches; a second task stores batches and acks them
+(``storing``). Between them a queue of two batches: reading and decoding the next batch
+overlaps the insert of the previous one, and a slow ClickHouse stops the reading.
+
+Failure modes enforced here:
+- Redis down while reading: logged once per outage, retried with capped backoff.
+- Unreadable entry (poison): parked in the dead-letter stream at once, with the reason;
+  the rest flows on.
+- An entry delivered more than ``max_deliveries`` times (it kept failing, or crashed the
+  consumers that held it) is parked without another try. On its last allowed delivery
+  it is stored alone, so a poison entry cannot take its batch-mates down with it.
+- Pending entries trimmed from the stream before being stored: acked and counted lost.
+- SIGTERM (``stop``): reading stops after the current XREADGROUP (≤ 0.5 s), what was
+  read is flushed as a last batch, stored and acked (see ``storing``), then ``run``
+  returns and the caller closes the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from watchllm_analytics.backoff import Backoff
+from watchllm_analytics.batcher import Batch, Batcher, FlushReason
+from watchllm_analytics.dead_letters import DeadLetters, ParkReason
+from watchllm_analytics.health import HealthState
+from watchllm_analytics.metrics import AnalyticsMetrics
+from watchllm_analytics.rows import EventRow, UnreadableEvent, decode_entry
+from watchllm_analytics.storing import BatchStorer
+from watchllm_analytics.stream_group import Delivery, GroupConsumer
+
+log = logging.getLogger(__name__)
+
+_MAX_BLOCK_MS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineLimits:
+    batch_max_rows: int
+    batch_max_seconds: float
+    read_count: int
+    max_deliveries: int
+    reclaim_interval_seconds: float
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        consumer: GroupConsumer,
+        dead_letters: DeadLetters,
+        storer: BatchStorer,
+        metrics: AnalyticsMetrics,
+        health: HealthState,
+        limits: PipelineLimits,
+    ) -> None:
+        self._consumer = consumer
+        self._dead_letters = dead_letters
+        self._storer = storer
+        self._metrics = metrics
+        self._health = health
+        self._limits = limits
+        self._batcher: Batcher[EventRow] = Batcher(limits.batch_max_rows, limits.batch_max_seconds)
+        self._queue: asyncio.Queue[Batch[EventRow] | None] = asyncio.Queue(maxsize=2)
+        self._stopping = asyncio.Event()
+        self._storing: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._storer.begin_shutdown()
+
+    async def run(self) -> None:
+        """Consume until ``stop``; returns once everything read was stored (or given up)."""
+        self._storing = asyncio.create_task(self._storer.run(self._queue), name="analytics-store")
+        try:
+            await self._read_until_stopped()
+        finally:
+            self._storer.begin_shutdown()  # also when reading failed
+            if last := self._batcher.drain():
+                await self._hand_over(last)
+            await self._hand_over(None)
+            await self._storing
+
+    async def _read_until_stopped(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        prepared = failing = False
+        next_reclaim = 0.0
+        while not self._stopping.is_set():
+            try:
+                if not prepared:
+                    await self._consumer.ensure_group()
+                    await self._recover_own_pending()
+                    prepared = True
+                if time.monotonic() >= next_reclaim:
+                    await self._reclaim_stale()
+                    next_reclaim = time.monotonic() + self._limits.reclaim_interval_seconds
+                await self._read_once()
+            except RedisError as exc:
+                self._metrics.redis_errors.labels("read").inc()
+                if not failing:
+                    log.error("cannot read events from Redis, retrying: %s", exc)
+                failing = True
+                self._health.redis_up = False
+                await self._sleep_unless_stopped(backoff.next())
+                continue
+            if failing:
+                log.warning("reading events from Redis again")
+            failing = False
+            self._health.redis_up = True
+            backoff.reset()
+
+    async def _read_once(self) -> None:
+        count = min(self._limits.read_count, max(1, self._batcher.room))
+        await self._accept(await self._consumer.read_new(count, self._block_ms()))
+        if due := self._batcher.take_due():
+            await self._hand_over(due)
+
+    def _block_ms(self) -> int:
+        due = self._batcher.seconds_until_due()
+        if due is None:
+            return _MAX_BLOCK_MS
+        return min(_MAX_BLOCK_MS, max(1, math.ceil(due * 1000)))
+
+    async def _recover_own_pending(self) -> None:
+        """Entries this consumer name read before a restart and never acknowledged."""
+        after = b"0"
+        while entries := await self._consumer.read_own_pending(after, self._limits.read_count):
+            self._metrics.redelivered.labels("own_pending").inc(len(entries))
+            after = entries[-1].entry_id
+            await self._accept(entries)
+        if after != b"0":
+            log.info("recovered own pending entries up to %s", after.decode())
+
+    async def _reclaim_stale(self) -> None:
+        cursor = b"0-0"
+        while True:
+            cursor, entries = await self._consumer.reclaim_stale(cursor, self._limits.read_count)
+            if entries:
+                self._metrics.redelivered.labels("reclaimed").inc(len(entries))
+                log.info("reclaimed %d stale pending entries", len(entries))
+                await self._accept(entries)
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    async def _accept(self, deliveries: list[Delivery]) -> None:
+        trimmed = [d.entry_id for d in deliveries if d.fields is None]
+        if trimmed:
+            self._metrics.lost_trimmed.inc(len(trimmed))
+            log.error("%d pending entries were trimmed from the stream unstored", len(trimmed))
+            await self._consumer.ack(trimmed)
+        for delivery in deliveries:
+            if delivery.fields is not None:
+                await self._accept_one(delivery, delivery.fields)
+
+    async def _accept_one(self, delivery: Delivery, fields: dict[bytes, bytes]) -> None:
+        park = self._dead_letters.park
+        if delivery.deliveries > self._limits.max_deliveries:
+            error = f"delivered {delivery.deliveries} times without being stored"
+            await park(delivery.entry_id, fields, ParkReason.TOO_MANY_DELIVERIES, error,
+                       delivery.deliveries)  # fmt: skip
+            return
+        try:
+            row = decode_entry(delivery.entry_id, fields)
+        except UnreadableEvent as exc:
+            await park(delivery.entry_id, fields, ParkReason.UNREADABLE, str(exc),
+                       delivery.deliveries)  # fmt: skip
+            return
+        if delivery.deliveries == self._limits.max_deliveries:
+            await self._hand_over(Batch([row], FlushReason.ALONE, time.monotonic()))
+        elif full := self._batcher.add(row):
+            await self._hand_over(full)
+
+    async def _hand_over(self, batch: Batch[EventRow] | None) -> None:
+        """Queue ``batch`` for storing; fails loudly if the storing task has died."""
+        assert self._storing is not None
+        put = asyncio.ensure_future(self._queue.put(batch))
+        done, _ = await asyncio.wait({put, self._storing}, return_when=asyncio.FIRST_COMPLETED)
+        if put not in done:
+            put.cancel()
+            self._storing.result()  # raises the storing task's error
+            raise RuntimeError("the storing task ended early")
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)

@@ -1,0 +1,126 @@
+"""From a stream entry to a request-log row, or a clear reason why it cannot be one.
+
+Failure mode enforced here: an entry that is not a readable ``RequestCompleted`` v1, or
+whose values do not fit the table's columns (negative or huge token counts, costs
+beyond Decimal(38, 12)), raises :class:`UnreadableEvent`; the pipeline sends it to the
+dead-letter stream at once, since no retry can make it readable. Checking ranges here
+keeps ClickHouse from rejecting a whole batch for one bad row.
+
+Absent values: a missing project or key is the nil UUID (the sort key cannot be
+Nullable), missing strings are ''. Costs are rounded half-even to 12 decimal places.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Any
+from uuid import UUID
+
+import pyarrow as pa  # type: ignore[import-untyped]
+from pydantic import ValidationError
+
+from watchllm_shared.contracts import RequestCompleted
+
+NIL_UUID = UUID(int=0)
+COST_QUANTUM = Decimal("1e-12")
+_COST_INTEGER_DIGITS = 26  # Decimal(38, 12)
+_COST_EXPONENT = -12
+_COST_CONTEXT = Context(prec=40)
+_UINT8, _UINT16, _UINT32 = 2**8, 2**16, 2**32
+
+# The request-log columns the writer fills, in row order, with their Arrow types (rows
+# travel to ClickHouse as one Arrow table per batch; ingested_at is the server's).
+_UUID = pa.binary(16)
+ARROW_SCHEMA = pa.schema([
+    ("event_id", _UUID), ("occurred_at", pa.timestamp("ms", tz="UTC")),
+    ("schema_version", pa.uint8()), ("request_id", pa.string()), ("project_id", _UUID),
+    ("key_id", _UUID), ("model", pa.string()), ("provider", pa.string()),
+    ("endpoint", pa.string()), ("http_status", pa.uint16()), ("status", pa.string()),
+    ("error_type", pa.string()), ("cache", pa.string()), ("cache_similarity", pa.float64()),
+    ("stream", pa.bool_()), ("prompt_tokens", pa.uint32()), ("completion_tokens", pa.uint32()),
+    ("cost_usd", pa.decimal128(38, 12)), ("cost_saved_usd", pa.decimal128(38, 12)),
+    ("latency_ms", pa.float64()), ("upstream_latency_ms", pa.float64()),
+    ("ttfb_ms", pa.float64()), ("trace_id", pa.string()), ("upstream_attempts", pa.uint8()),
+])  # fmt: skip
+COLUMNS = tuple(ARROW_SCHEMA.names)
+
+
+class UnreadableEvent(ValueError):
+    """The entry can never become a row; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    entry_id: bytes  # the stream entry, acknowledged once the row is stored
+    fields: dict[bytes, bytes]  # the entry as read, for the dead-letter stream
+    event_id: UUID
+    project_id: UUID
+    occurred_at: datetime
+    values: tuple[Any, ...]  # in COLUMNS order, UUIDs as 16 bytes
+
+
+def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> EventRow:
+    try:
+        event = RequestCompleted.from_stream_fields(fields)
+    except KeyError as exc:
+        raise UnreadableEvent(f"no field {exc} in the entry") from exc
+    except ValidationError as exc:
+        raise UnreadableEvent(f"not a RequestCompleted v1: {_short(exc)}") from exc
+    return to_row(entry_id, fields, event)
+
+
+def to_row(entry_id: bytes, fields: dict[bytes, bytes], event: RequestCompleted) -> EventRow:
+    _check_range("prompt_tokens", event.prompt_tokens, _UINT32)
+    _check_range("completion_tokens", event.completion_tokens, _UINT32)
+    _check_range("http_status", event.http_status, _UINT16)
+    _check_range("upstream_attempts", event.upstream_attempts, _UINT8)
+    occurred_at = _utc(event.occurred_at)
+    project_id = event.project_id or NIL_UUID
+    values = (
+        event.event_id.bytes, occurred_at, event.schema_version, event.request_id,
+        project_id.bytes, (event.key_id or NIL_UUID).bytes, event.model or "",
+        event.provider or "", event.endpoint,
+        event.http_status, event.status.value, event.error_type or "", event.cache.value,
+        event.cache_similarity, event.stream, event.prompt_tokens, event.completion_tokens,
+        _cost("cost_usd", event.cost_usd), _cost("cost_saved_usd", event.cost_saved_usd),
+        event.latency_ms, event.upstream_latency_ms, event.ttfb_ms, event.trace_id or "",
+        event.upstream_attempts,
+    )  # fmt: skip
+    return EventRow(entry_id, fields, event.event_id, project_id, occurred_at, values)
+
+
+def to_arrow(rows: Sequence[EventRow]) -> pa.Table:
+    """One Arrow table of ``rows``; raises ValueError/TypeError if a value does not fit."""
+    columns = zip(*(row.values for row in rows), strict=True)
+    arrays = [
+        pa.array(column, type=field.type)
+        for column, field in zip(columns, ARROW_SCHEMA, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+
+def _check_range(name: str, value: int, bound: int) -> None:
+    if not 0 <= value < bound:
+        raise UnreadableEvent(f"{name}={value} is outside 0..{bound - 1}")
+
+
+def _cost(name: str, value: Decimal) -> Decimal:
+    if not value.is_finite() or (value and value.adjusted() >= _COST_INTEGER_DIGITS):
+        raise UnreadableEvent(f"{name}={value} does not fit Decimal(38, 12)")
+    if value.as_tuple().exponent >= _COST_EXPONENT:  # type: ignore[operator]
+        return value  # already at most 12 decimal places
+    return value.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN, context=_COST_CONTEXT)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Naive times are taken as UTC; aware ones are kept (Arrow converts them to UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _short(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "document"
+    return f"{where}: {first['msg']} ({exc.error_count()} error(s))"

@@ -1,0 +1,71 @@
+"""Analytics settings: the only place the analytics service reads its environment.
+
+Built once in ``__main__`` (or by a test) and passed down.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from watchllm_shared.contracts import Stream
+from watchllm_shared.settings import WatchLLMSettings
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+
+
+class AnalyticsSettings(WatchLLMSettings):
+    analytics_host: str = "127.0.0.1"
+    analytics_port: int = 8092
+    data_dir: Path = Field(
+        default=Path(".watchllm"),
+        description="Where the embedded ClickHouse (chdb) keeps its data, under clickhouse/.",
+    )
+    clickhouse_url: str | None = Field(
+        default=None,
+        description="A ClickHouse server (http://user:password@host:8123) or chdb:///abs/path."
+        " Unset: chdb:///<data dir>/clickhouse, in this process.",
+    )
+    clickhouse_database: str = Field(default="watchllm", pattern=IDENTIFIER)
+    events_stream: str = Field(default=Stream.REQUESTS_COMPLETED.value)
+    analytics_consumer_group: str = "analytics"
+    analytics_consumer_name: str = Field(
+        default_factory=socket.gethostname,
+        description="Stable across restarts, so a restarted consumer takes its own pending"
+        " entries back at once; give each process on one host its own name.",
+    )
+    analytics_batch_max_rows: int = Field(default=10_000, gt=0, le=1_000_000)
+    analytics_batch_max_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="A batch is inserted at the latest this long after its first event was read.",
+    )
+    analytics_read_count: int = Field(default=2_000, gt=0, description="Entries per XREADGROUP.")
+    analytics_reclaim_idle_ms: int = Field(
+        default=30_000, gt=0, description="Entries pending this long elsewhere are taken over."
+    )
+    analytics_max_deliveries: int = Field(
+        default=5, ge=2, description="An entry delivered more often goes to the dead-letter stream."
+    )
+    analytics_retention_days: int = Field(default=365, ge=1, le=36_500)
+    analytics_query_token: SecretStr | None = Field(
+        default=None, description="When set, POST /v1/queries needs 'Authorization: Bearer …'."
+    )
+    analytics_query_timeout_seconds: float = Field(default=10.0, gt=0)
+    analytics_monitor_seconds: float = Field(
+        default=2.0, gt=0, description="Lag, dead-letter size and heartbeat refresh interval."
+    )
+    analytics_shutdown_seconds: float = Field(
+        default=15.0, gt=0, description="Longest SIGTERM drain; what is left stays pending."
+    )
+
+    def clickhouse_dsn(self) -> str:
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.clickhouse_dsn().startswith("chdb:")

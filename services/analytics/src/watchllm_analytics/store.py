@@ -1,0 +1,51 @@
+"""Opening the analytics store: database, schema, retention, and the two clients.
+
+One client writes (the pipeline's writer, used from one thread at a time), one reads
+(dashboard queries and pings), so a long dashboard query never delays an insert.
+Blocking: call from a worker thread.
+
+Failure modes: an unreachable server raises ``ClickHouseUnavailable`` (the service
+retries in the background); a chdb path held by another process raises ``StoreLocked``
+and the service refuses to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from watchllm_analytics.clickhouse import create_database, open_client
+from watchllm_analytics.migrations import apply_retention, migrate
+from watchllm_analytics.settings import AnalyticsSettings
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsStore:
+    writer_client: Client
+    query_client: Client
+
+    def close(self) -> None:
+        for client in (self.query_client, self.writer_client):
+            client.close()
+
+
+def open_store(settings: AnalyticsSettings) -> AnalyticsStore:
+    dsn = settings.clickhouse_dsn()
+    if settings.embedded:
+        Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+    database = settings.clickhouse_database
+    create_database(dsn, database)
+    writer_client = open_client(dsn, database)
+    try:
+        migrate(writer_client)
+        apply_retention(writer_client, settings.analytics_retention_days)
+        query_timeout = settings.analytics_query_timeout_seconds + 5
+        query_client = open_client(dsn, database, timeout_seconds=query_timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer_client.close()
+        raise
+    return AnalyticsStore(writer_client, query_client)

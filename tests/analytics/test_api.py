@@ -1,0 +1,152 @@
+"""The HTTP side against real Redis and chdb: the dashboard's queries (embedded read
+path), probes, health, metrics, and the heartbeat the gateway reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from clickhouse_connect.driver.client import Client
+from pydantic import SecretStr
+
+from tests.analytics.conftest import RunningService, eventually, make_event, publish
+from watchllm_analytics.main import create_app
+from watchllm_analytics.settings import AnalyticsSettings
+from watchllm_shared.contracts import RequestStatus
+from watchllm_shared.contracts.analytics_queries import ANALYTICS_QUERIES
+from watchllm_shared.contracts.health import Heartbeat, heartbeat_key
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+
+
+@pytest.fixture
+async def http(running: RunningService) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(running.service.settings, running.service)
+    app.state.service = running.service  # the lifespan ran already (the fixture started it)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as client:
+        yield client
+
+
+@pytest.fixture
+async def project(
+    running: RunningService, redis_client: aioredis.Redis, settings: AnalyticsSettings,
+    inspector: Client,
+) -> tuple[uuid.UUID, list]:  # fmt: skip
+    """One project with events over two hours (one failed), and another project's noise."""
+    project_id = uuid.uuid4()
+    events = [make_event(project_id, NOW - timedelta(hours=1)) for _ in range(30)]
+    events += [make_event(project_id, NOW) for _ in range(19)]
+    events.append(make_event(project_id, NOW, status=RequestStatus.UPSTREAM_ERROR,
+                             error_type="upstream_5xx", http_status=502))  # fmt: skip
+    noise = [make_event(uuid.uuid4(), NOW) for _ in range(25)]
+    await publish(redis_client, settings.events_stream, events + noise)
+
+    async def stored() -> bool:
+        return inspector.query("SELECT count() FROM requests").result_rows[0][0] == 75
+
+    await eventually(stored)
+    return project_id, events
+
+
+def window(**extra: object) -> dict[str, object]:
+    return {"start": (NOW - timedelta(hours=3)).isoformat(), "end": NOW.isoformat(), **extra}
+
+
+async def test_project_totals_match_what_was_published(http: httpx.AsyncClient, project) -> None:
+    project_id, events = project
+    reply = await http.post("/v1/queries/project_totals", json=window(project_id=str(project_id)))
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    row = dict(zip(body["columns"], body["rows"][0], strict=True))
+    assert row["requests"] == 50 and row["errors"] == 1
+    assert row["prompt_tokens"] == sum(e.prompt_tokens for e in events)
+    assert Decimal(row["cost_usd"]) == sum((e.cost_usd for e in events), Decimal(0))
+    assert row["latency_p50_ms"] <= row["latency_p95_ms"] <= row["latency_p99_ms"]
+    assert body["types"][body["columns"].index("cost_usd")] == "Decimal(38, 12)"
+
+
+async def test_usage_by_hour_and_recent_requests(http: httpx.AsyncClient, project) -> None:
+    project_id, _ = project
+    params = window(project_id=str(project_id))
+    hourly = (await http.post("/v1/queries/project_usage_by_hour", json=params)).json()
+    requests_per_hour = [row[hourly["columns"].index("requests")] for row in hourly["rows"]]
+    assert requests_per_hour == [30, 20]
+    recent = await http.post(
+        "/v1/queries/project_recent_requests",
+        json={"project_id": str(project_id), "limit": 5, "errors_only": True},
+    )
+    body = recent.json()
+    assert [row[body["columns"].index("error_type")] for row in body["rows"]] == ["upstream_5xx"]
+
+
+async def test_bad_requests_are_refused_before_clickhouse(http: httpx.AsyncClient) -> None:
+    assert (await http.post("/v1/queries/drop_everything", json={})).status_code == 404
+    reply = await http.post("/v1/queries/project_totals", json=window(project_id="x'; DROP"))
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == ["project_id"]
+    listing = (await http.get("/v1/queries")).json()
+    assert {q["name"] for q in listing} == set(ANALYTICS_QUERIES)
+
+
+async def test_the_query_token_is_required_when_configured(
+    running: RunningService, settings: AnalyticsSettings
+) -> None:
+    guarded = settings.model_copy(update={"analytics_query_token": SecretStr("s3cret-token-value")})
+    running.service.settings = guarded
+    app = create_app(guarded, running.service)
+    app.state.service = running.service
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        assert (await c.get("/v1/queries")).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await c.get("/v1/queries", headers=wrong)).status_code == 401
+        right = {"Authorization": "Bearer s3cret-token-value"}
+        assert (await c.get("/v1/queries", headers=right)).status_code == 200
+        assert (await c.get("/livez")).status_code == 200  # probes stay open
+
+
+async def test_usage_queries_read_the_hourly_projection(inspector: Client, project) -> None:
+    project_id, _ = project
+    for name in ("project_totals", "project_usage_by_hour", "project_usage_by_model",
+                 "project_usage_by_model_and_hour", "usage_by_project"):  # fmt: skip
+        query = ANALYTICS_QUERIES[name]
+        scoped = "project_id" in query.params.model_fields
+        raw = window(project_id=str(project_id)) if scoped else window()
+        plan = inspector.query("EXPLAIN " + query.sql, parameters=query.bind(raw)).result_rows
+        assert any("usage_by_project_hour_model" in line[0] for line in plan), (name, plan)
+
+
+async def test_probes_health_metrics_and_heartbeat(
+    http: httpx.AsyncClient, running: RunningService, redis_client: aioredis.Redis
+) -> None:
+    assert (await http.get("/livez")).json() == {"status": "alive"}
+
+    async def ready() -> bool:
+        return (await http.get("/readyz")).status_code == 200
+
+    await eventually(ready)
+    health = (await http.get("/health")).json()
+    assert health["status"] == "healthy" and health["clickhouse"] == "up"
+    assert set(health["consumer_group"]) == {"name", "lag", "pending", "dead_letters"}
+    metrics = (await http.get("/metrics")).text
+    for name in ("watchllm_analytics_consumer_lag", "watchllm_analytics_batch_rows",
+                 "watchllm_analytics_insert_seconds", "watchllm_analytics_rows_written_total",
+                 "watchllm_analytics_dead_letter_size"):  # fmt: skip
+        assert name in metrics
+
+    async def beating() -> bool:
+        return await redis_client.get(heartbeat_key("analytics")) is not None
+
+    await eventually(beating)
+    beat = Heartbeat.model_validate(
+        orjson.loads(await redis_client.get(heartbeat_key("analytics")))
+    )
+    assert beat.dependencies == {"clickhouse": "up"}

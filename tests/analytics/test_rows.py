@@ -1,0 +1,94 @@
+"""From stream entries to rows: what is stored, and what is refused as unreadable."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from tests.analytics.conftest import make_event
+from watchllm_analytics.rows import COLUMNS, NIL_UUID, UnreadableEvent, decode_entry, to_arrow
+from watchllm_shared.contracts import RequestCompleted
+
+pytestmark = pytest.mark.unit
+
+
+def as_read(event: RequestCompleted) -> dict[bytes, bytes]:
+    """The entry's fields as redis-py returns them (bytes keys)."""
+    return {key.encode(): value for key, value in event.to_stream_fields().items()}
+
+
+def fields_of(**changes: object) -> dict[bytes, bytes]:
+    document = make_event().model_dump(mode="json")
+    document.update(changes)
+    return {b"data": orjson.dumps(document)}
+
+
+def test_a_readable_event_becomes_a_row_with_every_field() -> None:
+    event = make_event(error_type="x", cache_similarity=0.97, stream=True)
+    row = decode_entry(b"1-0", as_read(event))
+    values = dict(zip(COLUMNS, row.values, strict=True))
+    assert (row.entry_id, row.event_id, row.project_id) == (
+        b"1-0",
+        event.event_id,
+        event.project_id,
+    )
+    assert values["event_id"] == event.event_id.bytes
+    assert values["cost_usd"] == event.cost_usd
+    assert (values["model"], values["error_type"], values["stream"]) == (event.model, "x", True)
+    assert values["cache_similarity"] == 0.97
+
+
+def test_the_log_has_a_column_for_every_event_field() -> None:
+    """A field added to the event (add-only) needs a migration adding its column."""
+    assert set(COLUMNS) == set(RequestCompleted.model_fields)
+
+
+def test_absent_project_key_and_strings_become_nil_and_empty() -> None:
+    row = decode_entry(b"1-0", fields_of(project_id=None, key_id=None, model=None, trace_id=None))
+    values = dict(zip(COLUMNS, row.values, strict=True))
+    assert row.project_id == NIL_UUID
+    assert values["key_id"] == NIL_UUID.bytes
+    assert (values["model"], values["trace_id"]) == ("", "")
+
+
+def test_costs_are_rounded_half_even_to_twelve_places() -> None:
+    row = decode_entry(b"1-0", fields_of(cost_usd="0.0000000000025", cost_saved_usd="1.5"))
+    values = dict(zip(COLUMNS, row.values, strict=True))
+    assert values["cost_usd"] == Decimal("0.000000000002")
+    assert values["cost_saved_usd"] == Decimal("1.5")
+
+
+def test_naive_times_are_taken_as_utc() -> None:
+    row = decode_entry(b"1-0", fields_of(occurred_at="2026-01-02T03:04:05.678"))
+    assert row.occurred_at == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({b"data": b"not json"}, "not a RequestCompleted v1"),
+        ({b"other": b"{}"}, "no field"),
+        (fields_of(event_id="nope"), "event_id"),
+        (fields_of(schema_version=2), "schema_version"),
+        (fields_of(prompt_tokens=-1), "prompt_tokens=-1"),
+        (fields_of(completion_tokens=2**32), "completion_tokens"),
+        (fields_of(cost_usd="1e30"), "does not fit Decimal(38, 12)"),
+        (fields_of(http_status=70000), "http_status"),
+    ],
+)
+def test_unreadable_entries_say_why(fields: dict[bytes, bytes], reason: str) -> None:
+    with pytest.raises(UnreadableEvent, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        decode_entry(b"1-0", fields)
+
+
+def test_rows_become_one_arrow_table_in_column_order() -> None:
+    rows = [decode_entry(f"1-{i}".encode(), as_read(make_event())) for i in range(3)]
+    table = to_arrow(rows)
+    assert table.num_rows == 3
+    assert tuple(table.column_names) == COLUMNS
+    assert table.column("event_id").to_pylist() == [r.event_id.bytes for r in rows]
+    assert uuid.UUID(bytes=table.column("project_id")[0].as_py()) == rows[0].project_id
