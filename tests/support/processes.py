@@ -86,28 +86,25 @@ def start_fake_provider(log_dir: Path, *args: str) -> ServiceProcess:
     )  # fmt: skip
 
 
-def start_gateway(env: dict[str, str], log_dir: Path) -> ServiceProcess:
+def start_service(
+    name: str, env: dict[str, str], log_dir: Path, ready: str = "/readyz", timeout: float = 30
+) -> ServiceProcess:
+    """Run ``python -m watchllm_<name>`` on a free port (``WATCHLLM_<NAME>_PORT``)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     return start_process(
-        "watchllm_gateway", [], {"WATCHLLM_GATEWAY_PORT": str(port), **env},
-        f"{base}/livez", base, log_dir / f"gateway-{port}.log",
+        f"watchllm_{name}", [], {f"WATCHLLM_{name.upper()}_PORT": str(port), **env},
+        base + ready, base, log_dir / f"{name}-{port}.log", timeout=timeout,
     )  # fmt: skip
+
+
+def start_gateway(env: dict[str, str], log_dir: Path) -> ServiceProcess:
+    return start_service("gateway", env, log_dir, ready="/livez")
 
 
 def start_limiter(env: dict[str, str], log_dir: Path) -> ServiceProcess:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    return start_process(
-        "watchllm_limiter", [], {"WATCHLLM_LIMITER_PORT": str(port), **env},
-        f"{base}/readyz", base, log_dir / f"limiter-{port}.log",
-    )  # fmt: skip
+    return start_service("limiter", env, log_dir)
 
 
 def start_cache_service(env: dict[str, str], log_dir: Path) -> ServiceProcess:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    return start_process(
-        "watchllm_cache", [], {"WATCHLLM_CACHE_PORT": str(port), **env},
-        f"{base}/readyz", base, log_dir / f"cache-{port}.log", timeout=90,
-    )  # fmt: skip
+    return start_service("cache", env, log_dir, timeout=90)  # loads the embedding model
