@@ -30,6 +30,7 @@ from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts import RequestCompleted
 from watchllm_shared.contracts.limits import CHARGE_FUNCTION, charge_keys
 from watchllm_shared.redis_io import ensure_consumer_group
+from watchllm_shared.stream_group import claim_stale, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -74,25 +75,13 @@ class TokenCharger:
 
     async def _reclaim(self) -> None:
         """Take over events left pending by dead consumers; park the hopeless ones."""
-        reply: list[Any] = await self._redis.xautoclaim(
-            self._stream, self._group, self._consumer, self._reclaim_idle_ms, "0-0",
-            count=self._batch,
+        retry, exhausted = await claim_stale(
+            self._redis, self._stream, self._group, self._consumer, self._reclaim_idle_ms,
+            self._max_deliveries, self._batch,
         )  # fmt: skip
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[1]
-        if not entries:
-            return
-        ids = [entry_id for entry_id, _ in entries]
-        pending: Any = await self._redis.xpending_range(
-            self._stream, self._group, min=ids[0], max=ids[-1], count=len(ids)
-        )
-        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-        live = []
-        for entry_id, fields in entries:
-            if deliveries.get(entry_id, 0) > self._max_deliveries:
-                await self._dead_letter(entry_id, fields, "too many deliveries")
-            else:
-                live.append((entry_id, fields))
-        await self._handle(live)
+        for entry_id, fields in exhausted:
+            await self._dead_letter(entry_id, fields, "too many deliveries")
+        await self._handle(retry)
 
     async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         if not entries:
@@ -135,10 +124,7 @@ class TokenCharger:
         self._metrics.events_processed.labels("charged").inc(len(charges))
 
     async def _dead_letter(self, entry_id: bytes, fields: dict[Any, Any], error: str) -> None:
-        record = {**fields, b"error": error.encode(), b"source_id": entry_id,
-                  b"group": self._group.encode()}  # fmt: skip
-        await self._redis.xadd(f"{self._stream}.dlq", record)
-        await self._redis.xack(self._stream, self._group, entry_id)
+        await dead_letter(self._redis, self._stream, self._group, (entry_id, fields), error)
         self._metrics.dead_letters.inc()
         log.warning("event %s parked in %s.dlq: %s", entry_id, self._stream, error)
 

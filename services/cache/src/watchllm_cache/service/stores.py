@@ -33,6 +33,7 @@ from watchllm_shared.contracts.cache import (
     lookup_embedding_key,
 )
 from watchllm_shared.redis_io import ensure_consumer_group
+from watchllm_shared.stream_group import claim_stale, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -101,27 +102,17 @@ class StoreConsumer:
         return np.frombuffer(raw, dtype=np.float32)
 
     async def _reclaim(self) -> None:
-        reply: Any = await self._redis.xautoclaim(
-            CACHE_STORE_STREAM, CACHE_STORE_GROUP, self._consumer, self._reclaim_idle_ms, "0-0",
-            count=_BATCH,
+        retry, exhausted = await claim_stale(
+            self._redis, CACHE_STORE_STREAM, CACHE_STORE_GROUP, self._consumer,
+            self._reclaim_idle_ms, self._max_deliveries, _BATCH,
         )  # fmt: skip
-        entries = reply[1]
-        if not entries:
-            return
-        pending: Any = await self._redis.xpending_range(
-            CACHE_STORE_STREAM, CACHE_STORE_GROUP, min=entries[0][0], max=entries[-1][0],
-            count=len(entries),
-        )  # fmt: skip
-        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-        for entry_id, fields in entries:
-            if deliveries.get(entry_id, 0) > self._max_deliveries:
-                await self._dead_letter(entry_id, fields, "too many deliveries")
-            else:
-                await self._store_one(entry_id, fields)
+        for entry_id, fields in exhausted:
+            await self._dead_letter(entry_id, fields, "too many deliveries")
+        for entry_id, fields in retry:
+            await self._store_one(entry_id, fields)
 
     async def _dead_letter(self, entry_id: bytes, fields: dict[Any, Any], error: str) -> None:
-        record = {**fields, b"error": error.encode(), b"source_id": entry_id}
-        await self._redis.xadd(f"{CACHE_STORE_STREAM}.dlq", record)
-        await self._redis.xack(CACHE_STORE_STREAM, CACHE_STORE_GROUP, entry_id)
+        await dead_letter(self._redis, CACHE_STORE_STREAM, CACHE_STORE_GROUP,
+                          (entry_id, fields), error)  # fmt: skip
         self._metrics.dead_letters.inc()
         log.warning("store %s parked in the DLQ: %s", entry_id, error)

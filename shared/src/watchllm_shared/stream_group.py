@@ -1,0 +1,56 @@
+"""What every stream consumer group needs besides reading: taking over the entries a
+dead consumer left pending, and parking the ones that keep failing.
+
+- ``claim_stale``: XAUTOCLAIM entries idle longer than ``min_idle_ms`` (a consumer died
+  or is stuck) and split them by delivery count: those still worth another try, and
+  those delivered more than ``max_deliveries`` times (poison: never let one message
+  wedge the group).
+- ``dead_letter``: copy an entry with its error to ``<stream>.dlq``, then acknowledge
+  it. Nothing is dropped silently: the DLQ keeps the payload, the error, the source id
+  and the group for an operator to inspect or replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def dead_letter_stream(stream: str) -> str:
+    return f"{stream}.dlq"
+
+
+async def claim_stale(
+    redis: aioredis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    min_idle_ms: int,
+    max_deliveries: int,
+    count: int,
+) -> tuple[list[Entry], list[Entry]]:
+    """(entries to retry, entries past ``max_deliveries``), both now owned by ``consumer``."""
+    reply: Any = await redis.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=count)
+    entries: list[Entry] = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+    if not entries:
+        return [], []
+    pending: Any = await redis.xpending_range(
+        stream, group, min=entries[0][0], max=entries[-1][0], count=len(entries)
+    )
+    deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+    retry = [e for e in entries if deliveries.get(e[0], 0) <= max_deliveries]
+    exhausted = [e for e in entries if deliveries.get(e[0], 0) > max_deliveries]
+    return retry, exhausted
+
+
+async def dead_letter(
+    redis: aioredis.Redis, stream: str, group: str, entry: Entry, error: str
+) -> None:
+    entry_id, fields = entry
+    record = {**fields, b"error": error.encode(), b"source_id": entry_id,
+              b"group": group.encode()}  # fmt: skip
+    await redis.xadd(dead_letter_stream(stream), record)  # type: ignore[arg-type]
+    await redis.xack(stream, group, entry_id)
