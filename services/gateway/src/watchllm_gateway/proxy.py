@@ -170,8 +170,11 @@ class Proxy:
                 exchange.request_id, plan.project_id, plan.exact_key, plan.semantic,
                 plan.policy.threshold,
             )  # fmt: skip
+        if lookup is None:  # the common case without the cache: no tasks to schedule
+            exchange.limit_headers = await limit if limit is not None else {}
+            return None
         outcomes: tuple[Any, Any] = await asyncio.gather(
-            _maybe(limit), _maybe(lookup), return_exceptions=True
+            _maybe(limit), lookup, return_exceptions=True
         )
         limit_headers, hit = outcomes
         if isinstance(limit_headers, BaseException):

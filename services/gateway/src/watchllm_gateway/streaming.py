@@ -47,12 +47,17 @@ async def relay_stream(
     try:
         try:
             async for chunk in response.chunks():
+                # Everything complete that arrived is written at once: one send per
+                # upstream read, not one per event (the events themselves are whole).
+                ready = []
                 for event in splitter.feed(chunk):
                     if exchange.assembler is not None:
                         exchange.assembler.feed(event)
                     if observer.forward(event):
-                        exchange.mark_first_byte()
-                        yield event
+                        ready.append(event)
+                if ready:
+                    exchange.mark_first_byte()
+                    yield b"".join(ready)
             if splitter.remainder().strip():
                 exchange.fail(502, RequestStatus.UPSTREAM_ERROR, "upstream_stream_truncated")
                 yield stream_error_event(
