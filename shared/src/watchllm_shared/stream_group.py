@@ -1,6 +1,9 @@
-"""What every stream consumer group needs besides reading: taking over the entries a
-dead consumer left pending, and parking the ones that keep failing.
+"""What every stream consumer group needs besides its own handling: a loop that
+survives Redis going away, taking over the entries a dead consumer left pending, and
+parking the ones that keep failing.
 
+- ``consume_forever``: ensure the group, run one read round after another, back off
+  (capped, logged) while Redis fails.
 - ``claim_stale``: XAUTOCLAIM entries idle longer than ``min_idle_ms`` (a consumer died
   or is stuck) and split them by delivery count: those still worth another try, and
   those delivered more than ``max_deliveries`` times (poison: never let one message
@@ -12,9 +15,17 @@ dead consumer left pending, and parking the ones that keep failing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from watchllm_shared.redis_io import ensure_consumer_group
+
+log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -54,3 +65,27 @@ async def dead_letter(
               b"group": group.encode()}  # fmt: skip
     await redis.xadd(dead_letter_stream(stream), record)  # type: ignore[arg-type]
     await redis.xack(stream, group, entry_id)
+
+
+async def consume_forever(
+    redis: aioredis.Redis,
+    stream: str,
+    group: str,
+    step: Callable[[], Awaitable[None]],
+    what: str,
+    max_backoff_seconds: float = 5.0,
+) -> None:
+    """Create the group if needed, then run ``step`` (one read-and-handle round) until
+    cancelled. Redis errors pause the loop with capped exponential backoff, logged; the
+    group is re-ensured afterwards (Redis may have come back empty)."""
+    backoff = 0.1
+    while True:
+        try:
+            await ensure_consumer_group(redis, stream, group)
+            while True:
+                await step()
+                backoff = 0.1
+        except (RedisError, OSError) as exc:
+            log.error("%s paused, Redis: %s", what, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_seconds)

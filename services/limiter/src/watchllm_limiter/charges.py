@@ -17,25 +17,21 @@ Failure modes:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts import RequestCompleted
 from watchllm_shared.contracts.limits import CHARGE_FUNCTION, charge_keys
-from watchllm_shared.redis_io import ensure_consumer_group
-from watchllm_shared.stream_group import claim_stale, dead_letter
+from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter
 
 log = logging.getLogger(__name__)
 
 _BLOCK_MS = 1000
-_BACKOFF_MAX_SECONDS = 5.0
 
 
 class TokenCharger:
@@ -52,18 +48,12 @@ class TokenCharger:
         self._batch = settings.limiter_batch_size
 
     async def run(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await ensure_consumer_group(self._redis, self._stream, self._group)
-                while True:
-                    await self._reclaim()
-                    await self._consume_once()
-                    backoff = 0.1
-            except RedisError as exc:
-                log.error("token charging paused, Redis: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_SECONDS)
+        await consume_forever(self._redis, self._stream, self._group, self._round,
+                              "token charging")  # fmt: skip
+
+    async def _round(self) -> None:
+        await self._reclaim()
+        await self._consume_once()
 
     async def _consume_once(self) -> None:
         reply: Any = await self._redis.xreadgroup(

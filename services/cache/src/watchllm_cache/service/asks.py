@@ -18,7 +18,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from watchllm_cache.semantic import SemanticCache
 from watchllm_cache.service.metrics import CacheServiceMetrics
@@ -30,7 +29,7 @@ from watchllm_shared.contracts.cache import (
     SemanticAsk,
     lookup_embedding_key,
 )
-from watchllm_shared.redis_io import ensure_consumer_group
+from watchllm_shared.stream_group import consume_forever
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +48,8 @@ class AskServer:
         self._consumer = consumer
 
     async def run(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await ensure_consumer_group(self._redis, SEMANTIC_ASK_STREAM, SEMANTIC_ASK_GROUP)
-                while True:
-                    await self._serve_batch()
-                    backoff = 0.1
-            except (RedisError, OSError) as exc:
-                log.error("semantic asks paused, Redis: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        await consume_forever(self._redis, SEMANTIC_ASK_STREAM, SEMANTIC_ASK_GROUP,
+                              self._serve_batch, "semantic asks")  # fmt: skip
 
     async def _serve_batch(self) -> None:
         reply: Any = await self._redis.xreadgroup(

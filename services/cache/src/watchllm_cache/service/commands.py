@@ -9,19 +9,17 @@ Redis or the index fails.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from watchllm_cache.semantic import SemanticCache
 from watchllm_cache.service.metrics import CacheServiceMetrics
 from watchllm_shared.contracts.cache import CACHE_COMMAND_STREAM, CacheCommand
 from watchllm_shared.contracts.cache_keys import project_cache_pattern
-from watchllm_shared.redis_io import ensure_consumer_group
+from watchllm_shared.stream_group import consume_forever
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +44,19 @@ class CommandConsumer:
         self._consumer = consumer
 
     async def run(self) -> None:
-        while True:
-            try:
-                await ensure_consumer_group(self._redis, CACHE_COMMAND_STREAM, _GROUP)
-                while True:
-                    # "0" first: commands this consumer read but did not finish.
-                    for start in ("0", ">"):
-                        reply: Any = await self._redis.xreadgroup(
-                            _GROUP, self._consumer, {CACHE_COMMAND_STREAM: start}, count=16,
-                            block=1000 if start == ">" else None,
-                        )  # fmt: skip
-                        for _, entries in reply or []:
-                            for entry_id, fields in entries:
-                                await self._apply(entry_id, fields)
-            except (RedisError, OSError) as exc:
-                log.error("cache commands paused: %s", exc)
-                await asyncio.sleep(1.0)
+        await consume_forever(self._redis, CACHE_COMMAND_STREAM, _GROUP, self._round,
+                              "cache commands")  # fmt: skip
+
+    async def _round(self) -> None:
+        # "0" first: commands this consumer read but did not finish.
+        for start in ("0", ">"):
+            reply: Any = await self._redis.xreadgroup(
+                _GROUP, self._consumer, {CACHE_COMMAND_STREAM: start}, count=16,
+                block=1000 if start == ">" else None,
+            )  # fmt: skip
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    await self._apply(entry_id, fields)
 
     async def _apply(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         command = CacheCommand.model_validate_json(fields[b"data"])

@@ -15,14 +15,12 @@ Failure modes:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from watchllm_cache.semantic import SemanticCache
 from watchllm_cache.service.metrics import CacheServiceMetrics
@@ -32,8 +30,7 @@ from watchllm_shared.contracts.cache import (
     CacheStore,
     lookup_embedding_key,
 )
-from watchllm_shared.redis_io import ensure_consumer_group
-from watchllm_shared.stream_group import claim_stale, dead_letter
+from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +51,18 @@ class StoreConsumer:
         self._max_deliveries = max_deliveries
 
     async def run(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await ensure_consumer_group(self._redis, CACHE_STORE_STREAM, CACHE_STORE_GROUP)
-                while True:
-                    await self._reclaim()
-                    reply: Any = await self._redis.xreadgroup(
-                        CACHE_STORE_GROUP, self._consumer, {CACHE_STORE_STREAM: ">"},
-                        count=_BATCH, block=_BLOCK_MS,
-                    )  # fmt: skip
-                    for _, entries in reply or []:
-                        for entry_id, fields in entries:
-                            await self._store_one(entry_id, fields)
-                    backoff = 0.1
-            except (RedisError, OSError) as exc:
-                log.error("cache stores paused, Redis: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        await consume_forever(self._redis, CACHE_STORE_STREAM, CACHE_STORE_GROUP, self._round,
+                              "cache stores")  # fmt: skip
+
+    async def _round(self) -> None:
+        await self._reclaim()
+        reply: Any = await self._redis.xreadgroup(
+            CACHE_STORE_GROUP, self._consumer, {CACHE_STORE_STREAM: ">"}, count=_BATCH,
+            block=_BLOCK_MS,
+        )  # fmt: skip
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                await self._store_one(entry_id, fields)
 
     async def _store_one(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
