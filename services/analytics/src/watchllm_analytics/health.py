@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from watchllm_analytics.stream_group import GroupLag
-from watchllm_shared.contracts.health import (
-    HEARTBEAT_TTL_SECONDS,
-    DependencyStatus,
-    Heartbeat,
-    heartbeat_key,
-)
+from watchllm_shared.contracts.health import DependencyStatus
+from watchllm_shared.contracts.health import publish_heartbeat as shared_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +69,5 @@ class HealthState:
 
 
 async def publish_heartbeat(redis: aioredis.Redis, instance: str, state: HealthState) -> None:
-    beat = Heartbeat(
-        service="analytics",
-        instance=instance,
-        at=datetime.now(UTC),
-        status="up" if state.ready else "degraded",
-        dependencies={"clickhouse": state.clickhouse},
-    )
-    await redis.set(heartbeat_key("analytics"), beat.model_dump_json(), ex=HEARTBEAT_TTL_SECONDS)
+    await shared_heartbeat(redis, "analytics", instance, "up" if state.ready else "degraded",
+                           {"clickhouse": state.clickhouse})  # fmt: skip

@@ -146,6 +146,15 @@ class SemanticCache:
     async def delete(self, exact_key: str) -> None:
         await self._run(lambda: self._index.delete(point_id(exact_key)))
 
+    async def index_healthy(self) -> bool:
+        """Whether the index answers (a count); for the heartbeat's Qdrant status."""
+        try:
+            await self._run(self._index.count)
+        except Exception:  # noqa: BLE001 - any failure of the engine means "down"
+            log.warning("vector index not answering", exc_info=True)
+            return False
+        return True
+
     async def close(self) -> None:
         try:
             await self._run(self._index.close)

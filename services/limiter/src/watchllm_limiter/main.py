@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -24,7 +23,7 @@ from watchllm_limiter.library import ensure_library, loaded_version
 from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_limiter.sync import LimitSync
-from watchllm_shared.contracts.health import HEARTBEAT_TTL_SECONDS, Heartbeat, heartbeat_key
+from watchllm_shared.contracts.health import publish_heartbeat
 from watchllm_shared.redis_io import create_redis
 
 log = logging.getLogger(__name__)
@@ -37,15 +36,12 @@ async def _heartbeat(
     persistence comes back empty: then every project's limits are rewritten too), then
     report this replica alive."""
     while True:
-        beat = Heartbeat(service="limiter", instance=settings.limiter_consumer_name,
-                         at=datetime.now(UTC))  # fmt: skip
         try:
             if await loaded_version(redis) is None:
                 log.warning("Redis lost the limiter library: reloading, resyncing limits")
                 sync.request_full_sync()
             metrics.library_version.set(await ensure_library(redis))
-            await redis.set(heartbeat_key("limiter"), beat.model_dump_json(),
-                            ex=HEARTBEAT_TTL_SECONDS)  # fmt: skip
+            await publish_heartbeat(redis, "limiter", settings.limiter_consumer_name)
         except (RedisError, OSError) as exc:
             log.warning("heartbeat skipped, Redis: %s", exc)
         await asyncio.sleep(settings.limiter_heartbeat_seconds)

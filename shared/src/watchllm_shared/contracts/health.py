@@ -8,9 +8,10 @@ reports Qdrant, analytics reports ClickHouse), since the gateway never touches t
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
+import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
 HEARTBEAT_TTL_SECONDS = 15
@@ -31,3 +32,16 @@ class Heartbeat(BaseModel):
     at: datetime
     status: Literal["up", "degraded"] = "up"
     dependencies: dict[str, DependencyStatus] = {}
+
+
+async def publish_heartbeat(
+    redis: aioredis.Redis,
+    service: str,
+    instance: str,
+    status: Literal["up", "degraded"] = "up",
+    dependencies: dict[str, DependencyStatus] | None = None,
+) -> None:
+    """Write this replica's heartbeat (expires after ``HEARTBEAT_TTL_SECONDS``)."""
+    beat = Heartbeat(service=service, instance=instance, at=datetime.now(UTC), status=status,
+                     dependencies=dependencies or {})  # fmt: skip
+    await redis.set(heartbeat_key(service), beat.model_dump_json(), ex=HEARTBEAT_TTL_SECONDS)

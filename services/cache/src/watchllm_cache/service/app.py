@@ -16,7 +16,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -32,20 +31,26 @@ from watchllm_cache.service.commands import CommandConsumer
 from watchllm_cache.service.metrics import CacheServiceMetrics
 from watchllm_cache.service.settings import CacheServiceSettings
 from watchllm_cache.service.stores import StoreConsumer
-from watchllm_shared.contracts.health import HEARTBEAT_TTL_SECONDS, Heartbeat, heartbeat_key
+from watchllm_shared.contracts.health import publish_heartbeat
 from watchllm_shared.redis_io import create_redis
 
 log = logging.getLogger(__name__)
 
 
-async def _heartbeat(redis: aioredis.Redis, settings: CacheServiceSettings) -> None:
-    qdrant = "qdrant"
+async def _heartbeat(
+    redis: aioredis.Redis, cache: SemanticCache, settings: CacheServiceSettings
+) -> None:
+    """Report this replica alive, with Qdrant as the index last answered."""
     while True:
-        beat = Heartbeat(service="cache", instance=settings.cache_consumer_name,
-                         at=datetime.now(UTC), dependencies={qdrant: "up"})  # fmt: skip
+        index_up = await cache.index_healthy()
         try:
-            await redis.set(heartbeat_key("cache"), beat.model_dump_json(),
-                            ex=HEARTBEAT_TTL_SECONDS)  # fmt: skip
+            await publish_heartbeat(
+                redis,
+                "cache",
+                settings.cache_consumer_name,
+                "up" if index_up else "degraded",
+                {"qdrant": "up" if index_up else "down"},
+            )
         except (RedisError, OSError) as exc:
             log.warning("heartbeat skipped, Redis: %s", exc)
         await asyncio.sleep(settings.cache_heartbeat_seconds)
@@ -72,7 +77,7 @@ def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
                     redis, cache, metrics, name, settings.cache_reclaim_idle_ms,
                     settings.cache_max_deliveries).run()),
                 asyncio.create_task(CommandConsumer(redis, cache, metrics, name).run()),
-                asyncio.create_task(_heartbeat(redis, settings)),
+                asyncio.create_task(_heartbeat(redis, cache, settings)),
             ]  # fmt: skip
             app.state.ready = True
             try:
