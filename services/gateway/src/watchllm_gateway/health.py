@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from watchllm_shared.contracts.health import HEARTBEAT_SERVICES, Heartbeat, heartbeat_key
 
@@ -34,7 +35,7 @@ class HealthChecker:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._pool.fetchval("SELECT 1")
-        except Exception:  # noqa: BLE001 - any failure means "down", reported as such
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return False
         return True
 
@@ -42,7 +43,7 @@ class HealthChecker:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.ping()
-        except Exception:  # noqa: BLE001
+        except (RedisError, OSError, TimeoutError):
             return False
         return True
 
@@ -50,7 +51,7 @@ class HealthChecker:
         try:
             async with asyncio.timeout(self._timeout):
                 raw = await self._redis.mget([heartbeat_key(s) for s in HEARTBEAT_SERVICES])
-        except Exception:  # noqa: BLE001
+        except (RedisError, OSError, TimeoutError):
             return {}
         beats: dict[str, Heartbeat] = {}
         for service, value in zip(HEARTBEAT_SERVICES, raw, strict=True):
