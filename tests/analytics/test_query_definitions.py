@@ -22,6 +22,8 @@ VALID = {
     "end": NOW.isoformat(),
     "limit": 10,
     "errors_only": False,
+    "model": "gpt-4o-mini",
+    "key_id": str(uuid.uuid4()),
 }
 
 

@@ -1,10 +1,14 @@
-"""Projects, API keys, plans and settings in Postgres (see ``store`` for the rules)."""
+"""Projects, API keys, plans, settings, dashboard users and sessions in Postgres (see
+``store``, ``users`` and ``sessions`` for the rules)."""
 
+from watchllm_shared.accounts.audit import AuditEntry, recent_audit
 from watchllm_shared.accounts.errors import (
     AccountError,
     AlreadyExistsError,
+    AuthenticationError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
 )
 from watchllm_shared.accounts.limits import LimitStore
 from watchllm_shared.accounts.models import (
@@ -16,20 +20,33 @@ from watchllm_shared.accounts.models import (
     Project,
     ProjectLimits,
 )
+from watchllm_shared.accounts.sessions import SessionPolicy, SessionStore, SignedIn
 from watchllm_shared.accounts.store import AccountStore
+from watchllm_shared.accounts.users import Role, User, UserStore, require_admin
 
 __all__ = [
     "AccountError",
     "AccountStore",
     "AlreadyExistsError",
     "ApiKey",
+    "AuditEntry",
+    "AuthenticationError",
     "CacheSettings",
     "CreatedKey",
     "InvalidInputError",
     "KeyGrant",
     "LimitStore",
     "NotFoundError",
+    "PermissionDeniedError",
     "Plan",
     "Project",
     "ProjectLimits",
+    "Role",
+    "SessionPolicy",
+    "SessionStore",
+    "SignedIn",
+    "User",
+    "UserStore",
+    "recent_audit",
+    "require_admin",
 ]

@@ -15,3 +15,12 @@ class AlreadyExistsError(AccountError):
 
 class InvalidInputError(AccountError):
     pass
+
+
+class AuthenticationError(AccountError):
+    """Wrong username or password, a disabled user, or a locked account (one message for
+    all, so a caller cannot tell which usernames exist)."""
+
+
+class PermissionDeniedError(AccountError):
+    """The signed-in user's role does not allow this change."""

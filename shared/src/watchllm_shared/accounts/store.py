@@ -55,6 +55,10 @@ class AccountStore:
     def pool(self) -> asyncpg.Pool:
         return self._pool
 
+    @property
+    def actor(self) -> str:
+        return self._actor
+
     # -- projects -----------------------------------------------------------------
 
     async def create_project(self, name: str, plan: Plan = Plan.FREE) -> Project:
@@ -279,6 +283,30 @@ class AccountStore:
             row["cache_similarity_threshold"],
             row["cache_ttl_seconds"],
         )
+
+    async def get_cache_settings(self, project_name: str) -> CacheSettings:
+        row = await self._pool.fetchrow(
+            "SELECT s.cache_enabled, s.cache_mode, s.cache_similarity_threshold,"
+            " s.cache_ttl_seconds FROM projects p"
+            " JOIN project_settings s ON s.project_id = p.id WHERE p.name = $1",
+            project_name,
+        )
+        if row is None:
+            raise NotFoundError(f"no project named {project_name!r}")
+        return CacheSettings(
+            row["cache_enabled"],
+            row["cache_mode"],
+            row["cache_similarity_threshold"],
+            row["cache_ttl_seconds"],
+        )
+
+    async def get_allowed_models(self, project_name: str) -> list[str] | None:
+        """The project's model patterns, or None when every model is allowed."""
+        project = await self.get_project(project_name)
+        allowed = await self._pool.fetchval(
+            "SELECT allowed_models FROM project_settings WHERE project_id = $1", project.id
+        )
+        return list(allowed) if allowed is not None else None
 
     async def set_allowed_models(self, project_name: str, patterns: list[str] | None) -> None:
         project = await self.get_project(project_name)

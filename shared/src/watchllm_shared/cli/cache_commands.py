@@ -1,8 +1,9 @@
 """``watchllm cache …``: per-project settings, flushes, deletions, and the evaluation.
 
 Flushes and deletions are sent to the cache service (the only writer of the cache's
-stores) as commands on a Redis stream; it applies them within a second while running,
-or when it next starts. ``eval`` runs the cache service's own evaluation, in its
+stores) as commands on a Redis stream, through ``watchllm_shared.cache_admin`` (the
+dashboard's path too, audited); the service applies them within a second while
+running, or when it next starts. ``eval`` runs the cache service's own evaluation, in its
 package, so its numbers come from the production code path.
 """
 
@@ -10,24 +11,35 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
-import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from watchllm_shared.accounts import AccountStore
+from watchllm_shared.cache_admin import request_delete, request_flush
 from watchllm_shared.cli.accounts_commands import run_with_store
 from watchllm_shared.cli.settings import CliSettings
-from watchllm_shared.contracts.cache import CACHE_COMMAND_STREAM, CacheCommand
+
+T = TypeVar("T")
 
 
-def _send(settings: CliSettings, command: CacheCommand) -> None:
-    client = redis.Redis.from_url(settings.effective_redis_url(), socket_timeout=5)
-    try:
-        client.xadd(CACHE_COMMAND_STREAM, {"data": command.model_dump_json()})
-    except redis.RedisError as exc:
-        raise click.ClickException(f"cannot reach Redis: {exc}") from exc
-    finally:
-        client.close()
+def _with_redis(settings: CliSettings, action: Callable[[AccountStore, aioredis.Redis],
+                                                      Awaitable[T]]) -> T:  # fmt: skip
+    """Run ``action`` with the accounts store and a Redis client; Redis errors become CLI errors."""
+
+    async def run(store: AccountStore) -> T:
+        client = aioredis.Redis.from_url(settings.effective_redis_url(), socket_timeout=5)
+        try:
+            return await action(store, client)
+        except RedisError as exc:
+            raise click.ClickException(f"cannot reach Redis: {exc}") from exc
+        finally:
+            await client.aclose()
+
+    return run_with_store(settings, run)
 
 
 @click.group()
@@ -40,12 +52,7 @@ def cache() -> None:
 @click.pass_obj
 def flush(settings: CliSettings, project: str) -> None:
     """Drop every cached answer of a project (exact entries and semantic index)."""
-
-    async def project_id(store: AccountStore) -> str:
-        return str((await store.get_project(project)).id)
-
-    pid = run_with_store(settings, project_id)
-    _send(settings, CacheCommand(op="flush_project", project_id=pid))  # type: ignore[arg-type]
+    _with_redis(settings, lambda store, client: request_flush(store, client, project))
     click.echo(f"flush of project {project} sent to the cache service")
 
 
@@ -54,9 +61,7 @@ def flush(settings: CliSettings, project: str) -> None:
 @click.pass_obj
 def delete(settings: CliSettings, cache_key: str) -> None:
     """Drop one cached answer by its key (the x-watchllm-cache-key response header)."""
-    if not cache_key.startswith("watchllm:cache:exact:"):
-        raise click.BadParameter("a cache key starts with 'watchllm:cache:exact:'")
-    _send(settings, CacheCommand(op="delete", exact_key=cache_key))
+    _with_redis(settings, lambda store, client: request_delete(store, client, cache_key))
     click.echo("deletion sent to the cache service")
 
 

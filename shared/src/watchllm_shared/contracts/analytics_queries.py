@@ -58,6 +58,48 @@ class ProjectHourRange(HourRange):
     project_id: UUID
 
 
+class ProjectModelHourRange(ProjectHourRange):
+    model: str = Field(min_length=1, max_length=200)
+
+
+class ProjectKeyHourRange(ProjectHourRange):
+    key_id: UUID
+    model: str = Field(default="", max_length=200, description="'' for every model")
+
+
+class RequestFilter(BaseModel):
+    """One project's requests between two instants, filtered by exact matches; '' (or
+    null for ``key_id``) means "any". ``search`` matches a request, trace or event id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project_id: UUID
+    start: datetime
+    end: datetime
+    status: str = Field(default="", max_length=40)
+    model: str = Field(default="", max_length=200)
+    key_id: UUID | None = None
+    search: str = Field(default="", max_length=200)
+
+    @model_validator(mode="after")
+    def _ordered_and_bounded(self) -> Self:
+        start, end = _utc(self.start), _utc(self.end)
+        if end < start:
+            raise ValueError("end is before start")
+        if end - start > MAX_RANGE:
+            raise ValueError(f"range longer than {MAX_RANGE.days} days")
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+        return self
+
+
+class RequestLogParams(RequestFilter):
+    """A page of the filtered request log, newest first."""
+
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+    limit: int = Field(default=50, ge=1, le=500)
+
+
 class RecentRequestsParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -179,4 +221,86 @@ _QUERIES = (
     ),
 )
 
-ANALYTICS_QUERIES: Mapping[str, AnalyticsQuery] = {query.name: query for query in _QUERIES}
+# The dashboard's filtered and raw-row questions. Those filtering on a key, a status or
+# a cache layer read rows (the projection has no such columns); they are bounded by
+# project and time, the table's sort key, so they scan only that slice.
+_LOG_WHERE = """
+    project_id = {project_id:UUID}
+    AND occurred_at BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')}
+    AND ({status:String} = '' OR status = {status:String})
+    AND ({model:String} = '' OR model = {model:String})
+    AND ({key_id:Nullable(UUID)} IS NULL OR key_id = {key_id:Nullable(UUID)})
+    AND ({search:String} = '' OR request_id = {search:String} OR trace_id = {search:String}
+         OR toString(event_id) = {search:String})"""
+_KEY_HOURS = f"""{_PROJECT_HOURS}
+    AND key_id = {{key_id:UUID}} AND ({{model:String}} = '' OR model = {{model:String}})"""
+_LOG_COLUMNS = """event_id, occurred_at, request_id, key_id, model, provider, endpoint,
+    http_status, status, error_type, cache, cache_similarity, stream, prompt_tokens,
+    completion_tokens, cost_usd, cost_saved_usd, latency_ms, upstream_latency_ms, ttfb_ms,
+    trace_id, upstream_attempts"""
+
+_DASHBOARD_QUERIES = (
+    AnalyticsQuery(
+        name="project_model_usage_by_hour",
+        description="One project's usage of one model per hour (reads the projection).",
+        params=ProjectModelHourRange,
+        sql=f"SELECT toStartOfHour(occurred_at) AS hour, {_USAGE}\nFROM requests\n"
+        f"WHERE {_PROJECT_HOURS} AND model = {{model:String}}\nGROUP BY hour ORDER BY hour",
+    ),
+    AnalyticsQuery(
+        name="project_key_usage_by_hour",
+        description="One key's usage per hour, optionally of one model ('' for all).",
+        params=ProjectKeyHourRange,
+        sql=f"SELECT toStartOfHour(occurred_at) AS hour, {_USAGE}\nFROM requests\n"
+        f"WHERE {_KEY_HOURS}\nGROUP BY hour ORDER BY hour",
+    ),
+    AnalyticsQuery(
+        name="project_key_totals",
+        description="One key's totals over whole hours, optionally of one model ('' for all).",
+        params=ProjectKeyHourRange,
+        sql=f"SELECT {_USAGE}\nFROM requests\nWHERE {_KEY_HOURS}",
+    ),
+    AnalyticsQuery(
+        name="project_outcomes_by_hour",
+        description="One project's outcomes per hour: rate limited (429), errors, and cache"
+        " hits by layer (a semantic hit carries its similarity, an exact hit none).",
+        params=ProjectHourRange,
+        sql="SELECT toStartOfHour(occurred_at) AS hour, count() AS requests,\n"
+        "    countIf(status = 'ok') AS ok,\n"
+        "    countIf(status = 'rate_limited') AS rate_limited,\n"
+        "    countIf(status NOT IN ('ok', 'rate_limited')) AS errors,\n"
+        "    countIf(cache = 'hit' AND cache_similarity IS NULL) AS exact_hits,\n"
+        "    countIf(cache = 'hit' AND cache_similarity IS NOT NULL) AS semantic_hits,\n"
+        "    countIf(cache = 'miss') AS misses,\n"
+        "    countIf(cache = 'bypass') AS bypassed,\n"
+        "    sum(cost_saved_usd) AS cost_saved_usd\n"
+        f"FROM requests\nWHERE {_PROJECT_HOURS}\nGROUP BY hour ORDER BY hour",
+    ),
+    AnalyticsQuery(
+        name="project_key_activity",
+        description="Per key of one project over whole hours: requests, 429s, last use.",
+        params=ProjectHourRange,
+        sql="SELECT key_id, count() AS requests,\n"
+        "    countIf(status = 'rate_limited') AS rate_limited,\n"
+        "    max(occurred_at) AS last_used\n"
+        f"FROM requests\nWHERE {_PROJECT_HOURS}\nGROUP BY key_id ORDER BY last_used DESC",
+    ),
+    AnalyticsQuery(
+        name="project_request_log",
+        description="A page of one project's request log, newest first, with filters.",
+        params=RequestLogParams,
+        sql=f"SELECT {_LOG_COLUMNS}\nFROM requests\nWHERE {_LOG_WHERE}\n"
+        "ORDER BY occurred_at DESC, event_id DESC\n"
+        "LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
+    ),
+    AnalyticsQuery(
+        name="project_request_log_count",
+        description="How many requests the same filters match (for paging).",
+        params=RequestFilter,
+        sql=f"SELECT count() AS requests\nFROM requests\nWHERE {_LOG_WHERE}",
+    ),
+)
+
+ANALYTICS_QUERIES: Mapping[str, AnalyticsQuery] = {
+    query.name: query for query in (*_QUERIES, *_DASHBOARD_QUERIES)
+}

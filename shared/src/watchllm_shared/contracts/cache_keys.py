@@ -15,6 +15,7 @@ only ever return the answer to the very same question.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
@@ -22,6 +23,8 @@ from uuid import UUID
 import orjson
 
 CACHE_KEY_VERSION = 1
+
+_EXACT_KEY = re.compile(r"^watchllm:cache:exact:v\d+:\{([0-9a-f-]{36})\}:[0-9a-f]{64}$")
 
 # Fields that shape transport or bookkeeping, not the answer.
 _NON_SEMANTIC_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
@@ -41,6 +44,12 @@ def exact_cache_key(project_id: UUID, endpoint: str, body: Mapping[str, Any]) ->
 def project_cache_pattern(project_id: UUID) -> str:
     """SCAN pattern matching every exact entry of one project (for flushes)."""
     return f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project_id}}}:*"
+
+
+def project_of_exact_key(key: str) -> UUID | None:
+    """The project an exact-cache key belongs to, or None when it is not such a key."""
+    match = _EXACT_KEY.match(key)
+    return UUID(match.group(1)) if match else None
 
 
 def _text_of(content: Any) -> str | None:

@@ -50,6 +50,23 @@ def check_keys(project_id: UUID, key_id: UUID) -> list[str]:
     ]
 
 
+def day_counter_key(project_id: UUID) -> str:
+    """Hash of admitted requests per UTC day (field: days since the epoch)."""
+    return f"{_prefix(project_id)}:day"
+
+
+def request_log_key(project_id: UUID, key_id: UUID | None = None) -> str:
+    """Sorted set of the last minute's admitted requests (scored by ms), project or key."""
+    p = _prefix(project_id)
+    return f"{p}:rpm" if key_id is None else f"{p}:k:{key_id}:rpm"
+
+
+def token_log_key(project_id: UUID, key_id: UUID | None = None) -> str:
+    """Sorted set of the last minute's token charges, members ``<event id>:<tokens>``."""
+    p = _prefix(project_id)
+    return f"{p}:tpm" if key_id is None else f"{p}:k:{key_id}:tpm"
+
+
 def charge_keys(project_id: UUID, key_id: UUID) -> list[str]:
     """KEYS of ``watchllm_limit_charge``, in the library's order."""
     p = _prefix(project_id)

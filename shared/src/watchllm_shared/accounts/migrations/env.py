@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from watchllm_shared.accounts.migrate import sqlalchemy_url
+from watchllm_shared.accounts.migrate import MIGRATION_LOCK_ID, sqlalchemy_url
 
-# Arbitrary constant shared by every WatchLLM migrator ("WLLM" in ASCII).
-_MIGRATION_LOCK_ID = 0x574C4C4D
+
+def _record_applied(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]
+) -> None:
+    """Collect what this run applied (read back by ``migrate.upgrade``)."""
+    context.config.attributes.setdefault("applied", []).append(step.up_revision_id)
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=None, transaction_per_migration=False)
+    context.configure(
+        connection=connection,
+        target_metadata=None,
+        transaction_per_migration=False,
+        on_version_apply=_record_applied,
+    )
     with context.begin_transaction():
         # Held until the transaction ends: concurrent migrators queue here, then see
         # the version table already at head and do nothing.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         context.run_migrations()
 
 
