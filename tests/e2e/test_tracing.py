@@ -3,66 +3,24 @@ OTLP/HTTP and the request's event carries the same trace id."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import openai
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.e2e.conftest import gateway_env
 from tests.support.events import wait_for_events
+from tests.support.otlp import Collector, collector_running
 from tests.support.processes import ServiceProcess, start_gateway
 
 pytestmark = pytest.mark.e2e
 
 
-class Collector:
-    """A loopback OTLP/HTTP receiver keeping every exported span."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, str, str]] = []  # (service, span name, trace id)
-        self.received = threading.Event()
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                body = self.rfile.read(int(self.headers["content-length"]))
-                request = ExportTraceServiceRequest.FromString(body)
-                for resource_spans in request.resource_spans:
-                    attributes = {a.key: a.value.string_value
-                                  for a in resource_spans.resource.attributes}  # fmt: skip
-                    for scope in resource_spans.scope_spans:
-                        for span in scope.spans:
-                            collector.spans.append(
-                                (attributes.get("service.name", ""), span.name,
-                                 span.trace_id.hex())
-                            )  # fmt: skip
-                collector.received.set()
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def collector() -> Iterator[Collector]:
-    collector = Collector()
-    yield collector
-    collector.close()
+    yield from collector_running()
 
 
 def test_spans_are_exported_and_the_event_carries_their_trace_id(
@@ -91,9 +49,11 @@ def test_spans_are_exported_and_the_event_carries_their_trace_id(
         assert event.trace_id is not None and len(event.trace_id) == 32
         assert collector.received.wait(10), "no spans exported"
         gateway.stop()  # flushes the remaining spans
-        mine = [s for s in collector.spans if s[2] == event.trace_id]
-        assert {s[0] for s in mine} == {"watchllm-gateway"}
-        names = " ".join(s[1] for s in mine)
+        mine = [s for s in collector.spans if s.trace_id == event.trace_id]
+        assert {s.service for s in mine} == {"watchllm-gateway"}
+        names = " ".join(s.name for s in mine)
         assert "/v1/chat/completions" in names and "POST" in names
+        (request,) = [s for s in mine if s.name == "chat gpt-4o-mini"]
+        assert request.attributes["watchllm.request_id"] == request_id
     finally:
         gateway.stop()

@@ -39,13 +39,29 @@ class WatchLLMSettings(BaseSettings):
         default=False,
         description="Log request and response bodies. Off by default: bodies hold user data.",
     )
+    # Tracing: these only decide whether it is on (see ``tracing_enabled``); the
+    # OpenTelemetry SDK reads every OTEL_* variable itself (endpoints, headers, sampler,
+    # resource attributes, batch processor), as its documentation says.
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,
-        validation_alias=AliasChoices(
-            "OTEL_EXPORTER_OTLP_ENDPOINT", "WATCHLLM_OTEL_EXPORTER_OTLP_ENDPOINT"
-        ),
-        description="Turns tracing on: spans are exported over OTLP/HTTP to this URL.",
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="Turns tracing on: spans are exported over OTLP/HTTP to <URL>/v1/traces.",
     )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="Turns tracing on: spans are exported over OTLP/HTTP to this exact URL.",
+    )
+    otel_sdk_disabled: bool = Field(
+        default=False,
+        validation_alias="OTEL_SDK_DISABLED",
+        description="true keeps tracing off even with an endpoint set.",
+    )
+
+    @property
+    def tracing_enabled(self) -> bool:
+        endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+        return bool(endpoint) and not self.otel_sdk_disabled
 
 
 class DatabaseSettings(BaseSettings):

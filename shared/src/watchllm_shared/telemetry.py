@@ -6,8 +6,19 @@ message and its arguments, so a key can never reach the logs even by mistake. Bo
 are logged only when the operator sets ``WATCHLLM_LOG_BODIES=true``.
 
 Tracing: a real ``TracerProvider`` exporting over OTLP/HTTP when
-``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise the OpenTelemetry no-op API stays in
-place and instrumentation is not installed at all (it costs CPU on the hot path).
+``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and
+``OTEL_SDK_DISABLED`` is not ``true``); otherwise the OpenTelemetry no-op API stays in
+place, instrumentation is not installed at all and ``active_tracer`` is None, so the
+services' own span code is skipped (tracing costs CPU on the hot path). The SDK reads
+the other standard variables itself: ``OTEL_SERVICE_NAME`` and
+``OTEL_RESOURCE_ATTRIBUTES`` (over the default ``service.name`` ``watchllm-<service>``),
+``OTEL_TRACES_SAMPLER``/``_ARG``, ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``/``TIMEOUT``/
+``COMPRESSION``/``CERTIFICATE``, ``OTEL_BSP_*``, ``OTEL_SPAN_*_LIMIT``.
+
+One rule is added to the configured sampler: a Redis or Postgres call (a CLIENT span)
+made outside any request or message is not sampled. Those are the consumers' blocking
+reads, heartbeats, limit syncs and the batched event writes: without the rule each
+would start a trace of its own several times a second per process.
 """
 
 from __future__ import annotations
@@ -15,12 +26,27 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+from watchllm_shared.settings import WatchLLMSettings
+
+# What every service passes to the FastAPI instrumentation: no spans for probes and
+# scrapes, and none per ASGI receive/send message (one per SSE event on a stream).
+HTTP_SERVER_OPTIONS: dict[str, Any] = {
+    "excluded_urls": "livez,readyz,metrics",
+    "exclude_spans": ["receive", "send"],
+}
 
 _SECRET = re.compile(
     r"(lgw_[A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]+"
@@ -68,19 +94,57 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def configure_tracing(service: str, otlp_endpoint: str | None) -> TracerProvider | None:
-    """Install a tracer provider exporting to ``otlp_endpoint``; None when tracing is off."""
-    if not otlp_endpoint:
+def configure_tracing(service: str, settings: WatchLLMSettings) -> TracerProvider | None:
+    """Install the global tracer provider; None (nothing installed) when tracing is off."""
+    if not settings.tracing_enabled:
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    provider = TracerProvider(resource=Resource.create({"service.name": f"watchllm-{service}"}))
-    endpoint = otlp_endpoint.rstrip("/")
-    if not endpoint.endswith("/v1/traces"):
-        endpoint = f"{endpoint}/v1/traces"
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    # Ours is the default; OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME override it.
+    resource = Resource.create({"service.name": f"watchllm-{service}"}).merge(
+        OTELResourceDetector().detect()
+    )
+    provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER
+    provider.sampler = SkipUnparentedClientSpans(provider.sampler)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
+
+
+class SkipUnparentedClientSpans(Sampler):
+    """Drops CLIENT spans that would start a trace (background Redis/Postgres calls);
+    everything else is decided by the configured sampler."""
+
+    def __init__(self, delegate: Sampler) -> None:
+        self._delegate = delegate
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.CLIENT:
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                return SamplingResult(Decision.DROP)
+        return self._delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"SkipUnparentedClientSpans{{{self._delegate.get_description()}}}"
+
+
+def active_tracer(name: str) -> trace.Tracer | None:
+    """A tracer when ``configure_tracing`` installed a provider in this process, else
+    None: code that makes its own spans checks for None and does nothing when off."""
+    provider = trace.get_tracer_provider()
+    return provider.get_tracer(name) if isinstance(provider, TracerProvider) else None
 
 
 def current_trace_id() -> str | None:

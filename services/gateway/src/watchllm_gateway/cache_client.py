@@ -16,6 +16,10 @@ So that a cache service that is down does not cost every request the full deadli
 ``_BREAKER_AFTER`` semantic timeouts in a row stop semantic asks for
 ``_BREAKER_SECONDS``; then one ask probes again (the exact layer is always asked: it is
 one GET in the gateway's own Redis).
+
+Tracing (only with a tracer): each lookup is a ``cache lookup`` span (outcome, layer,
+similarity); a semantic ask carries that span's context in its ``traceparent`` field,
+so the cache service's ``cache ask`` span is its child.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -40,6 +45,7 @@ from watchllm_shared.contracts.cache import (
     SemanticAsk,
     reply_channel,
 )
+from watchllm_shared.contracts.trace_context import current_trace_fields
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +61,11 @@ class CacheHit:
 
 class CacheClient:
     def __init__(
-        self, redis: aioredis.Redis, metrics: GatewayMetrics, instance: str, timeout: float
-    ) -> None:
+        self, redis: aioredis.Redis, metrics: GatewayMetrics, instance: str, timeout: float,
+        tracer: Tracer | None = None,
+    ) -> None:  # fmt: skip
         self._redis = redis
+        self._tracer = tracer
         self._metrics = metrics
         self._channel = reply_channel(instance)
         self._timeout = timeout
@@ -84,6 +92,26 @@ class CacheClient:
         threshold: float | None,
     ) -> CacheHit | None:
         """The cached answer for this request, or None (a miss, whatever the reason)."""
+        if self._tracer is None:
+            return await self._lookup(request_id, project_id, exact_key, semantic, threshold)
+        with self._tracer.start_as_current_span("cache lookup") as span:
+            hit = await self._lookup(request_id, project_id, exact_key, semantic, threshold)
+            span.set_attribute("watchllm.cache", "miss" if hit is None else "hit")
+            if hit is not None:
+                span.set_attribute("watchllm.cache.layer",
+                                   "exact" if hit.similarity is None else "semantic")  # fmt: skip
+                if hit.similarity is not None:
+                    span.set_attribute("watchllm.cache.similarity", hit.similarity)
+            return hit
+
+    async def _lookup(
+        self,
+        request_id: str,
+        project_id: UUID,
+        exact_key: str,
+        semantic: tuple[str, str] | None,
+        threshold: float | None,
+    ) -> CacheHit | None:
         started = time.perf_counter()
         asked = False
         try:
@@ -143,8 +171,11 @@ class CacheClient:
         future: asyncio.Future[SemanticAnswer] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
+            fields = {"data": ask.model_dump_json()}
+            if self._tracer is not None:
+                fields.update(current_trace_fields())  # the ``cache lookup`` span
             await self._redis.xadd(
-                SEMANTIC_ASK_STREAM, {"data": ask.model_dump_json()},
+                SEMANTIC_ASK_STREAM, fields,  # type: ignore[arg-type]
                 maxlen=SEMANTIC_ASK_MAXLEN, approximate=True,
             )  # fmt: skip
             answer = await future

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,7 @@ class PublisherMetrics:
     errors: Any  # Counter
 
 
-Fields = dict[str, bytes] | dict[str, str]
+Fields = Mapping[str, bytes | str]
 
 
 class StreamPublisher:

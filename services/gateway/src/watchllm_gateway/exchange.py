@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from watchllm_gateway.endpoints import EndpointSpec
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from watchllm_gateway.cache_flow import CachePlan
     from watchllm_gateway.cache_shapes import StreamAssembler
 from watchllm_gateway.usage import Usage
@@ -51,6 +53,8 @@ class Exchange:
     store: CacheStore | None = None  # published after the answer was sent
     cache_plan: CachePlan | None = None
     assembler: StreamAssembler | None = None
+    span: Span | None = None  # the request's span, only when tracing is on (``tracing``)
+    response_model: str | None = None  # filled only for the span
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -25,6 +25,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
+from opentelemetry.trace import Tracer, use_span
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -49,10 +50,17 @@ from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.streaming import relay_stream
+from watchllm_gateway.tracing import (
+    describe_request,
+    finish_request_span,
+    response_model,
+    start_request_span,
+)
 from watchllm_gateway.upstream import UpstreamBodyError, UpstreamClient, UpstreamResponse
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts import CacheOutcome, RequestStatus
 from watchllm_shared.contracts.cache import CacheStore
+from watchllm_shared.contracts.trace_context import trace_fields
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,7 @@ class Proxy:
         limiter: RateLimiter | None = None,
         cache: CacheSupport | None = None,
         log_bodies: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         self._auth = auth
         self._router = router
@@ -111,18 +120,39 @@ class Proxy:
         self._log_bodies = log_bodies
         self._limiter = limiter
         self._cache = cache
+        self._tracer = tracer  # None: tracing is off, no span code runs (see ``tracing``)
 
     async def authenticate(self, key: str) -> KeyGrant:
         return await self._auth.authenticate(key)
 
     async def handle(self, request: Request, spec: EndpointSpec) -> Response:
         exchange = Exchange(spec)
+        if self._tracer is not None:
+            return await self._handle_traced(request, exchange, self._tracer)
         try:
             return await self._forward(request, exchange)
         except GatewayError as error:
-            exchange.fail(error.status, status_for_http(error.status), error.code)
-            exchange.upstream_attempts = error.upstream_attempts or exchange.upstream_attempts
-            return self._finish(exchange, error.render(spec.api, exchange.request_id))
+            return self._refuse(exchange, error)
+
+    async def _handle_traced(
+        self, request: Request, exchange: Exchange, tracer: Tracer
+    ) -> Response:
+        """``handle`` inside the request's span; it ends in ``_record``, after the last byte."""
+        span = exchange.span = start_request_span(tracer, exchange.spec)
+        try:
+            with use_span(span, end_on_exit=False):
+                try:
+                    return await self._forward(request, exchange)
+                except GatewayError as error:
+                    return self._refuse(exchange, error)
+        except BaseException:  # no event either: the app's 500 handler answers
+            span.end()
+            raise
+
+    def _refuse(self, exchange: Exchange, error: GatewayError) -> Response:
+        exchange.fail(error.status, status_for_http(error.status), error.code)
+        exchange.upstream_attempts = error.upstream_attempts or exchange.upstream_attempts
+        return self._finish(exchange, error.render(exchange.spec.api, exchange.request_id))
 
     async def _forward(self, request: Request, exchange: Exchange) -> Response:
         spec = exchange.spec
@@ -137,6 +167,8 @@ class Proxy:
         model: str = body["model"]
         exchange.model = model
         exchange.stream = body.get("stream") is True
+        if exchange.span is not None:
+            describe_request(exchange.span, spec, model, body)
         if not model_allowed(model, exchange.grant.allowed_models):
             raise GatewayError(
                 403, "model_not_allowed", f"This project may not use the model {model!r}"
@@ -186,6 +218,8 @@ class Proxy:
         exchange.cache = CacheOutcome.HIT
         exchange.cache_similarity = hit.similarity
         exchange.cost_saved_usd = Decimal(hit.answer.cost_usd)
+        if exchange.span is not None:
+            exchange.response_model = hit.answer.model
         exchange.mark_first_byte()
         response = hit_response(exchange.spec, hit, exchange.stream, include_usage)
         if hit.similarity is not None:
@@ -206,6 +240,8 @@ class Proxy:
         except orjson.JSONDecodeError as exc:
             raise GatewayError(502, "upstream_error", "The upstream sent invalid JSON") from exc
         exchange.usage = exchange.spec.usage_from_body(parsed)
+        if exchange.span is not None:
+            exchange.response_model = response_model(parsed)
         if self._log_bodies:
             log.info("response %s body: %s", exchange.request_id, content[:65536])
         self._price(exchange)
@@ -265,6 +301,8 @@ class Proxy:
         assembled = exchange.assembler.result() if exchange.assembler is not None else None
         if exchange.status is RequestStatus.OK and assembled is not None:
             exchange.store = self._store_request(exchange, assembled)
+        if exchange.span is not None:
+            exchange.response_model = response_model(assembled)
         self._record(exchange)
 
     def _price(self, exchange: Exchange) -> None:
@@ -305,9 +343,14 @@ class Proxy:
         self._metrics.observe_request(
             exchange.spec.path, exchange.http_status, latency, exchange.ttfb
         )
-        self._events.publish(exchange.to_event(latency).to_stream_fields())
+        fields = exchange.to_event(latency).to_stream_fields()
+        context: dict[str, str] = {}
+        if exchange.span is not None:  # the consumers' spans join the request's trace
+            finish_request_span(exchange.span, exchange)
+            context = trace_fields(exchange.span)
+        self._events.publish({**fields, **context} if context else fields)
         if exchange.store is not None and self._cache is not None:
-            self._cache.stores.publish({"data": exchange.store.model_dump_json()})
+            self._cache.stores.publish({"data": exchange.store.model_dump_json(), **context})
 
 
 async def _maybe(awaitable: Awaitable[Any] | None) -> Any:

@@ -28,6 +28,7 @@ from watchllm_shared.accounts import AccountStore
 from watchllm_shared.contracts.cache import CACHE_STORE_MAXLEN, CACHE_STORE_STREAM
 from watchllm_shared.contracts.streams import REQUESTS_COMPLETED_MAXLEN
 from watchllm_shared.redis_io import create_redis
+from watchllm_shared.telemetry import active_tracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ async def open_runtime(
     settings: GatewaySettings, metrics: GatewayMetrics, stack: AsyncExitStack
 ) -> GatewayRuntime:
     """Connect to Redis, Postgres and the upstreams; ``stack`` closes them in reverse."""
+    tracer = active_tracer("watchllm_gateway")  # None unless tracing is on
     # No socket timeout: every gateway call to Redis runs under its own asyncio.timeout.
     redis: aioredis.Redis = create_redis(settings.redis_url, socket_timeout=False)
     stack.push_async_callback(redis.aclose)
@@ -68,7 +70,7 @@ async def open_runtime(
         stores.start()
         stack.push_async_callback(stores.close)
         client = CacheClient(redis, metrics, settings.instance_name,
-                             settings.cache_timeout_seconds)  # fmt: skip
+                             settings.cache_timeout_seconds, tracer)  # fmt: skip
         client.start()
         stack.push_async_callback(client.close)
         cache = CacheSupport(client, stores)
@@ -97,6 +99,7 @@ async def open_runtime(
             else None
         ),
         log_bodies=settings.log_bodies,
+        tracer=tracer,
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
     return GatewayRuntime(settings, metrics, router, proxy, health)

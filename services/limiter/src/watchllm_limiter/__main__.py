@@ -6,15 +6,23 @@ import uvicorn
 
 from watchllm_limiter.main import create_app
 from watchllm_limiter.settings import LimiterSettings
-from watchllm_shared.telemetry import configure_logging, configure_tracing
+from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
 def main() -> None:
     settings = LimiterSettings()
     configure_logging("limiter", settings.log_level)
-    configure_tracing("limiter", settings.otel_exporter_otlp_endpoint)
+    app = create_app(settings)
+    if configure_tracing("limiter", settings) is not None:  # else nothing is instrumented
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, **HTTP_SERVER_OPTIONS)
+        RedisInstrumentor().instrument()
+        AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.limiter_host,
         port=settings.limiter_port,
         loop="uvloop",

@@ -13,6 +13,10 @@ Failure modes:
   copied to ``<stream>.dlq`` with its error and acknowledged: counted, never dropped
   silently, never wedging the group.
 - Events older than the TPM window (60 s) charge nothing: they cannot affect a limit.
+
+Tracing (only with a tracer): each handled batch is a ``charge tokens batch`` span, and
+each event that carried a ``traceparent`` gets a ``charge tokens`` span in its request's
+trace (``stream_tracing.batch_spans``), with the tokens it charged.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
 from watchllm_limiter.metrics import LimiterMetrics
@@ -28,6 +33,7 @@ from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts import RequestCompleted
 from watchllm_shared.contracts.limits import CHARGE_FUNCTION, charge_keys
 from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter
+from watchllm_shared.stream_tracing import BatchTrace, batch_spans, messaging_attributes
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +42,11 @@ _BLOCK_MS = 1000
 
 class TokenCharger:
     def __init__(
-        self, redis: aioredis.Redis, metrics: LimiterMetrics, settings: LimiterSettings
-    ) -> None:
+        self, redis: aioredis.Redis, metrics: LimiterMetrics, settings: LimiterSettings,
+        tracer: Tracer | None = None,
+    ) -> None:  # fmt: skip
         self._redis = redis
+        self._tracer = tracer
         self._metrics = metrics
         self._stream = settings.events_stream
         self._group = settings.limiter_consumer_group
@@ -76,6 +84,16 @@ class TokenCharger:
     async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         if not entries:
             return
+        if self._tracer is None:
+            await self._handle_batch(entries, None)
+            return
+        attributes = messaging_attributes(self._stream, self._group)
+        with batch_spans(self._tracer, "charge tokens", entries, attributes) as traced:
+            await self._handle_batch(entries, traced)
+
+    async def _handle_batch(
+        self, entries: list[tuple[bytes, dict[bytes, bytes]]], traced: BatchTrace | None
+    ) -> None:
         charges: list[tuple[bytes, RequestCompleted]] = []
         done: list[bytes] = []
         for entry_id, fields in entries:
@@ -83,13 +101,18 @@ class TokenCharger:
                 event = RequestCompleted.from_stream_fields(fields)
             except (KeyError, ValidationError, ValueError) as exc:
                 await self._dead_letter(entry_id, fields, f"unreadable event: {exc}")
+                if traced is not None:
+                    traced.fail(entry_id, "unreadable event, parked in the dead-letter stream")
                 continue
             tokens = event.prompt_tokens + event.completion_tokens
             if event.project_id is None or event.key_id is None or tokens <= 0:
                 self._metrics.events_processed.labels("nothing_to_charge").inc()
                 done.append(entry_id)
+                tokens = 0
             else:
                 charges.append((entry_id, event))
+            if traced is not None:
+                traced.set(entry_id, "watchllm.tokens_charged", tokens)
         await self._charge(charges)
         done += [entry_id for entry_id, _ in charges]
         if done:

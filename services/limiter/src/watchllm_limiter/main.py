@@ -25,6 +25,7 @@ from watchllm_limiter.settings import LimiterSettings
 from watchllm_limiter.sync import LimitSync
 from watchllm_shared.contracts.health import publish_heartbeat
 from watchllm_shared.redis_io import create_redis
+from watchllm_shared.telemetry import active_tracer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
             await _load_library(redis, metrics)
             sync = LimitSync(settings.database_url, pool, redis, metrics,
                              settings.limiter_full_sync_seconds)  # fmt: skip
-            charger = TokenCharger(redis, metrics, settings)
+            charger = TokenCharger(redis, metrics, settings, active_tracer("watchllm_limiter"))
             tasks = [
                 asyncio.create_task(sync.run(), name="limit-sync"),
                 asyncio.create_task(charger.run(), name="token-charger"),

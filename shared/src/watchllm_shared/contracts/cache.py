@@ -14,6 +14,10 @@ Stores, after the answer was sent: the gateway XADDs a ``CacheStore`` to
 ``CACHE_STORE_STREAM``; the cache service writes the body under the exact key (with
 the TTL) and indexes the question's embedding, reusing the one computed at lookup
 (kept under ``lookup_embedding_key(request_id)`` for a few minutes).
+
+Asks and stores are stream entries with the document in field ``data``; when the
+gateway traces, ``traceparent`` (and ``tracestate``) ride next to it (optional, see
+``trace_context``), so the cache service's spans join the request's trace.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ Rules (rolling deploys mix old and new producers and consumers):
 - consumers ignore fields they do not know (``extra="ignore"``);
 - a breaking change is a new ``schema_version`` on a new stream name.
 
-On the wire the event is one stream entry with a single field ``data`` holding the
-JSON document; ``to_stream_fields``/``from_stream_fields`` are the only codec.
+On the wire the event is one stream entry with a field ``data`` holding the JSON
+document; ``to_stream_fields``/``from_stream_fields`` are the only codec. When the
+gateway traces, the entry also carries the request's W3C trace context in
+``traceparent`` (and ``tracestate``) next to ``data``: optional, see ``trace_context``.
 """
 
 from __future__ import annotations

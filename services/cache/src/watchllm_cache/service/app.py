@@ -33,6 +33,7 @@ from watchllm_cache.service.settings import CacheServiceSettings
 from watchllm_cache.service.stores import StoreConsumer
 from watchllm_shared.contracts.health import publish_heartbeat
 from watchllm_shared.redis_io import create_redis
+from watchllm_shared.telemetry import active_tracer
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,12 @@ def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
             cache = SemanticCache(embedder, index, settings)
             stack.push_async_callback(cache.close)
             name = settings.cache_consumer_name
+            tracer = active_tracer("watchllm_cache")  # None unless tracing is on
             tasks = [
-                asyncio.create_task(AskServer(redis, cache, metrics, name).run()),
+                asyncio.create_task(AskServer(redis, cache, metrics, name, tracer).run()),
                 asyncio.create_task(StoreConsumer(
                     redis, cache, metrics, name, settings.cache_reclaim_idle_ms,
-                    settings.cache_max_deliveries).run()),
+                    settings.cache_max_deliveries, tracer).run()),
                 asyncio.create_task(CommandConsumer(redis, cache, metrics, name).run()),
                 asyncio.create_task(_heartbeat(redis, cache, settings)),
             ]  # fmt: skip

@@ -6,14 +6,20 @@ import uvicorn
 
 from watchllm_cache.service.app import create_app
 from watchllm_cache.service.settings import CacheServiceSettings
-from watchllm_shared.telemetry import configure_logging, configure_tracing
+from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
 def serve() -> None:
     settings = CacheServiceSettings()
     configure_logging("cache", settings.log_level)
-    configure_tracing("cache", settings.otel_exporter_otlp_endpoint)
+    app = create_app(settings)
+    if configure_tracing("cache", settings) is not None:  # else nothing is instrumented
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, **HTTP_SERVER_OPTIONS)
+        RedisInstrumentor().instrument()
     uvicorn.run(
-        create_app(settings), host=settings.cache_host, port=settings.cache_port, loop="uvloop",
+        app, host=settings.cache_host, port=settings.cache_port, loop="uvloop",
         access_log=False, log_config=None, timeout_graceful_shutdown=10,
     )  # fmt: skip

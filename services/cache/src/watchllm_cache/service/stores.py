@@ -11,6 +11,9 @@ Failure modes:
   ``<stream>.dlq`` with its error. An unreadable message goes there at once.
 - Entries expire with their TTL in Redis; the index ignores expired points (their
   payload carries the expiry).
+
+Tracing (only with a tracer): each store is a ``cache store`` span in the request's
+trace (the store's ``traceparent`` field); its Redis writes are children.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
 from watchllm_cache.semantic import SemanticCache
@@ -31,6 +35,7 @@ from watchllm_shared.contracts.cache import (
     lookup_embedding_key,
 )
 from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter
+from watchllm_shared.stream_tracing import message_span
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +46,10 @@ _BLOCK_MS = 1000
 class StoreConsumer:
     def __init__(
         self, redis: aioredis.Redis, cache: SemanticCache, metrics: CacheServiceMetrics,
-        consumer: str, reclaim_idle_ms: int, max_deliveries: int,
+        consumer: str, reclaim_idle_ms: int, max_deliveries: int, tracer: Tracer | None = None,
     ) -> None:  # fmt: skip
         self._redis = redis
+        self._tracer = tracer
         self._cache = cache
         self._metrics = metrics
         self._consumer = consumer
@@ -65,11 +71,20 @@ class StoreConsumer:
                 await self._store_one(entry_id, fields)
 
     async def _store_one(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        if self._tracer is None:
+            await self._store(entry_id, fields)
+            return
+        with message_span(self._tracer, "cache store", CACHE_STORE_STREAM, CACHE_STORE_GROUP,
+                          (entry_id, fields)) as span:  # fmt: skip
+            span.set_attribute("watchllm.cache.layer", await self._store(entry_id, fields))
+
+    async def _store(self, entry_id: bytes, fields: dict[bytes, bytes]) -> str:
+        """Store one answer; the layers written (``exact``, ``semantic``) or the failure."""
         try:
             store = CacheStore.model_validate_json(fields[b"data"])
         except (KeyError, ValidationError) as exc:
             await self._dead_letter(entry_id, fields, f"unreadable: {exc}")
-            return
+            return "unreadable"
         await self._redis.set(store.exact_key, store.answer.model_dump_json(),
                               ex=store.ttl_seconds)  # fmt: skip
         self._metrics.stores.labels("exact").inc()
@@ -81,9 +96,10 @@ class StoreConsumer:
             except Exception:  # noqa: BLE001 - left pending: retried, then dead-lettered
                 log.exception("indexing %s failed; will retry", store.exact_key)
                 self._metrics.errors.labels("index").inc()
-                return
+                return "exact, index failed"
             self._metrics.stores.labels("semantic").inc()
         await self._redis.xack(CACHE_STORE_STREAM, CACHE_STORE_GROUP, entry_id)
+        return "exact" if store.scope is None or store.question is None else "exact+semantic"
 
     async def _parked_embedding(self, request_id: str) -> np.ndarray | None:
         raw = await self._redis.get(lookup_embedding_key(request_id))
