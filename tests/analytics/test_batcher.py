@@ -84,3 +84,19 @@ def test_room_says_how_many_items_still_fit() -> None:
 def test_bounds_must_make_sense(items: int, seconds: float) -> None:
     with pytest.raises(ValueError):
         Batcher(max_items=items, max_seconds=seconds)
+
+
+def test_add_many_fills_batches_in_order_and_keeps_the_rest_open() -> None:
+    clock = FakeClock()
+    batcher: Batcher[int] = Batcher(max_items=3, max_seconds=1.0, clock=clock)
+    batcher.add(0)
+    clock.now += 0.5
+    full = batcher.add_many(list(range(1, 8)))
+    assert [(b.items, b.reason) for b in full] == [
+        ([0, 1, 2], FlushReason.SIZE),
+        ([3, 4, 5], FlushReason.SIZE),
+    ]
+    assert full[0].opened_at == 1000.0 and full[1].opened_at == 1000.5
+    assert len(batcher) == 2 and batcher.room == 1
+    assert batcher.seconds_until_due() == pytest.approx(1.0)  # 6 opened the next one
+    assert batcher.add_many([]) == []

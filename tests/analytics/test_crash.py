@@ -42,14 +42,18 @@ def start_analytics(env: dict[str, str], consumer: str, log_dir: Path) -> Servic
     return start_process("watchllm_analytics", [], full_env, f"{base}/readyz", base, log, 60)
 
 
-def publish_paced(client: redis.Redis, stream: str, events: list[RequestCompleted]) -> None:
-    """About 2,500 events/s in pipelined chunks, so every kill lands while events flow."""
-    for start in range(0, len(events), 300):
+def publish_paced(
+    client: redis.Redis, stream: str, events: list[RequestCompleted], hurry: threading.Event
+) -> None:
+    """About 500 events/s in pipelined chunks until ``hurry`` is set (a minute's worth),
+    so every kill lands while events flow however slowly the restarts go, then the rest."""
+    for start in range(0, len(events), 100):
         pipe = client.pipeline(transaction=False)
-        for event in events[start : start + 300]:
+        for event in events[start : start + 100]:
             pipe.xadd(stream, event.to_stream_fields())  # type: ignore[arg-type]
         pipe.execute()
-        time.sleep(0.1)
+        if not hurry.is_set():
+            time.sleep(0.2)
 
 
 def group_state(client: redis.Redis, stream: str) -> tuple[int, int]:
@@ -88,7 +92,8 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
     client = redis.Redis.from_url(redis_url)
     projects = [uuid.uuid4() for _ in range(7)]
     events = [make_event(projects[i % 7]) for i in range(EVENTS)]
-    publisher = threading.Thread(target=publish_paced, args=(client, stream, events))
+    hurry = threading.Event()
+    publisher = threading.Thread(target=publish_paced, args=(client, stream, events, hurry))
     consumers = iter(["crash-a", "crash-a", "crash-b", "crash-b", "crash-c"])
     service = start_analytics(env, next(consumers), log_dir)
     unstored_at_kill = []
@@ -99,6 +104,8 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
             unstored_at_kill.append(wait_for_unstored(client, stream))
             service.kill()  # SIGKILL, with a batch read and not yet acknowledged
             service = start_analytics(env, next(consumers), log_dir)
+        assert publisher.is_alive(), "the kills should all land while events are published"
+        hurry.set()
         publisher.join()
         deadline = time.monotonic() + 45
         while group_state(client, stream) != (0, 0):

@@ -136,6 +136,26 @@ async def test_a_batch_stored_but_not_acked_before_a_crash_is_not_stored_twice(
         await running.stop()
 
 
+async def test_an_event_in_a_new_entry_after_it_was_stored_is_not_stored_twice(
+    running: RunningService, redis_client: aioredis.Redis, settings: AnalyticsSettings,
+    inspector: Client,
+) -> None:  # fmt: skip
+    """A producer that re-sends after a timeout (the gateway re-sends its whole pipeline),
+    or an operator's replay: entries the group delivers for the first time (XREADGROUP
+    ``>``), carrying events already stored. This is why the writer checks every row."""
+    events = [make_event() for _ in range(60)]
+    await publish(redis_client, settings.events_stream, events)
+    await wait_stored(inspector, 60)
+    await eventually(lambda: pending_is(redis_client, settings, 0))
+    later = make_event()
+    await publish(redis_client, settings.events_stream, events[10:30] + [later] + events[10:12])
+    await wait_stored(inspector, 61)
+    await eventually(lambda: pending_is(redis_client, settings, 0))
+    assert stored(inspector) == expected([*events, later])
+    assert running.service.metrics.already_stored._value.get() == 22
+    assert running.service.metrics.redelivered.labels("own_pending")._value.get() == 0
+
+
 async def test_an_entry_that_keeps_failing_is_parked_and_its_last_try_is_alone(
     settings: AnalyticsSettings, redis_client: aioredis.Redis, inspector: Client,
     cleanup_stream: None,

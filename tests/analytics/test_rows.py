@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from tests.analytics.conftest import make_event
+from watchllm_analytics.clickhouse import Verbatim
 from watchllm_analytics.rows import COLUMNS, NIL_UUID, UnreadableEvent, decode_entry, to_arrow
 from watchllm_shared.contracts import RequestCompleted
 
@@ -37,7 +38,7 @@ def test_a_readable_event_becomes_a_row_with_every_field() -> None:
         event.project_id,
     )
     assert values["event_id"] == event.event_id.bytes
-    assert values["cost_usd"] == event.cost_usd
+    assert Decimal(values["cost_usd"]) == event.cost_usd
     assert (values["model"], values["error_type"], values["stream"]) == (event.model, "x", True)
     assert values["cache_similarity"] == 0.97
 
@@ -58,8 +59,8 @@ def test_absent_project_key_and_strings_become_nil_and_empty() -> None:
 def test_costs_are_rounded_half_even_to_twelve_places() -> None:
     row = decode_entry(b"1-0", fields_of(cost_usd="0.0000000000025", cost_saved_usd="1.5"))
     values = dict(zip(COLUMNS, row.values, strict=True))
-    assert values["cost_usd"] == Decimal("0.000000000002")
-    assert values["cost_saved_usd"] == Decimal("1.5")
+    assert Decimal(values["cost_usd"]) == Decimal("0.000000000002")
+    assert Decimal(values["cost_saved_usd"]) == Decimal("1.5")
 
 
 def test_naive_times_are_taken_as_utc() -> None:
@@ -92,3 +93,13 @@ def test_rows_become_one_arrow_table_in_column_order() -> None:
     assert tuple(table.column_names) == COLUMNS
     assert table.column("event_id").to_pylist() == [r.event_id.bytes for r in rows]
     assert uuid.UUID(bytes=table.column("project_id")[0].as_py()) == rows[0].project_id
+    costs = [Decimal(r.values[COLUMNS.index("cost_usd")]) for r in rows]
+    assert table.column("cost_usd").to_pylist() == costs
+
+
+def test_verbatim_parameters_take_only_text_that_needs_no_escaping() -> None:
+    ids = b"".join(uuid.uuid4().bytes for _ in range(3)).hex(",", 16)
+    assert str(Verbatim(ids)) == ids
+    for unsafe in ("a'b", "a\\b", "a b", "a\nb", "é", "{x}"):
+        with pytest.raises(ValueError, match="Verbatim"):
+            Verbatim(unsafe)

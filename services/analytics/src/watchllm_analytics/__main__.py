@@ -9,18 +9,22 @@ from __future__ import annotations
 import uvicorn
 
 from watchllm_analytics.main import create_app
+from watchllm_analytics.pipeline import tune_garbage_collector
 from watchllm_analytics.settings import AnalyticsSettings
-from watchllm_shared.telemetry import configure_logging, configure_tracing
+from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
 def main() -> None:
     settings = AnalyticsSettings()
     configure_logging("analytics", settings.log_level)
     app = create_app(settings)
-    if configure_tracing("analytics", settings.otel_exporter_otlp_endpoint) is not None:
+    tune_garbage_collector()
+    if configure_tracing("analytics", settings) is not None:  # else nothing is instrumented
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="livez,readyz,metrics")
+        FastAPIInstrumentor.instrument_app(app, **HTTP_SERVER_OPTIONS)
+        RedisInstrumentor().instrument()
     uvicorn.run(
         app,
         host=settings.analytics_host,

@@ -1,8 +1,9 @@
 """A pure batcher: items in, batches out when a size or a time bound is reached.
 
 No I/O and no clock of its own (the clock is injected), so its bounds are tested with
-a fake clock. The caller asks ``add`` after each item and ``take_due`` whenever it
-wakes up; ``seconds_until_due`` tells it how long it may block waiting for more.
+a fake clock. The caller asks ``add`` after each item (or ``add_many`` after each
+page of them) and ``take_due`` whenever it wakes up; ``seconds_until_due`` tells it how
+long it may block waiting for more.
 """
 
 from __future__ import annotations
@@ -58,6 +59,20 @@ class Batcher(Generic[T]):
         if len(self._items) >= self._max_items:
             return self._take(FlushReason.SIZE)
         return None
+
+    def add_many(self, items: list[T]) -> list[Batch[T]]:
+        """Add items in order; the batches they filled (each of exactly ``max_items``)."""
+        full: list[Batch[T]] = []
+        start = 0
+        while start < len(items):
+            if not self._items:
+                self._opened_at = self._clock()
+            end = start + self._max_items - len(self._items)
+            self._items.extend(items[start:end])
+            start = end
+            if len(self._items) >= self._max_items:
+                full.append(self._take(FlushReason.SIZE))
+        return full
 
     def take_due(self) -> Batch[T] | None:
         """The batch when its oldest item has waited ``max_seconds``; else None."""

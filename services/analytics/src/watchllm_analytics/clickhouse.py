@@ -19,6 +19,7 @@ service refuses to start (:class:`StoreLocked`).
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -47,6 +48,7 @@ _DATA_ERROR_CODES = frozenset({
 })  # fmt: skip
 # Raised by clickhouse-connect while encoding rows, before anything is sent.
 _ENCODING_ERRORS = (ValueError, TypeError, OverflowError, struct.error)
+_NEEDS_NO_ESCAPING = re.compile(r"[0-9A-Za-z,.:_-]*").fullmatch
 
 
 class ClickHouseUnavailable(Exception):
@@ -59,6 +61,22 @@ class RowsRejected(Exception):
 
 class StoreLocked(Exception):
     """Another process holds the chdb path."""
+
+
+class Verbatim:
+    """A query parameter clickhouse-connect passes on as ``str(value)``, without escaping
+    it character by character (~0.3 µs a character in Python: 0.1 s for 10,000 UUIDs).
+    Only for text that needs no escaping, which the constructor checks (in C)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        if not _NEEDS_NO_ESCAPING(text):
+            raise ValueError("Verbatim takes letters, digits and , . : _ - only")
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
 
 
 def open_client(dsn: str, database: str | None, timeout_seconds: float = 30.0) -> Client:

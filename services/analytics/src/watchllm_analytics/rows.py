@@ -8,20 +8,24 @@ keeps ClickHouse from rejecting a whole batch for one bad row.
 
 Absent values: a missing project or key is the nil UUID (the sort key cannot be
 Nullable), missing strings are ''. Costs are rounded half-even to 12 decimal places.
+
+Speed: documents in the contract's canonical form are read by ``canonical`` (~10 µs);
+anything else goes through the contract itself (pydantic, ~15 µs with the row), which
+decides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import pyarrow as pa  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
+from watchllm_analytics.canonical import canonical_values
 from watchllm_shared.contracts import RequestCompleted
 
 NIL_UUID = UUID(int=0)
@@ -34,6 +38,7 @@ _UINT8, _UINT16, _UINT32 = 2**8, 2**16, 2**32
 # The request-log columns the writer fills, in row order, with their Arrow types (rows
 # travel to ClickHouse as one Arrow table per batch; ingested_at is the server's).
 _UUID = pa.binary(16)
+_COST_TYPE = pa.decimal128(38, 12)  # rows carry costs as decimal strings, Arrow parses them
 ARROW_SCHEMA = pa.schema([
     ("event_id", _UUID), ("occurred_at", pa.timestamp("ms", tz="UTC")),
     ("schema_version", pa.uint8()), ("request_id", pa.string()), ("project_id", _UUID),
@@ -41,7 +46,7 @@ ARROW_SCHEMA = pa.schema([
     ("endpoint", pa.string()), ("http_status", pa.uint16()), ("status", pa.string()),
     ("error_type", pa.string()), ("cache", pa.string()), ("cache_similarity", pa.float64()),
     ("stream", pa.bool_()), ("prompt_tokens", pa.uint32()), ("completion_tokens", pa.uint32()),
-    ("cost_usd", pa.decimal128(38, 12)), ("cost_saved_usd", pa.decimal128(38, 12)),
+    ("cost_usd", _COST_TYPE), ("cost_saved_usd", _COST_TYPE),
     ("latency_ms", pa.float64()), ("upstream_latency_ms", pa.float64()),
     ("ttfb_ms", pa.float64()), ("trace_id", pa.string()), ("upstream_attempts", pa.uint8()),
 ])  # fmt: skip
@@ -52,17 +57,43 @@ class UnreadableEvent(ValueError):
     """The entry can never become a row; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
+_EVENT_ID, _OCCURRED_AT, _PROJECT_ID = (
+    COLUMNS.index(c) for c in ("event_id", "occurred_at", "project_id")
+)
+
+
+class EventRow(NamedTuple):
+    """A row ready to store (a tuple: one is built per event, so it must be cheap)."""
+
     entry_id: bytes  # the stream entry, acknowledged once the row is stored
     fields: dict[bytes, bytes]  # the entry as read, for the dead-letter stream
-    event_id: UUID
-    project_id: UUID
-    occurred_at: datetime
-    values: tuple[Any, ...]  # in COLUMNS order, UUIDs as 16 bytes
+    values: tuple[Any, ...]  # in COLUMNS order, UUIDs as 16 bytes, costs as decimal strings
+
+    @property
+    def event_id_bytes(self) -> bytes:
+        return self.values[_EVENT_ID]  # type: ignore[no-any-return]
+
+    @property
+    def event_id(self) -> UUID:
+        return UUID(bytes=self.values[_EVENT_ID])
+
+    @property
+    def project_id_bytes(self) -> bytes:
+        return self.values[_PROJECT_ID]  # type: ignore[no-any-return]
+
+    @property
+    def project_id(self) -> UUID:
+        return UUID(bytes=self.values[_PROJECT_ID])
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.values[_OCCURRED_AT]  # type: ignore[no-any-return]
 
 
 def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> EventRow:
+    data = fields.get(b"data")
+    if data is not None and (values := canonical_values(data)) is not None:
+        return EventRow(entry_id, fields, values)
     try:
         event = RequestCompleted.from_stream_fields(fields)
     except KeyError as exc:
@@ -77,11 +108,9 @@ def to_row(entry_id: bytes, fields: dict[bytes, bytes], event: RequestCompleted)
     _check_range("completion_tokens", event.completion_tokens, _UINT32)
     _check_range("http_status", event.http_status, _UINT16)
     _check_range("upstream_attempts", event.upstream_attempts, _UINT8)
-    occurred_at = _utc(event.occurred_at)
-    project_id = event.project_id or NIL_UUID
     values = (
-        event.event_id.bytes, occurred_at, event.schema_version, event.request_id,
-        project_id.bytes, (event.key_id or NIL_UUID).bytes, event.model or "",
+        event.event_id.bytes, _utc(event.occurred_at), event.schema_version, event.request_id,
+        (event.project_id or NIL_UUID).bytes, (event.key_id or NIL_UUID).bytes, event.model or "",
         event.provider or "", event.endpoint,
         event.http_status, event.status.value, event.error_type or "", event.cache.value,
         event.cache_similarity, event.stream, event.prompt_tokens, event.completion_tokens,
@@ -89,17 +118,28 @@ def to_row(entry_id: bytes, fields: dict[bytes, bytes], event: RequestCompleted)
         event.latency_ms, event.upstream_latency_ms, event.ttfb_ms, event.trace_id or "",
         event.upstream_attempts,
     )  # fmt: skip
-    return EventRow(entry_id, fields, event.event_id, project_id, occurred_at, values)
+    return EventRow(entry_id, fields, values)
 
 
 def to_arrow(rows: Sequence[EventRow]) -> pa.Table:
     """One Arrow table of ``rows``; raises ValueError/TypeError if a value does not fit."""
     columns = zip(*(row.values for row in rows), strict=True)
     arrays = [
-        pa.array(column, type=field.type)
+        pa.array(column, type=pa.string()).cast(field.type)  # costs: parsed in C++, exactly
+        if field.type == _COST_TYPE
+        else pa.array(column, type=field.type)
         for column, field in zip(columns, ARROW_SCHEMA, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+
+def oldest(rows: Sequence[EventRow]) -> datetime:
+    return min(row.values[_OCCURRED_AT] for row in rows)  # type: ignore[no-any-return]
+
+
+def warm_up() -> None:
+    """pyarrow's first conversion imports pandas (~1.5 s): pay that at start, not in a batch."""
+    to_arrow([decode_entry(b"0-0", {b"data": _SAMPLE})])
 
 
 def _check_range(name: str, value: int, bound: int) -> None:
@@ -107,12 +147,13 @@ def _check_range(name: str, value: int, bound: int) -> None:
         raise UnreadableEvent(f"{name}={value} is outside 0..{bound - 1}")
 
 
-def _cost(name: str, value: Decimal) -> Decimal:
+def _cost(name: str, value: Decimal) -> str:
+    """The cost as a decimal string with at most 12 places (how rows carry costs)."""
     if not value.is_finite() or (value and value.adjusted() >= _COST_INTEGER_DIGITS):
         raise UnreadableEvent(f"{name}={value} does not fit Decimal(38, 12)")
     if value.as_tuple().exponent >= _COST_EXPONENT:  # type: ignore[operator]
-        return value  # already at most 12 decimal places
-    return value.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN, context=_COST_CONTEXT)
+        return str(value)  # already at most 12 decimal places
+    return str(value.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN, context=_COST_CONTEXT))
 
 
 def _utc(moment: datetime) -> datetime:
@@ -124,3 +165,10 @@ def _short(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "document"
     return f"{where}: {first['msg']} ({exc.error_count()} error(s))"
+
+
+_SAMPLE = (
+    b'{"event_id":"00000000-0000-4000-8000-000000000000","occurred_at":"2026-01-01T00:00:00Z",'
+    b'"request_id":"warm-up","endpoint":"/v1/chat/completions","http_status":200,'
+    b'"status":"ok","latency_ms":1.0}'
+)

@@ -36,7 +36,7 @@ class AnalyticsSettings(WatchLLMSettings):
         description="Stable across restarts, so a restarted consumer takes its own pending"
         " entries back at once; give each process on one host its own name.",
     )
-    analytics_batch_max_rows: int = Field(default=10_000, gt=0, le=1_000_000)
+    analytics_batch_max_rows: int = Field(default=25_000, gt=0, le=1_000_000)
     analytics_batch_max_seconds: float = Field(
         default=0.5,
         gt=0,

@@ -31,7 +31,7 @@ from watchllm_analytics.clickhouse import ClickHouseUnavailable
 from watchllm_analytics.dead_letters import DeadLetters, ParkReason
 from watchllm_analytics.health import HealthState
 from watchllm_analytics.metrics import AnalyticsMetrics
-from watchllm_analytics.rows import EventRow
+from watchllm_analytics.rows import EventRow, oldest
 from watchllm_analytics.stream_group import GroupConsumer
 from watchllm_analytics.writer import RequestLogWriter, WriteOutcome
 
@@ -111,8 +111,7 @@ class BatchStorer:
         self._metrics.rows_written.inc(outcome.written)
         self._metrics.already_stored.inc(outcome.already_stored)
         if rows:
-            oldest = min(row.occurred_at for row in rows).timestamp()
-            self._metrics.event_lag.observe(max(0.0, time.time() - oldest))
+            self._metrics.event_lag.observe(max(0.0, time.time() - oldest(rows).timestamp()))
 
     async def _renew(self, entry_ids: list[bytes]) -> None:
         try:

@@ -15,12 +15,16 @@ What each call guarantees (the pipeline decides when to call them):
   they are acknowledged and counted as lost, since nothing can bring them back.
 
 Redis errors propagate as ``redis.RedisError``; callers back off and retry.
+
+XREADGROUP replies are taken as hiredis parsed them (a client of our own on the same
+pool, without redis-py's reply callback, which builds a tuple and a dict per entry:
+~3 µs an entry, the budget for everything at 50,000 events/s is 20).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -30,8 +34,7 @@ from watchllm_shared.redis_io import ensure_consumer_group
 Fields = dict[bytes, bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     entry_id: bytes
     fields: Fields | None  # None: trimmed from the stream while pending
     deliveries: int  # including this one
@@ -48,6 +51,8 @@ class GroupConsumer:
         self, redis: aioredis.Redis, stream: str, group: str, consumer: str, reclaim_idle_ms: int
     ) -> None:
         self.redis = redis
+        self._reader = aioredis.Redis(connection_pool=redis.connection_pool)  # pool not owned
+        self._reader.set_response_callback("XREADGROUP", _as_parsed)
         self.stream = stream
         self.group = group
         self.consumer = consumer
@@ -57,18 +62,16 @@ class GroupConsumer:
         await ensure_consumer_group(self.redis, self.stream, self.group)
 
     async def read_new(self, count: int, block_ms: int) -> list[Delivery]:
-        reply: Any = await self.redis.xreadgroup(
+        reply: Any = await self._reader.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=max(1, block_ms)
         )
-        if not reply:
-            return []
-        return [Delivery(entry_id, fields, 1) for entry_id, fields in reply[0][1]]
+        return [Delivery(entry_id, _fields(raw), 1) for entry_id, raw in _entries(reply)]
 
     async def read_own_pending(self, after: bytes, count: int) -> list[Delivery]:
-        reply: Any = await self.redis.xreadgroup(
+        reply: Any = await self._reader.xreadgroup(
             self.group, self.consumer, {self.stream: after}, count=count
         )
-        entries = reply[0][1] if reply else []
+        entries = [(entry_id, _fields(raw)) for entry_id, raw in _entries(reply)]
         return await self._with_delivery_counts(entries)
 
     async def reclaim_stale(self, cursor: bytes, count: int) -> tuple[bytes, list[Delivery]]:
@@ -119,3 +122,25 @@ class GroupConsumer:
             Delivery(entry_id, fields or None, counts.get(entry_id, 1))
             for entry_id, fields in entries
         ]
+
+
+def _as_parsed(response: Any, **options: Any) -> Any:
+    return response
+
+
+def _entries(reply: Any) -> list[Any]:
+    """``[[id, [field, value, …] | nil], …]`` of one stream's XREADGROUP reply (RESP2 or 3)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3: {stream: entries}
+        return next(iter(reply.values()))
+    return reply[0][1]  # type: ignore[no-any-return]
+
+
+def _fields(raw: list[bytes] | None) -> Fields | None:
+    """A flat field list as a dict; None for an entry trimmed while pending."""
+    if not raw:
+        return None
+    if len(raw) == 2:
+        return {raw[0]: raw[1]}
+    return dict(zip(raw[::2], raw[1::2], strict=True))
