@@ -1,0 +1,1 @@
+"""WatchLLM dashboard: the Streamlit app operators and product owners sign in to."""

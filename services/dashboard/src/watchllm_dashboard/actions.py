@@ -1,0 +1,140 @@
+"""Everything the dashboard changes, and the Postgres reads its pages need.
+
+Each change goes through the same shared code the CLI uses (``AccountStore``,
+``LimitStore``, ``UserStore``, ``cache_admin``), with the signed-in user as the audit
+log's actor (``dashboard:<username>``). Every change calls ``require_admin`` first: a
+viewer is refused here, whatever the page shows or hides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+from uuid import UUID
+
+from watchllm_dashboard.data.cache_entries import CachedEntry, cached_entries
+from watchllm_dashboard.data.limits import LimitUsage, limit_usage
+from watchllm_dashboard.runtime import Runtime
+from watchllm_shared.accounts import (
+    AccountStore,
+    ApiKey,
+    AuditEntry,
+    CacheSettings,
+    CreatedKey,
+    LimitStore,
+    Plan,
+    Project,
+    ProjectLimits,
+    Role,
+    User,
+    UserStore,
+    recent_audit,
+    require_admin,
+)
+from watchllm_shared.cache_admin import request_delete, request_flush
+
+T = TypeVar("T")
+
+
+class Actions:
+    """What one signed-in user may read and (admins only) change."""
+
+    def __init__(self, runtime: Runtime, user: User) -> None:
+        self._rt = runtime
+        self.user = user
+        self._actor = f"dashboard:{user.username}"
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self._rt.run(coroutine)
+
+    def _accounts(self) -> AccountStore:
+        return AccountStore(self._rt.pool, actor=self._actor)
+
+    def _admin_accounts(self) -> AccountStore:
+        require_admin(self.user)
+        return self._accounts()
+
+    # -- reads (any signed-in user) --------------------------------------------------
+
+    def projects(self) -> list[Project]:
+        return self._run(self._accounts().list_projects())
+
+    def keys(self, project: str) -> list[ApiKey]:
+        return self._run(self._accounts().list_keys(project))
+
+    def limits(self, project: Project) -> ProjectLimits:
+        return self._run(LimitStore(self._rt.pool).project_limits(project.id))
+
+    def limit_usage(self, limits: ProjectLimits, labels: dict[UUID, str]) -> list[LimitUsage]:
+        return self._run(limit_usage(self._rt.redis, limits, labels))
+
+    def cache_settings(self, project: str) -> CacheSettings:
+        return self._run(self._accounts().get_cache_settings(project))
+
+    def allowed_models(self, project: str) -> list[str] | None:
+        return self._run(self._accounts().get_allowed_models(project))
+
+    def cached_entries(self, project: Project, limit: int = 50) -> list[CachedEntry]:
+        return self._run(cached_entries(self._rt.redis, project.id, limit))
+
+    def audit(self, project: Project | None = None, limit: int = 50) -> list[AuditEntry]:
+        return self._run(recent_audit(self._rt.pool, limit, project.id if project else None))
+
+    def users(self) -> list[User]:
+        require_admin(self.user)
+        return self._run(UserStore(self._rt.pool).list_users())
+
+    # -- changes (admins only) -------------------------------------------------------
+
+    def create_project(self, name: str, plan: Plan) -> Project:
+        return self._run(self._admin_accounts().create_project(name, plan))
+
+    def set_plan(self, project: str, plan: Plan) -> Project:
+        return self._run(self._admin_accounts().set_plan(project, plan))
+
+    def set_project_limits(self, project: str, rpm: int | None, tpm: int | None) -> ProjectLimits:
+        require_admin(self.user)
+        store = LimitStore(self._rt.pool, actor=self._actor)
+        return self._run(store.set_project_limits(project, rpm, tpm))
+
+    def set_key_limits(self, key_id: UUID, rpm: int | None, tpm: int | None) -> ProjectLimits:
+        require_admin(self.user)
+        store = LimitStore(self._rt.pool, actor=self._actor)
+        return self._run(store.set_key_limits(key_id, rpm, tpm))
+
+    def set_cache_settings(
+        self, project: str, enabled: bool, mode: str, threshold: float | None, ttl_seconds: int
+    ) -> CacheSettings:
+        store = self._admin_accounts()
+        return self._run(store.set_cache_settings(project, enabled, mode, threshold, ttl_seconds))
+
+    def set_allowed_models(self, project: str, patterns: list[str] | None) -> None:
+        self._run(self._admin_accounts().set_allowed_models(project, patterns))
+
+    def create_key(self, project: str, label: str | None) -> CreatedKey:
+        return self._run(self._admin_accounts().create_key(project, label or None))
+
+    def rotate_key(self, key_id: UUID, grace_seconds: int) -> CreatedKey:
+        return self._run(self._admin_accounts().rotate_key(key_id, grace_seconds))
+
+    def revoke_key(self, key_id: UUID) -> ApiKey:
+        return self._run(self._admin_accounts().revoke_key(key_id))
+
+    def flush_cache(self, project: str) -> Project:
+        return self._run(request_flush(self._admin_accounts(), self._rt.redis, project))
+
+    def delete_cache_entry(self, exact_key: str) -> None:
+        self._run(request_delete(self._admin_accounts(), self._rt.redis, exact_key))
+
+    def create_user(self, username: str, password: str, role: Role) -> User:
+        require_admin(self.user)
+        store = UserStore(self._rt.pool, actor=self._actor)
+        return self._run(store.create_user(username, password, role))
+
+    def disable_user(self, username: str) -> User:
+        require_admin(self.user)
+        return self._run(UserStore(self._rt.pool, actor=self._actor).disable_user(username))
+
+    def enable_user(self, username: str) -> User:
+        require_admin(self.user)
+        return self._run(UserStore(self._rt.pool, actor=self._actor).enable_user(username))

@@ -1,0 +1,1 @@
+"""Data access: no Streamlit here, so every function can be tested on its own."""

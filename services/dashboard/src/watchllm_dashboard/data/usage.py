@@ -1,0 +1,143 @@
+"""The analytics questions the pages ask, over the shared query definitions.
+
+Which definition answers depends on the filters: without one, the queries that read
+the hourly projection; a model filter keeps to the projection too; a key filter (the
+projection has no key column) reads the rows of that project and window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import pandas as pd
+
+from watchllm_dashboard.data.analytics import AnalyticsReader
+from watchllm_dashboard.data.window import TimeWindow
+
+USAGE_COLUMNS = ("requests", "errors", "cache_hits", "prompt_tokens", "completion_tokens",
+                 "cost_usd", "cost_saved_usd")  # fmt: skip
+LATENCY_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+OUTCOME_COLUMNS = ("requests", "ok", "rate_limited", "errors", "exact_hits", "semantic_hits",
+                   "misses", "bypassed", "cost_saved_usd")  # fmt: skip
+KEY_ACTIVITY_COLUMNS = ("key_id", "requests", "rate_limited", "last_used")
+LOG_COLUMNS = ("event_id", "occurred_at", "request_id", "key_id", "model", "provider",
+               "endpoint", "http_status", "status", "error_type", "cache", "cache_similarity",
+               "stream", "prompt_tokens", "completion_tokens", "cost_usd", "cost_saved_usd",
+               "latency_ms", "upstream_latency_ms", "ttfb_ms", "trace_id",
+               "upstream_attempts")  # fmt: skip
+
+
+def with_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with every one of ``columns`` (ClickHouse names no columns for an empty
+    result, so an empty answer arrives without them)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if not missing:
+        return frame
+    return frame.assign(**{c: pd.Series(index=frame.index, dtype="object") for c in missing})
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    totals: dict[str, Any]  # requests, errors, cache_hits, tokens, cost, p50/p95/p99
+    hourly: pd.DataFrame  # one row per hour of the window, zeros where nothing happened
+
+
+def _empty_totals() -> dict[str, Any]:
+    totals: dict[str, Any] = dict.fromkeys(USAGE_COLUMNS, 0)
+    totals.update(latency_p50_ms=None, latency_p95_ms=None, latency_p99_ms=None)
+    return totals
+
+
+def _totals(frame: pd.DataFrame) -> dict[str, Any]:
+    if frame.empty or "requests" not in frame or not frame.iloc[0]["requests"]:
+        return _empty_totals()
+    row = frame.iloc[0].to_dict()
+    return {
+        k: row[k] for k in (*USAGE_COLUMNS, "latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+    }
+
+
+def fill_hours(frame: pd.DataFrame, window: TimeWindow, counts: tuple[str, ...],
+               others: tuple[str, ...] = ()) -> pd.DataFrame:  # fmt: skip
+    """Every hour of the window: ``counts`` are 0 and ``others`` (latencies) gaps where
+    nothing happened."""
+    hours = pd.DatetimeIndex(pd.to_datetime(window.hours(), utc=True), name="hour")
+    frame = with_columns(frame, ("hour", *counts, *others))
+    filled = frame.set_index("hour").reindex(hours)
+    for column in counts:
+        filled[column] = pd.to_numeric(filled[column]).fillna(0)
+    for column in others:
+        filled[column] = pd.to_numeric(filled[column])
+    return filled.reset_index()
+
+
+def overview(
+    reader: AnalyticsReader,
+    project_id: UUID,
+    window: TimeWindow,
+    model: str = "",
+    key_id: UUID | None = None,
+) -> Overview:
+    base: dict[str, Any] = {"project_id": project_id, **window.params()}
+    if key_id is not None:
+        keyed = {**base, "key_id": key_id, "model": model}
+        totals = _totals(reader.query("project_key_totals", keyed))
+        hourly = reader.query("project_key_usage_by_hour", keyed)
+    elif model:
+        by_model = reader.query("project_usage_by_model", base)
+        totals = _totals(by_model[by_model["model"] == model].reset_index(drop=True))
+        hourly = reader.query("project_model_usage_by_hour", {**base, "model": model})
+    else:
+        totals = _totals(reader.query("project_totals", base))
+        hourly = reader.query("project_usage_by_hour", base)
+    hourly = hourly.drop(columns=["latency_quantiles"], errors="ignore")
+    return Overview(totals, fill_hours(hourly, window, USAGE_COLUMNS, LATENCY_COLUMNS))
+
+
+def by_model(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
+    frame = reader.query("project_usage_by_model", {"project_id": project_id, **window.params()})
+    frame = frame.drop(columns=["latency_quantiles"], errors="ignore")
+    return with_columns(frame, ("model", *USAGE_COLUMNS, *LATENCY_COLUMNS))
+
+
+def by_project(reader: AnalyticsReader, window: TimeWindow) -> pd.DataFrame:
+    return with_columns(
+        reader.query("usage_by_project", window.params()), ("project_id", *USAGE_COLUMNS)
+    )
+
+
+def outcomes(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
+    frame = reader.query("project_outcomes_by_hour", {"project_id": project_id, **window.params()})
+    return fill_hours(frame, window, OUTCOME_COLUMNS)
+
+
+def errors(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
+    frame = reader.query("project_errors", {"project_id": project_id, **window.params()})
+    return with_columns(frame, ("status", "error_type", "http_status", "requests"))
+
+
+def key_activity(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
+    frame = reader.query("project_key_activity", {"project_id": project_id, **window.params()})
+    return with_columns(frame, KEY_ACTIVITY_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPage:
+    rows: pd.DataFrame
+    total: int
+    page: int
+    pages: int
+
+
+def request_page(
+    reader: AnalyticsReader, filters: dict[str, Any], page: int, page_size: int
+) -> RequestPage:
+    """Page ``page`` (1-based) of the filtered request log, newest first."""
+    total = int(reader.query("project_request_log_count", filters).iloc[0]["requests"])
+    pages = max(1, -(-total // page_size))
+    page = min(max(1, page), pages)
+    offset = min((page - 1) * page_size, 1_000_000)
+    rows = reader.query("project_request_log", {**filters, "offset": offset, "limit": page_size})
+    return RequestPage(with_columns(rows, LOG_COLUMNS), total, page, pages)

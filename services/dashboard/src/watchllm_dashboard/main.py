@@ -1,0 +1,89 @@
+"""The app, run by Streamlit on every page view (``app.py`` calls :func:`run`).
+
+Order: page config → the process's runtime (opened once) → the signed-in user (the
+session is checked in Postgres on every view) → sidebar → the chosen page. A store
+that fails mid-page shows an error on that page instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import asyncpg
+import streamlit as st
+from redis.exceptions import RedisError
+
+from watchllm_dashboard.actions import Actions
+from watchllm_dashboard.data.analytics import AnalyticsUnavailable
+from watchllm_dashboard.runtime import DashboardUnavailable, Runtime
+from watchllm_dashboard.settings import DashboardSettings
+from watchllm_dashboard.views import (
+    auth,
+    cache,
+    health,
+    keys,
+    overview,
+    projects,
+    rate_limits,
+    requests,
+    sidebar,
+)
+from watchllm_dashboard.views.context import CachedReader, PageContext
+from watchllm_shared.accounts import AccountError
+
+RENDER: dict[str, Callable[[PageContext], None]] = {
+    "Overview": overview.render,
+    "Requests": requests.render,
+    "Cache": cache.render,
+    "Rate limits": rate_limits.render,
+    "API keys": keys.render,
+    "Projects & settings": projects.render,
+    "Health": health.render,
+}
+STORE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    RedisError,
+    DashboardUnavailable,
+)
+
+
+def _close(runtime: Runtime) -> None:
+    runtime.close()
+
+
+@st.cache_resource(show_spinner="Connecting…", on_release=_close)
+def shared_runtime() -> Runtime:
+    """One runtime per process, from the environment, read once."""
+    return Runtime.open(DashboardSettings())
+
+
+def run() -> None:
+    st.set_page_config(page_title="WatchLLM", page_icon="📈", layout="wide")
+    try:
+        runtime = shared_runtime()
+    except STORE_ERRORS as exc:
+        st.error(f"The dashboard cannot reach Postgres or Redis: {exc}")
+        return
+    try:
+        _view(runtime)
+    except AnalyticsUnavailable as exc:
+        st.warning(f"Analytics cannot answer right now: {exc}")
+    except STORE_ERRORS as exc:
+        st.error(f"A store did not answer: {type(exc).__name__}: {exc}")
+
+
+def _view(runtime: Runtime) -> None:
+    user = auth.current_user(runtime)
+    if user is None:
+        auth.render_sign_in(runtime)
+        return
+    actions = Actions(runtime, user)
+    page, project, window = sidebar.render(runtime, user, actions.projects())
+    reader = CachedReader(runtime.analytics, runtime.settings.dashboard_cache_seconds > 0)
+    context = PageContext(runtime, actions, reader, project, window)
+    try:
+        RENDER[page](context)
+    except AccountError as exc:  # e.g. a project deleted meanwhile
+        st.error(str(exc))

@@ -1,0 +1,259 @@
+"""Projects & settings: plans, rate limits (project and per key), cache settings,
+allowed models; users and the audit log (who changed what, when)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from watchllm_dashboard import format as fmt
+from watchllm_dashboard.views import ui
+from watchllm_dashboard.views.context import PageContext
+from watchllm_shared.accounts import Plan, Project, Role
+
+
+def _limit(value: float) -> int | None:
+    """0 in the form means "no limit"."""
+    return int(value) or None
+
+
+def _projects(ctx: PageContext) -> None:
+    projects = ctx.actions.projects()
+    if projects:
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "project": [p.name for p in projects],
+                    "plan": [p.plan.value for p in projects],
+                    "created": [fmt.moment(p.created_at) for p in projects],
+                }
+            ),
+            hide_index=True,
+        )
+    with st.form("project_create", clear_on_submit=True):
+        cells = st.columns([2, 1])
+        name = cells[0].text_input(
+            "New project", key="project_create_name", disabled=not ctx.is_admin
+        )
+        plan = cells[1].selectbox(
+            "Plan", [p.value for p in Plan], key="project_create_plan", disabled=not ctx.is_admin
+        )
+        if st.form_submit_button(
+            "Create project", key="project_create_submit", disabled=not ctx.is_admin
+        ):
+            ui.attempt(
+                lambda: ctx.actions.create_project(name.strip(), Plan(plan)),
+                f"Created project {name.strip()}.",
+            )
+
+
+def _plan_and_limits(ctx: PageContext, project: Project) -> None:
+    limits = ctx.actions.limits(project)
+    with st.form("project_limits"):
+        st.markdown(f"**Plan and limits of {project.name}** (0 = no per-minute limit)")
+        cells = st.columns(3)
+        plans = [p.value for p in Plan]
+        plan = cells[0].selectbox(
+            "Plan",
+            plans,
+            index=plans.index(project.plan.value),
+            key="settings_plan",
+            disabled=not ctx.is_admin,
+        )
+        rpm = cells[1].number_input(
+            "Requests per minute",
+            min_value=0,
+            value=limits.rpm or 0,
+            key="settings_rpm",
+            disabled=not ctx.is_admin,
+        )
+        tpm = cells[2].number_input(
+            "Tokens per minute",
+            min_value=0,
+            value=limits.tpm or 0,
+            key="settings_tpm",
+            disabled=not ctx.is_admin,
+        )
+        if st.form_submit_button(
+            "Save plan and limits", key="project_limits_submit", disabled=not ctx.is_admin
+        ):
+
+            def change() -> None:
+                if plan != project.plan.value:
+                    ctx.actions.set_plan(project.name, Plan(plan))
+                ctx.actions.set_project_limits(project.name, _limit(rpm), _limit(tpm))
+
+            ui.attempt(
+                change,
+                f"Saved plan and limits of {project.name}; the limiter applies"
+                " them within a second.",
+            )
+
+
+def _key_limits(ctx: PageContext, project: Project) -> None:
+    keys = {
+        f"{k.name or 'unnamed'} ({k.display_prefix}…)": k
+        for k in ctx.actions.keys(project.name)
+        if k.revoked_at is None
+    }
+    if not keys:
+        return
+    with st.form("key_limits"):
+        st.markdown("**Per-key limits** (0 = no limit of its own)")
+        cells = st.columns(3)
+        name = cells[0].selectbox(
+            "Key", list(keys), key="key_limits_choice", disabled=not ctx.is_admin
+        )
+        rpm = cells[1].number_input(
+            "Requests per minute", min_value=0, key="key_limits_rpm", disabled=not ctx.is_admin
+        )
+        tpm = cells[2].number_input(
+            "Tokens per minute", min_value=0, key="key_limits_tpm", disabled=not ctx.is_admin
+        )
+        current = ", ".join(
+            f"{label}: rpm {k.rpm_limit or '—'}, tpm {k.tpm_limit or '—'}"
+            for label, k in keys.items()
+            if k.rpm_limit or k.tpm_limit
+        )
+        st.caption(f"Now: {current or 'no key has limits of its own'}")
+        if st.form_submit_button(
+            "Save key limits", key="key_limits_submit", disabled=not ctx.is_admin
+        ):
+            key = keys[str(name)]
+            ui.attempt(
+                lambda: ctx.actions.set_key_limits(key.id, _limit(rpm), _limit(tpm)),
+                f"Saved the limits of {key.display_prefix}….",
+            )
+
+
+def _cache_settings(ctx: PageContext, project: Project) -> None:
+    current = ctx.actions.cache_settings(project.name)
+    allowed = ctx.actions.allowed_models(project.name)
+    with st.form("cache_settings"):
+        st.markdown(f"**Cache and models of {project.name}**")
+        cells = st.columns(4)
+        enabled = cells[0].toggle(
+            "Cache on", value=current.enabled, key="cache_enabled", disabled=not ctx.is_admin
+        )
+        modes = ["semantic", "exact"]
+        mode = cells[1].selectbox(
+            "Mode",
+            modes,
+            index=modes.index(current.mode),
+            key="cache_mode",
+            disabled=not ctx.is_admin,
+        )
+        threshold = cells[2].number_input(
+            "Similarity threshold (0 = service default)",
+            min_value=0.0,
+            max_value=1.0,
+            value=float(current.similarity_threshold or 0.0),
+            step=0.01,
+            key="cache_threshold",
+            disabled=not ctx.is_admin,
+        )
+        ttl = cells[3].number_input(
+            "TTL (seconds)",
+            min_value=1,
+            value=current.ttl_seconds,
+            key="cache_ttl",
+            disabled=not ctx.is_admin,
+        )
+        models = st.text_input(
+            "Allowed models (glob patterns, comma-separated; empty = all)",
+            value=", ".join(allowed or []),
+            key="allowed_models",
+            disabled=not ctx.is_admin,
+        )
+        if st.form_submit_button(
+            "Save cache and models", key="cache_settings_submit", disabled=not ctx.is_admin
+        ):
+            patterns = [m.strip() for m in models.split(",") if m.strip()] or None
+
+            def change() -> None:
+                ctx.actions.set_cache_settings(
+                    project.name, enabled, mode, threshold or None, int(ttl)
+                )
+                if patterns != allowed:
+                    ctx.actions.set_allowed_models(project.name, patterns)
+
+            ui.attempt(
+                change,
+                f"Saved the cache settings of {project.name}; gateways apply them within a second.",
+            )
+
+
+def _users(ctx: PageContext) -> None:
+    st.subheader("Dashboard users")
+    users = ctx.actions.users()
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "user": [u.username for u in users],
+                "role": [u.role.value for u in users],
+                "state": ["active" if u.disabled_at is None else "disabled" for u in users],
+                "created": [fmt.moment(u.created_at) for u in users],
+            }
+        ),
+        hide_index=True,
+    )
+    left, right = st.columns(2)
+    with left, st.form("user_create", clear_on_submit=True):
+        name = st.text_input("Username", key="user_create_name")
+        password = st.text_input(
+            "Password (12+ characters)", type="password", key="user_create_password"
+        )
+        role = st.selectbox("Role", [r.value for r in Role], index=1, key="user_create_role")
+        if st.form_submit_button("Create user", key="user_create_submit"):
+            ui.attempt(
+                lambda: ctx.actions.create_user(name, password, Role(role)),
+                f"Created {role} {name.strip().lower()}.",
+            )
+    with right, st.form("user_state"):
+        others = [u.username for u in users if u.username != ctx.actions.user.username]
+        who = st.selectbox("User", others or ["(no other user)"], key="user_state_choice")
+        disable = st.form_submit_button("Disable", key="user_disable", disabled=not others)
+        enable = st.form_submit_button("Enable", key="user_enable", disabled=not others)
+        if disable:
+            ui.attempt(lambda: ctx.actions.disable_user(str(who)), f"Disabled {who}.")
+        if enable:
+            ui.attempt(lambda: ctx.actions.enable_user(str(who)), f"Enabled {who}.")
+
+
+def _audit(ctx: PageContext) -> None:
+    st.subheader("Audit log")
+    entries = ctx.actions.audit(limit=100)
+    if not entries:
+        st.caption("No changes recorded yet.")
+        return
+    names = {p.id: p.name for p in ctx.actions.projects()}
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "when": [fmt.moment(e.at) for e in entries],
+                "who": [e.actor for e in entries],
+                "what": [e.action for e in entries],
+                "project": [names.get(e.project_id, "") if e.project_id else "" for e in entries],
+                "details": [
+                    ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
+                    for e in entries
+                ],
+            }
+        ),
+        hide_index=True,
+    )
+
+
+def render(ctx: PageContext) -> None:
+    st.header("Projects & settings")
+    ui.show_flash()
+    ui.viewer_note(ctx.is_admin)
+    _projects(ctx)
+    if ctx.project is not None:
+        st.subheader(f"Settings of {ctx.project.name}")
+        _plan_and_limits(ctx, ctx.project)
+        _key_limits(ctx, ctx.project)
+        _cache_settings(ctx, ctx.project)
+    if ctx.is_admin:
+        _users(ctx)
+    _audit(ctx)

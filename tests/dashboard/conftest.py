@@ -1,0 +1,300 @@
+"""The dashboard against the whole running system: real Postgres and Redis (the
+session's), and the fake provider, gateway, cache, limiter and analytics services as
+processes for this folder only (package scope), all on one events stream of its own.
+Streamlit's AppTest runs the real app script in this process with the environment a
+deployment would give it.
+
+Data is made the way production makes it: requests through the gateway (which the
+analytics service stores and the cache service caches), plus synthetic events on the
+same stream for what a few requests cannot show (errors, 429s, a day of history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import watchllm_dashboard
+from tests.analytics.conftest import make_event
+from tests.conftest import unique
+from tests.e2e.conftest import gateway_env
+from tests.support.processes import ServiceProcess, start_service
+from watchllm_dashboard.main import shared_runtime
+from watchllm_shared.accounts import AccountStore, Plan, Role, SessionStore, UserStore
+from watchllm_shared.contracts import CacheOutcome, RequestStatus
+from watchllm_shared.contracts.health import HEARTBEAT_SERVICES, heartbeat_key
+
+APP = str(Path(watchllm_dashboard.__file__).with_name("app.py"))
+PASSWORD = "correct horse battery staple"
+START_S = 120  # generous: on a loaded 2-core machine a cold start can take a while
+
+
+@dataclass
+class Stack:
+    gateway: ServiceProcess
+    analytics: ServiceProcess
+    cache: ServiceProcess
+    limiter: ServiceProcess
+    stream: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="package")
+def stack(
+    fake_provider: ServiceProcess,
+    redis_url: str,
+    database_url: str,
+    log_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    limiter_library: None,
+) -> Iterator[Stack]:
+    stream = f"test.dashboard.{uuid.uuid4().hex[:10]}"
+    env = gateway_env(
+        fake_provider.url,
+        redis_url,
+        database_url,
+        stream,
+        WATCHLLM_CACHE_ENABLED="true",
+        WATCHLLM_CACHE_TIMEOUT_SECONDS="2",
+    )
+    data = tmp_path_factory.mktemp("dashboard-services")
+    analytics_env = {
+        **env,
+        "WATCHLLM_DATA_DIR": str(data),
+        "WATCHLLM_ANALYTICS_CONSUMER_NAME": "dashboard-tests",
+        "WATCHLLM_ANALYTICS_BATCH_MAX_SECONDS": "0.1",
+    }
+    cache_env = {**env, "WATCHLLM_QDRANT_EDGE_PATH": str(data / "qdrant")}
+    limiter_env = {**env, "WATCHLLM_LIMITER_CONSUMER_GROUP": f"limiter-{stream}"}
+    with ThreadPoolExecutor(4) as pool:  # in parallel: the cache loads a model meanwhile
+        started = [
+            pool.submit(start_service, "analytics", analytics_env, log_dir, "/readyz", START_S),
+            pool.submit(start_service, "cache", cache_env, log_dir, "/readyz", START_S),
+            pool.submit(start_service, "limiter", limiter_env, log_dir, "/readyz", START_S),
+            pool.submit(start_service, "gateway", env, log_dir, "/livez", START_S),
+        ]
+    failed = [f.exception() for f in started if f.exception() is not None]
+    if failed:
+        for future in started:
+            if future.exception() is None:
+                future.result().stop()
+        raise failed[0]  # type: ignore[misc]
+    analytics, cache, limiter, gateway = (f.result() for f in started)
+    yield Stack(gateway, analytics, cache, limiter, stream, env)
+    for process in (gateway, limiter, cache, analytics):
+        process.stop()
+    client = redis.Redis.from_url(redis_url)  # later tests' gateways read the heartbeats
+    try:
+        client.delete(stream, *(heartbeat_key(s) for s in HEARTBEAT_SERVICES))
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="package")
+def dashboard_env(stack: Stack, redis_url: str, database_url: str) -> Iterator[dict[str, str]]:
+    """The environment a deployment gives the app. The app reads it once per process, so
+    it is set only while the app's runtime opens (later tests keep their environment);
+    dashboard processes get it passed."""
+    env = {
+        "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+        "WATCHLLM_GATEWAY_URL": stack.gateway.url, "WATCHLLM_ANALYTICS_URL": stack.analytics.url,
+        "WATCHLLM_DASHBOARD_CACHE_SECONDS": "0",
+    }  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        shared_runtime()
+    yield env
+    st.cache_resource.clear()  # closes the app's runtime (pool, Redis) before the DB goes
+
+
+@dataclass
+class Accounts:
+    admin: str
+    viewer: str
+    project: str
+    project_id: uuid.UUID
+    key_id: uuid.UUID
+    key: str
+
+
+@pytest.fixture(scope="package")
+async def accounts(account_store: AccountStore) -> Accounts:
+    users = UserStore(account_store.pool, actor="tests")
+    admin, viewer = unique("admin"), unique("viewer")
+    await asyncio.gather(
+        users.create_user(admin, PASSWORD, Role.ADMIN),
+        users.create_user(viewer, PASSWORD, Role.VIEWER),
+    )
+    project = await account_store.create_project(unique("dash"), Plan.PRO)
+    created = await account_store.create_key(project.name, "main")
+    return Accounts(admin, viewer, project.name, project.id, created.key.id, created.secret)
+
+
+@pytest.fixture(scope="package")
+async def tokens(account_store: AccountStore, accounts: Accounts) -> dict[str, str]:
+    """A signed-in session per role (signing in through the form is tested on its own)."""
+    sessions = SessionStore(account_store.pool)
+    admin, viewer = await asyncio.gather(
+        sessions.sign_in(accounts.admin, PASSWORD), sessions.sign_in(accounts.viewer, PASSWORD)
+    )
+    return {"admin": admin.token, "viewer": viewer.token}
+
+
+def chat(gateway: ServiceProcess, key: str, text: str, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        timeout=10,
+        headers={"authorization": f"Bearer {key}", **headers},
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
+    )
+
+
+def query(stack: Stack, name: str, **params: Any) -> dict[str, Any]:
+    reply = httpx.post(f"{stack.analytics.url}/v1/queries/{name}", json=params, timeout=10)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def wait_for(check: Any, within: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not met within {within} s"
+        time.sleep(0.1)
+
+
+@dataclass
+class Traffic:
+    requests: int  # rows the project has
+    exact_hits: int  # as the gateway reported them (x-watchllm-cache: hit)
+
+
+@pytest.fixture(scope="package")
+def traffic(stack: Stack, accounts: Accounts) -> Traffic:
+    """Real requests through the gateway, then synthetic history; waits until stored."""
+    outcomes: list[str] = []
+
+    def ask(text: str) -> str:
+        reply = chat(stack.gateway, accounts.key, text)
+        assert reply.status_code == 200, reply.text
+        outcomes.append(reply.headers["x-watchllm-cache"])
+        return outcomes[-1]
+
+    for text in ("What is the capital of France?", "Name three primary colours."):
+        ask(text)
+    # The same question again: an exact hit once the cache service stored the answer.
+    wait_for(lambda: ask("What is the capital of France?") == "hit", what="an exact cache hit")
+    total = len(outcomes) + _publish_history(stack, accounts)
+    now = datetime.now(UTC)
+    window = {
+        "project_id": str(accounts.project_id),
+        "start": (now - timedelta(days=2)).isoformat(),
+        "end": now.isoformat(),
+    }
+
+    def stored() -> bool:
+        rows = query(stack, "project_totals", **window)["rows"]
+        return bool(rows) and rows[0][0] >= total
+
+    wait_for(stored, what=f"{total} rows in ClickHouse")
+    return Traffic(total, outcomes.count("hit"))
+
+
+def _publish_history(stack: Stack, accounts: Accounts) -> int:
+    """A day of events on the gateway's stream: errors, 429s, semantic hits, two models."""
+    now = datetime.now(UTC)
+    events = []
+    for hour in range(1, 24):
+        at = now - timedelta(hours=hour, minutes=5)
+        common = {"key_id": accounts.key_id, "model": ("gpt-4o-mini", "gpt-4o")[hour % 2]}
+        events.append(make_event(accounts.project_id, at, **common, cache=CacheOutcome.MISS))
+        events.append(make_event(accounts.project_id, at, **common, cache=CacheOutcome.BYPASS))
+        if hour % 3 == 0:
+            events.append(
+                make_event(
+                    accounts.project_id,
+                    at,
+                    **common,
+                    status=RequestStatus.RATE_LIMITED,
+                    http_status=429,
+                    error_type="rate_limit_exceeded",
+                    cache=CacheOutcome.BYPASS,
+                )
+            )
+        if hour % 4 == 0:
+            events.append(
+                make_event(
+                    accounts.project_id, at, **common, cache=CacheOutcome.HIT, cache_similarity=0.97
+                )
+            )
+        if hour % 5 == 0:
+            events.append(
+                make_event(
+                    accounts.project_id,
+                    at,
+                    **common,
+                    status=RequestStatus.UPSTREAM_ERROR,
+                    cache=CacheOutcome.MISS,
+                    http_status=502,
+                    error_type="upstream_5xx",
+                )
+            )
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        for event in events:
+            client.xadd(stack.stream, event.to_stream_fields())  # type: ignore[arg-type]
+    finally:
+        client.close()
+    return len(events)
+
+
+def app(token: str | None = None, page: str | None = None, project: str | None = None) -> AppTest:
+    """The real app script, signed in with ``token`` (if any), on ``page`` and ``project``
+    (if given; the sidebar's choices)."""
+    at = AppTest.from_file(APP, default_timeout=30)
+    for key, value in (("auth_token", token), ("page", page), ("project", project)):
+        if value is not None:
+            at.session_state[key] = value
+    return at
+
+
+def shown(at: AppTest) -> str:
+    """Every text the page shows (markdown, captions, metrics, headers, alerts)."""
+    parts: list[str] = []
+    for kind in (
+        "title",
+        "header",
+        "subheader",
+        "markdown",
+        "caption",
+        "info",
+        "success",
+        "warning",
+        "error",
+        "code",
+    ):
+        parts += [str(element.value) for element in getattr(at, kind)]
+    parts += [f"{m.label}: {m.value}" for m in at.metric]
+    parts += [p.proto.text for p in at.get("progress")]
+    return "\n".join(parts)
+
+
+def assert_clean(at: AppTest) -> None:
+    """No exception, error or warning on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert not at.warning, [w.value for w in at.warning]

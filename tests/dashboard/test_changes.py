@@ -1,0 +1,248 @@
+"""Changes made on the pages take effect in the running system: keys at the gateway,
+limits at the limiter, cache flushes and deletions at the cache service, settings and
+users in Postgres; each lands in the audit log under the admin's name. A viewer's
+attempt is refused by the action layer itself."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import unique
+from tests.dashboard.conftest import PASSWORD, Accounts, Stack, app, assert_clean, chat, shown
+from tests.dashboard.conftest import wait_for as wait_until
+from watchllm_dashboard.actions import Actions
+from watchllm_dashboard.main import shared_runtime
+from watchllm_shared.accounts import (
+    AccountStore,
+    PermissionDeniedError,
+    Plan,
+    Role,
+    SessionStore,
+    UserStore,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
+
+
+async def new_project(store: AccountStore) -> tuple[str, str, uuid.UUID]:
+    """(project name, key, key id): a project of the test's own, so changes stay local."""
+    name = unique("chg")
+    await store.create_project(name, Plan.PRO)
+    created = await store.create_key(name, "first")
+    return name, created.secret, created.key.id
+
+
+async def actions_of(pool: asyncpg.Pool, actor: str) -> list[str]:
+    rows = await pool.fetch("SELECT action FROM audit_log WHERE actor = $1 ORDER BY id", actor)
+    return [r["action"] for r in rows]
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert_clean(at)
+    return at
+
+
+async def page(token: str, name: str, project: str) -> AppTest:
+    return await asyncio.to_thread(run, app(token, name, project))
+
+
+async def click(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click()
+    return await asyncio.to_thread(run, at)
+
+
+def refused(stack: Stack, key: str) -> bool:
+    return chat(stack.gateway, key, "ping").status_code in (401, 403)
+
+
+async def test_a_key_created_on_the_page_works_at_once_and_is_shown_once(
+    stack: Stack, account_store: AccountStore, accounts: Accounts, tokens: dict[str, str]
+) -> None:
+    project, _, _ = await new_project(account_store)
+    at = await page(tokens["admin"], "API keys", project)
+    at.text_input(key="key_create_name").input("made-on-the-page")
+    at = await click(at, "key_create_submit")
+    secrets = [c.value for c in at.code]
+    assert len(secrets) == 1 and secrets[0].startswith("lgw_")
+    assert "cannot show it again" in shown(at)
+    assert chat(stack.gateway, secrets[0], "hello").status_code == 200
+    at = await asyncio.to_thread(run, at)
+    assert not at.code and secrets[0] not in shown(at)
+    assert "made-on-the-page" in set(at.dataframe[0].value["name"])
+    assert "key.create" in await actions_of(account_store.pool, f"dashboard:{accounts.admin}")
+
+
+async def test_rotation_and_revocation_on_the_page_take_effect_at_the_gateway(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    project, old_key, _ = await new_project(account_store)
+    assert chat(stack.gateway, old_key, "before").status_code == 200
+    at = await page(tokens["admin"], "API keys", project)
+    at.number_input(key="key_rotate_grace").set_value(0)
+    at = await click(at, "key_rotate_submit")
+    new_key = at.code[0].value
+    assert new_key.startswith("lgw_") and new_key != old_key
+    wait_until(lambda: refused(stack, old_key), within=5, what="the rotated key refused")
+    assert chat(stack.gateway, new_key, "after").status_code == 200
+    at = await page(tokens["admin"], "API keys", project)
+    at.checkbox(key="key_revoke_confirm").check()
+    at = await click(at, "key_revoke_submit")
+    assert "Revoked" in shown(at)
+    wait_until(lambda: refused(stack, new_key), within=5, what="the revoked key refused")
+    states = at.dataframe[0].value["state"].tolist()
+    assert all(s.startswith("revoked") for s in states), states
+
+
+async def test_a_limit_set_on_the_page_is_enforced_and_its_usage_shown(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    project, key, _ = await new_project(account_store)
+    at = await page(tokens["admin"], "Projects & settings", project)
+    at.number_input(key="settings_rpm").set_value(3)
+    at = await click(at, "project_limits_submit")
+    assert "Saved plan and limits" in shown(at)
+    at = await page(tokens["admin"], "Rate limits", project)
+    wait_until(
+        lambda: "requests/minute: 0 of 3" in shown(run(at)), within=5, what="the limit on the page"
+    )
+    codes = [chat(stack.gateway, key, f"q{i}").status_code for i in range(4)]
+    assert codes == [200, 200, 200, 429]  # the limiter synced the new limit from Postgres
+    at = await asyncio.to_thread(run, at)
+    assert "project · requests/minute: 3 of 3 (100.0%)" in [
+        p.proto.text for p in at.get("progress")
+    ]
+
+
+async def test_cache_entries_are_deleted_and_the_project_flushed_from_the_page(
+    stack: Stack, account_store: AccountStore, accounts: Accounts, tokens: dict[str, str]
+) -> None:
+    project, key, _ = await new_project(account_store)
+    question = "Which river flows through Vienna?"
+
+    def cached() -> bool:
+        return chat(stack.gateway, key, question).headers["x-watchllm-cache"] == "hit"
+
+    wait_until(cached, what="the answer cached")
+    at = await page(tokens["admin"], "Cache", project)
+    assert question in set(at.dataframe[0].value["question"])
+    at = await click(at, "cache_delete")
+    assert "Deletion sent" in shown(at)
+    wait_until(lambda: not cached(), within=5, what="the entry deleted")
+    wait_until(cached, what="the answer cached again")
+    at = await page(tokens["admin"], "Cache", project)
+    at.checkbox(key="cache_flush_confirm").check()
+    at = await asyncio.to_thread(run, at)  # the box enables the button
+    at = await click(at, "cache_flush")
+    assert f"Flush of {project} sent" in shown(at)
+    wait_until(lambda: not cached(), within=5, what="the project flushed")
+    done = await actions_of(account_store.pool, f"dashboard:{accounts.admin}")
+    assert {"cache.delete", "cache.flush"} <= set(done)
+
+
+async def test_settings_saved_on_the_page_reach_postgres(
+    account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    project, _, key_id = await new_project(account_store)
+    at = await page(tokens["admin"], "Projects & settings", project)
+    at.selectbox(key="settings_plan").set_value("STARTER")
+    at = await click(at, "project_limits_submit")
+    at.selectbox(key="cache_mode").set_value("exact")
+    at.number_input(key="cache_ttl").set_value(600)
+    at.text_input(key="allowed_models").input("gpt-4o*, claude-*")
+    at = await click(at, "cache_settings_submit")
+    at.number_input(key="key_limits_tpm").set_value(5000)
+    at = await click(at, "key_limits_submit")
+    assert (await account_store.get_project(project)).plan is Plan.STARTER
+    settings = await account_store.get_cache_settings(project)
+    assert (settings.mode, settings.ttl_seconds) == ("exact", 600)
+    assert await account_store.get_allowed_models(project) == ["gpt-4o*", "claude-*"]
+    assert (await account_store.get_key(key_id)).tpm_limit == 5000
+    at.text_input(key="project_create_name").input("bad name!")
+    at.button(key="project_create_submit").click()
+    at = await asyncio.to_thread(at.run)
+    assert "invalid project name" in at.error[0].value  # refused with the module's reason
+
+
+async def test_users_are_created_and_disabled_on_the_page(
+    account_store: AccountStore, accounts: Accounts, tokens: dict[str, str]
+) -> None:
+    name = unique("new-viewer")
+    at = await page(tokens["admin"], "Projects & settings", accounts.project)
+    at.text_input(key="user_create_name").input(name)
+    at.text_input(key="user_create_password").input(PASSWORD)
+    at = await click(at, "user_create_submit")
+    assert f"Created viewer {name}" in shown(at)
+    sessions = SessionStore(account_store.pool)
+    signed_in = await sessions.sign_in(name, PASSWORD)
+    assert signed_in.user.role is Role.VIEWER
+    at.selectbox(key="user_state_choice").set_value(name)
+    at = await click(at, "user_disable")
+    assert await sessions.session_user(signed_in.token) is None
+    assert (await UserStore(account_store.pool).get_user(name)).disabled_at is not None
+
+
+@pytest.fixture
+def viewer_actions(accounts: Accounts) -> Actions:
+    """The app's own runtime (opened once per process) with the viewer signed in."""
+    runtime = shared_runtime()
+    return Actions(runtime, runtime.run(UserStore(runtime.pool).get_user(accounts.viewer)))
+
+
+CHANGES: dict[str, tuple[Any, ...]] = {
+    "create_project": ("never-made", Plan.FREE),
+    "set_plan": ("{project}", Plan.FREE),
+    "set_project_limits": ("{project}", 1, 1),
+    "set_key_limits": ("{key_id}", 1, 1),
+    "set_cache_settings": ("{project}", False, "exact", None, 1),
+    "set_allowed_models": ("{project}", ["none"]),
+    "create_key": ("{project}", "x"),
+    "rotate_key": ("{key_id}", 0),
+    "revoke_key": ("{key_id}",),
+    "flush_cache": ("{project}",),
+    "delete_cache_entry": ("watchllm:cache:exact:v1:{x}:y",),
+    "create_user": ("someone-new", PASSWORD, Role.ADMIN),
+    "disable_user": ("{admin}",),
+    "enable_user": ("{admin}",),
+}
+
+
+def test_every_change_is_listed() -> None:
+    public = {
+        n for n, f in inspect.getmembers(Actions, inspect.isfunction) if not n.startswith("_")
+    }
+    reads = {
+        "projects",
+        "keys",
+        "limits",
+        "limit_usage",
+        "cache_settings",
+        "allowed_models",
+        "cached_entries",
+        "audit",
+        "users",
+    }
+    assert public - reads == set(CHANGES)
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_a_viewer_is_refused_every_change_by_the_action_layer(
+    change: str, viewer_actions: Actions, accounts: Accounts, account_store: AccountStore
+) -> None:
+    values = {"{project}": accounts.project, "{key_id}": accounts.key_id, "{admin}": accounts.admin}
+    args = [values.get(a, a) if isinstance(a, str) else a for a in CHANGES[change]]
+    before = await account_store.pool.fetchval("SELECT max(id) FROM audit_log")
+    with pytest.raises(PermissionDeniedError):
+        await asyncio.to_thread(getattr(viewer_actions, change), *args)
+    after = await account_store.pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE id > $1 AND actor LIKE 'dashboard:%'", before
+    )
+    assert after == 0
+    assert (await account_store.get_key(accounts.key_id)).revoked_at is None
