@@ -30,6 +30,7 @@ def _env(tmp_path: Path, gateway_port: int, fake_port: int) -> dict[str, str]:
         WATCHLLM_LIMITER_PORT=str(free_port()),
         WATCHLLM_CACHE_PORT=str(free_port()),
         WATCHLLM_ANALYTICS_PORT=str(free_port()),
+        WATCHLLM_DASHBOARD_PORT=str(free_port()),
     )
     return env
 
@@ -92,6 +93,9 @@ def test_up_runs_everything_embedded_and_a_key_gets_a_completion(tmp_path: Path)
         # dashboard's query sees it.
         assert _requests_recorded(env["WATCHLLM_ANALYTICS_PORT"], project_id) == 1
         assert "gateway:   http://127.0.0.1:" in log.read_text()
+        dashboard = f"http://127.0.0.1:{env['WATCHLLM_DASHBOARD_PORT']}/_stcore/health"
+        _wait_for(dashboard, up, log, timeout=60)  # started last, after runtime.json
+        assert httpx.get(dashboard, timeout=5).text == "ok"
     finally:
         up.send_signal(signal.SIGINT)
         returncode = up.wait(timeout=30)

@@ -37,14 +37,15 @@ WARNING with the list; pytest's ``/tmp/pytest-of-root`` (0700) is one such direc
 pytest sets it back to 0700 at its next session. Not as root, the server runs as the
 current user and none of this happens.
 
-Crash recovery (Linux; it reads ``/proc``, see ``embedded_os``): before starting, servers still running from
-an owner that died (found by executable name and a working directory equal to the data
-directory) are shut down cleanly: SIGTERM for Valkey, SIGINT (a fast shutdown, what
-``pg_ctl stop -m fast`` sends) for Postgres; SIGKILL if they still run 30 s later. A
-``postmaster.pid`` left behind once no server process remains is removed, since Postgres
-itself refuses to start while the pid in it belongs to any live process (a reused pid,
-an unreaped zombie: PID 1 in some containers never reaps). Without ``/proc`` (macOS)
-only Postgres's own stale-lock handling applies and ``stop()`` uses ``pg_ctl stop``.
+Crash recovery (Linux; it reads ``/proc``, see ``embedded_os``): before starting,
+servers still running from an owner that died (found by executable name and a working
+directory equal to the data directory) are shut down cleanly: SIGTERM for Valkey, SIGINT
+(a fast shutdown, what ``pg_ctl stop -m fast`` sends) for Postgres; SIGKILL if they
+still run 30 s later. A ``postmaster.pid`` left behind once no server process remains
+is removed, since Postgres itself refuses to start while the pid in it belongs to any
+live process (a reused pid, an unreaped zombie: PID 1 in some containers never reaps).
+Without ``/proc`` (macOS) only Postgres's own stale-lock handling applies and ``stop()``
+uses ``pg_ctl stop``.
 
 Failure modes, raised as :class:`EmbeddedServerError` with the server's log tail (plain
 file-permission problems as ``OSError``):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from watchllm_shared.cli.accounts_commands import keys, projects
+from watchllm_shared.cli.backup_commands import backup, restore
 from watchllm_shared.cli.cache_commands import cache
 from watchllm_shared.cli.limits_commands import key_limits, project_limits
 from watchllm_shared.cli.settings import CliSettings
+from watchllm_shared.cli.users_commands import users
 from watchllm_shared.telemetry import configure_logging
 
 
@@ -26,26 +28,47 @@ def cli(ctx: click.Context) -> None:
     is_flag=True,
     help="Also start the built-in fake provider and route every model to it (demo).",
 )
+@click.option("--replicas", "--scale", "replicas", multiple=True, metavar="SERVICE=N[,…]",
+              help="Run N processes of gateway, limiter, cache or analytics, e.g. "
+              "--replicas gateway=2,limiter=2 (repeatable).")  # fmt: skip
 @click.pass_obj
-def up(settings: CliSettings, fake_provider: bool) -> None:
+def up(settings: CliSettings, fake_provider: bool, replicas: tuple[str, ...]) -> None:
     """Run the whole system: stores (embedded unless URLs are set), migrations, services."""
+    from watchllm_shared.cli.embedded_os import EmbeddedServerError
+    from watchllm_shared.cli.replicas import parse_replicas
     from watchllm_shared.cli.up import run_up
 
-    run_up(settings, fake_provider)
+    try:
+        run_up(settings, fake_provider, parse_replicas(replicas))
+    except EmbeddedServerError as exc:  # a data folder in use, a server that did not start
+        raise click.ClickException(str(exc)) from exc
 
 
 @cli.command()
+@click.option("--wait", "wait_seconds", default=0.0, show_default=True, type=float,
+              help="Keep retrying an unreachable Postgres this many seconds (a Job "
+              "starting with its database).")  # fmt: skip
 @click.pass_obj
-def migrate(settings: CliSettings) -> None:
-    """Apply the Postgres schema migrations (safe to run concurrently and repeatedly)."""
+def migrate(settings: CliSettings, wait_seconds: float) -> None:
+    """Apply the Postgres schema migrations (safe to run concurrently and repeatedly).
+
+    Concurrent runs queue on an advisory lock; all pending revisions apply in one
+    transaction. Exits non-zero on failure, so a Kubernetes Job retries it.
+    """
     from watchllm_shared.accounts import migrate as migrations
 
     url = settings.effective_database_url()
     try:
-        migrations.upgrade(url)
+        applied = migrations.upgrade_when_reachable(url, wait_seconds)
     except OSError as exc:
         raise click.ClickException(f"cannot connect to Postgres: {exc}") from exc
-    click.echo(f"schema at revision {migrations.head_revision()}")
+    except migrations.MigrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    head = migrations.head_revision()
+    if applied:
+        click.echo(f"applied {', '.join(applied)}; schema at revision {head}")
+    else:
+        click.echo(f"schema already at revision {head}; nothing to do")
 
 
 @cli.command("fake-provider")
@@ -69,3 +92,6 @@ keys.add_command(key_limits)
 cli.add_command(projects)
 cli.add_command(keys)
 cli.add_command(cache)
+cli.add_command(backup)
+cli.add_command(restore)
+cli.add_command(users)

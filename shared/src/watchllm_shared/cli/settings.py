@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
 
@@ -27,6 +27,15 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
     cache_port: int = 8091
     analytics_port: int = 8092
     fake_provider_port: int = 9000
+    dashboard_port: int = 3000
+    clickhouse_url: str | None = Field(
+        default=None, description="A ClickHouse server lets `up` run several analytics replicas."
+    )
+    qdrant_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("QDRANT_URL", "WATCHLLM_QDRANT_URL"),
+        description="A Qdrant server gives several cache replicas one shared index.",
+    )
 
     def explicit(self, field: str) -> bool:
         return field in self.model_fields_set

@@ -7,7 +7,8 @@
 4. Every service that exists, each as its own process: the cache service (embedding
    model and qdrant-edge under the data folder), analytics (chdb under the data
    folder: it alone opens it), the limiter (it loads the rate-limit library and syncs
-   limits), then the gateway.
+   limits), then the gateway. ``--replicas gateway=2,…`` runs several processes of a
+   service, started together, each on its own port (see ``replicas.py``).
 5. Writes ``runtime.json`` in the data folder (so ``watchllm keys create`` in another
    terminal finds this stack), prints the URLs, then waits.
 
@@ -26,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import click
 import httpx
 
 from watchllm_shared.cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from watchllm_shared.cli.replicas import ReplicaPlan, plan_for
 from watchllm_shared.cli.settings import RUNTIME_FILE, CliSettings
 
 _STOP_GRACE_SECONDS = 10.0
@@ -57,7 +59,7 @@ class Stack:
     children: list[Child] = field(default_factory=list)
 
     def spawn(self, name: str, module: str, args: list[str], env: dict[str, str], url: str,
-              ready_path: str) -> Child:  # fmt: skip
+              ready_path: str, wait: bool = True) -> Child:  # fmt: skip
         log_path = self.data_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
@@ -67,7 +69,8 @@ class Stack:
             )  # fmt: skip
         child = Child(name, process, log_path, url)
         self.children.append(child)
-        _wait_ready(child, url + ready_path)
+        if wait:
+            _wait_ready(child, url + ready_path)
         return child
 
     def stop(self) -> None:
@@ -124,9 +127,12 @@ def _fake_routes(fake_url: str) -> str:
     ])  # fmt: skip
 
 
-def run_up(settings: CliSettings, fake_provider: bool) -> None:
+def run_up(
+    settings: CliSettings, fake_provider: bool, replicas: Mapping[str, int] | None = None
+) -> None:
     from watchllm_shared.accounts import migrate as migrations
 
+    plan = plan_for(settings, replicas or {})  # refuses a bad --replicas before anything runs
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with _stores(settings) as (redis_url, database_url):
         migrations.upgrade(database_url)
@@ -143,31 +149,51 @@ def run_up(settings: CliSettings, fake_provider: bool) -> None:
                             fake_url, "/health")  # fmt: skip
                 gateway_env["WATCHLLM_ROUTES"] = _fake_routes(fake_url)
                 click.echo(f"provider:  FAKE provider at {fake_url} (demo answers, not a real LLM)")
-            cache_url = f"http://127.0.0.1:{settings.cache_port}"
-            qdrant_path = str(settings.data_dir / "qdrant-edge")
-            cache_env = {**base_env, "WATCHLLM_CACHE_PORT": str(settings.cache_port),
-                         "WATCHLLM_QDRANT_EDGE_PATH": qdrant_path}  # fmt: skip
-            stack.spawn("cache", "watchllm_cache", [], cache_env, cache_url, "/readyz")
-            analytics_url = f"http://127.0.0.1:{settings.analytics_port}"
-            analytics_env = {**base_env, "WATCHLLM_DATA_DIR": str(settings.data_dir),
-                             "WATCHLLM_ANALYTICS_PORT": str(settings.analytics_port)}  # fmt: skip
-            stack.spawn("analytics", "watchllm_analytics", [], analytics_env, analytics_url,
-                        "/readyz")  # fmt: skip
-            limiter_url = f"http://127.0.0.1:{settings.limiter_port}"
-            limiter_env = {**base_env, "WATCHLLM_LIMITER_PORT": str(settings.limiter_port)}
-            stack.spawn("limiter", "watchllm_limiter", [], limiter_env, limiter_url, "/readyz")
-            gateway_url = f"http://127.0.0.1:{settings.gateway_port}"
-            gateway_env["WATCHLLM_GATEWAY_PORT"] = str(settings.gateway_port)
-            stack.spawn("gateway", "watchllm_gateway", [], gateway_env, gateway_url, "/readyz")
+            # Each service: its replicas (one unless --replicas), ports and consumer
+            # names from the plan (see cli/replicas.py).
+            _spawn_replicas(stack, plan, "cache", "watchllm_cache", base_env)
+            analytics_env = {**base_env, "WATCHLLM_DATA_DIR": str(settings.data_dir)}
+            _spawn_replicas(stack, plan, "analytics", "watchllm_analytics", analytics_env)
+            _spawn_replicas(stack, plan, "limiter", "watchllm_limiter", base_env)
+            gateway_url = _spawn_replicas(stack, plan, "gateway", "watchllm_gateway",
+                                          gateway_env)[0].url  # fmt: skip
+            for note in plan.notes():
+                click.echo(note)
             runtime_file.write_text(json.dumps(
                 {"redis_url": redis_url, "database_url": database_url, "gateway_url": gateway_url}
             ))  # fmt: skip
+            _spawn_dashboard(stack, settings, base_env, gateway_url)  # the CLI works meanwhile
             _announce(gateway_url, settings.data_dir)
             _supervise(stack)
         finally:
             stack.stop()
             runtime_file.unlink(missing_ok=True)
             click.echo("stopped")
+
+
+def _spawn_replicas(
+    stack: Stack, plan: ReplicaPlan, service: str, module: str, env: dict[str, str]
+) -> list[Child]:
+    """Start every replica of ``service`` at once, then wait until each is ready."""
+    children = [
+        stack.spawn(r.name, module, [], {**env, **r.env}, r.url, "/readyz", wait=False)
+        for r in plan.replicas(service)
+    ]
+    for child in children:
+        _wait_ready(child, child.url + "/readyz")
+    return children
+
+
+def _spawn_dashboard(stack: Stack, settings: CliSettings, env: dict[str, str],
+                     gateway_url: str) -> None:  # fmt: skip
+    """The Streamlit dashboard; it reads analytics through the analytics service."""
+    url = f"http://127.0.0.1:{settings.dashboard_port}"
+    stack.spawn("dashboard", "watchllm_dashboard", [], {
+        **env, "WATCHLLM_DASHBOARD_PORT": str(settings.dashboard_port),
+        "WATCHLLM_GATEWAY_URL": gateway_url,
+        "WATCHLLM_ANALYTICS_URL": f"http://127.0.0.1:{settings.analytics_port}",
+    }, url, "/_stcore/health")  # fmt: skip
+    click.echo(f"dashboard: {url}   (sign in; first admin: watchllm users create NAME --admin)")
 
 
 def _announce(gateway_url: str, data_dir: Path) -> None:
