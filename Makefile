@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models up demo test test-unit lint typecheck bench bench-gateway bench-limiter bench-cache bench-analytics clean
+.PHONY: install models deploy-tools browser up demo test test-unit test-deploy lint typecheck bench bench-gateway bench-limiter bench-cache bench-analytics bench-dashboard clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -25,6 +25,19 @@ install: $(BIN)/watchllm models
 models: $(UV)
 	$(BIN)/python services/cache/scripts/install_model.py
 
+# Offline validators of the deployment files (tests/deploy): Debian's docker-compose
+# 1.29.2 for `docker-compose config` (--no-install-recommends: without it apt installs a
+# Docker engine). kubernetes-validate and the Compose schema come with the dev group.
+deploy-tools:
+	@command -v docker-compose >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; }
+
+# Debian's chromium for the dashboard's real-browser test (Playwright from PyPI drives
+# it; no browser download). Installed only when missing.
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 up: install
 	$(BIN)/watchllm up $(UP_ARGS)
 
@@ -32,21 +45,25 @@ up: install
 demo: install
 	$(BIN)/watchllm up --fake-provider $(UP_ARGS)
 
-test: install
+test: install deploy-tools browser
 	$(BIN)/pytest
 
-test-unit: install
+test-unit: install deploy-tools
 	$(BIN)/pytest -m unit
+
+# docker-compose.yml, k8s/ and the Dockerfiles, validated offline (seconds).
+test-deploy: install deploy-tools
+	$(BIN)/pytest tests/deploy
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy shared/src services/gateway/src
+	$(BIN)/mypy shared/src services/gateway/src services/dashboard/src
 
 # Every benchmark; reports land in tests/bench/results/ (markdown + JSON).
-bench: bench-gateway bench-limiter bench-cache bench-analytics
+bench: bench-gateway bench-limiter bench-cache bench-analytics bench-dashboard
 
 bench-gateway: install
 	$(BIN)/python -m tests.bench.gateway_bench
@@ -60,6 +77,10 @@ bench-cache: install
 # Analytics: ingestion rate, event-to-queryable lag, dashboard queries over 10M rows.
 bench-analytics: install
 	$(BIN)/python -m tests.bench.analytics_bench
+
+# Dashboard: every page rendered against 1M request rows (AppTest, analytics service).
+bench-dashboard: install
+	$(BIN)/python -m tests.bench.dashboard_bench
 
 clean:
 	rm -rf $(VENV) .watchllm .pytest_cache
