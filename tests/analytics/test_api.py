@@ -88,6 +88,20 @@ async def test_usage_by_hour_and_recent_requests(http: httpx.AsyncClient, projec
     assert [row[body["columns"].index("error_type")] for row in body["rows"]] == ["upstream_5xx"]
 
 
+async def test_an_empty_answer_names_the_same_columns(http: httpx.AsyncClient, project) -> None:
+    """chdb names no columns when no row matches; the dashboard still needs them."""
+    project_id, _ = project
+    full = (await http.post("/v1/queries/project_usage_by_hour",
+                            json=window(project_id=str(project_id)))).json()  # fmt: skip
+    for _ in range(2):  # the second answer comes from the kept description
+        empty = (await http.post("/v1/queries/project_usage_by_hour",
+                                 json=window(project_id=str(uuid.uuid4())))).json()  # fmt: skip
+        assert empty["rows"] == [] and full["rows"]
+        assert empty["columns"] == full["columns"]
+        # DESCRIBE also names the time zone (DateTime('UTC')) where a result says DateTime.
+        assert [t.split("(")[0] for t in empty["types"]] == [t.split("(")[0] for t in full["types"]]
+
+
 async def test_bad_requests_are_refused_before_clickhouse(http: httpx.AsyncClient) -> None:
     assert (await http.post("/v1/queries/drop_everything", json={})).status_code == 404
     reply = await http.post("/v1/queries/project_totals", json=window(project_id="x'; DROP"))
