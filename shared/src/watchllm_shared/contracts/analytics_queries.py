@@ -34,8 +34,8 @@ REQUEST_LOG_TABLE = "requests"
 MAX_RANGE = timedelta(days=400)
 
 
-class HourRange(BaseModel):
-    """Whole hours from the hour of ``start`` to the hour of ``end``, both included (UTC)."""
+class TimeSpan(BaseModel):
+    """``start`` to ``end`` in UTC (naive means UTC), ordered, at most ``MAX_RANGE``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -52,6 +52,10 @@ class HourRange(BaseModel):
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "end", end)
         return self
+
+
+class HourRange(TimeSpan):
+    """Whole hours from the hour of ``start`` to the hour of ``end``, both included (UTC)."""
 
 
 class ProjectHourRange(HourRange):
@@ -67,30 +71,15 @@ class ProjectKeyHourRange(ProjectHourRange):
     model: str = Field(default="", max_length=200, description="'' for every model")
 
 
-class RequestFilter(BaseModel):
+class RequestFilter(TimeSpan):
     """One project's requests between two instants, filtered by exact matches; '' (or
     null for ``key_id``) means "any". ``search`` matches a request, trace or event id."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     project_id: UUID
-    start: datetime
-    end: datetime
     status: str = Field(default="", max_length=40)
     model: str = Field(default="", max_length=200)
     key_id: UUID | None = None
     search: str = Field(default="", max_length=200)
-
-    @model_validator(mode="after")
-    def _ordered_and_bounded(self) -> Self:
-        start, end = _utc(self.start), _utc(self.end)
-        if end < start:
-            raise ValueError("end is before start")
-        if end - start > MAX_RANGE:
-            raise ValueError(f"range longer than {MAX_RANGE.days} days")
-        object.__setattr__(self, "start", start)
-        object.__setattr__(self, "end", end)
-        return self
 
 
 class RequestLogParams(RequestFilter):
