@@ -45,6 +45,8 @@ def main(directory: Path) -> None:
     totals = reader.query("project_key_totals", {**window, "key_id": KEY})
     outcomes = reader.query("project_outcomes_by_hour", window)
     log = reader.query("project_request_log", {**window, "limit": 5})
+    nobody = {**window, "project_id": uuid.uuid4(), "limit": 5}
+    empty_log = reader.query("project_request_log", nobody)  # chdb names no columns here
     answer = orjson.dumps(
         {
             "requests": int(totals.iloc[0]["requests"]),
@@ -53,6 +55,8 @@ def main(directory: Path) -> None:
             "hours": len(outcomes),
             "log_rows": len(log),
             "log_dtypes": {k: str(v) for k, v in log.dtypes.items()},
+            "empty_log_rows": len(empty_log),
+            "empty_log_columns": list(empty_log.columns),
         }
     )
     sys.stdout.write(answer.decode() + "\n")

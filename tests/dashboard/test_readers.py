@@ -116,3 +116,4 @@ def test_direct_clickhouse_reads_give_the_frames_the_service_gives(
     )
     reader.close()
     assert {k: str(v) for k, v in log.dtypes.items()} == direct["log_dtypes"]
+    assert direct["empty_log_rows"] == 0 and direct["empty_log_columns"] == list(log.columns)

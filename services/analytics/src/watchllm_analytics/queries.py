@@ -56,18 +56,18 @@ class QueryRunner:
         columns = list(result.column_names)
         types = [column_type.name for column_type in result.column_types]
         if not columns:
-            columns, types = await self._describe(name, query.sql, parameters)
+            columns, types = await self._describe(name, query.describe_sql, parameters)
         self._metrics.query_seconds.labels(name).observe(time.monotonic() - started)
         return QueryResult(
             name=name, columns=columns, types=types, rows=[list(row) for row in result.result_rows]
         )
 
     async def _describe(
-        self, name: str, sql: str, parameters: dict[str, Any]
+        self, name: str, describe_sql: str, parameters: dict[str, Any]
     ) -> tuple[list[str], list[str]]:
         """(names, types) of a definition's result columns, asked once and kept."""
         if name not in self._described:
-            describe = partial(self._client.query, f"DESCRIBE TABLE ({sql})",
+            describe = partial(self._client.query, describe_sql,
                                parameters=parameters, settings=self._settings)  # fmt: skip
             rows = (await asyncio.to_thread(call, describe)).result_rows
             self._described[name] = ([row[0] for row in rows], [row[1] for row in rows])

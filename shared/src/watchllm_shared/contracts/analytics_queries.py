@@ -115,6 +115,12 @@ class AnalyticsQuery:
         """
         return self.params.model_validate(dict(raw)).model_dump()
 
+    @property
+    def describe_sql(self) -> str:
+        """The result's column names and types, even when no row matches: chdb sends no
+        names or types with an empty result, so readers ask this once and keep it."""
+        return f"DESCRIBE TABLE ({self.sql})"
+
 
 class QueryResult(BaseModel):
     """What ``POST /v1/queries/{name}`` answers. JSON encodes Decimal (money, exact) and

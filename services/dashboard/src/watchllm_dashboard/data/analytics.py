@@ -98,6 +98,7 @@ class ClickHouseReader:
     def __init__(self, dsn: str, database: str, timeout: float) -> None:
         self._dsn, self._database, self._timeout = dsn, database, timeout
         self._client: Any = None
+        self._described: dict[str, tuple[list[str], list[str]]] = {}
 
     def _connected(self) -> Any:
         if self._client is None:
@@ -123,10 +124,19 @@ class ClickHouseReader:
         bound = definition.bind(parameters)
         try:
             result = self._connected().query(definition.sql, parameters=bound)
+            columns = list(result.column_names)
+            types = [column_type.name for column_type in result.column_types]
+            if not columns:  # an empty chdb result names nothing (see describe_sql)
+                if name not in self._described:
+                    described = self._connected().query(definition.describe_sql, parameters=bound)
+                    self._described[name] = (
+                        [row[0] for row in described.result_rows],
+                        [row[1] for row in described.result_rows],
+                    )
+                columns, types = self._described[name]
         except (ClickHouseError, OSError) as exc:
             raise AnalyticsUnavailable(f"ClickHouse could not answer: {exc}") from exc
-        types = [column_type.name for column_type in result.column_types]
-        return frame(result.column_names, types, result.result_rows)
+        return frame(columns, types, result.result_rows)
 
     def close(self) -> None:
         if self._client is not None:

@@ -21,21 +21,6 @@ USAGE_COLUMNS = ("requests", "errors", "cache_hits", "prompt_tokens", "completio
 LATENCY_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
 OUTCOME_COLUMNS = ("requests", "ok", "rate_limited", "errors", "exact_hits", "semantic_hits",
                    "misses", "bypassed", "cost_saved_usd")  # fmt: skip
-KEY_ACTIVITY_COLUMNS = ("key_id", "requests", "rate_limited", "last_used")
-LOG_COLUMNS = ("event_id", "occurred_at", "request_id", "key_id", "model", "provider",
-               "endpoint", "http_status", "status", "error_type", "cache", "cache_similarity",
-               "stream", "prompt_tokens", "completion_tokens", "cost_usd", "cost_saved_usd",
-               "latency_ms", "upstream_latency_ms", "ttfb_ms", "trace_id",
-               "upstream_attempts")  # fmt: skip
-
-
-def with_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """``frame`` with every one of ``columns`` (ClickHouse names no columns for an empty
-    result, so an empty answer arrives without them)."""
-    missing = [c for c in columns if c not in frame.columns]
-    if not missing:
-        return frame
-    return frame.assign(**{c: pd.Series(index=frame.index, dtype="object") for c in missing})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +36,7 @@ def _empty_totals() -> dict[str, Any]:
 
 
 def _totals(frame: pd.DataFrame) -> dict[str, Any]:
-    if frame.empty or "requests" not in frame or not frame.iloc[0]["requests"]:
+    if frame.empty or not frame.iloc[0]["requests"]:
         return _empty_totals()
     row = frame.iloc[0].to_dict()
     return {
@@ -64,7 +49,6 @@ def fill_hours(frame: pd.DataFrame, window: TimeWindow, counts: tuple[str, ...],
     """Every hour of the window: ``counts`` are 0 and ``others`` (latencies) gaps where
     nothing happened."""
     hours = pd.DatetimeIndex(pd.to_datetime(window.hours(), utc=True), name="hour")
-    frame = with_columns(frame, ("hour", *counts, *others))
     filled = frame.set_index("hour").reindex(hours)
     for column in counts:
         filled[column] = pd.to_numeric(filled[column]).fillna(0)
@@ -98,14 +82,11 @@ def overview(
 
 def by_model(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
     frame = reader.query("project_usage_by_model", {"project_id": project_id, **window.params()})
-    frame = frame.drop(columns=["latency_quantiles"], errors="ignore")
-    return with_columns(frame, ("model", *USAGE_COLUMNS, *LATENCY_COLUMNS))
+    return frame.drop(columns=["latency_quantiles"], errors="ignore")
 
 
 def by_project(reader: AnalyticsReader, window: TimeWindow) -> pd.DataFrame:
-    return with_columns(
-        reader.query("usage_by_project", window.params()), ("project_id", *USAGE_COLUMNS)
-    )
+    return reader.query("usage_by_project", window.params())
 
 
 def outcomes(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
@@ -114,13 +95,11 @@ def outcomes(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> p
 
 
 def errors(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
-    frame = reader.query("project_errors", {"project_id": project_id, **window.params()})
-    return with_columns(frame, ("status", "error_type", "http_status", "requests"))
+    return reader.query("project_errors", {"project_id": project_id, **window.params()})
 
 
 def key_activity(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
-    frame = reader.query("project_key_activity", {"project_id": project_id, **window.params()})
-    return with_columns(frame, KEY_ACTIVITY_COLUMNS)
+    return reader.query("project_key_activity", {"project_id": project_id, **window.params()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,4 +119,4 @@ def request_page(
     page = min(max(1, page), pages)
     offset = min((page - 1) * page_size, 1_000_000)
     rows = reader.query("project_request_log", {**filters, "offset": offset, "limit": page_size})
-    return RequestPage(with_columns(rows, LOG_COLUMNS), total, page, pages)
+    return RequestPage(rows, total, page, pages)
