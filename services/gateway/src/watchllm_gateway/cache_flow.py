@@ -16,12 +16,13 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from watchllm_gateway.cache_client import CacheClient, CacheHit
 from watchllm_gateway.cache_control import CachePolicy, cache_policy
 from watchllm_gateway.cache_shapes import replay_events, storable
 from watchllm_gateway.endpoints import CHAT_COMPLETIONS, MESSAGES, EndpointSpec
+from watchllm_gateway.event_stream import EventStreamResponse
 from watchllm_gateway.events import StreamPublisher
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts.cache import CachedAnswer, CacheStore
@@ -74,8 +75,7 @@ def hit_response(spec: EndpointSpec, hit: CacheHit, stream: bool, include_usage:
         for event in events:
             yield event
 
-    return StreamingResponse(replay(), 200, media_type="text/event-stream",
-                             headers={"cache-control": "no-cache"})  # fmt: skip
+    return EventStreamResponse(replay())
 
 
 def store_request(

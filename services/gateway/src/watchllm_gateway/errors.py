@@ -14,7 +14,10 @@ failure, 503 a store the gateway cannot work without is down, 504 upstream timeo
 
 from __future__ import annotations
 
+import logging
+
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 
 from watchllm_gateway.settings import ProviderKind
@@ -86,3 +89,20 @@ class GatewayError(Exception):
 
 def bad_request(message: str, code: str = "invalid_request") -> GatewayError:
     return GatewayError(400, code, message)
+
+
+log = logging.getLogger(__name__)
+
+
+def openai_error_body(message: str, type_: str, code: str) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+
+
+def unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug, not a refusal: logged with its traceback, answered with a bare 500."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(
+        openai_error_body("Internal gateway error", "api_error", "internal_error"),
+        500,
+        media_type="application/json",
+    )

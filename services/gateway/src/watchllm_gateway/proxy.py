@@ -28,7 +28,7 @@ import orjson
 from opentelemetry.trace import Tracer, use_span
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from watchllm_gateway.auth import KeyAuthenticator, extract_key
 from watchllm_gateway.cache_client import CacheHit
@@ -43,6 +43,7 @@ from watchllm_gateway.cache_flow import (
 from watchllm_gateway.cache_shapes import StreamAssembler
 from watchllm_gateway.endpoints import EndpointSpec
 from watchllm_gateway.errors import GatewayError, bad_request
+from watchllm_gateway.event_stream import EventStreamResponse
 from watchllm_gateway.events import StreamPublisher
 from watchllm_gateway.exchange import Exchange, status_for_http
 from watchllm_gateway.metrics import GatewayMetrics
@@ -121,6 +122,10 @@ class Proxy:
         self._limiter = limiter
         self._cache = cache
         self._tracer = tracer  # None: tracing is off, no span code runs (see ``tracing``)
+
+    @property
+    def traced(self) -> bool:
+        return self._tracer is not None
 
     async def authenticate(self, key: str) -> KeyGrant:
         return await self._auth.authenticate(key)
@@ -291,10 +296,7 @@ class Proxy:
         )
         exchange.assembler = assembler
         events = relay_stream(exchange, answer, caller_wants_usage, self._complete_stream)
-        response = StreamingResponse(events, 200, media_type="text/event-stream")
-        response.headers.update(self._headers(exchange))
-        response.headers["cache-control"] = "no-cache"
-        return response
+        return EventStreamResponse(events, self._headers(exchange))
 
     def _complete_stream(self, exchange: Exchange) -> None:
         self._price(exchange)

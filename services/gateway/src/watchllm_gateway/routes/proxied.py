@@ -1,9 +1,12 @@
 """The proxied endpoints — chat completions, messages, embeddings — as plain Starlette
 routes.
 
-They bypass FastAPI's dependency injection and request wrapper on purpose: on the
-hot path those cost several percent of the gateway's CPU per request (py-spy during
-``make bench``), and these handlers need nothing but the runtime on ``app.state``.
+With tracing off, ``direct.GatewayApp`` answers them before FastAPI is reached and
+these routes serve nothing; with tracing on, requests come here through the
+OpenTelemetry middleware. They bypass FastAPI's dependency injection and request
+wrapper on purpose: on the hot path those cost several percent of the gateway's CPU
+per request (py-spy during ``make bench``), and these handlers need nothing but the
+runtime on ``app.state``.
 """
 
 from __future__ import annotations
