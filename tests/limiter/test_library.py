@@ -173,6 +173,22 @@ async def test_day_quota_is_a_calendar_utc_day(redis: aioredis.Redis) -> None:
     assert after.allowed and after.requests_remaining == 2
 
 
+async def test_day_counts_expire_two_days_on_and_old_days_are_dropped(
+    redis: aioredis.Redis,
+) -> None:
+    """The day hash is housekept on each day's first request only: it lives two days
+    past that request, and the day before yesterday's count goes."""
+    subject = Subject(redis)
+    day_key = check_keys(subject.project, subject.key)[1]
+    day = T0 // DAY_MS
+    for offset in range(3):  # three consecutive days, two requests each
+        await subject.check(T0 + offset * DAY_MS)
+        await subject.check(T0 + offset * DAY_MS + 1000)
+    counts = await redis.hgetall(day_key)
+    assert counts == {str(day + 1).encode(): b"2", str(day + 2).encode(): b"2"}
+    assert 2 * DAY_MS - 60_000 < await redis.pttl(day_key) <= 2 * DAY_MS
+
+
 async def test_plan_fallback_applies_until_the_limiter_synced_the_project(
     redis: aioredis.Redis,
 ) -> None:
