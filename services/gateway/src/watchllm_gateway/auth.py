@@ -66,6 +66,7 @@ class KeyAuthenticator:
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[KeyGrant | None]] = {}
         self._outage_logged = False
+        self._cache_hits = metrics.key_lookups.labels("cache")  # bound once: hot path
 
     async def authenticate(self, key: str) -> KeyGrant:
         grant = await self._lookup(hash_key(key))
@@ -79,7 +80,7 @@ class KeyAuthenticator:
         entry = self._cache.get(key_hash)
         now = time.monotonic()
         if entry is not None and now - entry.fetched_at < self._ttl:
-            self._metrics.key_lookups.labels("cache").inc()
+            self._cache_hits.inc()
             return entry.grant
         pending = self._inflight.get(key_hash)
         if pending is not None:

@@ -79,6 +79,9 @@ class RateLimiter:
         self._policy = policy
         self._failing = False
         self._next_probe = 0.0
+        # Bound once: ``labels()`` costs a lock and a dict lookup on every request.
+        self._allowed = metrics.limiter_decisions.labels("allowed")
+        self._refused = metrics.limiter_decisions.labels("refused")
 
     async def check(self, grant: KeyGrant, request_id: str) -> dict[str, str]:
         """Admit the request or raise 429; returns the headers every answer carries."""
@@ -101,9 +104,9 @@ class RateLimiter:
         decision = LimitDecision.from_reply(reply)
         headers = limit_headers(decision)
         if decision.allowed:
-            self._metrics.limiter_decisions.labels("allowed").inc()
+            self._allowed.inc()
             return headers
-        self._metrics.limiter_decisions.labels("refused").inc()
+        self._refused.inc()
         retry_after = max(1, math.ceil(decision.retry_after_ms / 1000))
         headers["retry-after"] = str(retry_after)
         headers["retry-after-ms"] = str(max(decision.retry_after_ms, 0))

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+from prometheus_client import Histogram
 
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.metrics import GatewayMetrics
@@ -114,6 +115,7 @@ class UpstreamClient:
         self._metrics = metrics
         self._max_retries = max_retries
         self._backoff = backoff_seconds
+        self._bound_latency: dict[ProviderKind, Histogram] = {}
 
     @staticmethod
     def _headers(route: Route, incoming: Mapping[str, str]) -> dict[str, str]:
@@ -150,13 +152,21 @@ class UpstreamClient:
                     continue
                 raise _unreachable(502, "upstream_unreachable", exc, attempt) from exc
             elapsed = time.perf_counter() - started
-            self._metrics.upstream_latency.labels(route.provider.value).observe(elapsed)
+            self._latency(route.provider).observe(elapsed)
             if response.status in RETRYABLE_STATUSES:
                 retry_after = response.headers.get("retry-after")
                 if await self._may_retry(route, attempt, str(response.status), retry_after):
                     response.release()
                     continue
             return UpstreamResponse(response, attempt, elapsed)
+
+    def _latency(self, provider: ProviderKind) -> Histogram:
+        bound = self._bound_latency.get(provider)
+        if bound is None:  # ``labels()`` takes a lock and builds a key: bind once
+            bound = self._bound_latency[provider] = self._metrics.upstream_latency.labels(
+                provider.value
+            )
+        return bound
 
     async def _may_retry(
         self, route: Route, attempt: int, reason: str, retry_after: str | None
