@@ -12,14 +12,15 @@ request through without headers, fail-closed answers 503. Either way it is count
 During an episode the gateway asks again at most every ``_PROBE_EVERY_SECONDS``;
 requests in between get the policy at once instead of each waiting for the deadline.
 
-The deadline (default 0.5 s) is far above a healthy ask (~0.2 ms) on purpose: under a
-burst, a busy event loop delays the reply's handling, and a tight deadline would turn
-load itself into fail-open, dropping limits exactly when they matter.
+The deadline (default 0.5 s) is far above a healthy ask (~0.2 ms) on purpose, and it is
+a ``Deadline``, which does not fire while the gateway's own event loop is behind: under
+a burst the reply can wait in the socket past the deadline, and a plain timeout would
+turn load itself into fail-open after Redis had already counted the request, dropping
+limits exactly when they matter (``tests/limiter/test_ask_under_load.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -32,6 +33,7 @@ from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts.limits import CHECK_FUNCTION, LimitDecision, check_keys
+from watchllm_shared.deadline import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class RateLimiter:
             return self._apply_policy()
         keys = check_keys(grant.project_id, grant.key_id)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with Deadline(self._timeout):
                 reply = await self._redis.fcall(
                     CHECK_FUNCTION, len(keys), *keys,
                     str(grant.key_id), grant.requests_per_day, request_id, "",
