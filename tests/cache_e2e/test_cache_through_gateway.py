@@ -105,6 +105,7 @@ def test_exact_repeat_is_served_from_cache_and_records_the_saving(
                                lambda e: e.request_id == repeat["x-request-id"])  # fmt: skip
     assert event.cache is CacheOutcome.HIT and event.cost_usd == 0
     assert event.cost_saved_usd > 0 and event.prompt_tokens == 0 and event.upstream_attempts == 0
+    assert event.cache_key == headers["x-watchllm-cache-key"]  # the entry that answered
 
 
 def test_a_rephrased_question_is_a_semantic_hit_in_the_same_project_only(
@@ -117,6 +118,11 @@ def test_a_rephrased_question_is_a_semantic_hit_in_the_same_project_only(
         again, hit = ask(client, "how do I reset my password")
         assert hit["x-watchllm-cache"] == "hit" and again == answer
         assert 0 < float(hit["x-watchllm-cache-similarity"]) <= 1
+        # The event names the stored entry that answered, not this request's own key.
+        assert hit["x-watchllm-cache-key"] != headers["x-watchllm-cache-key"]
+        (event,) = wait_for_events(redis_url, stack.stream,
+                                   lambda e: e.request_id == hit["x-request-id"])  # fmt: skip
+        assert event.cache_key == headers["x-watchllm-cache-key"]
         _, isolated = ask(other, "How do I reset my password?")
         assert isolated["x-watchllm-cache"] == "miss"
 

@@ -57,6 +57,7 @@ _BREAKER_SECONDS = 1.0
 class CacheHit:
     answer: CachedAnswer
     similarity: float | None  # None for an exact hit
+    key: str  # the exact-layer key of the entry that answered
 
 
 class CacheClient:
@@ -148,7 +149,7 @@ class CacheClient:
 
     async def _exact(self, key: str) -> CacheHit | None:
         answer = await self._read(key)
-        return CacheHit(answer, None) if answer else None
+        return CacheHit(answer, None, key) if answer else None
 
     async def _read(self, key: str) -> CachedAnswer | None:
         raw = await self._redis.get(key)
@@ -186,7 +187,7 @@ class CacheClient:
         if not answer.hit or answer.exact_key is None:
             return None
         cached = await self._read(answer.exact_key)
-        return CacheHit(cached, answer.similarity) if cached else None
+        return CacheHit(cached, answer.similarity, answer.exact_key) if cached else None
 
     async def _listen(self) -> None:
         """Resolve waiting asks from this replica's reply channel; reconnect forever."""

@@ -49,6 +49,7 @@ class Exchange:
     limit_headers: dict[str, str] = field(default_factory=dict)
     cache: CacheOutcome = CacheOutcome.BYPASS
     cache_similarity: float | None = None
+    cache_key: str | None = None  # the entry that answered a hit
     cost_saved_usd: Decimal = Decimal(0)
     store: CacheStore | None = None  # published after the answer was sent
     cache_plan: CachePlan | None = None
@@ -95,6 +96,7 @@ class Exchange:
             ttfb_ms=self.ttfb * 1000 if self.ttfb is not None else None,
             trace_id=self.trace_id,
             upstream_attempts=self.upstream_attempts,
+            cache_key=self.cache_key,
         )
 
 

@@ -222,6 +222,7 @@ class Proxy:
     def _serve_hit(self, exchange: Exchange, hit: CacheHit, include_usage: bool) -> Response:
         exchange.cache = CacheOutcome.HIT
         exchange.cache_similarity = hit.similarity
+        exchange.cache_key = hit.key
         exchange.cost_saved_usd = Decimal(hit.answer.cost_usd)
         if exchange.span is not None:
             exchange.response_model = hit.answer.model

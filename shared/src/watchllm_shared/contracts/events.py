@@ -67,6 +67,11 @@ class RequestCompleted(BaseModel):
     ttfb_ms: float | None = Field(default=None, description="Request received to first byte.")
     trace_id: str | None = None
     upstream_attempts: int = 0
+    cache_key: str | None = Field(
+        default=None,
+        description="On a cache hit, the exact-layer key of the entry that answered "
+        "(for a semantic hit, the stored question's entry): what ranks cached prompts.",
+    )
 
     def to_stream_fields(self) -> dict[str, bytes]:
         return {"data": self.model_dump_json().encode()}
