@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from tests.analytics.conftest import make_event
+from watchllm_analytics import canonical
 from watchllm_analytics.canonical import canonical_values
 from watchllm_analytics.rows import (
     COLUMNS,
@@ -95,6 +96,7 @@ def varied_event(rng: random.Random) -> RequestCompleted:
         upstream_latency_ms=rng.choice([None, 0.0, 1e-9, 123.456]),
         ttfb_ms=rng.choice([None, 5.5]),
         trace_id=rng.choice([None, "0af7651916cd43dd8448eb211c80319c"]),
+        cache_key=rng.choice([None, "", "watchllm:cache:exact:" + "ab" * 32]),
     )
 
 
@@ -180,6 +182,7 @@ NEAR_MISSES: dict[str, list[Any]] = {
     "model": [1, ["a"], None, ""],
     "request_id": [1, None, ""],
     "trace_id": [1, ""],
+    "cache_key": [1, "", ["k"], {"k": 1}],
 }
 
 
@@ -197,3 +200,14 @@ def test_documents_that_are_not_events_are_left_to_the_contract() -> None:
                  base.replace(b"{", b'{"extra":{"nested":[1,2]},', 1), b"\xff\xfe",
                  base.replace(b'"request_id"', b'"request_id":1,"request_id"', 1)]:  # fmt: skip
         assert_agrees(data)
+
+
+def test_contract_fields_without_a_column_are_still_type_checked() -> None:
+    """A field the contract gained after this reader was written is checked (an optional
+    string) or turns the reader off; it never makes the reader accept what the contract
+    refuses."""
+    assert canonical.ON
+    base = orjson.loads(make_event().to_stream_fields()["data"])
+    for name in [name for name in RequestCompleted.model_fields if name not in COLUMNS]:
+        for value in (5, 1.5, True, ["x"], {"a": 1}, None, "text"):
+            assert_agrees(json.dumps({**base, name: value}).encode())

@@ -19,6 +19,7 @@ from tests.analytics.conftest import (
     publish,
     start_service,
 )
+from watchllm_analytics.blocks import RowBlock
 from watchllm_analytics.rows import decode_entry
 from watchllm_analytics.settings import AnalyticsSettings
 from watchllm_analytics.store import open_store
@@ -104,6 +105,31 @@ async def test_poison_goes_to_the_dead_letter_stream_and_the_rest_flows_on(
     assert dead == 3
 
 
+async def test_poison_in_the_same_page_as_good_events_does_not_hold_them_back(
+    running: RunningService, redis_client: aioredis.Redis, settings: AnalyticsSettings,
+    inspector: Client,
+) -> None:  # fmt: skip
+    """One pipeline of XADDs, so the poison shares a page with the good events: the JSON
+    reader refuses that page whole, and each entry is judged alone by the contract."""
+    good = [make_event() for _ in range(300)]
+    wrong_type = make_event().model_dump_json().replace('"http_status":200', '"http_status":"x"')
+    poison = [{"data": b"{not json}"}, {"data": wrong_type.encode()}]
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for fields in (
+            [e.to_stream_fields() for e in good[:150]]
+            + poison
+            + [e.to_stream_fields() for e in good[150:]]
+        ):
+            pipe.xadd(settings.events_stream, fields)  # type: ignore[arg-type]
+        ids = await pipe.execute()
+    await wait_stored(inspector, len(good))
+    await eventually(lambda: pending_is(redis_client, settings, 0))
+    assert stored(inspector) == expected(good)
+    parked = await redis_client.xrange(f"{settings.events_stream}.dlq")
+    assert [fields[b"source_id"] for _, fields in parked] == ids[150:152]
+    assert b"http_status" in parked[1][1][b"error"]
+
+
 @pytest.mark.parametrize("crashed_consumer", ["test-consumer", "another-consumer"])
 async def test_a_batch_stored_but_not_acked_before_a_crash_is_not_stored_twice(
     crashed_consumer: str, settings: AnalyticsSettings, redis_client: aioredis.Redis,
@@ -118,7 +144,7 @@ async def test_a_batch_stored_but_not_acked_before_a_crash_is_not_stored_twice(
     read = await redis_client.xreadgroup(group, crashed_consumer, {stream: ">"}, count=1000)
     store = open_store(settings)
     rows = [decode_entry(entry_id, fields) for entry_id, fields in read[0][1]]
-    RequestLogWriter(store.writer_client).write(rows[:200])
+    RequestLogWriter(store.writer_client).write(RowBlock.from_rows(rows[:200]))
     store.close()
 
     running = await start_service(settings)

@@ -224,7 +224,7 @@ def bench_queries(bench: Bench, rows: int, runs: int) -> dict[str, Any]:
 def report(results: dict[str, Any]) -> str:
     lines = [f"# Analytics bench — {results['started_at']}", "",
              f"Machine: {os.cpu_count()} cores, shared by the service, Redis and the publisher"
-             " (and by whatever else ran then). Embedded chdb.", "",
+             " (and by whatever else ran then). Embedded chdb.", _load_line(results), "",
              "| target | measured | verdict |", "|---|---|---|"]  # fmt: skip
     ing, lag, q = (results.get(part) for part in PARTS)
     if ing:
@@ -269,6 +269,15 @@ def report(results: dict[str, Any]) -> str:
     if q:
         lines += ["", f"10M rows generated in {q['generate_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def _load_line(results: dict[str, Any]) -> str:
+    """The machine's load (1, 5, 15 min) when the bench started and ended."""
+    load = results.get("load_average", {})
+    if "end" not in load:
+        return ""
+    start, end = (", ".join(f"{value:.2f}" for value in load[k]) for k in ("start", "end"))
+    return f"Load average at the start: {start}; at the end: {end}."
 
 
 def _ingestion_lines(ing: dict[str, Any]) -> list[str]:
@@ -320,7 +329,8 @@ def main() -> None:
     args = parser.parse_args()
     parts = [part for part in PARTS if part in args.parts.split(",")]
     started_at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    results: dict[str, Any] = {"started_at": started_at, "options": vars(args)}
+    results: dict[str, Any] = {"started_at": started_at, "options": vars(args),
+                               "load_average": {"start": os.getloadavg()}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="analytics-bench-") as tmp:
         bench = Bench(Path(tmp), args.redis_url)
         try:
@@ -334,6 +344,7 @@ def main() -> None:
         finally:
             bench.stop()
             bench.redis.delete(bench.stream, f"{bench.stream}.dlq")
+    results["load_average"]["end"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     text = report(results)
     latest = (

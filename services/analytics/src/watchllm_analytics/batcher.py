@@ -4,6 +4,10 @@ No I/O and no clock of its own (the clock is injected), so its bounds are tested
 a fake clock. The caller asks ``add`` after each item (or ``add_many`` after each
 page of them) and ``take_due`` whenever it wakes up; ``seconds_until_due`` tells it how
 long it may block waiting for more.
+
+An item may count as several (``add(block, size=len(block))``: a page of rows decoded
+together); the bound is then on the sizes, and a batch passes it by less than its last
+item (the caller reads at most ``room`` entries a page, so only re-read pages overshoot).
 """
 
 from __future__ import annotations
@@ -41,36 +45,41 @@ class Batcher(Generic[T]):
         self._max_seconds = max_seconds
         self._clock = clock
         self._items: list[T] = []
+        self._size = 0
         self._opened_at = 0.0
 
     def __len__(self) -> int:
-        return len(self._items)
+        """The size of the open batch (its item count when every item counts as one)."""
+        return self._size
 
     @property
     def room(self) -> int:
-        """How many items fit before the batch is full."""
-        return self._max_items - len(self._items)
+        """How much fits before the batch is full."""
+        return self._max_items - self._size
 
-    def add(self, item: T) -> Batch[T] | None:
-        """Add one item; the full batch when this item filled it."""
+    def add(self, item: T, size: int = 1) -> Batch[T] | None:
+        """Add one item counting as ``size``; the full batch when this item filled it."""
         if not self._items:
             self._opened_at = self._clock()
         self._items.append(item)
-        if len(self._items) >= self._max_items:
+        self._size += size
+        if self._size >= self._max_items:
             return self._take(FlushReason.SIZE)
         return None
 
     def add_many(self, items: list[T]) -> list[Batch[T]]:
-        """Add items in order; the batches they filled (each of exactly ``max_items``)."""
+        """Add items counting one each, in order; the batches they filled (each of exactly
+        ``max_items``)."""
         full: list[Batch[T]] = []
         start = 0
         while start < len(items):
             if not self._items:
                 self._opened_at = self._clock()
-            end = start + self._max_items - len(self._items)
+            end = start + self._max_items - self._size
             self._items.extend(items[start:end])
+            self._size += len(items[start:end])
             start = end
-            if len(self._items) >= self._max_items:
+            if self._size >= self._max_items:
                 full.append(self._take(FlushReason.SIZE))
         return full
 
@@ -92,4 +101,5 @@ class Batcher(Generic[T]):
     def _take(self, reason: FlushReason) -> Batch[T]:
         batch = Batch(self._items, reason, self._opened_at)
         self._items = []
+        self._size = 0
         return batch

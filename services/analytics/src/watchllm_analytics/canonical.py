@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from watchllm_shared.contracts import CacheOutcome, RequestStatus
+from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
 
 NIL_UUID_BYTES = bytes(16)
 _STATUS = frozenset(status.value for status in RequestStatus)
@@ -38,6 +38,22 @@ _PLAIN_COST = re.compile(r"-?[0-9]{1,26}(?:\.[0-9]{1,12})?").fullmatch
 _SCIENTIFIC_COST = re.compile(r"-?[0-9](?:\.([0-9]{1,30}))?E([-+][0-9]{1,2})").fullmatch
 _COST_PLACES = 12
 _COST_MAX_POWER = 25  # 26 integer digits
+# Contract fields read below (those of the row); one more that is an optional string is
+# type-checked (the contract refuses a number there); one of any other kind turns this
+# reader off (``None`` for every document), rather than accept what the contract refuses.
+_READ = frozenset({
+    "schema_version", "event_id", "occurred_at", "request_id", "project_id", "key_id",
+    "model", "provider", "endpoint", "http_status", "status", "error_type", "cache",
+    "cache_similarity", "stream", "prompt_tokens", "completion_tokens", "cost_usd",
+    "cost_saved_usd", "latency_ms", "upstream_latency_ms", "ttfb_ms", "trace_id",
+    "upstream_attempts", "cache_key",
+})  # fmt: skip
+_OPTIONAL_STRINGS = tuple(
+    name
+    for name, info in RequestCompleted.model_fields.items()
+    if name not in _READ and info.annotation == (str | None)
+)
+ON = set(RequestCompleted.model_fields) <= _READ | set(_OPTIONAL_STRINGS)
 
 
 class _NotCanonical(Exception):
@@ -46,10 +62,15 @@ class _NotCanonical(Exception):
 
 def canonical_values(data: bytes) -> tuple[Any, ...] | None:
     """The row's values in ``rows.COLUMNS`` order, or None: let the contract decide."""
+    if not ON:
+        return None
     try:
         doc = orjson.loads(data)
         if type(doc) is not dict:
             return None
+        for name in _OPTIONAL_STRINGS:
+            if (value := doc.get(name)) is not None and type(value) is not str:
+                return None
         return _values(doc)
     except (orjson.JSONDecodeError, _NotCanonical, KeyError, TypeError, ValueError):
         return None
@@ -64,7 +85,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
     attempts, latency = get("upstream_attempts", 0), doc["latency_ms"]
     similarity, upstream, ttfb = get("cache_similarity"), get("upstream_latency_ms"), get("ttfb_ms")
     model, provider = get("model"), get("provider")
-    error_type, trace_id = get("error_type"), get("trace_id")
+    error_type, trace_id, cache_key = get("error_type"), get("trace_id"), get("cache_key")
     if not (
         type(schema_version) is int and schema_version == 1
         and type(request_id) is str and type(endpoint) is str
@@ -80,6 +101,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
         and (model is None or type(model) is str) and (provider is None or type(provider) is str)
         and (error_type is None or type(error_type) is str)
         and (trace_id is None or type(trace_id) is str)
+        and (cache_key is None or type(cache_key) is str)
     ):  # fmt: skip
         raise _NotCanonical
     return (
@@ -87,7 +109,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
         _optional_uuid(get("project_id")), _optional_uuid(get("key_id")), model or "",
         provider or "", endpoint, http_status, status, error_type or "", cache, similarity,
         stream, prompt, completion, _cost(get("cost_usd", "0")), _cost(get("cost_saved_usd", "0")),
-        latency, upstream, ttfb, trace_id or "", attempts,
+        latency, upstream, ttfb, trace_id or "", attempts, cache_key or "",
     )  # fmt: skip
 
 

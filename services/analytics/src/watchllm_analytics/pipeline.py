@@ -8,7 +8,8 @@ overlaps the insert of the previous one, and a slow ClickHouse stops the reading
 Failure modes enforced here:
 - Redis down while reading: logged once per outage, retried with capped backoff.
 - Unreadable entry (poison): parked in the dead-letter stream at once, with the reason;
-  the rest flows on.
+  the rest flows on. Pages are decoded in one go (``page_decoder``); a poison entry only
+  sends its page the slower way, one entry at a time, where the contract refuses it.
 - An entry delivered more than ``max_deliveries`` times (it kept failing, or crashed the
   consumers that held it) is parked without another try. On its last allowed delivery
   it is stored alone, so a poison entry cannot take its batch-mates down with it.
@@ -32,12 +33,14 @@ from redis.exceptions import RedisError
 
 from watchllm_analytics.backoff import Backoff
 from watchllm_analytics.batcher import Batch, Batcher, FlushReason
+from watchllm_analytics.blocks import RowBlock
 from watchllm_analytics.dead_letters import DeadLetters, ParkReason
 from watchllm_analytics.health import HealthState
 from watchllm_analytics.metrics import AnalyticsMetrics
-from watchllm_analytics.rows import EventRow, UnreadableEvent, decode_entry, warm_up
+from watchllm_analytics.page_decoder import decode_page
+from watchllm_analytics.rows import UnreadableEvent, decode_entry, warm_up
 from watchllm_analytics.storing import BatchStorer
-from watchllm_analytics.stream_group import Delivery, GroupConsumer
+from watchllm_analytics.stream_group import Delivery, Fields, GroupConsumer
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +83,8 @@ class IngestPipeline:
         self._metrics = metrics
         self._health = health
         self._limits = limits
-        self._batcher: Batcher[EventRow] = Batcher(limits.batch_max_rows, limits.batch_max_seconds)
-        self._queue: asyncio.Queue[Batch[EventRow] | None] = asyncio.Queue(maxsize=2)
+        self._batcher: Batcher[RowBlock] = Batcher(limits.batch_max_rows, limits.batch_max_seconds)
+        self._queue: asyncio.Queue[Batch[RowBlock] | None] = asyncio.Queue(maxsize=2)
         self._stopping = asyncio.Event()
         self._storing: asyncio.Task[None] | None = None
 
@@ -134,7 +137,9 @@ class IngestPipeline:
 
     async def _read_once(self) -> None:
         count = min(self._limits.read_count, max(1, self._batcher.room))
-        await self._accept(await self._consumer.read_new(count, self._block_ms()))
+        new = await self._consumer.read_new(count, self._block_ms())
+        if new.entry_ids:
+            await self._take_page(new.entry_ids, new.fields)
         if due := self._batcher.take_due():
             await self._hand_over(due)
 
@@ -166,55 +171,64 @@ class IngestPipeline:
                 return
 
     async def _accept(self, deliveries: list[Delivery]) -> None:
-        """Decode a page of entries into the batcher (one pass, no await per entry)."""
+        """Entries read again (own pending, reclaimed), with their delivery counts."""
         max_deliveries = self._limits.max_deliveries
-        rows: list[EventRow] = []
+        usual: list[Delivery] = []
         trimmed: list[bytes] = []
-        unusual: list[tuple[Delivery, EventRow | UnreadableEvent | None]] = []
+        unusual: list[Delivery] = []
         for delivery in deliveries:
-            entry_id, fields, count = delivery
-            if fields is None:
-                trimmed.append(entry_id)
-                continue
-            if count > max_deliveries:
-                unusual.append((delivery, None))
-                continue
-            try:
-                row = decode_entry(entry_id, fields)
-            except UnreadableEvent as exc:
-                unusual.append((delivery, exc))
-                continue
-            if count == max_deliveries:
-                unusual.append((delivery, row))
+            if delivery.fields is None:
+                trimmed.append(delivery.entry_id)
+            elif delivery.deliveries < max_deliveries:
+                usual.append(delivery)
             else:
-                rows.append(row)
-        for full in self._batcher.add_many(rows):
-            await self._hand_over(full)
+                unusual.append(delivery)
+        if usual:
+            fields: list[Fields] = [delivery.fields for delivery in usual]  # type: ignore[misc]
+            entry_ids = [delivery.entry_id for delivery in usual]
+            await self._take_page(entry_ids, fields, [d.deliveries for d in usual])
         if trimmed:
             self._metrics.lost_trimmed.inc(len(trimmed))
             log.error("%d pending entries were trimmed from the stream unstored", len(trimmed))
             await self._consumer.ack(trimmed)
-        for delivery, outcome in unusual:
-            await self._accept_unusual(delivery, outcome)
+        for delivery in unusual:
+            await self._accept_unusual(delivery)
 
-    async def _accept_unusual(
-        self, delivery: Delivery, outcome: EventRow | UnreadableEvent | None
+    async def _take_page(
+        self, entry_ids: list[bytes], fields: list[Fields], counts: list[int] | None = None
     ) -> None:
+        """Decode a page of entries in one go (``page_decoder``) into the batcher; park
+        the unreadable ones."""
+        page = decode_page(entry_ids, fields)
+        if len(page.block) and (full := self._batcher.add(page.block, len(page.block))):
+            await self._hand_over(full)
+        for index, exc in page.unreadable:
+            count = counts[index] if counts else 1
+            await self._dead_letters.park(
+                entry_ids[index], fields[index], ParkReason.UNREADABLE, str(exc), count
+            )
+
+    async def _accept_unusual(self, delivery: Delivery) -> None:
+        """An entry on its last allowed delivery, or past it."""
         entry_id, fields, count = delivery
         assert fields is not None
-        if outcome is None:
+        if count > self._limits.max_deliveries:
             error = f"delivered {count} times without being stored"
             await self._dead_letters.park(
                 entry_id, fields, ParkReason.TOO_MANY_DELIVERIES, error, count
             )
-        elif isinstance(outcome, UnreadableEvent):
-            await self._dead_letters.park(
-                entry_id, fields, ParkReason.UNREADABLE, str(outcome), count
-            )
-        else:  # its last allowed delivery: stored alone, so it cannot sink a whole batch
-            await self._hand_over(Batch([outcome], FlushReason.ALONE, time.monotonic()))
+            return
+        try:
+            row = decode_entry(entry_id, fields)
+        except UnreadableEvent as exc:
+            await self._dead_letters.park(entry_id, fields, ParkReason.UNREADABLE, str(exc), count)
+            return
+        # stored alone, so it cannot sink a whole batch
+        await self._hand_over(
+            Batch([RowBlock.from_rows([row])], FlushReason.ALONE, time.monotonic())
+        )
 
-    async def _hand_over(self, batch: Batch[EventRow] | None) -> None:
+    async def _hand_over(self, batch: Batch[RowBlock] | None) -> None:
         """Queue ``batch`` for storing; fails loudly if the storing task has died."""
         assert self._storing is not None
         put = asyncio.ensure_future(self._queue.put(batch))

@@ -9,9 +9,10 @@ keeps ClickHouse from rejecting a whole batch for one bad row.
 Absent values: a missing project or key is the nil UUID (the sort key cannot be
 Nullable), missing strings are ''. Costs are rounded half-even to 12 decimal places.
 
-Speed: documents in the contract's canonical form are read by ``canonical`` (~10 µs);
-anything else goes through the contract itself (pydantic, ~15 µs with the row), which
-decides.
+Speed: pages of entries are decoded in one go by ``page_decoder`` (~4 µs an event);
+what it does not take comes here one entry at a time: documents in the contract's
+canonical form are read by ``canonical`` (~10 µs), anything else goes through the
+contract itself (pydantic, ~15 µs with the row), which decides.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ ARROW_SCHEMA = pa.schema([
     ("cost_usd", _COST_TYPE), ("cost_saved_usd", _COST_TYPE),
     ("latency_ms", pa.float64()), ("upstream_latency_ms", pa.float64()),
     ("ttfb_ms", pa.float64()), ("trace_id", pa.string()), ("upstream_attempts", pa.uint8()),
+    ("cache_key", pa.string()),
 ])  # fmt: skip
 COLUMNS = tuple(ARROW_SCHEMA.names)
 
@@ -116,7 +118,7 @@ def to_row(entry_id: bytes, fields: dict[bytes, bytes], event: RequestCompleted)
         event.cache_similarity, event.stream, event.prompt_tokens, event.completion_tokens,
         _cost("cost_usd", event.cost_usd), _cost("cost_saved_usd", event.cost_saved_usd),
         event.latency_ms, event.upstream_latency_ms, event.ttfb_ms, event.trace_id or "",
-        event.upstream_attempts,
+        event.upstream_attempts, event.cache_key or "",
     )  # fmt: skip
     return EventRow(entry_id, fields, values)
 
@@ -131,10 +133,6 @@ def to_arrow(rows: Sequence[EventRow]) -> pa.Table:
         for column, field in zip(columns, ARROW_SCHEMA, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
-
-
-def oldest(rows: Sequence[EventRow]) -> datetime:
-    return min(row.values[_OCCURRED_AT] for row in rows)  # type: ignore[no-any-return]
 
 
 def warm_up() -> None:

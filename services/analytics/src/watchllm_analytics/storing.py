@@ -27,11 +27,11 @@ from redis.exceptions import RedisError
 
 from watchllm_analytics.backoff import Backoff
 from watchllm_analytics.batcher import Batch
+from watchllm_analytics.blocks import RowBlock
 from watchllm_analytics.clickhouse import ClickHouseUnavailable
 from watchllm_analytics.dead_letters import DeadLetters, ParkReason
 from watchllm_analytics.health import HealthState
 from watchllm_analytics.metrics import AnalyticsMetrics
-from watchllm_analytics.rows import EventRow, oldest
 from watchllm_analytics.stream_group import GroupConsumer
 from watchllm_analytics.writer import RequestLogWriter, WriteOutcome
 
@@ -64,28 +64,29 @@ class BatchStorer:
         if self._deadline is None:
             self._deadline = time.monotonic() + self._shutdown_seconds
 
-    async def run(self, queue: asyncio.Queue[Batch[EventRow] | None]) -> None:
+    async def run(self, queue: asyncio.Queue[Batch[RowBlock] | None]) -> None:
         """Store batches from ``queue`` until it yields None."""
         while (batch := await queue.get()) is not None:
             await self.store(batch)
 
-    async def store(self, batch: Batch[EventRow]) -> None:
-        self._metrics.batch_rows.labels(batch.reason.value).observe(len(batch.items))
-        outcome = await self._write_until_done(batch.items)
+    async def store(self, batch: Batch[RowBlock]) -> None:
+        rows = RowBlock.concat(batch.items)
+        self._metrics.batch_rows.labels(batch.reason.value).observe(len(rows))
+        outcome = await self._write_until_done(rows)
         if outcome is None:
             return
-        self._record(batch.items, outcome)
+        self._record(rows, outcome)
         park = self._dead_letters.park
-        for row, error in outcome.rejected:
+        for entry_id, fields, error in outcome.rejected:
             reason = ParkReason.REJECTED
-            await self._until_done(
-                "dead_letter", partial(park, row.entry_id, row.fields, reason, error)
-            )
-        rejected = {row.entry_id for row, _ in outcome.rejected}
-        entry_ids = [row.entry_id for row in batch.items if row.entry_id not in rejected]
+            await self._until_done("dead_letter", partial(park, entry_id, fields, reason, error))
+        entry_ids = rows.entry_ids
+        if outcome.rejected:
+            rejected = {entry_id for entry_id, _, _ in outcome.rejected}
+            entry_ids = [entry_id for entry_id in entry_ids if entry_id not in rejected]
         await self._until_done("ack", partial(self._consumer.ack, entry_ids))
 
-    async def _write_until_done(self, rows: list[EventRow]) -> WriteOutcome | None:
+    async def _write_until_done(self, rows: RowBlock) -> WriteOutcome | None:
         backoff = Backoff(0.2, 5.0)
         renewed_at = time.monotonic()
         while True:
@@ -104,14 +105,15 @@ class BatchStorer:
                 return None
             await asyncio.sleep(backoff.next())
             if time.monotonic() - renewed_at >= self._renew_every:
-                await self._renew([row.entry_id for row in rows])
+                await self._renew(rows.entry_ids)
                 renewed_at = time.monotonic()
 
-    def _record(self, rows: list[EventRow], outcome: WriteOutcome) -> None:
+    def _record(self, rows: RowBlock, outcome: WriteOutcome) -> None:
         self._metrics.rows_written.inc(outcome.written)
         self._metrics.already_stored.inc(outcome.already_stored)
-        if rows:
-            self._metrics.event_lag.observe(max(0.0, time.time() - oldest(rows).timestamp()))
+        if len(rows):
+            oldest = rows.time_range()[0]
+            self._metrics.event_lag.observe(max(0.0, time.time() - oldest.timestamp()))
 
     async def _renew(self, entry_ids: list[bytes]) -> None:
         try:
