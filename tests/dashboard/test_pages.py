@@ -84,7 +84,12 @@ def check_cache(at: AppTest, accounts: Accounts, traffic: Traffic) -> None:
     text = shown(at)
     assert f"Exact hits: {traffic.exact_hits}" in text and "Semantic hits: 5" in text
     assert charts(at) == 2
-    assert "What is the capital of France?" in set(at.dataframe[0].value["question"])
+    entries = at.dataframe[0].value
+    hits = dict(zip(entries["question"], entries["hits"], strict=True))
+    # Ranked by the hits each entry answered (the events name the entry), not by age.
+    assert entries["question"].iloc[0] == "What is the capital of France?"
+    assert hits["What is the capital of France?"] == traffic.exact_hits
+    assert hits["Name three primary colours."] == 0
 
 
 def check_rate_limits(at: AppTest, accounts: Accounts, traffic: Traffic) -> None:

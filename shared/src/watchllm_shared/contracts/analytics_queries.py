@@ -89,6 +89,10 @@ class RequestLogParams(RequestFilter):
     limit: int = Field(default=50, ge=1, le=500)
 
 
+class ProjectTopParams(ProjectHourRange):
+    limit: int = Field(default=50, ge=1, le=500)
+
+
 class RecentRequestsParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -279,6 +283,16 @@ _DASHBOARD_QUERIES = (
         "    countIf(status = 'rate_limited') AS rate_limited,\n"
         "    max(occurred_at) AS last_used\n"
         f"FROM requests\nWHERE {_PROJECT_HOURS}\nGROUP BY key_id ORDER BY last_used DESC",
+    ),
+    AnalyticsQuery(
+        name="project_cache_entry_hits",
+        description="One project's cache entries by the hits they answered over whole"
+        " hours: hits, what they saved, the last hit (most hits first).",
+        params=ProjectTopParams,
+        sql="SELECT cache_key, count() AS hits, sum(cost_saved_usd) AS cost_saved_usd,\n"
+        "    max(occurred_at) AS last_hit\n"
+        f"FROM requests\nWHERE {_PROJECT_HOURS} AND cache = 'hit' AND cache_key != ''\n"
+        "GROUP BY cache_key ORDER BY hits DESC, last_hit DESC\nLIMIT {limit:UInt32}",
     ),
     AnalyticsQuery(
         name="project_request_log",

@@ -94,6 +94,17 @@ def outcomes(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> p
     return fill_hours(frame, window, OUTCOME_COLUMNS)
 
 
+def cache_entry_hits(
+    reader: AnalyticsReader, project_id: UUID, window: TimeWindow, limit: int = 500
+) -> dict[str, int]:
+    """Hits per cache entry (its exact-layer key) in the window, most first."""
+    frame = reader.query(
+        "project_cache_entry_hits", {"project_id": project_id, **window.params(), "limit": limit}
+    )
+    pairs = zip(frame["cache_key"], frame["hits"], strict=True)
+    return {str(key): int(hits) for key, hits in pairs}
+
+
 def errors(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
     return reader.query("project_errors", {"project_id": project_id, **window.params()})
 

@@ -41,10 +41,11 @@ def _summary(ctx: PageContext, hourly: pd.DataFrame) -> None:
     cells[3].metric("Saved", fmt.money(hourly["cost_saved_usd"].sum()), border=True)
 
 
-def _entries_table(entries: list[CachedEntry]) -> None:
+def _entries_table(entries: list[CachedEntry], hits: dict[str, int]) -> None:
     st.dataframe(
         pd.DataFrame(
             {
+                "hits": [hits.get(e.key, 0) for e in entries],
                 "stored (UTC)": [e.stored_at.strftime("%Y-%m-%d %H:%M") for e in entries],
                 "question": [e.question or "(exact layer only)" for e in entries],
                 "answer": [e.answer for e in entries],
@@ -109,11 +110,17 @@ def render(ctx: PageContext) -> None:
     charts.lines(
         hourly, {"cost_saved_usd": "saved"}, "Saved by the cache per hour (USD)", "USD", "$,.3~r"
     )
-    st.subheader("Cached prompts, newest first")
+    st.subheader("Top cached prompts")
     entries = ctx.actions.cached_entries(project)
+    hits = usage.cache_entry_hits(ctx.analytics, project.id, ctx.window)
+    # Most hits in the window first, then newest: ``sorted`` is stable over newest-first.
+    entries = sorted(entries, key=lambda e: -hits.get(e.key, 0))
     if entries:
-        _entries_table(entries)
+        _entries_table(entries, hits)
     else:
         st.caption("Nothing cached for this project right now.")
-    st.caption("Hits are not recorded per entry, so entries are listed by age, not popularity.")
+    st.caption(
+        "Live entries only (expired, flushed and deleted ones are gone); hits are"
+        " counted over the selected window, ties listed newest first."
+    )
     _manage(ctx, entries)
