@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from tests.analytics.conftest import make_event
 from tests.bench.analytics_ingest import PROJECTS, Ingestion, summarise
 from tests.bench.stats import distribution, percentile
 from tests.support.processes import ServiceProcess, free_port, start_process
+from tests.support.servers import provide_redis
 from watchllm_analytics.settings import AnalyticsSettings
 from watchllm_analytics.store import open_store
 
@@ -271,6 +273,10 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _redis(url: str | None, work_dir: Path) -> AbstractContextManager[str]:
+    return nullcontext(url) if url else provide_redis(work_dir / "redis")
+
+
 def _load_line(results: dict[str, Any]) -> str:
     """The machine's load (1, 5, 15 min) when the bench started and ended."""
     load = results.get("load_average", {})
@@ -324,15 +330,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument(
-        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        "--redis-url",
+        help="default: $WATCHLLM_TEST_REDIS_URL, else an embedded Valkey of the bench's own"
+        " (as the gateway bench does)",
     )
     args = parser.parse_args()
     parts = [part for part in PARTS if part in args.parts.split(",")]
     started_at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results: dict[str, Any] = {"started_at": started_at, "options": vars(args),
                                "load_average": {"start": os.getloadavg()}}  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="analytics-bench-") as tmp:
-        bench = Bench(Path(tmp), args.redis_url)
+    with (
+        tempfile.TemporaryDirectory(prefix="analytics-bench-") as tmp,
+        _redis(args.redis_url, Path(tmp)) as redis_url,
+    ):
+        bench = Bench(Path(tmp), redis_url)
         try:
             if "ingestion" in parts:
                 results["ingestion"] = bench_ingestion(bench, args.events, args.repeats,
