@@ -21,7 +21,8 @@ import pytest
 from tests.analytics.conftest import make_event
 from tests.analytics.test_canonical import NEAR_MISSES, varied_event
 from watchllm_analytics.blocks import RowBlock
-from watchllm_analytics.page_decoder import FAST_PATH_ON, DecodedPage, decode_page
+from watchllm_analytics.canonical import FAST_PATHS_ON, STORED_FIELDS
+from watchllm_analytics.page_decoder import DecodedPage, decode_page
 from watchllm_analytics.rows import COLUMNS, UnreadableEvent, decode_entry, to_arrow, to_row
 from watchllm_shared.contracts import RequestCompleted
 
@@ -203,7 +204,8 @@ def test_blocks_concatenate_and_select_rows_with_their_entries() -> None:
 def test_every_contract_field_is_read_so_the_fast_path_is_on() -> None:
     """A field added to the contract must be taught to ``page_decoder`` (and get a
     column); until then the fast path is off, never out of step with the contract."""
-    assert FAST_PATH_ON
+    assert FAST_PATHS_ON
+    assert STORED_FIELDS == set(COLUMNS)  # one list of stored fields for both fast paths
 
 
 def test_a_contract_field_without_a_column_is_still_type_checked() -> None:

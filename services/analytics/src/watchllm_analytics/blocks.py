@@ -23,8 +23,8 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from watchllm_analytics.rows import ARROW_SCHEMA, EventRow, to_arrow
+from watchllm_analytics.stream_group import Fields
 
-Fields = dict[bytes, bytes]
 _ID_BYTES = 16
 
 

@@ -38,22 +38,23 @@ _PLAIN_COST = re.compile(r"-?[0-9]{1,26}(?:\.[0-9]{1,12})?").fullmatch
 _SCIENTIFIC_COST = re.compile(r"-?[0-9](?:\.([0-9]{1,30}))?E([-+][0-9]{1,2})").fullmatch
 _COST_PLACES = 12
 _COST_MAX_POWER = 25  # 26 integer digits
-# Contract fields read below (those of the row); one more that is an optional string is
-# type-checked (the contract refuses a number there); one of any other kind turns this
-# reader off (``None`` for every document), rather than accept what the contract refuses.
-_READ = frozenset({
+# Contract fields the request log has a column for (read below and by ``page_decoder``).
+# A contract field without one that is an optional string is still type-checked by both
+# fast paths (the contract refuses a number there); one of any other kind turns them off
+# (every document goes to the contract) rather than accept what the contract refuses.
+STORED_FIELDS = frozenset({
     "schema_version", "event_id", "occurred_at", "request_id", "project_id", "key_id",
     "model", "provider", "endpoint", "http_status", "status", "error_type", "cache",
     "cache_similarity", "stream", "prompt_tokens", "completion_tokens", "cost_usd",
     "cost_saved_usd", "latency_ms", "upstream_latency_ms", "ttfb_ms", "trace_id",
     "upstream_attempts", "cache_key",
 })  # fmt: skip
-_OPTIONAL_STRINGS = tuple(
+UNSTORED_STRINGS = tuple(
     name
     for name, info in RequestCompleted.model_fields.items()
-    if name not in _READ and info.annotation == (str | None)
+    if name not in STORED_FIELDS and info.annotation == (str | None)
 )
-ON = set(RequestCompleted.model_fields) <= _READ | set(_OPTIONAL_STRINGS)
+FAST_PATHS_ON = set(RequestCompleted.model_fields) <= STORED_FIELDS | set(UNSTORED_STRINGS)
 
 
 class _NotCanonical(Exception):
@@ -62,13 +63,13 @@ class _NotCanonical(Exception):
 
 def canonical_values(data: bytes) -> tuple[Any, ...] | None:
     """The row's values in ``rows.COLUMNS`` order, or None: let the contract decide."""
-    if not ON:
+    if not FAST_PATHS_ON:
         return None
     try:
         doc = orjson.loads(data)
         if type(doc) is not dict:
             return None
-        for name in _OPTIONAL_STRINGS:
+        for name in UNSTORED_STRINGS:
             if (value := doc.get(name)) is not None and type(value) is not str:
                 return None
         return _values(doc)

@@ -18,7 +18,7 @@ So the fast path only takes the form every producer writes (the contract's own e
   boolean or null; a JSON integer is taken where a float belongs, as the contract
   does), unknown fields ignored (the contract is add-only and ignores them too). When
   the contract gains a field this module cannot check, the fast path turns itself off
-  (``FAST_PATH_ON``) rather than accept what the contract may refuse;
+  (``canonical.FAST_PATHS_ON``) rather than accept what the contract may refuse;
 - per row, in columns: the required fields present, no null where the contract has a
   non-null default, ``schema_version`` 1, integers within their column's range, status
   and cache among their values, UUIDs as 8-4-4-4-12 hex digits, times as
@@ -50,9 +50,11 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.json as pa_json  # type: ignore[import-untyped]
 
-from watchllm_analytics.blocks import Fields, RowBlock
+from watchllm_analytics.blocks import RowBlock
+from watchllm_analytics.canonical import FAST_PATHS_ON, UNSTORED_STRINGS
 from watchllm_analytics.rows import ARROW_SCHEMA, EventRow, UnreadableEvent, decode_entry
-from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
+from watchllm_analytics.stream_group import Fields
+from watchllm_shared.contracts import CacheOutcome, RequestStatus
 
 _STRING, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
 # How each stored field is read: its JSON type, checked further per row below.
@@ -66,18 +68,11 @@ _STORED_FIELDS = pa.schema([
     ("latency_ms", _FLOAT), ("upstream_latency_ms", _FLOAT), ("ttfb_ms", _FLOAT),
     ("trace_id", _STRING), ("upstream_attempts", _INT), ("cache_key", _STRING),
 ])  # fmt: skip
-# Contract fields the log has no column for are still read, so that the reader refuses
-# what the contract would (a number where it wants a string); only optional strings
-# are handled so. A contract field of any other kind turns the fast path off (every
-# entry then goes through ``canonical`` and the contract): safe, slower, and a test
-# fails until this module learns the field.
-_UNSTORED_FIELDS = [
-    (name, _STRING)
-    for name, info in RequestCompleted.model_fields.items()
-    if name not in _STORED_FIELDS.names and info.annotation == (str | None)
-]
-_READ_SCHEMA = pa.schema([*_STORED_FIELDS, *_UNSTORED_FIELDS])
-FAST_PATH_ON = set(RequestCompleted.model_fields) <= set(_READ_SCHEMA.names)
+# Contract fields the log has no column for are still read (``canonical.UNSTORED_STRINGS``:
+# optional strings), so that the reader refuses what the contract would; a field of any
+# other kind turns both fast paths off (``canonical.FAST_PATHS_ON``), and a test fails
+# until they learn it.
+_READ_SCHEMA = pa.schema([*_STORED_FIELDS, *((name, _STRING) for name in UNSTORED_STRINGS)])
 _PARSE = pa_json.ParseOptions(explicit_schema=_READ_SCHEMA, unexpected_field_behavior="ignore")
 _MIN_BLOCK = 1 << 20
 
@@ -107,7 +102,7 @@ class DecodedPage:
 
 def decode_page(entry_ids: Sequence[bytes], fields: Sequence[Fields]) -> DecodedPage:
     """Rows for the page's entries; an entry that cannot be one is listed with the reason."""
-    candidates, buffer = _documents(fields) if FAST_PATH_ON else ([], b"")
+    candidates, buffer = _documents(fields) if FAST_PATHS_ON else ([], b"")
     blocks: list[RowBlock] = []
     taken: list[int] = []
     if candidates and (read := _read_fast(buffer, len(candidates))) is not None:

@@ -72,16 +72,8 @@ class EventRow(NamedTuple):
     values: tuple[Any, ...]  # in COLUMNS order, UUIDs as 16 bytes, costs as decimal strings
 
     @property
-    def event_id_bytes(self) -> bytes:
-        return self.values[_EVENT_ID]  # type: ignore[no-any-return]
-
-    @property
     def event_id(self) -> UUID:
         return UUID(bytes=self.values[_EVENT_ID])
-
-    @property
-    def project_id_bytes(self) -> bytes:
-        return self.values[_PROJECT_ID]  # type: ignore[no-any-return]
 
     @property
     def project_id(self) -> UUID:

@@ -46,8 +46,9 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 from clickhouse_connect.driver.client import Client
 from opentelemetry.util.types import AttributeValue
 
-from watchllm_analytics.blocks import Fields, RowBlock
+from watchllm_analytics.blocks import RowBlock
 from watchllm_analytics.clickhouse import RowsRejected, Verbatim, call
+from watchllm_analytics.stream_group import Fields
 from watchllm_shared.stream_tracing import batch_spans
 from watchllm_shared.telemetry import active_tracer
 
