@@ -31,7 +31,16 @@ class Deadline:
     """``async with Deadline(0.5): await call()`` raises ``TimeoutError`` when the call
     took longer than 0.5 s of the loop's attention (see the module docstring)."""
 
-    __slots__ = ("_seconds", "_tolerance", "_hard", "_loop", "_timeout", "_due", "_handle")
+    __slots__ = (
+        "_seconds",
+        "_tolerance",
+        "_hard_factor",
+        "_loop",
+        "_timeout",
+        "_due",
+        "_give_up_at",
+        "_handle",
+    )
 
     def __init__(
         self,
@@ -41,7 +50,7 @@ class Deadline:
     ) -> None:
         self._seconds = seconds
         self._tolerance = lag_tolerance
-        self._hard = hard_factor * seconds
+        self._hard_factor = hard_factor
         self._handle: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> Deadline:
@@ -49,7 +58,7 @@ class Deadline:
         self._timeout = asyncio.timeout(None)
         await self._timeout.__aenter__()
         now = loop.time()
-        self._hard += now
+        self._give_up_at = now + self._hard_factor * self._seconds
         self._due = now + self._seconds
         self._handle = loop.call_at(self._due, self._check)
         return self
@@ -66,7 +75,7 @@ class Deadline:
 
     def _check(self) -> None:
         now = self._loop.time()
-        if now - self._due > self._tolerance and now < self._hard:
+        if now - self._due > self._tolerance and now < self._give_up_at:
             self._due = now + self._tolerance
             self._handle = self._loop.call_at(self._due, self._check)
             return
