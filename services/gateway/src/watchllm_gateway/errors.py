@@ -22,6 +22,8 @@ from starlette.responses import Response
 
 from watchllm_gateway.settings import ProviderKind
 
+log = logging.getLogger(__name__)
+
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -65,33 +67,21 @@ class GatewayError(Exception):
 
     def render(self, api: ProviderKind, request_id: str) -> Response:
         if api is ProviderKind.ANTHROPIC:
-            body = {
-                "type": "error",
-                "error": {
-                    "type": _ANTHROPIC_TYPES.get(self.status, "api_error"),
-                    "message": self.message,
-                },
+            error = {
+                "type": _ANTHROPIC_TYPES.get(self.status, "api_error"),
+                "message": self.message,
             }
+            body = orjson.dumps({"type": "error", "error": error})
         else:
-            body = {
-                "error": {
-                    "message": self.message,
-                    "type": _OPENAI_TYPES.get(self.status, "api_error"),
-                    "param": None,
-                    "code": self.code,
-                }
-            }
+            body = openai_error_body(
+                self.message, _OPENAI_TYPES.get(self.status, "api_error"), self.code
+            )
         headers = {"x-request-id": request_id, **self.headers}
-        return Response(
-            orjson.dumps(body), self.status, headers=headers, media_type="application/json"
-        )
+        return Response(body, self.status, headers=headers, media_type="application/json")
 
 
 def bad_request(message: str, code: str = "invalid_request") -> GatewayError:
     return GatewayError(400, code, message)
-
-
-log = logging.getLogger(__name__)
 
 
 def openai_error_body(message: str, type_: str, code: str) -> bytes:
