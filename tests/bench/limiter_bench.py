@@ -1,6 +1,8 @@
 """The limiter's added latency on the request path: ``RateLimiter.check`` — the exact
-code the gateway awaits before forwarding — against a real Redis, side by side with a
-bare PING in the same run, in alternating slices so machine noise hits both.
+code the gateway awaits before forwarding — against a real Redis, side by side in the
+same run, in alternating slices so machine noise hits all alike, with the same FCALL
+through redis-py's client (``Redis.fcall``, how the gateway asked until it moved to
+``PackedCommands``) and a bare PING through redis-py's client.
 
 Two shapes: one request at a time (pure round trip) and 32 concurrent askers (a busy
 gateway). The subject has every limit configured (plan day quota, project and key
@@ -28,8 +30,9 @@ from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_limiter.library import ensure_library
 from watchllm_shared.accounts import KeyGrant, Plan
-from watchllm_shared.contracts.limits import limits_key
+from watchllm_shared.contracts.limits import CHECK_FUNCTION, check_keys, limits_key
 from watchllm_shared.redis_io import create_redis
+from watchllm_shared.redis_packed import PackedCommands
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_P50_MS = 0.3
@@ -59,7 +62,8 @@ async def _slice(ask: Any, count: int, concurrency: int, samples: list[float]) -
 async def measure(redis_url: str, per_slice: int, rounds: int) -> dict[str, Any]:
     redis = create_redis(redis_url)
     await ensure_library(redis)
-    limiter = RateLimiter(redis, GatewayMetrics(), timeout_seconds=1.0, policy="closed")
+    commands = PackedCommands(redis)
+    limiter = RateLimiter(commands, GatewayMetrics(), timeout_seconds=1.0, policy="closed")
     grant = _grant()
     await redis.hset(limits_key(grant.project_id), mapping={
         "day": 10**9, "rpm": 10**9, f"k:{grant.key_id}:rpm": 10**9,
@@ -70,24 +74,31 @@ async def measure(redis_url: str, per_slice: int, rounds: int) -> dict[str, Any]
     async def check() -> None:
         await limiter.check(grant, f"bench-{next(counter)}")
 
+    async def fcall_client() -> None:
+        keys = check_keys(grant.project_id, grant.key_id)
+        await redis.fcall(CHECK_FUNCTION, len(keys), *keys, str(grant.key_id),
+                          grant.requests_per_day, f"bench-{next(counter)}", "")  # fmt: skip
+
     async def ping() -> None:
         await redis.ping()
 
     results: dict[str, Any] = {}
     for concurrency in (1, 32):
-        checks: list[float] = []
-        pings: list[float] = []
-        await _slice(check, per_slice // 10, concurrency, [])  # warm-up
+        calls = {"limiter_check": check, "redis_py_fcall": fcall_client, "ping": ping}
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        for call in calls.values():
+            await _slice(call, per_slice // 10, concurrency, [])  # warm-up
         for _ in range(rounds):
-            await _slice(check, per_slice, concurrency, checks)
-            await _slice(ping, per_slice, concurrency, pings)
+            for name, call in calls.items():
+                await _slice(call, per_slice, concurrency, samples[name])
         results[f"concurrency_{concurrency}"] = {
-            "limiter_check": distribution(checks), "ping": distribution(pings),
-            "samples": len(checks),
-        }  # fmt: skip
+            **{name: distribution(values) for name, values in samples.items()},
+            "samples": len(samples["limiter_check"]),
+        }
     await redis.delete(
         *[k async for k in redis.scan_iter(f"watchllm:limit:{{{grant.project_id}}}*")]
     )
+    await commands.aclose()
     await redis.aclose()
     return results
 
@@ -97,11 +108,12 @@ def render(report: dict[str, Any]) -> str:
         "# Limiter: added latency on the request path", "",
         f"{report['date']} · {report['machine']} · Redis at {report['redis_url']}", "",
         "`RateLimiter.check` (one `FCALL watchllm_limit_check` with day, project rpm, key rpm"
-        " and key tpm limits) vs `PING`, alternating slices, milliseconds.", "",
+        " and key tpm limits, sent by `PackedCommands`) vs the same FCALL through redis-py's"
+        " `Redis.fcall` vs `PING` through redis-py, alternating slices, milliseconds.", "",
         "| shape | call | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for shape, data in report["results"].items():
-        for call in ("limiter_check", "ping"):
+        for call in ("limiter_check", "redis_py_fcall", "ping"):
             d = data[call]
             lines.append(f"| {shape} | {call} | {d['p50']:.3f} | {d['p90']:.3f} |"
                          f" {d['p99']:.3f} | {d['max']:.3f} |")  # fmt: skip

@@ -162,6 +162,8 @@ def test_one_request_is_one_trace_across_every_service(
     children = [s for s in spans if s.parent_span_id == request.span_id]
     upstream = [s for s in children if s.kind == "CLIENT" and s.name.startswith("POST")]
     assert upstream, "the upstream call (aiohttp) is a child of the request span"
+    (limit_ask,) = [s for s in children if s.name == "FCALL"]
+    assert db_system(limit_ask) == "redis" and limit_ask.kind == "CLIENT"
     gateway_calls = {db_system(s) for s in spans if s.service == "watchllm-gateway"}
     assert {"redis", "postgresql"} <= gateway_calls
 

@@ -15,6 +15,7 @@ from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_shared.accounts import KeyGrant, Plan
 from watchllm_shared.contracts.limits import limits_key
+from watchllm_shared.redis_packed import PackedCommands
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +43,11 @@ async def test_a_busy_gateway_still_enforces_the_limit_redis_decided(
 ) -> None:
     grant = _grant()
     await redis.hset(limits_key(grant.project_id), mapping={"rpm": 2})
-    limiter = RateLimiter(redis, GatewayMetrics(), timeout_seconds=0.1, policy="open")
-    await redis.ping()  # a pooled connection, so the ask is one write and one read
+    commands = PackedCommands(redis)
+    limiter = RateLimiter(commands, GatewayMetrics(), timeout_seconds=0.1, policy="open")
+    await commands.call("PING")  # a connection made, so the ask is one write and one read
     outcomes = [await _ask_while_the_loop_is_blocked(limiter, grant) for _ in range(3)]
+    await commands.aclose()
     assert [o["x-ratelimit-remaining-requests"] for o in outcomes[:2]] == ["1", "0"]  # type: ignore[index]
     refused = outcomes[2]
     assert isinstance(refused, GatewayError) and refused.status == 429, (

@@ -1,5 +1,10 @@
 """Asking the limiter: one ``FCALL watchllm_limit_check`` per request.
 
+The ask is on every request's path, so it goes through ``PackedCommands`` (packed by
+hiredis on connections kept for it: ~40 µs less per request than redis-py's
+``fcall``; ``make bench-limiter`` shows both). With tracing on it gets its own CLIENT
+span (``FCALL``), as redis-py's instrumentation would have made.
+
 The algorithm lives in the limiter service's Redis Functions library; the gateway only
 asks and turns the answer into OpenAI-style headers (``x-ratelimit-limit-requests``,
 ``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` and the ``-tokens``
@@ -24,9 +29,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Literal
+from typing import Any, Literal
 
-import redis.asyncio as aioredis
+from opentelemetry.trace import SpanKind, Tracer
 from redis.exceptions import RedisError
 
 from watchllm_gateway.errors import GatewayError
@@ -34,6 +39,7 @@ from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts.limits import CHECK_FUNCTION, LimitDecision, check_keys
 from watchllm_shared.deadline import Deadline
+from watchllm_shared.redis_packed import PackedCommands
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +76,14 @@ def limit_headers(decision: LimitDecision) -> dict[str, str]:
 class RateLimiter:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        commands: PackedCommands,
         metrics: GatewayMetrics,
         timeout_seconds: float,
         policy: FailurePolicy,
+        tracer: Tracer | None = None,
     ) -> None:
-        self._redis = redis
+        self._commands = commands
+        self._tracer = tracer
         self._metrics = metrics
         self._timeout = timeout_seconds
         self._policy = policy
@@ -90,13 +98,15 @@ class RateLimiter:
         started = time.perf_counter()
         if self._failing and started < self._next_probe:
             return self._apply_policy()
-        keys = check_keys(grant.project_id, grant.key_id)
         try:
-            async with Deadline(self._timeout):
-                reply = await self._redis.fcall(
-                    CHECK_FUNCTION, len(keys), *keys,
-                    str(grant.key_id), grant.requests_per_day, request_id, "",
-                )  # fmt: skip
+            if self._tracer is None:
+                reply = await self._ask(grant, request_id)
+            else:
+                with self._tracer.start_as_current_span(
+                    "FCALL", kind=SpanKind.CLIENT,
+                    attributes={"db.system": "redis", "db.statement": f"FCALL {CHECK_FUNCTION}"},
+                ):  # fmt: skip
+                    reply = await self._ask(grant, request_id)
         except (RedisError, OSError, TimeoutError) as exc:
             return self._unavailable(exc)
         self._metrics.limiter_ask.observe(time.perf_counter() - started)
@@ -117,6 +127,14 @@ class RateLimiter:
             f"Rate limit reached for this key or project; retry in {retry_after} s",
             headers=headers,
         )  # fmt: skip
+
+    async def _ask(self, grant: KeyGrant, request_id: str) -> Any:
+        keys = check_keys(grant.project_id, grant.key_id)
+        async with Deadline(self._timeout):
+            return await self._commands.call(
+                "FCALL", CHECK_FUNCTION, len(keys), *keys,
+                str(grant.key_id), grant.requests_per_day, request_id, "",
+            )  # fmt: skip
 
     def _unavailable(self, exc: BaseException) -> dict[str, str]:
         if not self._failing:

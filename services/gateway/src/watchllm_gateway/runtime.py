@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
 
 from watchllm_gateway.auth import KeyAuthenticator
 from watchllm_gateway.cache_client import CacheClient
@@ -28,6 +29,7 @@ from watchllm_shared.accounts import AccountStore
 from watchllm_shared.contracts.cache import CACHE_STORE_MAXLEN, CACHE_STORE_STREAM
 from watchllm_shared.contracts.streams import REQUESTS_COMPLETED_MAXLEN
 from watchllm_shared.redis_io import create_redis
+from watchllm_shared.redis_packed import PackedCommands
 from watchllm_shared.telemetry import active_tracer
 
 
@@ -92,9 +94,7 @@ async def open_runtime(
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         limiter=(
-            RateLimiter(
-                redis, metrics, settings.limiter_timeout_seconds, settings.limiter_failure_policy
-            )
+            await _rate_limiter(redis, metrics, settings, tracer, stack)
             if settings.limiter_enabled
             else None
         ),
@@ -103,3 +103,16 @@ async def open_runtime(
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
     return GatewayRuntime(settings, metrics, router, proxy, health)
+
+
+async def _rate_limiter(
+    redis: aioredis.Redis,
+    metrics: GatewayMetrics,
+    settings: GatewaySettings,
+    tracer: Tracer | None,
+    stack: AsyncExitStack,
+) -> RateLimiter:
+    commands = PackedCommands(redis)
+    stack.push_async_callback(commands.aclose)
+    return RateLimiter(commands, metrics, settings.limiter_timeout_seconds,
+                       settings.limiter_failure_policy, tracer)  # fmt: skip

@@ -1,0 +1,79 @@
+"""Hot-path Redis commands: packed by hiredis, sent on connections kept for them.
+
+``redis.asyncio.Redis.execute_command`` costs ~60 µs of Python per command here
+before the round trip (the blocking pool's lock and ``ensure_connection`` check, retry
+and event-dispatch wrappers, argument-by-argument packing in Python); the same command
+packed by hiredis (in C) and sent on a connection taken from a plain free list costs
+~20 µs (side by side in ``make bench-limiter``). The gateway's rate-limit ask is on
+every request's path, so it uses this; everything else keeps the redis-py client.
+
+The connections are redis-py's own (made by the client's pool, so the URL's database,
+password, TLS or unix socket apply) and keep its behaviour: connect on first use, a
+PING health check when a connection sat idle past ``health_check_interval``, error
+replies raised as ``redis.exceptions.ResponseError``, socket errors as
+``redis.exceptions.ConnectionError``.
+
+Failure modes, enforced here:
+- A connection that fails mid-command (socket error, cancellation by the caller's
+  deadline) is disconnected and dropped, never reused: its reply may still arrive and
+  would answer the next command. An error *reply* (``ResponseError``) leaves the
+  connection in step and it is kept.
+- A *reused* connection that fails with a connection error (Redis restarted since it
+  was last used) is retried once on a fresh connection. The command may then run
+  twice if Redis executed it before the socket broke; callers only send commands where
+  that errs on the safe side (a rate-limit ask counted twice refuses earlier, never
+  admits more).
+- At most ``max_connections`` commands are in flight; more wait for a free slot (the
+  caller's deadline bounds the wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+Argument = str | bytes | int | float
+
+
+class PackedCommands:
+    def __init__(self, redis: aioredis.Redis, max_connections: int = 64) -> None:
+        self._pool = redis.connection_pool
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[AbstractConnection] = []
+
+    async def call(self, *args: Argument) -> Any:
+        """Run one command; its reply as redis-py's parser gives it (bytes, ints, lists)."""
+        command: Any = args  # hiredis's stub types the argument as a 1-tuple
+        packed = hiredis.pack_command(command)
+        async with self._slots:
+            if self._idle:
+                try:
+                    return await self._run(self._idle.pop(), packed)
+                except (RedisConnectionError, OSError):
+                    pass  # a stale connection: once more on a fresh one
+            connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            return await self._run(connection, packed)
+
+    async def _run(self, connection: AbstractConnection, packed: bytes) -> Any:
+        try:
+            await connection.send_packed_command(packed)
+            reply = await connection.read_response()
+        except ResponseError:
+            self._idle.append(connection)
+            raise
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        self._idle.append(connection)
+        return reply
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
