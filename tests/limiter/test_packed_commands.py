@@ -77,3 +77,18 @@ async def test_redis_down_is_a_connection_error() -> None:
         await commands.call("PING")
     await commands.aclose()
     await client.aclose()
+
+
+async def test_a_pipeline_reads_every_reply_and_raises_its_first_error(
+    redis: aioredis.Redis, commands: PackedCommands
+) -> None:
+    counter, text = f"test:packed:{uuid.uuid4().hex}", f"test:packed:{uuid.uuid4().hex}"
+    await redis.set(text, b"not a number")
+    assert await commands.call_many([("INCR", counter), ("INCR", counter)]) == [1, 2]
+    with pytest.raises(ResponseError, match="not an integer"):
+        await commands.call_many([("INCR", counter), ("INCR", text), ("INCR", counter)])
+    assert await redis.get(counter) == b"4"  # the commands around the error did run
+    connection = await commands.call("CLIENT", "ID")
+    assert await commands.call("GET", counter) == b"4"  # in step: no leftover reply
+    assert await commands.call("CLIENT", "ID") == connection
+    await redis.delete(counter, text)

@@ -23,13 +23,16 @@ Failure modes, enforced here:
   twice if Redis executed it before the socket broke; callers only send commands where
   that errs on the safe side (a rate-limit ask counted twice refuses earlier, never
   admits more).
-- At most ``max_connections`` commands are in flight; more wait for a free slot (the
+- ``call_many`` pipelines: one write, every reply read even when some are errors, then
+  the first error raised; a retry on a stale connection sends the whole batch again.
+- At most ``max_connections`` commands (or pipelines) are in flight; more wait for a free slot (the
   caller's deadline bounds the wait).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -50,28 +53,42 @@ class PackedCommands:
     async def call(self, *args: Argument) -> Any:
         """Run one command; its reply as redis-py's parser gives it (bytes, ints, lists)."""
         command: Any = args  # hiredis's stub types the argument as a 1-tuple
-        packed = hiredis.pack_command(command)
+        (reply,) = await self._execute(hiredis.pack_command(command), 1)
+        return reply
+
+    async def call_many(self, commands: Sequence[Sequence[Argument]]) -> list[Any]:
+        """Pipeline ``commands`` in one write; their replies in order. Every reply is
+        read before the first error reply, if any, is raised (the others did run)."""
+        packed = b"".join(hiredis.pack_command(tuple(command)) for command in commands)  # type: ignore[arg-type]
+        return await self._execute(packed, len(commands))
+
+    async def _execute(self, packed: bytes, count: int) -> list[Any]:
         async with self._slots:
             if self._idle:
                 try:
-                    return await self._run(self._idle.pop(), packed)
+                    return await self._run(self._idle.pop(), packed, count)
                 except (RedisConnectionError, OSError):
                     pass  # a stale connection: once more on a fresh one
             connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            return await self._run(connection, packed)
+            return await self._run(connection, packed, count)
 
-    async def _run(self, connection: AbstractConnection, packed: bytes) -> Any:
+    async def _run(self, connection: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+        replies: list[Any] = []
         try:
             await connection.send_packed_command(packed)
-            reply = await connection.read_response()
-        except ResponseError:
-            self._idle.append(connection)
-            raise
+            for _ in range(count):
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:  # an error reply: the connection is in step
+                    replies.append(error)
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
         self._idle.append(connection)
-        return reply
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import redis.asyncio as aioredis
-from opentelemetry.trace import Tracer
 
 from watchllm_gateway.auth import KeyAuthenticator
 from watchllm_gateway.cache_client import CacheClient
@@ -50,6 +49,9 @@ async def open_runtime(
     # No socket timeout: every gateway call to Redis runs under its own asyncio.timeout.
     redis: aioredis.Redis = create_redis(settings.redis_url, socket_timeout=False)
     stack.push_async_callback(redis.aclose)
+    # The hot-path commands (limiter ask, event XADDs); closed after the publishers flush.
+    commands = PackedCommands(redis)
+    stack.push_async_callback(commands.aclose)
     # min_size=0: the gateway starts (and answers /livez) even while Postgres is down.
     pool: asyncpg.Pool = await asyncpg.create_pool(
         settings.database_url, min_size=0, max_size=10, command_timeout=5
@@ -58,7 +60,7 @@ async def open_runtime(
     http = create_http_session(settings)
     stack.push_async_callback(http.close)
     events = StreamPublisher(
-        redis, metrics.events, settings.event_buffer_size, settings.events_stream,
+        commands, metrics.events, settings.event_buffer_size, settings.events_stream,
         REQUESTS_COMPLETED_MAXLEN,
     )  # fmt: skip
     events.start()
@@ -66,7 +68,7 @@ async def open_runtime(
     cache: CacheSupport | None = None
     if settings.cache_enabled:
         stores = StreamPublisher(
-            redis, metrics.cache_stores, settings.event_buffer_size, CACHE_STORE_STREAM,
+            commands, metrics.cache_stores, settings.event_buffer_size, CACHE_STORE_STREAM,
             CACHE_STORE_MAXLEN,
         )  # fmt: skip
         stores.start()
@@ -94,7 +96,13 @@ async def open_runtime(
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         limiter=(
-            await _rate_limiter(redis, metrics, settings, tracer, stack)
+            RateLimiter(
+                commands,
+                metrics,
+                settings.limiter_timeout_seconds,
+                settings.limiter_failure_policy,
+                tracer,
+            )
             if settings.limiter_enabled
             else None
         ),
@@ -103,16 +111,3 @@ async def open_runtime(
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
     return GatewayRuntime(settings, metrics, router, proxy, health)
-
-
-async def _rate_limiter(
-    redis: aioredis.Redis,
-    metrics: GatewayMetrics,
-    settings: GatewaySettings,
-    tracer: Tracer | None,
-    stack: AsyncExitStack,
-) -> RateLimiter:
-    commands = PackedCommands(redis)
-    stack.push_async_callback(commands.aclose)
-    return RateLimiter(commands, metrics, settings.limiter_timeout_seconds,
-                       settings.limiter_failure_policy, tracer)  # fmt: skip
