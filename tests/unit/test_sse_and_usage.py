@@ -58,6 +58,17 @@ def test_openai_stream_usage_is_read_and_hidden_unless_the_caller_asked() -> Non
     assert shown.usage.completion_tokens == 5
 
 
+def test_openai_stream_usage_beside_a_null_usage_elsewhere_in_the_chunk_is_still_read() -> None:
+    odd = _chunk({"choices": [], "extra": {"usage": None},
+                  "usage": {"prompt_tokens": 7, "completion_tokens": 3}})  # fmt: skip
+    observer = OpenAIStreamUsage(caller_wants_usage=True)
+    observer.forward(odd)
+    assert (observer.usage.prompt_tokens, observer.usage.completion_tokens) == (7, 3)
+    spaced = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}\n\n'
+    observer.forward(spaced)
+    assert (observer.usage.prompt_tokens, observer.usage.completion_tokens) == (2, 1)
+
+
 def test_anthropic_stream_usage_takes_input_from_start_and_output_from_last_delta() -> None:
     observer = AnthropicStreamUsage()
     start = {

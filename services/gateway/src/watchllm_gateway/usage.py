@@ -56,6 +56,8 @@ class OpenAIStreamUsage:
         """Record usage from ``event``; False when the caller must not see it."""
         if b'"usage"' not in event:
             return True
+        if event.count(b'"usage"') == 1 and (b'"usage":null' in event or b'"usage": null' in event):
+            return True  # OpenAI's ``"usage": null`` on every chunk but the last: not parsed
         data = event_data(event)
         if data is None or data == b"[DONE]":
             return True
