@@ -51,9 +51,13 @@ def create_http_session(settings: GatewaySettings) -> aiohttp.ClientSession:
         connect=settings.upstream_connect_timeout_seconds,
         sock_read=settings.upstream_read_timeout_seconds,
     )
+    # No cookie jar: the session is shared by every caller, and a cookie a provider
+    # sets (Cloudflare's ``__cf_bm`` on api.openai.com) would otherwise be sent back on
+    # every later request, whoever makes it (tests/e2e/test_upstream_cookies.py).
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False, raise_for_status=False
-    )
+        connector=connector, timeout=timeout, auto_decompress=False, raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )  # fmt: skip
 
 
 class UpstreamBodyError(Exception):

@@ -19,9 +19,13 @@ Send = Callable[[Message], Awaitable[None]]
 ErrorBody = Callable[[int, str], dict[str, Any]]
 
 _JSON = b"application/json"
+# Every answer sets a cookie, as the providers' edge does (Cloudflare's ``__cf_bm`` on
+# api.openai.com): a gateway must neither send it back nor hand it to its callers.
+EDGE_COOKIE = (b"set-cookie", b"__cf_bm=fake-edge-cookie; Path=/; HttpOnly")
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
+    EDGE_COOKIE,
 ]
 
 
@@ -52,7 +56,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 async def send_json(send: Send, status: int, payload: Any) -> None:
     body = orjson.dumps(payload)
-    headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode()), EDGE_COOKIE]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
