@@ -41,6 +41,7 @@ from watchllm_analytics.page_decoder import decode_page
 from watchllm_analytics.rows import UnreadableEvent, decode_entry, warm_up
 from watchllm_analytics.storing import BatchStorer
 from watchllm_analytics.stream_group import Delivery, Fields, GroupConsumer
+from watchllm_shared.heap import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ _GC_THRESHOLDS = (50_000, 20, 100)
 
 def tune_garbage_collector() -> None:
     """For the service process only (it allocates at a high, steady rate); call at start."""
-    gc.freeze()  # what start-up allocated is never collected again
+    freeze_startup_heap()
     gc.set_threshold(*_GC_THRESHOLDS)
 
 

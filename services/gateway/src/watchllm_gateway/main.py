@@ -19,6 +19,7 @@ from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.routes import openai_api, operations, proxied
 from watchllm_gateway.runtime import open_runtime
 from watchllm_gateway.settings import GatewaySettings
+from watchllm_shared.heap import freeze_startup_heap
 
 
 def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
@@ -31,6 +32,7 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
             runtime = app.state.runtime = await open_runtime(settings, metrics, stack)
             if not runtime.proxy.traced:  # see ``direct``
                 app.direct_proxy = runtime.proxy
+            freeze_startup_heap()  # full collections would walk it all, stalling requests
             yield
             app.direct_proxy = None
 

@@ -32,6 +32,7 @@ from watchllm_cache.service.metrics import CacheServiceMetrics
 from watchllm_cache.service.settings import CacheServiceSettings
 from watchllm_cache.service.stores import StoreConsumer
 from watchllm_shared.contracts.health import publish_heartbeat
+from watchllm_shared.heap import freeze_startup_heap
 from watchllm_shared.redis_io import create_redis
 from watchllm_shared.telemetry import active_tracer
 
@@ -73,6 +74,7 @@ def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
             stack.push_async_callback(cache.close)
             name = settings.cache_consumer_name
             tracer = active_tracer("watchllm_cache")  # None unless tracing is on
+            freeze_startup_heap()  # the model and index: full collections would walk them
             tasks = [
                 asyncio.create_task(AskServer(redis, cache, metrics, name, tracer).run()),
                 asyncio.create_task(StoreConsumer(
