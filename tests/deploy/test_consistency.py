@@ -52,6 +52,7 @@ NOT_IN_COMPOSE = {
     "WATCHLLM_ANALYTICS_CONSUMER_NAME": "computed per replica",
     "WATCHLLM_PRICE_TABLE_PATH": "a file: mount it in an override first",
     "WATCHLLM_EMBEDDING_MODEL_NAME": "tied to the model baked into the image",
+    "WATCHLLM_DATA_DIR": "embedded stores only (`watchllm up`); the analytics image has no chdb",
 }
 
 

@@ -5,7 +5,8 @@ excluded by .dockerignore, the uv pin is the project's, each image installs its 
 distribution, runs it non-root, and exposes the port its settings default to. The
 builder's dependency step (`uv sync --frozen --no-install-workspace --package …`) is run
 for real with `--dry-run` against uv.lock, and the package set it would install is
-checked: the gateway image has no model runtime and no Streamlit, and so on.
+checked: the gateway image has no model runtime and no Streamlit, the analytics image no
+chdb (the `embedded` extra, which only the workspace's own install asks for), and so on.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ FORBIDDEN = {
     "gateway": HEAVY | OPERATOR | {"clickhouse-connect", "pandas", "qdrant-client"},
     "limiter": HEAVY | OPERATOR | {"clickhouse-connect", "pandas", "aiohttp"},
     "cache": (HEAVY - {"fastembed", "onnxruntime", "qdrant-edge-py"}) | OPERATOR,
-    "analytics": (HEAVY - {"chdb-core"}) | OPERATOR,
+    # server mode only: chdb (and the pandas it brings) is the `embedded` extra
+    "analytics": HEAVY | OPERATOR | {"pandas"},
     "dashboard": (HEAVY - {"streamlit"}) | OPERATOR,
     "migrate": HEAVY - {"alembic"},
 }
@@ -142,15 +144,21 @@ def test_cache_image_bakes_the_model_where_the_settings_look() -> None:
     assert "parents[3]" in (REPO / script).read_text()
 
 
-def _dry_run_packages(name: str, tmp_path: Path) -> set[str]:
-    """Run the builder's first `uv sync` exactly as written, with --dry-run."""
+def _builder_syncs(name: str) -> list[list[str]]:
+    """The builder's `uv sync` commands, as written (without the leading `uv`)."""
     _, stages = _stages(name)
     builder = {s.name: s for s in stages}["builder"]
-    command = shlex.split([r for r in builder.all("RUN") if r.startswith("uv sync")][0])
-    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv"), "UV_NO_PROGRESS": "1"}
+    return [shlex.split(r)[1:] for r in builder.all("RUN") if r.startswith("uv sync")]
+
+
+def _uv_sync_dry_run(args: list[str], tmp_path: Path) -> set[str]:
+    """`uv <args> --dry-run --offline` into an empty environment: the packages it would
+    install, normalised (`chdb-core`, not `chdb_core`)."""
+    venv = tmp_path / "venv"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_NO_PROGRESS": "1"}
     env.pop("VIRTUAL_ENV", None)
     result = subprocess.run(
-        [str(UV), *command[1:], "--dry-run", "--offline"],
+        [str(UV), *args, "--dry-run", "--offline"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -158,14 +166,54 @@ def _dry_run_packages(name: str, tmp_path: Path) -> set[str]:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert not (tmp_path / "venv").exists()
-    return set(re.findall(r"^ \+ ([A-Za-z0-9_.\-]+)==", result.stderr + result.stdout, re.M))
+    assert not venv.exists()
+    found = re.findall(r"^ \+ ([A-Za-z0-9_.\-]+)==", result.stderr + result.stdout, re.M)
+    return {p.lower().replace("_", "-") for p in found}
+
+
+def _dry_run_packages(name: str, tmp_path: Path) -> set[str]:
+    """Run the builder's first `uv sync` exactly as written, with --dry-run."""
+    return _uv_sync_dry_run(_builder_syncs(name)[0], tmp_path)
 
 
 @pytest.mark.parametrize("name", ids)
 def test_image_installs_only_its_own_dependencies(name: str, tmp_path: Path) -> None:
-    packages = {p.lower().replace("_", "-") for p in _dry_run_packages(name, tmp_path)}
+    packages = _dry_run_packages(name, tmp_path)
     assert packages, "uv reported no packages"
     assert not packages & FORBIDDEN[name], sorted(packages & FORBIDDEN[name])
     assert REQUIRED[name] <= packages, sorted(REQUIRED[name] - packages)
     assert not {"pytest", "ruff", "mypy", "uv"} & packages
+
+
+def test_analytics_image_has_no_chdb_which_only_the_embedded_extra_brings(
+    tmp_path: Path,
+) -> None:
+    """The analytics image is for a ClickHouse server: neither builder step installs chdb.
+    The distribution's `embedded` extra does, and the workspace install (`make install`,
+    the embedded mode of `make up` and `make test`) asks for it."""
+    chdb = {"chdb-core", "pandas"}
+    deps_only, full = _builder_syncs("analytics")
+    assert not any(a.startswith("--extra") or a == "--all-extras" for a in deps_only + full)
+    for step, command in enumerate((deps_only, full)):
+        packages = _uv_sync_dry_run(command, tmp_path / str(step))
+        assert {"clickhouse-connect", "pyarrow"} <= packages, sorted(packages)
+        assert not packages & chdb, sorted(packages & chdb)
+    assert "watchllm-analytics" in packages  # the second step installs the service itself
+
+    with_extra = _uv_sync_dry_run([*deps_only, "--extra", "embedded"], tmp_path / "extra")
+    assert chdb <= with_extra
+
+    # The Makefile's install, as written there: the development venv keeps chdb.
+    (install,) = re.findall(r"^\t\$\(UV\) (sync .*)$", (REPO / "Makefile").read_text(), re.M)
+    workspace = _uv_sync_dry_run(shlex.split(install), tmp_path / "workspace")
+    assert chdb <= workspace
+    assert {"watchllm-analytics", "watchllm-dashboard", "watchllm-shared"} <= workspace
+
+
+def test_analytics_image_keeps_no_embedded_store_folder() -> None:
+    """No chdb in the image, so no folder for it: WATCHLLM_DATA_DIR places only the
+    embedded ClickHouse (analytics' settings), and the image sets no such thing."""
+    _, stages = _stages("analytics")
+    runtime = stages[-1]
+    assert "WATCHLLM_DATA_DIR" not in env_instruction_values(runtime)
+    assert not any("/data" in r for r in runtime.all("RUN"))

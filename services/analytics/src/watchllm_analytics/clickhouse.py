@@ -13,12 +13,15 @@ pipeline's policy depends only on that:
   table missing, a bug of ours). Nothing is acknowledged; the pipeline backs off and
   retries the same batch, and the entries stay pending in Redis meanwhile.
 
-A chdb path locked by another process is neither: it is a misconfiguration and the
-service refuses to start (:class:`StoreLocked`).
+Two misconfigurations are neither, and the service refuses to start: a chdb path locked
+by another process (:class:`StoreLocked`), and a chdb DSN where chdb is not installed
+(:class:`EmbeddedEngineMissing`: it is the ``embedded`` extra, which the image leaves
+out). chdb is imported only when a chdb DSN is opened.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import struct
 from collections.abc import Callable
@@ -63,6 +66,10 @@ class StoreLocked(Exception):
     """Another process holds the chdb path."""
 
 
+class EmbeddedEngineMissing(Exception):
+    """A chdb DSN, and chdb (the ``embedded`` extra) is not installed."""
+
+
 class Verbatim:
     """A query parameter clickhouse-connect passes on as ``str(value)``, without escaping
     it character by character (~0.3 µs a character in Python: 0.1 s for 10,000 UUIDs).
@@ -81,7 +88,9 @@ class Verbatim:
 
 def open_client(dsn: str, database: str | None, timeout_seconds: float = 30.0) -> Client:
     network: dict[str, Any] = {}
-    if not dsn.startswith("chdb:"):
+    if dsn.startswith("chdb:"):
+        require_chdb(dsn)
+    else:
         network = {
             "connect_timeout": min(timeout_seconds, 10.0),
             "send_receive_timeout": timeout_seconds,
@@ -93,6 +102,20 @@ def open_client(dsn: str, database: str | None, timeout_seconds: float = 30.0) -
         if "Cannot lock file" in str(exc) or "already initialized with path" in str(exc):
             raise StoreLocked(f"{redact_dsn(dsn)} is in use by another process: {exc}") from exc
         raise ClickHouseUnavailable(f"cannot open {redact_dsn(dsn)}: {exc}") from exc
+
+
+def require_chdb(dsn: str) -> None:
+    """Import chdb (only ever for a chdb DSN), or say what to install or set instead of
+    clickhouse-connect's ImportError, which names a pip extra of its own."""
+    try:
+        importlib.import_module("chdb")
+    except ImportError as exc:
+        raise EmbeddedEngineMissing(
+            f"{redact_dsn(dsn)} is embedded ClickHouse (WATCHLLM_CLICKHOUSE_URL unset or"
+            f" chdb://), and chdb is not installed ({exc}). Install the embedded extra"
+            " (pip install 'watchllm-analytics[embedded]'), or set WATCHLLM_CLICKHOUSE_URL"
+            " to a ClickHouse server (http://user:password@host:8123)."
+        ) from None
 
 
 def create_database(dsn: str, database: str) -> None:

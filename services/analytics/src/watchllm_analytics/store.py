@@ -6,7 +6,9 @@ Blocking: call from a worker thread.
 
 Failure modes: an unreachable server raises ``ClickHouseUnavailable`` (the service
 retries in the background); a chdb path held by another process raises ``StoreLocked``
-and the service refuses to start.
+and a chdb DSN where chdb is not installed (the image: it is the ``embedded`` extra)
+raises ``EmbeddedEngineMissing``, before any folder is made; either way the service
+refuses to start.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from watchllm_analytics.clickhouse import create_database, open_client
+from watchllm_analytics.clickhouse import create_database, open_client, require_chdb
 from watchllm_analytics.migrations import apply_retention, migrate
 from watchllm_analytics.settings import AnalyticsSettings
 
@@ -35,6 +37,7 @@ class AnalyticsStore:
 def open_store(settings: AnalyticsSettings) -> AnalyticsStore:
     dsn = settings.clickhouse_dsn()
     if settings.embedded:
+        require_chdb(dsn)  # before the folder: the image (no chdb) may not write it at all
         Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
     database = settings.clickhouse_database
     create_database(dsn, database)
