@@ -1,8 +1,10 @@
 """The app, run by Streamlit on every page view (``app.py`` calls :func:`run`).
 
-Order: page config → the process's runtime (opened once) → the signed-in user (the
-session is checked in Postgres on every view) → sidebar → the chosen page. A store
-that fails mid-page shows an error on that page instead of a traceback.
+Order: page config → the process's runtime (opened once, with tracing installed first
+when it is on) → the signed-in user (the session is checked in Postgres on every view)
+→ sidebar → the chosen page. A store that fails mid-page shows an error on that page
+instead of a traceback. With tracing on, everything after the runtime is one trace per
+view, named after the page (``tracing.page_span``); a view that fails marks it an error.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from collections.abc import Callable
 
 import asyncpg
 import streamlit as st
+from opentelemetry.trace import Span
 from redis.exceptions import RedisError
 
 from watchllm_dashboard.actions import Actions
 from watchllm_dashboard.data.analytics import AnalyticsUnavailable
 from watchllm_dashboard.runtime import DashboardUnavailable, Runtime
 from watchllm_dashboard.settings import DashboardSettings
+from watchllm_dashboard.tracing import describe, failed, install, page_span
 from watchllm_dashboard.views import (
     auth,
     cache,
@@ -56,7 +60,9 @@ def _close(runtime: Runtime) -> None:
 @st.cache_resource(show_spinner="Connecting…", on_release=_close)
 def shared_runtime() -> Runtime:
     """One runtime per process, from the environment, read once."""
-    return Runtime.open(DashboardSettings())
+    settings = DashboardSettings()
+    install(settings)  # tracing, once per process; nothing when it is off
+    return Runtime.open(settings)
 
 
 def run() -> None:
@@ -67,23 +73,27 @@ def run() -> None:
         st.error(f"The dashboard cannot reach Postgres or Redis: {exc}")
         return
     try:
-        _view(runtime)
+        with page_span(runtime.tracer) as span:
+            _view(runtime, span)
     except AnalyticsUnavailable as exc:
         st.warning(f"Analytics cannot answer right now: {exc}")
     except STORE_ERRORS as exc:
         st.error(f"A store did not answer: {type(exc).__name__}: {exc}")
 
 
-def _view(runtime: Runtime) -> None:
+def _view(runtime: Runtime, span: Span) -> None:
     user = auth.current_user(runtime)
     if user is None:
+        describe(span, "Sign in")
         auth.render_sign_in(runtime)
         return
     actions = Actions(runtime, user)
     page, project, window = sidebar.render(runtime, user, actions.projects())
+    describe(span, page, project)
     reader = CachedReader(runtime.analytics, runtime.settings.dashboard_cache_seconds > 0)
     context = PageContext(runtime, actions, reader, project, window)
     try:
         RENDER[page](context)
     except AccountError as exc:  # e.g. a project deleted meanwhile
+        failed(span, exc)
         st.error(str(exc))

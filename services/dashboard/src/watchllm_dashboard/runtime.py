@@ -4,7 +4,10 @@ analytics reader and an HTTP client, opened once and shared by every browser ses
 Streamlit runs each page view on a thread of its own, while the accounts module is
 asyncio (asyncpg). The runtime therefore owns one event loop on a background thread;
 page code hands it coroutines with :meth:`Runtime.run` and waits for the result. The
-asyncpg pool and the Redis client live on that loop only.
+asyncpg pool and the Redis client live on that loop only. The coroutine runs in a copy
+of the caller's ``contextvars`` context (``run_coroutine_threadsafe`` does that), which
+carries the page's trace context: with tracing on, the Postgres and Redis spans are
+children of the page's span (see ``tracing``).
 
 Opening fails loudly (Postgres unreachable, bad settings); Streamlit then shows the
 error and the next page view tries again.
@@ -25,7 +28,9 @@ import redis.asyncio as aioredis
 
 from watchllm_dashboard.data.analytics import AnalyticsReader, open_reader
 from watchllm_dashboard.settings import DashboardSettings
+from watchllm_dashboard.tracing import TRACER_NAME, TracedReader
 from watchllm_shared.accounts import SessionStore, UserStore
+from watchllm_shared.telemetry import active_tracer
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ class DashboardUnavailable(Exception):
 class Runtime:
     def __init__(self, settings: DashboardSettings) -> None:
         self.settings = settings
+        self.tracer = active_tracer(TRACER_NAME)  # None unless tracing is on
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="dashboard-io", daemon=True
@@ -45,7 +51,10 @@ class Runtime:
         self._thread.start()
         self._pool: asyncpg.Pool | None = None
         self._redis: aioredis.Redis | None = None
-        self.analytics: AnalyticsReader = open_reader(settings)
+        reader = open_reader(settings)
+        self.analytics: AnalyticsReader = (
+            reader if self.tracer is None else TracedReader(reader, self.tracer)
+        )
         self.http = httpx.Client(timeout=5.0)
 
     @classmethod
@@ -93,7 +102,8 @@ class Runtime:
         return SessionStore(self.pool, self.settings.session_policy)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
-        """Run ``coroutine`` on the runtime's loop and wait for its result."""
+        """Run ``coroutine`` on the runtime's loop, in a copy of this thread's context
+        (so under the page's span), and wait for its result."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(timeout)
