@@ -22,6 +22,7 @@ async def consumer(redis_url: str, request: pytest.FixtureRequest) -> AsyncItera
     )
     await consumer.ensure_group()
     yield consumer
+    await consumer.aclose()
     await client.delete(consumer.stream)
     await client.aclose()
 

@@ -70,6 +70,7 @@ class AnalyticsService:
     async def start(self, stack: AsyncExitStack) -> None:
         # The pool is passed in explicitly, so aclose() keeps it open unless told.
         stack.push_async_callback(self.redis.aclose, True)
+        stack.push_async_callback(self.consumer.aclose)  # its connections, before the pool's
         stack.callback(self._close_store)
         try:
             await self._open_store()

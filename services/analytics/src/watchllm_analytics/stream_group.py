@@ -19,7 +19,10 @@ Redis errors propagate as ``redis.RedisError``; callers back off and retry.
 XREADGROUP replies are taken as hiredis parsed them (a client of our own on the same
 pool, without redis-py's reply callback, which builds a tuple and a dict per entry:
 ~3 µs an entry, the budget for everything at 50,000 events/s is 20); new entries come
-back as two lists (``NewEntries``), not an object each. XACK is packed by hiredis.
+back as two lists (``NewEntries``), not an object each. XACK goes through
+``watchllm_shared.redis_packed`` (packed by hiredis in C: redis-py packs argument by
+argument in Python, ~0.4 µs an id, more than the rest of a batch's XACK); call
+``aclose`` when done.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from watchllm_shared.redis_io import ensure_consumer_group
+from watchllm_shared.redis_packed import PackedCommands
 
 Fields = dict[bytes, bytes]
 
@@ -62,6 +65,7 @@ class GroupConsumer:
         self.redis = redis
         self._reader = aioredis.Redis(connection_pool=redis.connection_pool)  # pool not owned
         self._reader.set_response_callback("XREADGROUP", _as_parsed)
+        self._commands = PackedCommands(redis, max_connections=4)
         self.stream = stream
         self.group = group
         self.consumer = consumer
@@ -99,25 +103,10 @@ class GroupConsumer:
 
     async def ack(self, entry_ids: list[bytes]) -> None:
         if entry_ids:
-            command: Any = ("XACK", self.stream, self.group, *entry_ids)
-            await self._send(hiredis.pack_command(command))
+            await self._commands.call("XACK", self.stream, self.group, *entry_ids)
 
-    async def _send(self, command: bytes) -> Any:
-        """One command packed by hiredis (in C) on a pooled connection; its reply.
-
-        redis-py packs argument by argument in Python, ~0.4 µs an id, more than the rest
-        of a batch's XACK. A connection that failed mid-command is dropped, not reused;
-        errors propagate as ``redis.RedisError`` like every other call here."""
-        pool = self.redis.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_packed_command(command)
-            return await connection.read_response()
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+    async def aclose(self) -> None:
+        await self._commands.aclose()
 
     async def renew(self, entry_ids: list[bytes]) -> None:
         if entry_ids:
