@@ -167,7 +167,8 @@ def _uv_sync_dry_run(args: list[str], tmp_path: Path) -> set[str]:
     )
     assert result.returncode == 0, result.stderr
     assert not venv.exists()
-    found = re.findall(r"^ \+ ([A-Za-z0-9_.\-]+)==", result.stderr + result.stdout, re.M)
+    # ` + name==1.0 (from file://…)` once uv has built a local package, else ` + name @ file://…`
+    found = re.findall(r"^ \+ ([A-Za-z0-9_.\-]+)(?:==| @ )", result.stderr + result.stdout, re.M)
     return {p.lower().replace("_", "-") for p in found}
 
 
