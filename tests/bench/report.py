@@ -137,6 +137,26 @@ def _saturation(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+# The fake provider alone, closed loop, on a quiet machine of this kind (2 vCPUs):
+# 17,700-20,500 requests/s in the reports of 2026-11-26/27 mornings.
+QUIET_DIRECT_RPS = 17_700
+
+
+def _machine_speed(results: dict[str, Any]) -> str:
+    """How fast the machine ran during this run, read off the fake provider's own
+    saturation: the shared machine's speed swings by 2-3x, and every latency with it."""
+    sat = results.get("saturation")
+    if not sat:
+        return "Machine speed: not measured (no saturation run)."
+    direct = sat["direct"]["throughput_rps"]
+    share = direct / QUIET_DIRECT_RPS
+    return (
+        f"Machine speed: the fake provider alone saturated at {direct:,.0f} req/s, against"
+        f" ≥ {QUIET_DIRECT_RPS:,} on a quiet machine of this kind ({share:.0%})."
+        " Latencies grow as that falls; compare runs only side by side (the A/B reports)."
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     m, o, mem = results["machine"], results["options"], results["memory"]
     out = [
@@ -153,7 +173,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     out += [f"| {v['target']} | {v.get('text', '–')} | **{v['verdict']}** |"
             for v in results["verdicts"]]  # fmt: skip
-    out += ["", "## Method", "", results["method"], ""]
+    out += ["", _machine_speed(results), "", "## Method", "", results["method"], ""]
     for rate in o["rates"]:
         out += [f"## {rate} req/s (open loop)", ""] + _rate_table(results, rate) + [""]
     out += [f"## Saturation (closed loop, {o['concurrency']} connections, "
