@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models deploy-tools browser up demo test test-unit test-deploy lint typecheck bench bench-gateway bench-limiter bench-cache bench-analytics bench-dashboard clean
+.PHONY: install models deploy-tools browser up demo test test-unit test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -63,10 +63,15 @@ typecheck: install
 	$(BIN)/mypy shared/src services/gateway/src services/dashboard/src
 
 # Every benchmark; reports land in tests/bench/results/ (markdown + JSON).
-bench: bench-gateway bench-limiter bench-cache bench-analytics bench-dashboard
+bench: bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard
 
 bench-gateway: install
 	$(BIN)/python -m tests.bench.gateway_bench
+
+# Instructions per request in the gateway (callgrind): repeatable on a busy machine.
+bench-gateway-instructions: install
+	@command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
+	$(BIN)/python -m tests.bench.gateway_instructions
 
 bench-limiter: install
 	$(BIN)/python -m tests.bench.limiter_bench

@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +152,11 @@ def _endpoint(url: str, key: str) -> Endpoint:
 
 
 @contextmanager
-def bench_stack(work_dir: Path) -> Iterator[BenchStack]:
-    """Start everything; ``ExitStack`` unwinds in reverse order whatever happens."""
+def bench_stack(
+    work_dir: Path, gateway_wrapper: Sequence[str] = (), gateway_timeout: float = 30
+) -> Iterator[BenchStack]:
+    """Start everything; ``ExitStack`` unwinds in reverse order whatever happens.
+    ``gateway_wrapper`` runs the gateway under another program (valgrind)."""
     with ExitStack() as stack:
         redis_url = stack.enter_context(provide_redis(work_dir))
         admin_url = stack.enter_context(provide_postgres(work_dir))
@@ -169,7 +172,7 @@ def bench_stack(work_dir: Path) -> Iterator[BenchStack]:
         stack.callback(_delete_bench_keys, redis_url, events_stream, key)  # after the gateway
         env = gateway_env(fake.url, redis_url, database_url, events_stream)
         with _reap_on_failure():
-            gateway = start_gateway(env, work_dir)
+            gateway = start_gateway(env, work_dir, gateway_wrapper, gateway_timeout)
         stack.callback(gateway.stop)
         log.info("gateway pid %d at %s, fake provider at %s", gateway.process.pid,
                  gateway.url, fake.url)  # fmt: skip

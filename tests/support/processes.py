@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,13 +55,16 @@ def start_process(
     base_url: str,
     log_path: Path,
     timeout: float = 30.0,
+    wrapper: Sequence[str] = (),
 ) -> ServiceProcess:
-    """Run ``python -m module args`` and wait until ``ready_url`` answers 200."""
+    """Run ``python -m module args`` (under ``wrapper``, e.g. valgrind, if given) and
+    wait until ``ready_url`` answers 200."""
     full_env = {**os.environ, **env}
     log_file = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", module, *args], env=full_env, stdout=log_file, stderr=log_file
-    )
+        [*wrapper, sys.executable, "-m", module, *args],
+        env=full_env, stdout=log_file, stderr=log_file,
+    )  # fmt: skip
     log_file.close()
     service = ServiceProcess(process, base_url, log_path)
     deadline = time.monotonic() + timeout
@@ -87,19 +91,26 @@ def start_fake_provider(log_dir: Path, *args: str) -> ServiceProcess:
 
 
 def start_service(
-    name: str, env: dict[str, str], log_dir: Path, ready: str = "/readyz", timeout: float = 30
+    name: str,
+    env: dict[str, str],
+    log_dir: Path,
+    ready: str = "/readyz",
+    timeout: float = 30,
+    wrapper: Sequence[str] = (),
 ) -> ServiceProcess:
     """Run ``python -m watchllm_<name>`` on a free port (``WATCHLLM_<NAME>_PORT``)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     return start_process(
         f"watchllm_{name}", [], {f"WATCHLLM_{name.upper()}_PORT": str(port), **env},
-        base + ready, base, log_dir / f"{name}-{port}.log", timeout=timeout,
+        base + ready, base, log_dir / f"{name}-{port}.log", timeout=timeout, wrapper=wrapper,
     )  # fmt: skip
 
 
-def start_gateway(env: dict[str, str], log_dir: Path) -> ServiceProcess:
-    return start_service("gateway", env, log_dir, ready="/livez")
+def start_gateway(
+    env: dict[str, str], log_dir: Path, wrapper: Sequence[str] = (), timeout: float = 30
+) -> ServiceProcess:
+    return start_service("gateway", env, log_dir, "/livez", timeout, wrapper)
 
 
 def start_limiter(env: dict[str, str], log_dir: Path) -> ServiceProcess:
