@@ -1,7 +1,7 @@
 """Asking the limiter: one ``FCALL watchllm_limit_check`` per request.
 
 The ask is on every request's path, so it goes through ``PackedCommands`` (packed by
-hiredis on connections kept for it: ~40 µs less per request than redis-py's
+hiredis on connections kept for it: about a third of the client CPU of redis-py's
 ``fcall``; ``make bench-limiter`` shows both). With tracing on it gets its own CLIENT
 span (``FCALL``), as redis-py's instrumentation would have made.
 
