@@ -70,7 +70,6 @@ bench-gateway: install
 
 # Instructions per request in the gateway (callgrind): repeatable on a busy machine.
 bench-gateway-instructions: install
-	@command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
 	$(BIN)/python -m tests.bench.gateway_instructions
 
 bench-limiter: install

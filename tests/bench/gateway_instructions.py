@@ -14,8 +14,8 @@ What it cannot see: time spent waiting (Redis, the upstream, the kernel's wake-u
 which is most of the latency on two vCPUs. It answers "did this change make the gateway
 do less?", not "how fast is it?".
 
-Run: ``make bench-gateway-instructions`` (about 3 minutes; valgrind from Debian, which
-``make bench-gateway-instructions`` checks for). Writes
+Run: ``make bench-gateway-instructions`` (about 2 minutes; needs valgrind, from Debian,
+and says so when it is missing). Writes
 ``tests/bench/results/gateway-instructions-latest.{json,md}``.
 """
 
