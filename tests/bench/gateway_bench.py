@@ -37,7 +37,7 @@ from typing import Any
 import uvloop
 
 from tests.bench import profiling, report
-from tests.bench.loadgen import Target, run_closed_loop, run_open_loop, summarise
+from tests.bench.loadgen import Run, Target, run_closed_loop, run_open_loop, summarise
 from tests.bench.procstat import cpu_seconds, machine, memory_mb
 from tests.bench.stack import MODEL, BenchStack, Endpoint, bench_stack
 from tests.bench.stats import added
@@ -52,7 +52,9 @@ METHOD = (
     " *scheduled* send to the last body byte, so stalls are not hidden (no coordinated"
     " omission); TTFB runs from the scheduled send to the first body byte. For each rate"
     " and kind, {rounds} slice(s) of {slice_seconds} s against the gateway alternate with"
-    " as many against the fake provider directly; slices are merged per target. *Added*"
+    " as many against the fake provider directly ({target_rounds} at {target_rate} req/s,"
+    " the rate the targets are judged at: the machine's speed drifts over minutes, and one"
+    " pair of slices can land on a slow minute); slices are merged per target. *Added*"
     " = gateway minus direct at the same percentile (percentiles by linear interpolation)."
     " The load tool's own timer lag (about 0–1 ms, in `send_lag_ms` of the JSON) is in"
     " both and cancels out of the difference. Non-stream body: one short user message to"
@@ -71,6 +73,8 @@ class Options:
     rates: tuple[int, ...] = (100, 200, 500, 1000)
     slice_seconds: float = 3.0
     rounds: int = 2
+    target_rate: int = report.REFERENCE_RATE
+    target_rounds: int = 6  # at ``target_rate``; the per-pair spread is in the report
     warmup_seconds: float = 2.0
     saturation_seconds: float = 5.0
     concurrency: int = 32
@@ -85,6 +89,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--rates", help="comma-separated req/s, e.g. 100,200,500,1000")
     parser.add_argument("--slice", type=float, help="seconds per slice")
     parser.add_argument("--rounds", type=int, help="slices per target per rate")
+    parser.add_argument("--target-rounds", type=int,
+                        help=f"slices per target at {report.REFERENCE_RATE} req/s")  # fmt: skip
     parser.add_argument("--saturation", type=float, help="seconds per closed-loop run")
     parser.add_argument("--concurrency", type=int, help="closed-loop connections")
     parser.add_argument("--profile-seconds", type=float, help="0 skips the profile")
@@ -94,12 +100,12 @@ def parse_args(argv: list[str] | None) -> Options:
     options = Options()
     if args.quick:
         options = replace(
-            options, rates=(200, 1000), slice_seconds=1.0, rounds=1,
+            options, rates=(200, 1000), slice_seconds=1.0, rounds=1, target_rounds=1,
             warmup_seconds=1.0, saturation_seconds=2.0, profile_seconds=2.0,
         )  # fmt: skip
     overrides = {
         "rates": tuple(int(r) for r in args.rates.split(",")) if args.rates else None,
-        "slice_seconds": args.slice, "rounds": args.rounds,
+        "slice_seconds": args.slice, "rounds": args.rounds, "target_rounds": args.target_rounds,
         "saturation_seconds": args.saturation, "concurrency": args.concurrency,
         "profile_seconds": args.profile_seconds, "profile_rate": args.profile_rate,
         "results_dir": args.results_dir,
@@ -123,7 +129,8 @@ async def measure_pair(stack: BenchStack, mode: str, rate: int, opts: Options) -
     stream = mode == "stream"
     gateway, direct = target(stack.gateway_endpoint, stream), target(stack.direct_endpoint, stream)
     pid, cpu, gateway_runs, direct_runs = stack.gateway_pid, 0.0, [], []
-    for _ in range(opts.rounds):
+    rounds = opts.target_rounds if rate == opts.target_rate else opts.rounds
+    for _ in range(rounds):
         before = cpu_seconds(pid)
         gateway_runs.append(await run_open_loop(gateway, rate, opts.slice_seconds))
         overloaded = any(r.error is not None for r in gateway_runs[-1].records)
@@ -140,9 +147,25 @@ async def measure_pair(stack: BenchStack, mode: str, rate: int, opts: Options) -
         "added_latency_ms": added(g.latency_ms, d.latency_ms),
         "added_service_ms": added(g.service_ms, d.service_ms),
         "added_ttfb_ms": added(g.ttfb_ms, d.ttfb_ms),
+        "rounds": rounds,
+        "added_p50_per_round_ms": per_round_p50(gateway_runs, direct_runs),
         "gateway_cpu_ms_per_request": cpu * 1000 / g.requests if g.requests else None,
         "gateway_overloaded": g.errors > 0 or g.queued_at_cap > 0,
     }  # fmt: skip
+
+
+def per_round_p50(gateway_runs: list[Run], direct_runs: list[Run]) -> dict[str, list[float]]:
+    """Added p50 of each gateway slice against the direct slice right after it: how
+    much the verdict would swing had the bench run only that pair."""
+    spread: dict[str, list[float]] = {"latency": [], "ttfb": []}
+    for g_run, d_run in zip(gateway_runs, direct_runs, strict=True):
+        g, d = summarise([g_run]), summarise([d_run])
+        for name, g_dist, d_dist in (("latency", g.latency_ms, d.latency_ms),
+                                     ("ttfb", g.ttfb_ms, d.ttfb_ms)):  # fmt: skip
+            p50 = added(g_dist, d_dist).get("p50")
+            if p50 is not None:
+                spread[name].append(round(p50, 3))
+    return spread
 
 
 def _ms(values: dict[str, float], key: str) -> str:
@@ -202,7 +225,8 @@ async def run_bench(stack: BenchStack, opts: Options, work_dir: Path) -> dict[st
     memory.update(after_mb=now["VmRSS"], peak_mb=now["VmHWM"])
     results: dict[str, Any] = {
         "machine": machine(), "options": {**asdict(opts), "results_dir": None},
-        "method": METHOD.format(rounds=opts.rounds, slice_seconds=opts.slice_seconds),
+        "method": METHOD.format(rounds=opts.rounds, slice_seconds=opts.slice_seconds,
+                                target_rounds=opts.target_rounds, target_rate=opts.target_rate),
         "latency": latency, "saturation": sat, "memory": memory, "profile": prof,
         "limiter_library": stack.limiter_library,
     }  # fmt: skip

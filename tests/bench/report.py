@@ -91,6 +91,16 @@ def _rate_table(results: dict[str, Any], rate: int) -> list[str]:
             f" {g['queued_at_cap']}+{d['queued_at_cap']}, connections"
             f" {g['connections']}+{d['connections']}"
         )
+        spread = pair.get("added_p50_per_round_ms") or {}
+        key = "ttfb" if mode == "stream" else "latency"
+        if len(spread.get(key, [])) > 1:
+            values = sorted(spread[key])
+            what = "TTFB" if mode == "stream" else "latency"
+            lines.append(
+                f"  - added {what} p50 of each gateway slice against the direct slice after"
+                f" it ({len(values)} pairs): {values[0]:.2f}–{values[-1]:.2f} ms"
+                f" (median pair {values[len(values) // 2]:.2f})"
+            )
     return lines
 
 
