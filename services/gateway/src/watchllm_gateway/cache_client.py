@@ -6,6 +6,10 @@
   this replica's own pub/sub channel, matched by request id; on a hit, GET the answer.
 - Stores: a ``CacheStore`` onto the store stream, after the answer was sent.
 
+The GETs and the ask's XADD are on the request's path, so they go through
+``PackedCommands`` like the limiter's ask (see ``watchllm_shared.redis_packed``); the
+reply channel is a redis-py pub/sub connection, read in the background.
+
 Failure modes: every lookup runs under ``cache_timeout_seconds``; a timeout, a Redis
 error, a missing or unreadable entry, or a cache service that is down or slow is a
 miss (counted in ``watchllm_cache_unavailable_total``), never an error for the caller.
@@ -46,6 +50,7 @@ from watchllm_shared.contracts.cache import (
     reply_channel,
 )
 from watchllm_shared.contracts.trace_context import current_trace_fields
+from watchllm_shared.redis_packed import PackedCommands
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +67,11 @@ class CacheHit:
 
 class CacheClient:
     def __init__(
-        self, redis: aioredis.Redis, metrics: GatewayMetrics, instance: str, timeout: float,
-        tracer: Tracer | None = None,
+        self, redis: aioredis.Redis, commands: PackedCommands, metrics: GatewayMetrics,
+        instance: str, timeout: float, tracer: Tracer | None = None,
     ) -> None:  # fmt: skip
-        self._redis = redis
+        self._redis = redis  # the reply channel's pub/sub
+        self._commands = commands  # GET and XADD on the request's path
         self._tracer = tracer
         self._metrics = metrics
         self._channel = reply_channel(instance)
@@ -152,7 +158,7 @@ class CacheClient:
         return CacheHit(answer, None, key) if answer else None
 
     async def _read(self, key: str) -> CachedAnswer | None:
-        raw = await self._redis.get(key)
+        raw = await self._commands.call("GET", key)
         if raw is None:
             return None
         try:
@@ -172,13 +178,13 @@ class CacheClient:
         future: asyncio.Future[SemanticAnswer] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            fields = {"data": ask.model_dump_json()}
-            if self._tracer is not None:
-                fields.update(current_trace_fields())  # the ``cache lookup`` span
-            await self._redis.xadd(
-                SEMANTIC_ASK_STREAM, fields,  # type: ignore[arg-type]
-                maxlen=SEMANTIC_ASK_MAXLEN, approximate=True,
-            )  # fmt: skip
+            fields = ["data", ask.model_dump_json()]
+            if self._tracer is not None:  # the ``cache lookup`` span
+                for name, value in current_trace_fields().items():
+                    fields += [name, value]
+            await self._commands.call(
+                "XADD", SEMANTIC_ASK_STREAM, "MAXLEN", "~", SEMANTIC_ASK_MAXLEN, "*", *fields
+            )
             answer = await future
         finally:
             self._pending.pop(request_id, None)

@@ -49,7 +49,8 @@ async def open_runtime(
     # No socket timeout: every gateway call to Redis runs under its own asyncio.timeout.
     redis: aioredis.Redis = create_redis(settings.redis_url, socket_timeout=False)
     stack.push_async_callback(redis.aclose)
-    # The hot-path commands (limiter ask, event XADDs); closed after the publishers flush.
+    # The hot-path commands (limiter ask, cache GETs and asks, event XADDs); closed
+    # after the publishers flush.
     commands = PackedCommands(redis)
     stack.push_async_callback(commands.aclose)
     # min_size=0: the gateway starts (and answers /livez) even while Postgres is down.
@@ -73,7 +74,7 @@ async def open_runtime(
         )  # fmt: skip
         stores.start()
         stack.push_async_callback(stores.close)
-        client = CacheClient(redis, metrics, settings.instance_name,
+        client = CacheClient(redis, commands, metrics, settings.instance_name,
                              settings.cache_timeout_seconds, tracer)  # fmt: skip
         client.start()
         stack.push_async_callback(client.close)
