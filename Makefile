@@ -60,7 +60,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy shared/src services/gateway/src services/dashboard/src
+	$(BIN)/mypy shared/src services/*/src tests/bench
 
 # Every benchmark; reports land in tests/bench/results/ (markdown + JSON).
 bench: bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard

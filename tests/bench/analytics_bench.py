@@ -153,19 +153,20 @@ def bench_lag(bench: Bench, seconds: float, rate: int = 1000) -> dict[str, Any]:
     sent: list[float] = []
     tick, per_tick = 0.01, rate // 100
     begin = time.monotonic()
-    while (now := time.monotonic()) - begin < seconds:
+    while (elapsed := time.monotonic() - begin) < seconds:
         batch = [make_event(project).to_stream_fields() for _ in range(per_tick)]
-        at = time.monotonic()
+        published_at = time.monotonic()
         bench.publish(batch)
-        sent.extend([at] * per_tick)
+        sent.extend([published_at] * per_tick)
         time.sleep(max(0.0, begin + (len(sent) // per_tick) * tick - time.monotonic()))
     while not polls or polls[-1][1] < len(sent):
         time.sleep(0.05)
     stop.set()
     poller.join()
     bench.stop()
-    lags = [next(t for t, count in polls if count > i) - at for i, at in enumerate(sent)]
-    return {"rate_per_s": len(sent) / (now - begin), "events": len(sent),
+    lags = [next(t for t, count in polls if count > i) - sent_at
+            for i, sent_at in enumerate(sent)]  # fmt: skip
+    return {"rate_per_s": len(sent) / elapsed, "events": len(sent),
             "xadd_to_queryable_ms": distribution(lags),
             "store_ingested_minus_occurred_ms": _store_lag(bench, project)}  # fmt: skip
 
@@ -214,7 +215,7 @@ def bench_queries(bench: Bench, rows: int, runs: int) -> dict[str, Any]:
             bench.query(name, params)
             times.append(time.monotonic() - started)
         all_times += times
-        results[name] = distribution(times) | {"p95": percentile(sorted(times), 95) * 1000}
+        results[name] = (distribution(times) or {}) | {"p95": percentile(sorted(times), 95) * 1000}
     results["all_queries_p95_ms"] = percentile(sorted(all_times), 95) * 1000
     everything = {"start": (now - timedelta(days=31)).isoformat(), "end": now.isoformat()}
     per_project = bench.query("usage_by_project", everything)["rows"]

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,7 +73,7 @@ class Ingestion:
 
     def live(self) -> dict[str, Any]:
         payloads = self.payloads(self.events)  # built before the clock starts
-        publish = self.bench.publish
+        publish: Callable[[list[dict[str, bytes]]], None] = self.bench.publish
         if self.publisher == "pre-encoded":
             publish = _PreEncoded(self.bench.redis, self.bench.stream, payloads).send
         service = self.bench.start()
@@ -191,7 +192,8 @@ class _PreEncoded:
         host, port = self._kwargs.get("host", "127.0.0.1"), self._kwargs.get("port", 6379)
         with socket.create_connection((host, port)) as sock:
             reader = hiredis.Reader()
-            sock.sendall(hiredis.pack_command(("SELECT", str(self._kwargs.get("db", 0)))))
+            select: Any = ("SELECT", str(self._kwargs.get("db", 0)))  # hiredis types a 1-tuple
+            sock.sendall(hiredis.pack_command(select))
             self._replies(sock, reader, 1)
             for chunk, count in zip(self._chunks, self._counts, strict=True):
                 sock.sendall(chunk)
