@@ -27,6 +27,7 @@ from watchllm_shared.accounts import (
     SessionStore,
     UserStore,
 )
+from watchllm_shared.accounts.keys import display_prefix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
@@ -78,6 +79,22 @@ async def test_a_key_created_on_the_page_works_at_once_and_is_shown_once(
     assert not at.code and secrets[0] not in shown(at)
     assert "made-on-the-page" in set(at.dataframe[0].value["name"])
     assert "key.create" in await actions_of(account_store.pool, f"dashboard:{accounts.admin}")
+
+
+async def test_a_key_in_its_grace_period_is_offered_for_revocation_not_rotation(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    project, old_key, _ = await new_project(account_store)
+    at = await page(tokens["admin"], "API keys", project)
+    at.number_input(key="key_rotate_grace").set_value(3600)
+    at = await click(at, "key_rotate_submit")
+    new_key = at.code[0].value
+    assert chat(stack.gateway, old_key, "still in grace").status_code == 200
+    at = await page(tokens["admin"], "API keys", project)
+    rotatable = " ".join(at.selectbox(key="key_rotate_choice").options)
+    revocable = " ".join(at.selectbox(key="key_revoke_choice").options)
+    assert display_prefix(new_key) in rotatable and display_prefix(old_key) not in rotatable
+    assert display_prefix(old_key) in revocable and display_prefix(new_key) in revocable
 
 
 async def test_rotation_and_revocation_on_the_page_take_effect_at_the_gateway(

@@ -46,9 +46,15 @@ def test_key_lifecycle_create_list_rotate_revoke(database_url: str) -> None:
     rotated = run(database_url, "keys", "rotate", key_id, "--grace", "60")
     new_key = KEY.search(rotated)
     assert new_key is not None and new_key.group(0) != key.group(0)
-    assert "expires" in run(database_url, "keys", "list", "--project", project)
+    assert "rotated, works until" in run(database_url, "keys", "list", "--project", project)
+    again = run(database_url, "keys", "rotate", key_id, ok=False)
+    assert "already rotated" in again and "Traceback" not in again
     new_id = re.search(r"new key id: (\S+)", rotated).group(1)  # type: ignore[union-attr]
     assert "revoked" in run(database_url, "keys", "revoke", new_id)
+    too_long = run(database_url, "keys", "rotate", key_id, "--grace", "999999999999", ok=False)
+    assert "Invalid value for '--grace'" in too_long and "Traceback" not in too_long
+    listing = run(database_url, "keys", "list", "--project", project)
+    assert listing.count("\n") == 2  # the rotated key and its (revoked) replacement only
 
 
 def test_bad_input_gets_a_clear_error_and_changes_nothing(database_url: str) -> None:

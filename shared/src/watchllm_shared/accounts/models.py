@@ -22,6 +22,10 @@ class Project:
     created_at: datetime
 
 
+# The longest an old key may keep working after a rotation (CLI, dashboard and store).
+MAX_ROTATION_GRACE_SECONDS = 30 * 86_400
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     id: UUID
@@ -34,6 +38,14 @@ class ApiKey:
     expires_at: datetime | None
     rpm_limit: int | None
     tpm_limit: int | None
+
+    @property
+    def rotated(self) -> bool:
+        """Replaced by a rotation (working until ``expires_at``, or already stopped)."""
+        return self.expires_at is not None
+
+    def usable_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from watchllm_shared.accounts.audit import audit, notify_limits_changed
 from watchllm_shared.accounts.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key
 from watchllm_shared.accounts.models import (
+    MAX_ROTATION_GRACE_SECONDS,
     ApiKey,
     CacheSettings,
     CreatedKey,
@@ -177,19 +178,31 @@ class AccountStore:
         return await self.get_key(key_id)
 
     async def rotate_key(self, key_id: uuid.UUID, grace_seconds: int = 0) -> CreatedKey:
-        """A new key for the same project; the old one stops working after the grace."""
-        if grace_seconds < 0:
-            raise InvalidInputError("grace must be zero or more seconds")
+        """A new key for the same project; the old one stops working after the grace.
+
+        A key is rotated once: rotating it again would move its ``expires_at`` and bring
+        a key that had already stopped back to life (or stretch a grace period) while
+        issuing a second successor. Its successor is the key to rotate.
+        """
+        if not 0 <= grace_seconds <= MAX_ROTATION_GRACE_SECONDS:
+            raise InvalidInputError(
+                f"grace must be between 0 and {MAX_ROTATION_GRACE_SECONDS} seconds (30 days)"
+            )
         async with self._pool.acquire() as conn, conn.transaction():
             old = await conn.fetchrow(
-                "SELECT project_id, name, revoked_at, rpm_limit, tpm_limit FROM api_keys"
-                " WHERE id = $1 FOR UPDATE",
+                "SELECT project_id, name, revoked_at, replaced_by, expires_at, rpm_limit,"
+                " tpm_limit FROM api_keys WHERE id = $1 FOR UPDATE",
                 key_id,
             )
             if old is None:
                 raise NotFoundError(f"no key with id {key_id}")
             if old["revoked_at"] is not None:
                 raise InvalidInputError(f"key {key_id} is revoked; create a new key instead")
+            if old["replaced_by"] is not None or old["expires_at"] is not None:
+                raise InvalidInputError(
+                    f"key {key_id} was already rotated (replaced by {old['replaced_by']});"
+                    " rotate its replacement instead"
+                )
             created = await self._insert_key(conn, old["project_id"], old["name"])
             await conn.execute(
                 "UPDATE api_keys SET rpm_limit = $2, tpm_limit = $3 WHERE id = $1",

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
 import click
 
-from watchllm_shared.accounts import AccountError, AccountStore, ApiKey, Plan
+from watchllm_shared.accounts import (
+    MAX_ROTATION_GRACE_SECONDS,
+    AccountError,
+    AccountStore,
+    ApiKey,
+    Plan,
+)
 from watchllm_shared.cli.settings import CliSettings
 
 T = TypeVar("T")
@@ -45,10 +52,14 @@ def parse_uuid(value: str) -> UUID:
         raise click.BadParameter(f"{value!r} is not a key id (a UUID)") from exc
 
 
-def _describe(key: ApiKey) -> str:
+def _describe(key: ApiKey, now: datetime) -> str:
     state = "revoked" if key.revoked_at else "active"
     if key.revoked_at is None and key.expires_at is not None:
-        state = f"expires {key.expires_at:%Y-%m-%d %H:%M:%S}Z"
+        state = (
+            f"rotated, works until {key.expires_at:%Y-%m-%d %H:%M:%S}Z"
+            if key.usable_at(now)
+            else f"expired {key.expires_at:%Y-%m-%d %H:%M:%S}Z (rotated)"
+        )
     return f"{key.id}  {key.project_name:<20} {key.display_prefix}…  {state}"
 
 
@@ -117,8 +128,10 @@ def keys_create(settings: CliSettings, project: str, name: str | None, quiet: bo
 @click.pass_obj
 def keys_list(settings: CliSettings, project: str | None) -> None:
     """List keys (ids and display prefixes; never the keys themselves)."""
-    for key in run_with_store(settings, lambda s: s.list_keys(project)):
-        click.echo(_describe(key))
+    listed = run_with_store(settings, lambda s: s.list_keys(project))
+    now = datetime.now(UTC)
+    for key in listed:
+        click.echo(_describe(key, now))
 
 
 @keys.command("revoke")
@@ -132,8 +145,10 @@ def keys_revoke(settings: CliSettings, key_id: str) -> None:
 
 @keys.command("rotate")
 @click.argument("key_id")
-@click.option("--grace", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Seconds the old key keeps working, to roll the new one out.")  # fmt: skip
+@click.option("--grace", default=0, show_default=True,
+              type=click.IntRange(0, MAX_ROTATION_GRACE_SECONDS),
+              help="Seconds the old key keeps working, to roll the new one out"
+                   " (at most 30 days).")  # fmt: skip
 @click.pass_obj
 def keys_rotate(settings: CliSettings, key_id: str, grace: int) -> None:
     """Replace KEY_ID with a new key (printed once); the old one stops after --grace."""

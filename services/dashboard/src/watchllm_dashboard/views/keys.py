@@ -12,7 +12,7 @@ from watchllm_dashboard.data import usage
 from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.views import ui
 from watchllm_dashboard.views.context import PageContext
-from watchllm_shared.accounts import ApiKey, CreatedKey
+from watchllm_shared.accounts import MAX_ROTATION_GRACE_SECONDS, ApiKey, CreatedKey
 
 REVEALED = "revealed_key"
 ACTIVITY_DAYS = 90
@@ -86,25 +86,37 @@ def _create(ctx: PageContext) -> None:
                 st.rerun()
 
 
-def _rotate_and_revoke(ctx: PageContext, keys: list[ApiKey]) -> None:
-    live = {f"{k.name or 'unnamed'} ({k.display_prefix}…)": k for k in keys if k.revoked_at is None}
+def _label(key: ApiKey) -> str:
+    return f"{key.name or 'unnamed'} ({key.display_prefix}…)"
+
+
+def _rotate_and_revoke(ctx: PageContext, keys: list[ApiKey], now: datetime) -> None:
+    # A rotated key is not rotated again (the store refuses: it would revive it); one
+    # still in its grace period can be revoked early.
+    live = {_label(k): k for k in keys if k.usable_at(now)}
+    rotatable = {label: k for label, k in live.items() if not k.rotated}
     if not live:
         return
     left, right = st.columns(2)
     with left, st.form("key_rotate"):
         st.markdown("**Rotate**: a new key; the old one keeps working for the grace period.")
-        name = st.selectbox("Key", list(live), key="key_rotate_choice", disabled=not ctx.is_admin)
+        name = st.selectbox(
+            "Key", list(rotatable), key="key_rotate_choice", disabled=not ctx.is_admin
+        )
         grace = st.number_input(
             "Grace (seconds)",
             min_value=0,
-            max_value=30 * 86400,
+            max_value=MAX_ROTATION_GRACE_SECONDS,
             value=0,
             step=60,
             key="key_rotate_grace",
             disabled=not ctx.is_admin,
         )
         if st.form_submit_button("Rotate key", key="key_rotate_submit", disabled=not ctx.is_admin):
-            old = live[str(name)]
+            if name is None:
+                st.error("No key to rotate: every live key is already rotated.")
+                return
+            old = rotatable[str(name)]
             created = ui.attempt(lambda: ctx.actions.rotate_key(old.id, int(grace)))
             if created is not None:
                 _reveal(created, f"Replacement for {old.display_prefix}…")
@@ -142,4 +154,4 @@ def render(ctx: PageContext) -> None:
     st.subheader("Manage")
     ui.viewer_note(ctx.is_admin)
     _create(ctx)
-    _rotate_and_revoke(ctx, keys)
+    _rotate_and_revoke(ctx, keys, datetime.now(UTC))
