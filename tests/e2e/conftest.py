@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ServiceProcess, start_gateway
+from tests.support.processes import ServiceProcess, free_port, start_gateway, start_process
 
 FAKE_PROVIDER_KEY = "sk-fake-provider-key-0123456789"
 
@@ -58,6 +58,35 @@ def gateway(
 ) -> Iterator[Gateway]:
     stream = f"test.requests.{uuid.uuid4().hex}"
     env = gateway_env(fake_provider.url, redis_url, database_url, stream)
+    process = start_gateway(env, log_dir)
+    yield Gateway(process, stream, process.url)
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def misbehaving_provider(log_dir: Path) -> Iterator[ServiceProcess]:
+    """``tests.support.misbehaving_provider`` on two ports; its ``url`` is the first."""
+    port, other = free_port(), free_port()
+    process = start_process(
+        "tests.support.misbehaving_provider", [str(port), str(other)], {},
+        f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}",
+        log_dir / f"misbehaving-provider-{port}.log",
+    )  # fmt: skip
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def misbehaving_gateway(
+    misbehaving_provider: ServiceProcess,
+    redis_url: str,
+    database_url: str,
+    log_dir: Path,
+    limiter_library: None,
+) -> Iterator[Gateway]:
+    """A gateway whose routes (``gpt-*``, ``claude-*``) lead to the misbehaving provider."""
+    stream = f"test.requests.{uuid.uuid4().hex}"
+    env = gateway_env(misbehaving_provider.url, redis_url, database_url, stream)
     process = start_gateway(env, log_dir)
     yield Gateway(process, stream, process.url)
     process.stop()

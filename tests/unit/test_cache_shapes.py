@@ -87,6 +87,9 @@ def test_cache_headers_narrow_the_project_settings() -> None:
 
 @pytest.mark.parametrize("headers", [{"x-watchllm-cache-ttl": "soon"},
                                      {"x-watchllm-cache-ttl": "0"},
+                                     # byte 0xB2 read as latin-1: isdigit() but not int()
+                                     {"x-watchllm-cache-ttl": "\u00b2"},
+                                     {"x-watchllm-cache-threshold": "nan"},
                                      {"x-watchllm-cache-threshold": "1.5"},
                                      {"x-watchllm-cache-threshold": "high"}])  # fmt: skip
 def test_malformed_cache_headers_are_a_400(headers: dict[str, str]) -> None:

@@ -46,7 +46,8 @@ def cache_policy(settings: CacheSettings, headers: Mapping[str, str]) -> CachePo
     ttl = settings.ttl_seconds
     if "x-watchllm-cache-ttl" in headers:
         raw = headers["x-watchllm-cache-ttl"].strip()
-        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_TTL_SECONDS:
+        # isascii: str.isdigit() is also true of "²" and other digits int() refuses.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= _MAX_TTL_SECONDS:
             raise bad_request(
                 f"x-watchllm-cache-ttl must be whole seconds from 1 to {_MAX_TTL_SECONDS}",
                 "invalid_cache_header",

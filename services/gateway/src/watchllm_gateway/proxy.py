@@ -5,11 +5,14 @@ generator's ``finally``, which records metrics and publishes exactly one
 ``RequestCompleted`` event after the last byte was handed to the server.
 
 Upstream answers are mapped as follows: 2xx are relayed byte for byte (streams event
-by event); 401/403 from the provider mean the gateway's provider key is wrong, which
-is not the caller's fault → 502; other 4xx (and 429 after retries) are relayed with
-their status and body, already in the caller's provider shape; 5xx after retries →
-502. A stream that breaks after it started ends with an error event in the provider's
-stream format, so SDKs raise instead of returning a silently truncated answer.
+by event); 3xx (never followed, see ``upstream``) → 502; 401/403 from the provider
+mean the gateway's provider key is wrong, which is not the caller's fault → 502; other
+4xx (and 429 after retries) are relayed with their status and body, already in the
+caller's provider shape — unless the body is not JSON (an HTML page from a proxy in
+front of the provider), which gets the gateway's own error body in the caller's shape
+and the same status, so SDKs still parse it; 5xx after retries → 502. A stream that
+breaks after it started ends with an error event in the provider's stream format, so
+SDKs raise instead of returning a silently truncated answer.
 
 Bodies are logged only when the operator sets ``WATCHLLM_LOG_BODIES=true`` (first
 64 KiB, through the redacting log filter); keys are never logged.
@@ -70,7 +73,7 @@ _JSON = "application/json"
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise GatewayError(413, "request_too_large", f"Request body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -270,6 +273,12 @@ class Proxy:
         finally:
             answer.close()
         status = answer.status
+        if status < 400:  # a redirect: never followed (see ``upstream``)
+            raise GatewayError(
+                502, "upstream_error",
+                f"The upstream provider answered with a redirect (HTTP {status}); WatchLLM"
+                " does not follow redirects: the operator must fix the route's base URL",
+            )  # fmt: skip
         if status in (401, 403):
             raise GatewayError(
                 502, "upstream_auth_failed",
@@ -282,10 +291,17 @@ class Proxy:
                 f"The upstream provider failed with HTTP {status} after"
                 f" {answer.attempts} attempt(s)",
             )  # fmt: skip
-        exchange.fail(status, status_for_http(status), "upstream_" + str(status))
         headers = {}
         if "retry-after" in answer.headers:
             headers["retry-after"] = answer.headers["retry-after"]
+        if not _is_json(content):  # e.g. an HTML page from a proxy in front of the provider
+            raise GatewayError(
+                status, "upstream_" + str(status),
+                f"The upstream provider refused the request with HTTP {status}"
+                " (its answer was not JSON)",
+                headers=headers,
+            )  # fmt: skip
+        exchange.fail(status, status_for_http(status), "upstream_" + str(status))
         return self._finish(exchange, Response(content, status, headers, media_type=_JSON))
 
     def _stream(
@@ -354,6 +370,14 @@ class Proxy:
         self._events.publish({**fields, **context} if context else fields)
         if exchange.store is not None and self._cache is not None:
             self._cache.stores.publish({"data": exchange.store.model_dump_json(), **context})
+
+
+def _is_json(content: bytes) -> bool:
+    try:
+        orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 async def _maybe(awaitable: Awaitable[Any] | None) -> Any:

@@ -8,9 +8,16 @@ spent 0.07 ms (``make bench`` shows the gateway-level effect). The gateway's tar
 module knows which client is used: callers get ``UpstreamResponse``.
 
 Retries happen only before any byte has reached the caller, and only for answers that
-a retry can fix: connection failures, 429 and 5xx (with capped exponential backoff
-with jitter, honouring a short ``retry-after``). A read timeout is not retried: the
-upstream may still be working on it and the caller has already waited the timeout.
+a retry can fix: failures to connect (refused, DNS, connect timeout), 429 and 5xx
+(with capped exponential backoff with jitter, honouring a short ``retry-after``). A
+connection that breaks *after* the request was written (the provider may have accepted
+it, and would generate and bill it again) and a read timeout (the upstream may still
+be working on it) are not retried: 502 and 504, and the caller's SDK decides, as
+aiohttp itself does for non-idempotent requests.
+
+Redirects are never followed: aiohttp would resend the request, with the provider key
+in ``x-api-key`` (it drops only ``Authorization``), to whatever origin the ``Location``
+names. A 3xx is returned like any answer and ``proxy`` maps it to 502.
 
 Failure mapping (the final attempt): connection failure → 502, timeout → 504; HTTP
 answers are returned as they are for ``proxy`` to map. Mid-body failures raise
@@ -144,17 +151,26 @@ class UpstreamClient:
             attempt += 1
             started = time.perf_counter()
             try:
-                response = await self._session.post(url, data=body, headers=out)
+                response = await self._session.post(
+                    url, data=body, headers=out, allow_redirects=False
+                )
             except aiohttp.ConnectionTimeoutError as exc:
                 if await self._may_retry(route, attempt, "connect", None):
                     continue
                 raise _unreachable(504, "upstream_timeout", exc, attempt) from exc
             except TimeoutError as exc:
                 raise _unreachable(504, "upstream_timeout", exc, attempt) from exc
-            except aiohttp.ClientError as exc:
+            except aiohttp.ClientConnectorError as exc:  # nothing was sent
                 if await self._may_retry(route, attempt, "connect", None):
                     continue
                 raise _unreachable(502, "upstream_unreachable", exc, attempt) from exc
+            except aiohttp.ClientError as exc:  # sent, then the connection broke
+                raise GatewayError(
+                    502, "upstream_error",
+                    f"The upstream connection broke before its answer ({type(exc).__name__});"
+                    " not retried, as the provider may have received the request",
+                    upstream_attempts=attempt,
+                ) from exc  # fmt: skip
             elapsed = time.perf_counter() - started
             self._latency(route.provider).observe(elapsed)
             if response.status in RETRYABLE_STATUSES:

@@ -24,7 +24,7 @@ class LimitValue(click.ParamType[int | None]):
         text = str(value).strip().lower()
         if text == "none":
             return None
-        if text.isdigit() and int(text) > 0:
+        if text.isascii() and text.isdigit() and int(text) > 0:
             return int(text)
         self.fail(f"{value!r} is neither a positive integer nor 'none'", param, ctx)
 
