@@ -13,7 +13,10 @@ bytes for a gone client rather than raising. So the watcher waits on ``receive``
 on ``http.disconnect``, cancels the sending task: the chunk iterator sees
 ``CancelledError`` where it waits for the upstream (``streaming.relay_stream`` records
 ``client_disconnected`` and closes the upstream). That cancellation is ours, so it is
-taken back (``Task.uncancel``) and the response simply ends.
+taken back (``Task.uncancel``) and the response simply ends. An SDK hangs up as soon
+as it reads the stream's terminal event (``data: [DONE]``, ``message_stop``): the relay
+ends right after passing that event on, without waiting for the upstream's end of
+body, and a disconnect after it is not recorded as one (see ``streaming``).
 """
 
 from __future__ import annotations

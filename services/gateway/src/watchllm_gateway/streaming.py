@@ -2,16 +2,24 @@
 
 Usage is read from the events on the way through (see ``usage``). The ``finally``
 block records the exchange exactly once, whatever ended the stream:
+- upstream sent its terminal event (OpenAI ``data: [DONE]``, Anthropic
+  ``message_stop``) → ``ok``: the relay stops reading right after passing it on, so
+  neither the caller nor the record waits for the upstream to end its body, and a
+  caller that hangs up on seeing that event (the SDKs do) has not aborted anything;
 - upstream finished normally → ``ok``;
 - upstream broke or timed out mid-stream → an error event in the provider's stream
   format is sent (the SDKs raise on it) and the exchange is an upstream error/timeout;
-- the caller went away → ``client_disconnected``; the upstream connection is closed
-  at once so the provider stops generating (and billing) tokens nobody will read.
+- anything else that goes wrong while relaying (a stream the gateway cannot read) →
+  logged, the same error event, and a 502 ``upstream_stream_unreadable``;
+- the caller went away before the terminal event → ``client_disconnected``; the
+  upstream connection is closed at once so the provider stops generating (and
+  billing) tokens nobody will read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import orjson
@@ -22,6 +30,10 @@ from watchllm_gateway.sse import SSESplitter
 from watchllm_gateway.upstream import UpstreamBodyError, UpstreamResponse
 from watchllm_gateway.usage import AnthropicStreamUsage, OpenAIStreamUsage
 from watchllm_shared.contracts import RequestStatus
+
+log = logging.getLogger(__name__)
+
+_DRAIN_SECONDS = 0.5  # after the terminal event, for the upstream to end its body
 
 
 def stream_error_event(api: ProviderKind, error_type: str, message: str) -> bytes:
@@ -44,21 +56,38 @@ async def relay_stream(
         else OpenAIStreamUsage(caller_wants_usage)
     )  # fmt: skip
     splitter = SSESplitter()
+
+    def relayable(events: list[bytes]) -> list[bytes]:
+        ready = []
+        for event in events:
+            if exchange.assembler is not None:
+                exchange.assembler.feed(event)
+            if observer.forward(event):
+                ready.append(event)
+            if observer.done:
+                break  # the terminal event: nothing after it belongs to this answer
+        return ready
+
     try:
         try:
             async for chunk in response.chunks():
                 # Everything complete that arrived is written at once: one send per
                 # upstream read, not one per event (the events themselves are whole).
-                ready = []
-                for event in splitter.feed(chunk):
-                    if exchange.assembler is not None:
-                        exchange.assembler.feed(event)
-                    if observer.forward(event):
-                        ready.append(event)
+                ready = relayable(splitter.feed(chunk))
                 if ready:
                     exchange.mark_first_byte()
                     yield b"".join(ready)
-            if splitter.remainder().strip():
+                if observer.done:
+                    # The answer is complete; the body's end is normally right behind
+                    # it. Waiting briefly for it keeps the connection for the next
+                    # request (aiohttp drops one whose body was not read to the end).
+                    await response.drain(_DRAIN_SECONDS)
+                    return
+            ready = relayable(splitter.finish())
+            if ready:
+                exchange.mark_first_byte()
+                yield b"".join(ready)
+            if not observer.done and splitter.remainder().strip():
                 exchange.fail(502, RequestStatus.UPSTREAM_ERROR, "upstream_stream_truncated")
                 yield stream_error_event(
                     api, "upstream_error", "The upstream provider ended the stream mid-event"
@@ -72,8 +101,20 @@ async def relay_stream(
                 yield stream_error_event(
                     api, "upstream_error", "The upstream provider ended the stream abruptly"
                 )
+        except Exception:  # not CancelledError/GeneratorExit: those are BaseExceptions
+            log.exception(
+                "could not relay the upstream stream (request %s, model %s)",
+                exchange.request_id, exchange.model,
+            )  # fmt: skip
+            exchange.fail(502, RequestStatus.UPSTREAM_ERROR, "upstream_stream_unreadable")
+            yield stream_error_event(
+                api,
+                "upstream_error",
+                "The upstream provider sent a stream the gateway could not read",
+            )
     except (asyncio.CancelledError, GeneratorExit):
-        exchange.fail(499, RequestStatus.CLIENT_DISCONNECTED, "client_disconnected")
+        if not observer.done:  # after the terminal event the answer is complete
+            exchange.fail(499, RequestStatus.CLIENT_DISCONNECTED, "client_disconnected")
         raise
     finally:
         response.close(abort=exchange.status is not RequestStatus.OK)

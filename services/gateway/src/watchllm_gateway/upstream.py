@@ -105,6 +105,18 @@ class UpstreamResponse:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamBodyError(isinstance(exc, TimeoutError)) from exc
 
+    async def drain(self, within_seconds: float) -> bool:
+        """Read what is left of a body whose answer is already complete (a stream's
+        chunked terminator after ``[DONE]``), so ``close`` can pool the connection;
+        False when it did not end within ``within_seconds`` (then ``close`` drops it)."""
+        try:
+            async with asyncio.timeout(within_seconds):
+                while await self._response.content.readany():
+                    pass
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+        return True
+
     def close(self, abort: bool = False) -> None:
         """Return the connection to the pool, or drop it (``abort``) so the provider
         stops generating a stream nobody will read."""

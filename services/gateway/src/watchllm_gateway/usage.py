@@ -8,6 +8,12 @@
 - Anthropic stream: ``message_start`` carries input tokens, ``message_delta`` the
   output tokens (cumulative, so the last one wins).
 - Embeddings: ``usage.prompt_tokens``.
+
+Whatever the upstream puts there is tolerated: a ``null`` or non-object ``usage``
+counts as not reported, and a count that is not a non-negative integer as 0.
+
+The stream observers also note the stream's terminal event (OpenAI ``data: [DONE]``,
+Anthropic ``message_stop``): once it is relayed the exchange is complete (``done``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ class Usage:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
+    return value if type(value) is int and value >= 0 else 0  # not bool, not float
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def usage_from_openai(body: Any) -> Usage:
@@ -50,11 +60,14 @@ class OpenAIStreamUsage:
 
     def __init__(self, caller_wants_usage: bool) -> None:
         self.usage = Usage()
+        self.done = False  # ``data: [DONE]`` seen: nothing more to read
         self._caller_wants_usage = caller_wants_usage
 
     def forward(self, event: bytes) -> bool:
         """Record usage from ``event``; False when the caller must not see it."""
         if b'"usage"' not in event:
+            if b"[DONE]" in event and event_data(event) == b"[DONE]":
+                self.done = True
             return True
         if event.count(b'"usage"') == 1 and (b'"usage":null' in event or b'"usage": null' in event):
             return True  # OpenAI's ``"usage": null`` on every chunk but the last: not parsed
@@ -75,9 +88,13 @@ class OpenAIStreamUsage:
 class AnthropicStreamUsage:
     def __init__(self) -> None:
         self.usage = Usage()
+        self.done = False  # ``message_stop`` seen: nothing more to read
 
     def forward(self, event: bytes) -> bool:
         name = event_name(event)
+        if name == b"message_stop":
+            self.done = True
+            return True
         if name not in (b"message_start", b"message_delta"):
             return True
         data = event_data(event)
@@ -88,14 +105,15 @@ class AnthropicStreamUsage:
         if not isinstance(payload, dict):
             return True
         if name == b"message_start":
-            usage = payload.get("message", {}).get("usage", {})
+            usage = _dict(_dict(payload.get("message")).get("usage"))
             self.usage.prompt_tokens = _int(usage.get("input_tokens"))
             self.usage.completion_tokens = _int(usage.get("output_tokens"))
         else:
-            usage = payload.get("usage", {})
+            usage = _dict(payload.get("usage"))
             if "output_tokens" in usage:
                 self.usage.completion_tokens = _int(usage.get("output_tokens"))
             if "input_tokens" in usage:
                 self.usage.prompt_tokens = _int(usage.get("input_tokens"))
-        self.usage.reported = True
+        if usage:
+            self.usage.reported = True
         return True
