@@ -286,3 +286,20 @@ async def test_a_disconnect_after_the_terminal_event_is_not_an_abort() -> None:
     await relay.__anext__()
     await relay.aclose()
     assert cut.status is RequestStatus.CLIENT_DISCONNECTED and before.closed is True
+
+
+async def test_an_event_the_cache_cannot_assemble_only_skips_caching(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: StreamAssembler, event: bytes) -> None:
+        raise AttributeError("'int' object has no attribute 'get'")
+
+    monkeypatch.setattr(StreamAssembler, "feed", broken)
+    usage = _chunk({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}})
+    upstream = _FakeUpstream([_chunk({"choices": []}), usage, b"data: [DONE]\n\n"])
+    exchange, recorded = Exchange(CHAT_COMPLETIONS), []
+    exchange.assembler = StreamAssembler(CHAT_COMPLETIONS.path)
+    pieces = await _relay(exchange, upstream, recorded)
+    assert b"".join(pieces).endswith(b"data: [DONE]\n\n") and b"error" not in b"".join(pieces)
+    assert exchange.status is RequestStatus.OK and exchange.assembler is None
+    assert (exchange.usage.prompt_tokens, exchange.usage.completion_tokens) == (11, 7)

@@ -10,7 +10,9 @@ block records the exchange exactly once, whatever ended the stream:
 - upstream broke or timed out mid-stream → an error event in the provider's stream
   format is sent (the SDKs raise on it) and the exchange is an upstream error/timeout;
 - anything else that goes wrong while relaying (a stream the gateway cannot read) →
-  logged, the same error event, and a 502 ``upstream_stream_unreadable``;
+  logged, the same error event, and a 502 ``upstream_stream_unreadable`` — except in
+  the cache's copy of the answer: an event it cannot assemble only means this answer
+  is not stored, and the caller's stream goes on;
 - the caller went away before the terminal event → ``client_disconnected``; the
   upstream connection is closed at once so the provider stops generating (and
   billing) tokens nobody will read.
@@ -61,7 +63,12 @@ async def relay_stream(
         ready = []
         for event in events:
             if exchange.assembler is not None:
-                exchange.assembler.feed(event)
+                try:
+                    exchange.assembler.feed(event)
+                except Exception:  # the cache's copy only: this answer is not stored
+                    log.warning("stream of request %s not cacheable: event unreadable",
+                                exchange.request_id, exc_info=True)  # fmt: skip
+                    exchange.assembler = None
             if observer.forward(event):
                 ready.append(event)
             if observer.done:
