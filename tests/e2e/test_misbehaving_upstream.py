@@ -109,3 +109,27 @@ def test_a_provider_that_cannot_be_reached_is_tried_again_then_502(
     (event,) = wait_for_events(redis_url, unreachable_gateway.stream,
                                lambda e: e.model == "gpt-4o-mini")  # fmt: skip
     assert event.http_status == 502 and event.upstream_attempts == 3  # nothing was sent: retried
+
+
+def test_a_key_given_twice_reaches_the_provider_once_as_the_gateway_read_it(
+    misbehaving_gateway: Gateway, misbehaving_provider: ServiceProcess,
+    project_key: tuple[str, str], redis_url: str,
+) -> None:  # fmt: skip
+    # The gateway (like most JSON readers) takes the last of a duplicated key; a provider
+    # taking the first would answer, bill and fill the cache for a different request.
+    raw = (
+        b'{"model": "gpt-other", "messages": [{"role": "user", "content": "first",'
+        b' "content": "second"}], "model": "gpt-dup-checked"}'
+    )
+    answered = httpx.post(
+        misbehaving_gateway.url + "/v1/chat/completions", content=raw,
+        headers={"authorization": f"Bearer {project_key[1]}",
+                 "content-type": "application/json"},
+    )  # fmt: skip
+    assert answered.status_code == 200
+    (received,) = _seen(misbehaving_provider, "gpt-dup-checked")
+    assert received["body"].count('"model"') == 1 and "gpt-other" not in received["body"]
+    assert received["body"].count('"content"') == 1 and '"first"' not in received["body"]
+    (event,) = wait_for_events(redis_url, misbehaving_gateway.stream,
+                               lambda e: e.model == "gpt-dup-checked")  # fmt: skip
+    assert event.status.value == "ok"

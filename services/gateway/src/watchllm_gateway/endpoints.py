@@ -54,21 +54,28 @@ def _validate_embeddings(body: dict[str, Any]) -> None:
         raise bad_request("'input' must be a non-empty string or array", "invalid_input")
 
 
-def _openai_chat_body(body: dict[str, Any], raw: bytes) -> tuple[bytes, bool]:
+# The upstream gets the body as the gateway parsed it, never the caller's raw bytes: with
+# a key given twice (``{"model": "a", …, "model": "b"}``) the gateway reads the last one
+# and a provider may read the first, so the caller could pass the model allow-list with
+# one model and be served (and billed, and cached) by another, or store one question's
+# answer under another's cache key. Re-encoding costs about what parsing did.
+
+
+def _openai_chat_body(body: dict[str, Any]) -> tuple[bytes, bool]:
     """Ask OpenAI-compatible upstreams for usage on streams; returns (body, caller_wants_usage)."""
     if not body.get("stream"):
-        return raw, False
+        return orjson.dumps(body), False
     options = body.get("stream_options")
     options = dict(options) if isinstance(options, dict) else {}
     wants = options.get("include_usage") is True
     if wants:
-        return raw, True
+        return orjson.dumps(body), True
     options["include_usage"] = True
     return orjson.dumps({**body, "stream_options": options}), False
 
 
-def _unchanged(body: dict[str, Any], raw: bytes) -> tuple[bytes, bool]:
-    return raw, False
+def _as_parsed(body: dict[str, Any]) -> tuple[bytes, bool]:
+    return orjson.dumps(body), False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +85,7 @@ class EndpointSpec:
     upstream_path: str
     validate: Callable[[dict[str, Any]], None]
     usage_from_body: Callable[[Any], Usage]
-    prepare: Callable[[dict[str, Any], bytes], tuple[bytes, bool]]
+    prepare: Callable[[dict[str, Any]], tuple[bytes, bool]]
 
 
 CHAT_COMPLETIONS = EndpointSpec(
@@ -87,9 +94,9 @@ CHAT_COMPLETIONS = EndpointSpec(
 )  # fmt: skip
 EMBEDDINGS = EndpointSpec(
     "/v1/embeddings", ProviderKind.OPENAI, "/embeddings",
-    _validate_embeddings, usage_from_openai, _unchanged,
+    _validate_embeddings, usage_from_openai, _as_parsed,
 )  # fmt: skip
 MESSAGES = EndpointSpec(
     "/v1/messages", ProviderKind.ANTHROPIC, "/v1/messages",
-    _validate_anthropic, usage_from_anthropic, _unchanged,
+    _validate_anthropic, usage_from_anthropic, _as_parsed,
 )  # fmt: skip

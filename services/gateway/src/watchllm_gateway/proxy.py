@@ -188,7 +188,7 @@ class Proxy:
         hit = await self._admit(exchange, plan)
         if hit is not None:
             return self._serve_hit(exchange, hit, wants_usage(body))
-        upstream_body, caller_wants_usage = spec.prepare(body, raw)
+        upstream_body, caller_wants_usage = spec.prepare(body)
         passed = {k: v for k, v in headers.items() if k.startswith(("anthropic-", "openai-"))}
         answer = await self._upstream.send(route, spec.upstream_path, upstream_body, passed)
         exchange.upstream_attempts = answer.attempts
