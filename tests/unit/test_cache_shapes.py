@@ -3,6 +3,8 @@ and the per-request cache headers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -65,6 +67,52 @@ def test_a_stream_with_a_tool_call_is_not_assembled() -> None:
     chunk = {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}}]}
     assembler.feed(b"data: " + orjson.dumps(chunk) + b"\n\n")
     assert assembler.result() is None
+
+
+def _assembled(endpoint: str, events: list[bytes]) -> dict[str, Any] | None:
+    assembler = StreamAssembler(endpoint)
+    for event in events:
+        assembler.feed(event)
+    return assembler.result()
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _delta(extra: dict[str, Any] | None = None, finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": {"content": "Mercury, Venus", **(extra or {})},
+              "finish_reason": finish}  # fmt: skip
+    return _data({"id": "c", "choices": [choice]})
+
+
+def test_only_a_stream_that_ended_as_a_finished_answer_is_assembled() -> None:
+    done = b"data: [DONE]\n\n"
+    chat = "/v1/chat/completions"
+    assert _assembled(chat, [_delta(), _delta(finish="stop"), done]) is not None
+    assert _assembled(chat, [_delta()]) is None  # closed cleanly mid-answer
+    assert _assembled(chat, [_delta(), done]) is None  # [DONE] without a finish_reason
+    assert _assembled(chat, [_delta(finish="stop")]) is None  # no [DONE]
+    error = _data({"error": {"message": "overloaded", "type": "server_error"}})
+    assert _assembled(chat, [_delta(), error, done]) is None
+
+
+def test_parts_the_assembler_does_not_rebuild_make_a_stream_uncacheable() -> None:
+    done, chat = b"data: [DONE]\n\n", "/v1/chat/completions"
+    refusal = _delta({"content": None, "refusal": "I can't help with that."}, finish="stop")
+    assert _assembled(chat, [refusal, done]) is None
+    with_logprobs = _data({"id": "c", "choices": [{"index": 0, "delta": {"content": "Hi"},
+                                                   "logprobs": {"content": []},
+                                                   "finish_reason": "stop"}]})  # fmt: skip
+    assert _assembled(chat, [with_logprobs, done]) is None
+
+
+def test_an_anthropic_stream_needs_its_stop_and_no_error() -> None:
+    events = replay_events("/v1/messages", MESSAGE, include_usage=True)
+    assert _assembled("/v1/messages", events) is not None
+    assert _assembled("/v1/messages", events[:-1]) is None  # no message_stop
+    error = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n'
+    assert _assembled("/v1/messages", [*events[:3], error]) is None
 
 
 def test_cache_headers_narrow_the_project_settings() -> None:

@@ -237,7 +237,10 @@ async def test_an_anthropic_error_event_is_in_anthropics_format(
 async def test_the_relay_ends_at_the_terminal_event_without_waiting_for_upstream_eof() -> None:
     usage = _chunk({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}})
     upstream = _FakeUpstream(
-        [_chunk({"choices": [{"delta": {"content": "Hi"}}]}) + usage, b"data: [DONE]\n\n"],
+        [
+            _chunk({"choices": [{"delta": {"content": "Hi"}, "finish_reason": "stop"}]}) + usage,
+            b"data: [DONE]\n\n",
+        ],
         then_wait=True,
     )
     exchange, recorded = Exchange(CHAT_COMPLETIONS), []

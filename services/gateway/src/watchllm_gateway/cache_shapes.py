@@ -101,7 +101,16 @@ def replay_events(endpoint: str, body: dict[str, Any], include_usage: bool) -> l
 
 
 class StreamAssembler:
-    """Feeds on relayed SSE events; ``result()`` is the equivalent non-stream body."""
+    """Feeds on relayed SSE events; ``result()`` is the equivalent non-stream body.
+
+    Only a stream that ended as the protocol says a finished answer ends is ever cached
+    (OpenAI: ``data: [DONE]`` with a ``finish_reason`` on every choice; Anthropic:
+    ``message_stop`` after a ``stop_reason``): an upstream that closes the connection
+    cleanly mid-answer, or sends an error event and closes, would otherwise leave a
+    truncated answer to be served as a whole one. Parts this assembler does not rebuild
+    (tool calls, refusals, logprobs, non-text blocks) make the answer uncacheable rather
+    than cached without them.
+    """
 
     def __init__(self, endpoint: str) -> None:
         self._anthropic = endpoint == "/v1/messages"
@@ -109,24 +118,33 @@ class StreamAssembler:
         self._texts: dict[int, list[str]] = {}
         self._finish: dict[int, str | None] = {}
         self._ok = True
+        self._ended = False  # the protocol's terminal event was seen
 
     def feed(self, event: bytes) -> None:
         if not self._ok:
             return
         data = event_data(event)
-        if data is None or data == b"[DONE]":
+        if data == b"[DONE]" and not self._anthropic:
+            self._ended = True
+            return
+        if data is None:
             return
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
             self._ok = False
             return
-        if self._anthropic:
+        if not isinstance(payload, dict):
+            self._ok = False
+        elif self._anthropic:
             self._feed_anthropic(event_name(event), payload)
         else:
             self._feed_openai(payload)
 
     def _feed_openai(self, chunk: dict[str, Any]) -> None:
+        if "error" in chunk:  # an error sent inside the stream
+            self._ok = False
+            return
         for key in ("id", "created", "model", "system_fingerprint"):
             if key in chunk and key not in self._body:
                 self._body[key] = chunk[key]
@@ -134,7 +152,8 @@ class StreamAssembler:
             self._body["usage"] = chunk["usage"]
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            if delta.get("tool_calls") or delta.get("function_call"):
+            if (delta.get("tool_calls") or delta.get("function_call") or delta.get("refusal")
+                    or choice.get("logprobs") is not None):  # fmt: skip
                 self._ok = False
             index = choice.get("index", 0)
             self._texts.setdefault(index, []).append(delta.get("content") or "")
@@ -157,10 +176,21 @@ class StreamAssembler:
             usage = dict(self._body.get("usage") or {})
             usage.update(payload.get("usage") or {})
             self._body["usage"] = usage
+        elif name == b"message_stop":
+            self._ended = True
+        elif name == b"error":
+            self._ok = False
+
+    def _finished(self) -> bool:
+        if not self._ended:
+            return False
+        if self._anthropic:
+            return self._body.get("stop_reason") is not None
+        return all(self._finish.get(i) for i in self._texts)
 
     def result(self) -> dict[str, Any] | None:
         """The assembled answer, or None when it cannot (or must not) be cached."""
-        if not self._ok or not self._texts:
+        if not self._ok or not self._texts or not self._finished():
             return None
         if self._anthropic:
             content = [
@@ -169,7 +199,7 @@ class StreamAssembler:
             return {**self._body, "content": content}
         choices = [
             {"index": i, "message": {"role": "assistant", "content": "".join(self._texts[i])},
-             "finish_reason": self._finish.get(i, "stop")}
+             "finish_reason": self._finish[i]}
             for i in sorted(self._texts)
         ]  # fmt: skip
         return {**self._body, "object": "chat.completion", "choices": choices}
