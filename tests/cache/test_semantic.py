@@ -87,6 +87,22 @@ async def test_threshold_override_per_request(cache: SemanticCache) -> None:
     assert loose.hit
 
 
+async def test_a_request_bar_never_lowers_the_default_or_the_project_bar(
+    cache: SemanticCache,
+) -> None:
+    project = uuid.uuid4()
+    await cache.store(project, "s", "How do I change my email address on my account?",
+                      "key", 60, None)  # fmt: skip
+    other = "How do I delete my account?"  # cosine ~0.61: another question
+    at_default, _ = await cache.lookup(project, "s", other, None, min_threshold=0.3)
+    below_project, _ = await cache.lookup(project, "s", other, 0.9, min_threshold=0.3)
+    assert not at_default.hit and not below_project.hit
+    paraphrase = "What is the process for changing my bank card PIN?"  # cosine ~0.91
+    await cache.store(project, "p", QUESTION, "key2", 60, None)
+    raised, _ = await cache.lookup(project, "p", paraphrase, 0.85, min_threshold=0.95)
+    assert (raised.hit, raised.rule) == (False, "threshold")
+
+
 async def test_expired_entries_miss(cache: SemanticCache) -> None:
     project = uuid.uuid4()
     await cache.store(project, "s", QUESTION, "key", -1, None)

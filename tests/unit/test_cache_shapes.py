@@ -128,8 +128,12 @@ def test_cache_headers_narrow_the_project_settings() -> None:
     assert not cache_policy(settings, {"cache-control": "no-cache"}).read
     assert not cache_policy(settings, {"x-watchllm-no-store": "true"}).write
     assert cache_policy(settings, {"x-watchllm-cache-ttl": "60"}).ttl_seconds == 60
-    assert cache_policy(settings, {"x-watchllm-cache-threshold": "0.95"}).threshold == 0.95
-    assert cache_policy(settings, {"x-watchllm-cache-threshold": "0.5"}).threshold == 0.9
+    raised = cache_policy(settings, {"x-watchllm-cache-threshold": "0.95"})
+    assert (raised.threshold, raised.min_threshold) == (0.9, 0.95)
+    # With no project bar the service's default applies, and the header still only
+    # raises it: it travels separately, for the service to take the higher of the two.
+    unset = cache_policy(CacheSettings(), {"x-watchllm-cache-threshold": "0.3"})
+    assert (unset.threshold, unset.min_threshold) == (None, 0.3)
     assert not cache_policy(CacheSettings(enabled=False), {}).active
 
 

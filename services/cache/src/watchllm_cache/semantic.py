@@ -67,11 +67,20 @@ class SemanticCache:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def lookup(
-        self, project_id: UUID, scope: str, question: str, threshold: float | None
+        self,
+        project_id: UUID,
+        scope: str,
+        question: str,
+        threshold: float | None,
+        min_threshold: float | None = None,
     ) -> tuple[LookupResult, np.ndarray]:
         """The hit for this question in this project and scope, if verification finds
-        one; and the question's embedding (float32, 384)."""
+        one; and the question's embedding (float32, 384). ``threshold`` is the project's
+        bar (None: this service's default); ``min_threshold``, a request's own, can only
+        raise it."""
         bar = self._settings.cache_threshold if threshold is None else threshold
+        if min_threshold is not None:
+            bar = max(bar, min_threshold)
 
         def work() -> tuple[LookupResult, np.ndarray]:
             vector = self._embedder.embed_one(question)

@@ -18,8 +18,9 @@ as misses. A reply that arrives after its deadline is dropped.
 
 So that a cache service that is down does not cost every request the full deadline,
 ``_BREAKER_AFTER`` semantic timeouts in a row stop semantic asks for
-``_BREAKER_SECONDS``; then one ask probes again (the exact layer is always asked: it is
-one GET in the gateway's own Redis).
+``_BREAKER_SECONDS``; then exactly one ask probes again while the others still skip
+(``_semantic_allowed``), and its answer or timeout ends or renews the pause (the exact
+layer is always asked: it is one GET in the gateway's own Redis).
 
 Tracing (only with a tracer): each lookup is a ``cache lookup`` span (outcome, layer,
 similarity); a semantic ask carries that span's context in its ``traceparent`` field,
@@ -97,12 +98,14 @@ class CacheClient:
         exact_key: str,
         semantic: tuple[str, str] | None,
         threshold: float | None,
+        min_threshold: float | None = None,
     ) -> CacheHit | None:
         """The cached answer for this request, or None (a miss, whatever the reason)."""
+        bars = (threshold, min_threshold)
         if self._tracer is None:
-            return await self._lookup(request_id, project_id, exact_key, semantic, threshold)
+            return await self._lookup(request_id, project_id, exact_key, semantic, bars)
         with self._tracer.start_as_current_span("cache lookup") as span:
-            hit = await self._lookup(request_id, project_id, exact_key, semantic, threshold)
+            hit = await self._lookup(request_id, project_id, exact_key, semantic, bars)
             span.set_attribute("watchllm.cache", "miss" if hit is None else "hit")
             if hit is not None:
                 span.set_attribute("watchllm.cache.layer",
@@ -117,7 +120,7 @@ class CacheClient:
         project_id: UUID,
         exact_key: str,
         semantic: tuple[str, str] | None,
-        threshold: float | None,
+        bars: tuple[float | None, float | None],
     ) -> CacheHit | None:
         started = time.perf_counter()
         asked = False
@@ -126,7 +129,7 @@ class CacheClient:
                 hit = await self._exact(exact_key)
                 if hit is None and semantic is not None and self._semantic_allowed():
                     asked = True
-                    hit = await self._semantic(request_id, project_id, semantic, threshold)
+                    hit = await self._semantic(request_id, project_id, semantic, bars)
         except (RedisError, OSError, TimeoutError) as exc:
             self._metrics.cache_unavailable.labels(type(exc).__name__).inc()
             if asked and isinstance(exc, TimeoutError):
@@ -140,7 +143,16 @@ class CacheClient:
         return hit
 
     def _semantic_allowed(self) -> bool:
-        return time.monotonic() >= self._semantic_paused_until
+        """False while paused; when a pause ends, True for exactly one request (the
+        probe): the pause moves on until that probe is answered or times out."""
+        paused_until = self._semantic_paused_until
+        if paused_until == 0.0:
+            return True
+        now = time.monotonic()
+        if now < paused_until:
+            return False
+        self._semantic_paused_until = now + _BREAKER_SECONDS
+        return True
 
     def _semantic_answered(self, answered: bool) -> None:
         if answered:
@@ -168,12 +180,17 @@ class CacheClient:
             return None
 
     async def _semantic(
-        self, request_id: str, project_id: UUID, semantic: tuple[str, str], threshold: float | None
+        self,
+        request_id: str,
+        project_id: UUID,
+        semantic: tuple[str, str],
+        bars: tuple[float | None, float | None],
     ) -> CacheHit | None:
         scope, question = semantic
         deadline_ms = int((time.time() + self._timeout) * 1000)
         ask = SemanticAsk(request_id=request_id, reply_to=self._channel, project_id=project_id,
-                          scope=scope, question=question, threshold=threshold,
+                          scope=scope, question=question, threshold=bars[0],
+                          min_threshold=bars[1],
                           deadline_unix_ms=deadline_ms)  # fmt: skip
         future: asyncio.Future[SemanticAnswer] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future

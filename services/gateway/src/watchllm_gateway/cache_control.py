@@ -6,7 +6,10 @@ Per-request headers (documented in the README):
 - ``Cache-Control: no-store`` or ``x-watchllm-no-store: true``: do not store the answer;
 - ``x-watchllm-cache-ttl: SECONDS``: keep this answer that long (1 s to 30 days);
 - ``x-watchllm-cache-threshold: 0.0-1.0``: the semantic similarity this request needs
-  (it may only raise the project's bar: a request cannot make the cache laxer).
+  (it may only raise the bar — the project's, or the cache service's default when the
+  project has none, which only the service knows: so it travels as ``min_threshold``
+  beside the project's ``threshold``, and the service takes the higher; a request
+  cannot make the cache laxer).
 A malformed value is a 400 in the caller's shape, never silently ignored.
 """
 
@@ -28,7 +31,8 @@ class CachePolicy:
     write: bool
     semantic: bool
     ttl_seconds: int
-    threshold: float | None
+    threshold: float | None  # the project's bar; None: the cache service's default
+    min_threshold: float | None  # the request's header: raises the bar, never lowers it
 
     @property
     def active(self) -> bool:
@@ -53,7 +57,7 @@ def cache_policy(settings: CacheSettings, headers: Mapping[str, str]) -> CachePo
                 "invalid_cache_header",
             )
         ttl = int(raw)
-    threshold = settings.similarity_threshold
+    asked: float | None = None
     if "x-watchllm-cache-threshold" in headers:
         try:
             asked = float(headers["x-watchllm-cache-threshold"])
@@ -63,12 +67,12 @@ def cache_policy(settings: CacheSettings, headers: Mapping[str, str]) -> CachePo
             raise bad_request(
                 "x-watchllm-cache-threshold must be a number from 0 to 1", "invalid_cache_header"
             )
-        threshold = asked if threshold is None else max(threshold, asked)
     enabled = settings.enabled
     return CachePolicy(
         read=enabled and not _flag(headers, "x-watchllm-no-cache", "no-cache"),
         write=enabled and not _flag(headers, "x-watchllm-no-store", "no-store"),
         semantic=settings.mode == "semantic",
         ttl_seconds=ttl,
-        threshold=threshold,
+        threshold=settings.similarity_threshold,
+        min_threshold=asked,
     )

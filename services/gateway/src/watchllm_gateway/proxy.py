@@ -208,7 +208,7 @@ class Proxy:
             exchange.cache = CacheOutcome.MISS
             lookup = self._cache.client.lookup(
                 exchange.request_id, plan.project_id, plan.exact_key, plan.semantic,
-                plan.policy.threshold,
+                plan.policy.threshold, plan.policy.min_threshold,
             )  # fmt: skip
         if lookup is None:  # the common case without the cache: no tasks to schedule
             exchange.limit_headers = await limit if limit is not None else {}

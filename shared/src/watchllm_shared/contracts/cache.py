@@ -58,7 +58,9 @@ class SemanticAsk(BaseModel):
     project_id: UUID
     scope: str  # hash of everything but the last user message (see cache_keys)
     question: str  # the last user message's text
-    threshold: float | None = None  # per-project or per-request override
+    threshold: float | None = None  # the project's bar; None: the service's default
+    # Added later (add-only): the request's own bar, which may only raise the other.
+    min_threshold: float | None = None
     deadline_unix_ms: int  # past this, nobody is waiting: skip the work
 
 

@@ -96,7 +96,7 @@ class AskServer:
             return "expired", None
         try:
             result, embedding = await self._cache.lookup(
-                ask.project_id, ask.scope, ask.question, ask.threshold
+                ask.project_id, ask.scope, ask.question, ask.threshold, ask.min_threshold
             )
         except Exception as exc:  # noqa: BLE001 - any lookup failure is a miss, reported
             log.exception("semantic lookup failed")
