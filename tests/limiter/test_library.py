@@ -256,3 +256,42 @@ async def test_upgrading_the_library_under_load_drops_no_request_and_keeps_count
     # An older limiter starting late never downgrades the library.
     assert await ensure_library(redis, library_source(current)) == current + 5
     await redis.function_load(library_source(current), replace=True)
+
+
+async def test_a_huge_charge_is_written_in_digits_and_checks_keep_working(
+    redis: aioredis.Redis,
+) -> None:
+    """10^14 tokens (charged by hand: the limiter refuses such events) used to be logged
+    as '<id>:1e+14', which broke every later check of the project with a Lua error."""
+    subject = Subject(redis)
+    await subject.limits(tpm=1000)
+    assert await subject.charge("ev-huge", 10**14, T0, T0) == 1
+    log = await redis.zrange(charge_keys(subject.project, subject.key)[1], 0, -1)
+    assert log == [b"ev-huge:100000000000000"]
+    refused = await subject.check(T0 + 1000)
+    assert not refused.allowed and refused.retry_after_ms == 59_000
+    assert (await subject.check(T0 + 60_001)).allowed
+
+
+async def test_members_in_an_old_or_unreadable_form_do_not_break_checks(
+    redis: aioredis.Redis,
+) -> None:
+    """Version 3 wrote charges of 10^14 tokens or more in exponent form: they are still
+    counted (the running total includes them) and leave the window on time; a member
+    that cannot be read at all counts as 0 tokens."""
+    subject = Subject(redis)
+    await subject.limits(tpm=1000)
+    keys = charge_keys(subject.project, subject.key)
+    log_key, total_key = keys[1], keys[3]
+    await redis.zadd(log_key, {"ev-old:1e+14": T0, "ev-bad:lots": T0 + 10, "ev-ok:7": T0 + 20})
+    await redis.set(total_key, 10**14 + 7, px=60_000)  # as version 3's INCRBY left it
+    refused = await subject.check(T0 + 1000)
+    assert not refused.allowed and refused.retry_after_ms == 59_000
+    later = await subject.check(T0 + 60_001)  # the old member left: 7 tokens remain
+    assert later.allowed and later.tokens_remaining == 1000 - 7
+    # A lost total is rebuilt from the log, unreadable members and all.
+    await redis.zadd(log_key, {"ev-old2:1e+14": T0 + 61_000, "ev-bad2:": T0 + 61_000})
+    await redis.delete(total_key)
+    rebuilt = await subject.check(T0 + 61_500)
+    assert not rebuilt.allowed and rebuilt.retry_after_ms == 59_500
+    assert await redis.get(total_key) == b"100000000000000"  # in digits, not 1e+14

@@ -1,5 +1,5 @@
-"""The limiter's event consumer: charges once, parks poison, takes over a dead
-consumer's pending events."""
+"""The limiter's event consumer: charges once, parks poison (impossible token counts
+too), takes over a dead consumer's pending events."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from watchllm_limiter.charges import TokenCharger
+from watchllm_limiter.charges import MAX_TOKENS_PER_EVENT, TokenCharger, token_count_error
 from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts import RequestCompleted, RequestStatus
-from watchllm_shared.contracts.limits import charge_keys, limits_key
+from watchllm_shared.contracts.limits import (
+    CHECK_FUNCTION,
+    LimitDecision,
+    charge_keys,
+    check_keys,
+    limits_key,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +83,35 @@ async def test_a_dead_consumers_pending_events_are_taken_over(redis: aioredis.Re
     await run_for(charger(redis, stream, "survivor"), 0.5)
     assert int(await redis.get(charge_keys(project, key)[3]) or 0) == 7
     assert (await redis.xpending(stream, "limiter"))["pending"] == 0
+
+
+async def test_impossible_token_counts_are_parked_and_the_project_keeps_its_limits(
+    redis: aioredis.Redis,
+) -> None:
+    """10^14 tokens used to be charged as '<id>:1e+14', after which every check of the
+    project failed (and the gateway, failing open, applied no limit at all)."""
+    stream = f"test.limiter.{uuid.uuid4().hex}"
+    project, key = uuid.uuid4(), uuid.uuid4()
+    await redis.hset(limits_key(project), mapping={"day": 1000, "tpm": 10_000})
+    negative = event(project, key, 10).model_copy(update={"completion_tokens": -20})
+    for poison in (event(project, key, 10**14), negative):
+        await redis.xadd(stream, poison.to_stream_fields())  # type: ignore[arg-type]
+    await redis.xadd(stream, event(project, key, 25).to_stream_fields())  # type: ignore[arg-type]
+    await run_for(charger(redis, stream, "c1"), 0.5)
+    errors = [fields[b"error"] for _, fields in await redis.xrange(f"{stream}.dlq")]
+    assert len(errors) == 2
+    assert b"absurd token count: 100000000000000 tokens" in errors[0]
+    assert b"negative token count" in errors[1]
+    assert (await redis.xpending(stream, "limiter"))["pending"] == 0
+    keys = check_keys(project, key)
+    reply = await redis.fcall(CHECK_FUNCTION, len(keys), *keys, str(key), 1000, "m1", "")
+    decision = LimitDecision.from_reply(reply)
+    assert decision.allowed and decision.tokens_remaining == 10_000 - 25
+
+
+def test_the_bound_on_tokens_per_event() -> None:
+    project, key = uuid.uuid4(), uuid.uuid4()
+    assert token_count_error(event(project, key, MAX_TOKENS_PER_EVENT - 1)) is None
+    assert token_count_error(event(project, key, 0)) is None
+    error = token_count_error(event(project, key, MAX_TOKENS_PER_EVENT))
+    assert error is not None and "absurd" in error

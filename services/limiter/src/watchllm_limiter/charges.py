@@ -12,6 +12,12 @@ Failure modes:
 - An event that cannot be parsed, or keeps failing ``limiter_max_deliveries`` times, is
   copied to ``<stream>.dlq`` with its error and acknowledged: counted, never dropped
   silently, never wedging the group.
+- So is an event with an impossible token count: a negative prompt or completion count,
+  or ``MAX_TOKENS_PER_EVENT`` (2^31) tokens or more in all. No model reads or writes
+  anywhere near two billion tokens in one request (the largest context windows are a
+  few million), so such a count is a bug or a forged event, and charging it would shut
+  its project out for a minute. The bound also keeps every charge, and a minute's sum
+  of them, an exact integer in the library's Lua numbers.
 - Events older than the TPM window (60 s) charge nothing: they cannot affect a limit.
 
 Tracing (only with a tracer): each handled batch is a ``charge tokens batch`` span, and
@@ -38,6 +44,20 @@ from watchllm_shared.stream_tracing import BatchTrace, batch_spans, messaging_at
 log = logging.getLogger(__name__)
 
 _BLOCK_MS = 1000
+MAX_TOKENS_PER_EVENT = 2**31  # this many tokens or more in one event is refused
+
+
+def token_count_error(event: RequestCompleted) -> str | None:
+    """Why the event's token counts cannot be charged, or None if they can."""
+    if event.prompt_tokens < 0 or event.completion_tokens < 0:
+        return (
+            f"negative token count: prompt_tokens={event.prompt_tokens}, "
+            f"completion_tokens={event.completion_tokens}"
+        )
+    tokens = event.prompt_tokens + event.completion_tokens
+    if tokens >= MAX_TOKENS_PER_EVENT:
+        return f"absurd token count: {tokens} tokens (the bound is {MAX_TOKENS_PER_EVENT})"
+    return None
 
 
 class TokenCharger:
@@ -103,6 +123,11 @@ class TokenCharger:
                 await self._dead_letter(entry_id, fields, f"unreadable event: {exc}")
                 if traced is not None:
                     traced.fail(entry_id, "unreadable event, parked in the dead-letter stream")
+                continue
+            if (error := token_count_error(event)) is not None:
+                await self._dead_letter(entry_id, fields, f"unreadable event: {error}")
+                if traced is not None:
+                    traced.fail(entry_id, "bad token count, parked in the dead-letter stream")
                 continue
             tokens = event.prompt_tokens + event.completion_tokens
             if event.project_id is None or event.key_id is None or tokens <= 0:

@@ -16,9 +16,17 @@
 -- before any is charged, inside one atomic function call.
 -- All keys of one call share the project's hash tag, so Redis Cluster works.
 
-local VERSION = 3
+local VERSION = 4
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
+-- Largest charge taken: a Lua number (a double) holds every integer up to 2^53 - 1
+-- exactly. The limiter refuses far smaller counts already (charges.py).
+local MAX_CHARGE = 9007199254740991
+
+-- An integer as Redis and the log members store it: never '1e+14'.
+local function int(n)
+  return string.format('%d', n)
+end
 
 local function now_ms(override)
   if override ~= nil and override ~= '' then return tonumber(override) end
@@ -46,8 +54,14 @@ end
 -- time) says when each charge leaves the window; a running total beside it keeps the
 -- check O(expired entries) instead of O(window). A missing total is rebuilt from the
 -- log, so the two can never drift apart for long.
+-- Members are written with int() since version 4; up to version 3 a charge of 10^14
+-- tokens or more was written in exponent form ('<id>:1e+14'), which tonumber still
+-- reads. Anything unreadable or out of range counts as 0 tokens: one bad member must
+-- not break every check of its project.
 local function tokens_of(member)
-  return tonumber(string.match(member, ':(%d+)$'))
+  local n = tonumber(string.match(member, ':([^:]*)$'))
+  if n == nil or n ~= n or n < 0 or n > MAX_CHARGE then return 0 end
+  return n
 end
 
 local function window_sum(key, total_key, now)
@@ -59,14 +73,14 @@ local function window_sum(key, total_key, now)
     for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
       sum = sum + tokens_of(member)
     end
-    if sum > 0 then redis.call('SET', total_key, sum, 'PX', MINUTE_MS) end
+    if sum > 0 then redis.call('SET', total_key, int(sum), 'PX', MINUTE_MS) end
     return sum
   end
   total = tonumber(total)
   if #expired > 0 then
     for _, member in ipairs(expired) do total = total - tokens_of(member) end
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
-    redis.call('SET', total_key, total, 'KEEPTTL')
+    redis.call('SET', total_key, int(total), 'KEEPTTL')
   end
   return total
 end
@@ -181,7 +195,7 @@ end
 local function add_charge(log_key, total_key, at, member, tokens, now)
   window_sum(log_key, total_key, now)  -- settle expiries (and rebuild a lost total)
   if redis.call('ZADD', log_key, at, member) == 0 then return 0 end
-  redis.call('INCRBY', total_key, tokens)
+  redis.call('INCRBY', total_key, int(tokens))
   redis.call('PEXPIRE', log_key, MINUTE_MS)
   redis.call('PEXPIRE', total_key, MINUTE_MS)
   return 1
@@ -189,15 +203,17 @@ end
 
 -- KEYS: limits, project tpm log, key tpm log, project tpm total, key tpm total
 -- ARGV: key id, event id, tokens, occurred at (ms), [now ms]
--- Idempotent per event id: a redelivered event charges nothing more.
+-- Idempotent per event id: a redelivered event charges nothing more. Tokens must be
+-- decimal digits, 1 to MAX_CHARGE; anything else charges nothing.
 local function charge(keys, args)
+  if not string.match(args[3], '^%d+$') then return 0 end
   local tokens = tonumber(args[3])
-  if tokens == nil or tokens <= 0 then return 0 end
+  if tokens <= 0 or tokens > MAX_CHARGE then return 0 end
   local now = now_ms(args[5])
   local at = math.min(tonumber(args[4]) or now, now)
   if at <= now - MINUTE_MS then return 0 end
   local l = redis.call('HMGET', keys[1], 'tpm', 'k:' .. args[1] .. ':tpm')
-  local member = args[2] .. ':' .. tostring(tokens)
+  local member = args[2] .. ':' .. int(tokens)
   local charged = 0
   if l[1] then charged = charged + add_charge(keys[2], keys[4], at, member, tokens, now) end
   if l[2] then charged = charged + add_charge(keys[3], keys[5], at, member, tokens, now) end

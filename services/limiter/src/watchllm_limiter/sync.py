@@ -10,7 +10,11 @@
 Failure modes: Postgres or Redis down → the sync is retried with backoff and counted
 in ``watchllm_limiter_sync_errors_total``; the limits already in Redis keep applying.
 A lost LISTEN connection is reopened and followed by a full sync (notifications sent
-meanwhile are lost, the full sync covers them).
+meanwhile are lost, the full sync covers them). Only the loss of the connection in use
+counts: asyncpg also runs termination listeners on a deliberate ``close()``, so the
+listener is removed before closing, and a connection-lost marker that finds the current
+connection open (queued by an earlier one) is ignored. A failed sync therefore costs one
+reconnect, not a reconnect every second.
 """
 
 from __future__ import annotations
@@ -91,6 +95,16 @@ class LimitSync:
     def _on_terminate(self, conn: Any) -> None:
         self._changed.put_nowait(_CONNECTION_LOST)
 
+    async def _next_change(self, listener: asyncpg.Connection) -> uuid.UUID:
+        """The next project to sync (or ``_FULL_SYNC``); raises if ``listener`` died."""
+        while True:
+            project_id = await self._changed.get()
+            if listener.is_closed():
+                raise OSError("the LISTEN connection to Postgres was lost")
+            if project_id != _CONNECTION_LOST:
+                return project_id
+            # The connection in use is open: the marker was left by an earlier one.
+
     async def run(self) -> None:
         """Listen and sync until cancelled; reconnects by itself."""
         while True:
@@ -103,24 +117,24 @@ class LimitSync:
 
     async def _listen_and_sync(self) -> None:
         listener: asyncpg.Connection = await asyncpg.connect(self._database_url)
+        listener.add_termination_listener(self._on_terminate)
         try:
-            listener.add_termination_listener(self._on_terminate)
             await listener.add_listener(LIMITS_CHANGED_CHANNEL, self._on_notify)
             await self.sync_all()  # after LISTEN: no change can fall between the two
             while True:
                 try:
                     async with asyncio.timeout(self._next_full_sync_in()):
-                        project_id = await self._changed.get()
+                        project_id = await self._next_change(listener)
                 except TimeoutError:
                     await self.sync_all()
                     continue
-                if project_id == _CONNECTION_LOST or listener.is_closed():
-                    raise OSError("the LISTEN connection to Postgres was lost")
                 if project_id == _FULL_SYNC:
                     await self.sync_all()
                 else:
                     await self.sync_project(project_id, "notify")
         finally:
+            # close() runs termination listeners too: a deliberate close is no loss.
+            listener.remove_termination_listener(self._on_terminate)
             with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await listener.close(timeout=1)
 
