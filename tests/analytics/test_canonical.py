@@ -144,6 +144,17 @@ NEAR_MISSES: dict[str, list[Any]] = {
         1767323045,
         1767323045.5,
         "1767323045",
+        # outside the stored times (1970-01-01T00:00:00Z to before 2106-02-07T06:28:16Z)
+        "1970-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.999999Z",
+        "1969-12-31T23:59:59.9995Z",
+        "1800-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "2106-02-07T06:28:15.999999Z",
+        "2106-02-07T06:28:16Z",
+        "2106-02-07T08:28:15+02:00",
+        "2150-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
     ],
     "project_id": [None, "", "00000000-0000-0000-0000-000000000000", str(uuid.uuid4()).upper()],
     "http_status": [200.0, "200", True, -1, 65536, 2**70],
@@ -211,3 +222,24 @@ def test_contract_fields_without_a_column_are_still_type_checked() -> None:
     for name in [name for name in RequestCompleted.model_fields if name not in COLUMNS]:
         for value in (5, 1.5, True, ["x"], {"a": 1}, None, "text"):
             assert_agrees(json.dumps({**base, name: value}).encode())
+
+
+FIRST, LAST = "1970-01-01T00:00:00Z", "2106-02-07T06:28:15.999999Z"
+TOO_EARLY = ["1969-12-31T23:59:59.999999Z", "1800-01-01T00:00:00Z", "0001-01-01T00:00:00Z"]
+TOO_LATE = ["2106-02-07T06:28:16Z", "2150-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"]
+
+
+def test_times_the_log_cannot_hold_are_refused_with_the_reason_and_its_bounds_are_read() -> None:
+    """A time outside 1970-01-01T00:00:00Z .. 2106-02-07T06:28:16Z (excluded) would be
+    stored wrong (DateTime saturates) or dropped by the TTL: never a row, a clear reason."""
+    base = orjson.loads(make_event().to_stream_fields()["data"])
+    for moment in (FIRST, LAST):
+        assert_agrees(orjson.dumps({**base, "occurred_at": moment}), must_answer=True)
+    for moment in TOO_EARLY + TOO_LATE + ["2150-01-01T00:00:00", "2106-02-07T08:28:16+02:00"]:
+        data = orjson.dumps({**base, "occurred_at": moment})
+        assert canonical_values(data) is None
+        assert_agrees(data)
+        with pytest.raises(UnreadableEvent, match="^occurred_at=.* is outside the times the"
+                           " request log can store \\(1970-01-01T00:00:00Z to before"
+                           " 2106-02-07T06:28:16Z\\)$"):  # fmt: skip
+            decode_entry(b"1-0", {b"data": data})

@@ -19,7 +19,14 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pytest
 
 from tests.analytics.conftest import make_event
-from tests.analytics.test_canonical import NEAR_MISSES, varied_event
+from tests.analytics.test_canonical import (
+    FIRST,
+    LAST,
+    NEAR_MISSES,
+    TOO_EARLY,
+    TOO_LATE,
+    varied_event,
+)
 from watchllm_analytics.blocks import RowBlock
 from watchllm_analytics.canonical import FAST_PATHS_ON, STORED_FIELDS
 from watchllm_analytics.page_decoder import DecodedPage, decode_page
@@ -177,9 +184,26 @@ def test_unknown_fields_are_ignored_as_the_add_only_contract_says() -> None:
     assert decoded.fast == 8
 
 
-def test_times_before_1970_are_floored_to_the_millisecond_like_the_contract() -> None:
-    page = [with_changes(occurred_at="1969-12-31T23:59:59.9995Z")]
-    assert assert_agrees(page).fast == 1
+def test_times_are_floored_to_the_millisecond_like_the_contract() -> None:
+    page = [with_changes(occurred_at="1970-01-01T00:00:00.0005Z"),
+            with_changes(occurred_at="2106-02-07T06:28:15.9995Z")]  # fmt: skip
+    assert assert_agrees(page).fast == 2
+
+
+@pytest.mark.parametrize("moment", TOO_EARLY + TOO_LATE)
+def test_times_the_log_cannot_hold_go_to_the_contract_which_refuses_them(moment: str) -> None:
+    """Like the canonical reader (``test_canonical``), never a row: the same reason."""
+    page = good(20) + [with_changes(occurred_at=moment)] + good(20)
+    decoded = assert_agrees(page)
+    assert decoded.fast == ALONE
+    [(index, reason)] = decoded.unreadable
+    assert index == 20
+    assert str(reason).startswith("occurred_at=") and "outside the times" in str(reason)
+
+
+def test_times_at_the_edges_of_what_the_log_holds_take_the_fast_path() -> None:
+    page = good(5) + [with_changes(occurred_at=FIRST), with_changes(occurred_at=LAST)] + good(5)
+    assert assert_agrees(page).fast == 12
 
 
 def test_an_empty_page_is_an_empty_block() -> None:

@@ -63,6 +63,14 @@ def test_costs_are_rounded_half_even_to_twelve_places() -> None:
     assert Decimal(values["cost_saved_usd"]) == Decimal("1.5")
 
 
+@pytest.mark.parametrize(
+    "moment", ["1970-01-01T00:00:00Z", "2106-02-07T06:28:15.999Z", "2106-02-07T08:28:15+02:00"]
+)
+def test_times_at_the_edges_of_what_the_log_holds_are_stored(moment: str) -> None:
+    row = decode_entry(b"1-0", fields_of(occurred_at=moment))
+    assert row.occurred_at == datetime.fromisoformat(moment)
+
+
 def test_naive_times_are_taken_as_utc() -> None:
     row = decode_entry(b"1-0", fields_of(occurred_at="2026-01-02T03:04:05.678"))
     assert row.occurred_at == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -79,6 +87,15 @@ def test_naive_times_are_taken_as_utc() -> None:
         (fields_of(completion_tokens=2**32), "completion_tokens"),
         (fields_of(cost_usd="1e30"), "does not fit Decimal(38, 12)"),
         (fields_of(http_status=70000), "http_status"),
+        (
+            fields_of(occurred_at="2150-01-01T00:00:00Z"),
+            "occurred_at=2150-01-01T00:00:00.00:00 is outside",
+        ),
+        (fields_of(occurred_at="2106-02-07T06:28:16Z"), "outside the times the request log"),
+        (fields_of(occurred_at="2106-02-07T08:28:16+02:00"), "outside the times"),
+        (fields_of(occurred_at="2400-01-01T00:00:00"), "occurred_at=2400"),  # naive: UTC
+        (fields_of(occurred_at="1969-12-31T23:59:59.999Z"), "occurred_at=1969"),
+        (fields_of(occurred_at="1800-01-01T00:00:00Z"), "to before 2106-02-07T06:28:16Z"),
     ],
 )
 def test_unreadable_entries_say_why(fields: dict[bytes, bytes], reason: str) -> None:

@@ -16,12 +16,17 @@ row included) and answers ``None`` for anything else, so the contract stays the 
 lax form pydantic accepts) and refuses the rest with its own message. A document is
 never refused here, only passed on; ``tests/analytics/test_canonical.py`` checks the
 implication on generated events and on near-miss shapes.
+
+The times the request log holds faithfully, ``FIRST_STORED_TIME <= occurred_at <
+END_OF_STORED_TIME`` (1970-01-01T00:00:00Z up to, not including, 2106-02-07T06:28:16Z),
+are defined here for both fast paths and ``rows``, which refuses the rest (its docstring
+says why); a time outside them is passed on like any other doubt.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -38,6 +43,10 @@ _PLAIN_COST = re.compile(r"-?[0-9]{1,26}(?:\.[0-9]{1,12})?").fullmatch
 _SCIENTIFIC_COST = re.compile(r"-?[0-9](?:\.([0-9]{1,30}))?E([-+][0-9]{1,2})").fullmatch
 _COST_PLACES = 12
 _COST_MAX_POWER = 25  # 26 integer digits
+# occurred_at: the range of ClickHouse's DateTime, seconds since 1970 in 32 bits, which
+# the table's hourly projection and queries (toStartOfHour) compute in (``rows``).
+FIRST_STORED_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+END_OF_STORED_TIME = datetime.fromtimestamp(2**32, UTC)  # 2106-02-07T06:28:16Z, excluded
 # Contract fields the request log has a column for (read below and by ``page_decoder``).
 # A contract field without one that is an optional string is still type-checked by both
 # fast paths (the contract refuses a number there); one of any other kind turns them off
@@ -129,13 +138,16 @@ def _optional_uuid(value: Any) -> bytes:
 
 
 def _utc_time(value: Any) -> datetime:
-    """``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` only (what the contract writes for UTC times)."""
+    """``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` only (what the contract writes for UTC times),
+    within the stored times (the contract path refuses the others, with the reason)."""
     if (
         type(value) is str and 20 <= len(value) <= 27 and value[-1] == "Z" and value.isascii()
         and value[4] == value[7] == "-" and value[10] == "T" and value[13] == value[16] == ":"
         and (len(value) == 20 or (value[19] == "." and value[20:-1].isdigit()))
     ):  # fmt: skip
-        return datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
+        if FIRST_STORED_TIME <= moment < END_OF_STORED_TIME:
+            return moment
     raise _NotCanonical
 
 

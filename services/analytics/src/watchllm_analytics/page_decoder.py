@@ -22,8 +22,10 @@ So the fast path only takes the form every producer writes (the contract's own e
 - per row, in columns: the required fields present, no null where the contract has a
   non-null default, ``schema_version`` 1, integers within their column's range, status
   and cache among their values, UUIDs as 8-4-4-4-12 hex digits, times as
-  ``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` from year 1, costs as decimal strings that fit
-  Decimal(38, 12) without rounding.
+  ``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` within the stored times (from 1970-01-01T00:00:00Z
+  up to, not including, 2106-02-07T06:28:16Z: ``canonical.FIRST_STORED_TIME`` and
+  ``END_OF_STORED_TIME``; ``rows`` refuses the others and says why), costs as decimal
+  strings that fit Decimal(38, 12) without rounding.
 
 What the fast path does not take goes one entry at a time through
 ``rows.decode_entry`` (``canonical``, then the contract), which judges it:
@@ -44,14 +46,18 @@ import binascii
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.json as pa_json  # type: ignore[import-untyped]
 
 from watchllm_analytics.blocks import RowBlock
-from watchllm_analytics.canonical import FAST_PATHS_ON, UNSTORED_STRINGS
+from watchllm_analytics.canonical import (
+    END_OF_STORED_TIME,
+    FAST_PATHS_ON,
+    FIRST_STORED_TIME,
+    UNSTORED_STRINGS,
+)
 from watchllm_analytics.rows import ARROW_SCHEMA, EventRow, UnreadableEvent, decode_entry
 from watchllm_analytics.stream_group import Fields
 from watchllm_shared.contracts import CacheOutcome, RequestStatus
@@ -79,7 +85,10 @@ _MIN_BLOCK = 1 << 20
 _UUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
 _TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z$"
-_FIRST_MOMENT = pa.scalar(datetime(1, 1, 1, tzinfo=UTC), pa.timestamp("us", tz="UTC"))
+_MOMENT = pa.timestamp("us", tz="UTC")
+_FIRST_MOMENT, _END_OF_MOMENTS = (
+    pa.scalar(moment, _MOMENT) for moment in (FIRST_STORED_TIME, END_OF_STORED_TIME)
+)
 # Costs: the same two forms as ``canonical`` (plain, or str(Decimal)'s scientific form).
 _PLAIN_COST = r"^-?[0-9]{1,26}(?:\.[0-9]{1,12})?$"
 _SCIENTIFIC_COST = r"^-?[0-9](?:\.(?P<fraction>[0-9]{1,30}))?E(?P<sign>[-+])(?P<power>[0-9]{1,2})$"
@@ -201,12 +210,14 @@ def _fits_cost(strings: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _moments(strings: pa.ChunkedArray) -> pa.ChunkedArray:
-    """The times in microseconds (UTC), null where not in the accepted form.
+    """The times in microseconds (UTC), null where not in the accepted form or outside
+    the stored times (``_FIRST_MOMENT`` <= t < ``_END_OF_MOMENTS``).
 
     Raises ArrowInvalid for a well-formed impossible date (the page goes the slow way)."""
     shaped = pc.if_else(pc.match_substring_regex(strings, _TIME), strings, None)
-    moments = pc.cast(shaped, pa.timestamp("us", tz="UTC"))
-    return pc.if_else(pc.greater_equal(moments, _FIRST_MOMENT), moments, None)
+    moments = pc.cast(shaped, _MOMENT)
+    stored = pc.and_(pc.greater_equal(moments, _FIRST_MOMENT), pc.less(moments, _END_OF_MOMENTS))
+    return pc.if_else(stored, moments, None)
 
 
 def _to_rows(table: pa.Table) -> pa.Table:

@@ -2,9 +2,21 @@
 
 Failure mode enforced here: an entry that is not a readable ``RequestCompleted`` v1, or
 whose values do not fit the table's columns (negative or huge token counts, costs
-beyond Decimal(38, 12)), raises :class:`UnreadableEvent`; the pipeline sends it to the
-dead-letter stream at once, since no retry can make it readable. Checking ranges here
-keeps ClickHouse from rejecting a whole batch for one bad row.
+beyond Decimal(38, 12), an ``occurred_at`` outside the stored times), raises
+:class:`UnreadableEvent`; the pipeline sends it to the dead-letter stream at once, since
+no retry can make it readable. Checking ranges here keeps ClickHouse from rejecting a
+whole batch for one bad row, or keeping a wrong one.
+
+Stored times: ``occurred_at`` must be at least 1970-01-01T00:00:00Z and before
+2106-02-07T06:28:16Z (``canonical.FIRST_STORED_TIME``, ``END_OF_STORED_TIME``): the
+range of ClickHouse's DateTime (seconds since 1970 in 32 bits). The DateTime64(3) column
+itself holds more, but the hourly projection and the dashboard's queries group by
+``toStartOfHour(occurred_at)``, a DateTime, which saturates outside that range (a row
+from 2150 would count in the hour 2106-02-07 06:00), and the table's first TTL,
+``toDateTime(occurred_at) + N days``, wrapped past 2106 into the past, so such rows were
+dropped as expired after being acknowledged (migration 0003 measures the TTL on the
+DateTime64 column instead, which does not overflow for any stored time and any
+retention the settings allow).
 
 Absent values: a missing project or key is the nil UUID (the sort key cannot be
 Nullable), missing strings are ''. Costs are rounded half-even to 12 decimal places.
@@ -26,7 +38,7 @@ from uuid import UUID
 import pyarrow as pa  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
-from watchllm_analytics.canonical import canonical_values
+from watchllm_analytics.canonical import END_OF_STORED_TIME, FIRST_STORED_TIME, canonical_values
 from watchllm_shared.contracts import RequestCompleted
 
 NIL_UUID = UUID(int=0)
@@ -103,7 +115,8 @@ def to_row(entry_id: bytes, fields: dict[bytes, bytes], event: RequestCompleted)
     _check_range("http_status", event.http_status, _UINT16)
     _check_range("upstream_attempts", event.upstream_attempts, _UINT8)
     values = (
-        event.event_id.bytes, _utc(event.occurred_at), event.schema_version, event.request_id,
+        event.event_id.bytes, _stored_time(event.occurred_at), event.schema_version,
+        event.request_id,
         (event.project_id or NIL_UUID).bytes, (event.key_id or NIL_UUID).bytes, event.model or "",
         event.provider or "", event.endpoint,
         event.http_status, event.status.value, event.error_type or "", event.cache.value,
@@ -146,9 +159,17 @@ def _cost(name: str, value: Decimal) -> str:
     return str(value.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN, context=_COST_CONTEXT))
 
 
-def _utc(moment: datetime) -> datetime:
-    """Naive times are taken as UTC; aware ones are kept (Arrow converts them to UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+def _stored_time(moment: datetime) -> datetime:
+    """Naive times are taken as UTC; aware ones are kept (Arrow converts them to UTC).
+    Raises UnreadableEvent outside the stored times (see the module docstring)."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    if not FIRST_STORED_TIME <= moment < END_OF_STORED_TIME:
+        raise UnreadableEvent(
+            f"occurred_at={moment.isoformat()} is outside the times the request log can"
+            f" store ({FIRST_STORED_TIME:%Y-%m-%dT%H:%M:%SZ} to before"
+            f" {END_OF_STORED_TIME:%Y-%m-%dT%H:%M:%SZ})"
+        )
+    return moment
 
 
 def _short(exc: ValidationError) -> str:

@@ -7,7 +7,8 @@ may both apply a file without harm. A file never changes once released; a change
 new file.
 
 Retention is configuration, not schema: :func:`apply_retention` replaces the table's
-TTL when ``WATCHLLM_ANALYTICS_RETENTION_DAYS`` differs from it.
+TTL when ``WATCHLLM_ANALYTICS_RETENTION_DAYS`` differs from it, or when the TTL has
+another form (0001's ``toDateTime(occurred_at) + …`` overflowed after 2106; see 0003).
 """
 
 from __future__ import annotations
@@ -82,17 +83,17 @@ def migrate(client: Client) -> list[int]:
 
 
 def apply_retention(client: Client, days: int) -> bool:
-    """Make the request log's TTL ``days``; True when it had to change."""
-    wanted = f"toIntervalDay({int(days)})"
+    """Make the request log's TTL ``occurred_at + toIntervalDay(days)``; True when it had
+    to change. The sum is a DateTime64, so it does not overflow (see 0003)."""
+    ttl = f"TTL occurred_at + toIntervalDay({int(days)})"
     result = call(
         lambda: client.query(
             "SELECT engine_full FROM system.tables"
             " WHERE database = currentDatabase() AND name = 'requests'"
         )
     )
-    if result.result_rows and wanted in str(result.result_rows[0][0]):
+    if result.result_rows and f"{ttl} " in f"{result.result_rows[0][0]} ":
         return False
-    ttl = f"TTL toDateTime(occurred_at) + {wanted}"
     call(lambda: client.command(f"ALTER TABLE requests MODIFY {ttl}"))
     log.info("request log retention set to %d days", days)
     return True
