@@ -10,7 +10,7 @@ import pytest
 
 from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key, looks_like_key
 from watchllm_shared.contracts import RequestCompleted, RequestStatus
-from watchllm_shared.contracts.cache_keys import exact_cache_key
+from watchllm_shared.contracts.cache_keys import CACHE_KEY_VERSION, exact_cache_key
 from watchllm_shared.telemetry import RedactingFilter, redact
 
 pytestmark = pytest.mark.unit
@@ -33,7 +33,7 @@ def test_exact_cache_key_ignores_transport_fields_but_not_answer_shaping_ones() 
     assert key == exact_cache_key(project, "/v1/chat/completions", {**body, "stream": True})
     assert key != exact_cache_key(project, "/v1/chat/completions", {**body, "temperature": 1})
     assert key != exact_cache_key(uuid.uuid4(), "/v1/chat/completions", body)
-    assert key.startswith(f"watchllm:cache:exact:v1:{{{project}}}:")
+    assert key.startswith(f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project}}}:")
 
 
 def test_event_round_trips_through_stream_fields_and_ignores_unknown_fields() -> None:

@@ -16,7 +16,7 @@ from watchllm_shared.accounts.errors import InvalidInputError
 from watchllm_shared.accounts.models import Project
 from watchllm_shared.accounts.store import AccountStore
 from watchllm_shared.contracts.cache import CACHE_COMMAND_STREAM, CacheCommand
-from watchllm_shared.contracts.cache_keys import project_of_exact_key
+from watchllm_shared.contracts.cache_keys import CACHE_KEY_VERSION, project_of_exact_key
 
 
 async def request_flush(store: AccountStore, redis: aioredis.Redis, project_name: str) -> Project:
@@ -33,7 +33,9 @@ async def request_delete(store: AccountStore, redis: aioredis.Redis, exact_key: 
     """Ask the cache service to drop one cached answer by its key (``x-watchllm-cache-key``)."""
     project_id = project_of_exact_key(exact_key)
     if project_id is None:
-        raise InvalidInputError("a cache key looks like 'watchllm:cache:exact:v1:{<project id>}:…'")
+        raise InvalidInputError(
+            f"a cache key looks like 'watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{<project id>}}:…'"
+        )
     command = CacheCommand(op="delete", exact_key=exact_key)
     async with store.pool.acquire() as conn, conn.transaction():
         await audit(conn, store.actor, "cache.delete", project_id, None, {"key": exact_key})

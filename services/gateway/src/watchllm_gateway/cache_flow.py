@@ -5,6 +5,12 @@ the request does not opt out, and only complete text answers (``cache_shapes``).
 is served in the request's shape — JSON, or SSE for a streaming request — costs no
 upstream call, bills no tokens (the limiter charges nothing for it) and records what
 it saved (the original answer's cost) in the event.
+
+The provider headers forwarded upstream with the request (``upstream``'s pass-through
+list for the endpoint's provider: ``anthropic-version`` — with the default the gateway
+sends when it is absent — and ``anthropic-beta``; ``openai-beta``) change the answer, so
+they are part of the exact key and of the semantic scope (``forwarded_headers``):
+requests that differ in them never share an entry.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from watchllm_gateway.cache_shapes import replay_events, storable
 from watchllm_gateway.endpoints import CHAT_COMPLETIONS, MESSAGES, EndpointSpec
 from watchllm_gateway.event_stream import EventStreamResponse
 from watchllm_gateway.events import StreamPublisher
+from watchllm_gateway.settings import ProviderKind
+from watchllm_gateway.upstream import DEFAULT_ANTHROPIC_VERSION, PASSED_THROUGH_HEADERS
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts.cache import CachedAnswer, CacheStore
 from watchllm_shared.contracts.cache_keys import exact_cache_key, semantic_parts
@@ -47,6 +55,21 @@ class CachePlan:
     semantic: tuple[str, str] | None  # (scope, question)
 
 
+def forwarded_headers(spec: EndpointSpec, headers: Mapping[str, str]) -> dict[str, str]:
+    """The provider headers ``upstream`` sends with this request: its pass-through names
+    for the endpoint's provider (the route's provider is always the endpoint's), the last
+    value when one is repeated (as ``proxy`` builds them), and Anthropic's default
+    version when the caller gave none."""
+    names = PASSED_THROUGH_HEADERS[spec.api]
+    sent = {}
+    for name, value in headers.items():
+        if name.lower() in names:
+            sent[name.lower()] = value
+    if spec.api is ProviderKind.ANTHROPIC:
+        sent.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
+    return sent
+
+
 def plan_cache(
     grant: KeyGrant, spec: EndpointSpec, body: dict[str, Any], headers: Mapping[str, str]
 ) -> CachePlan | None:
@@ -56,8 +79,10 @@ def plan_cache(
     policy = cache_policy(grant.cache, headers)  # raises 400 on a malformed header
     if not policy.active:
         return None
-    semantic = semantic_parts(spec.path, body) if policy.semantic else None
-    return CachePlan(policy, grant.project_id, exact_cache_key(grant.project_id, spec.path, body),
+    sent = forwarded_headers(spec, headers)
+    semantic = semantic_parts(spec.path, body, sent) if policy.semantic else None
+    return CachePlan(policy, grant.project_id,
+                     exact_cache_key(grant.project_id, spec.path, body, sent),
                      semantic)  # fmt: skip
 
 

@@ -41,11 +41,11 @@ from watchllm_gateway.settings import GatewaySettings, ProviderKind, Route
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 _MAX_RETRY_AFTER_SECONDS = 5.0
-_PASSED_THROUGH_HEADERS = {
+PASSED_THROUGH_HEADERS = {
     ProviderKind.OPENAI: ("openai-beta",),
     ProviderKind.ANTHROPIC: ("anthropic-version", "anthropic-beta"),
 }
-_DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 
 def create_http_session(settings: GatewaySettings) -> aiohttp.ClientSession:
@@ -143,11 +143,11 @@ class UpstreamClient:
     @staticmethod
     def _headers(route: Route, incoming: Mapping[str, str]) -> dict[str, str]:
         out = {"content-type": "application/json", "accept-encoding": "identity"}
-        for name in _PASSED_THROUGH_HEADERS[route.provider]:
+        for name in PASSED_THROUGH_HEADERS[route.provider]:
             if name in incoming:
                 out[name] = incoming[name]
         if route.provider is ProviderKind.ANTHROPIC:
-            out.setdefault("anthropic-version", _DEFAULT_ANTHROPIC_VERSION)
+            out.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
             if route.api_key is not None:
                 out["x-api-key"] = route.api_key.get_secret_value()
         elif route.api_key is not None:

@@ -1,15 +1,24 @@
 """The exact-cache key scheme, shared by the cache service (writer) and the gateway
 (reader, one GET).
 
-A key is ``watchllm:cache:exact:v1:{<project_id>}:<sha256 of the canonical request>``.
+A key is ``watchllm:cache:exact:v2:{<project_id>}:<sha256 of the canonical request>``.
 The project id is the Redis Cluster hash tag, so one project's entries live together and
 ``cache flush --project`` is a scan of one tag. Bump ``CACHE_KEY_VERSION`` whenever the
 canonical form changes: old entries then simply stop matching and expire.
 
 The canonical request is the JSON body with the fields that cannot change the answer
-removed, serialised with sorted keys. Everything else (messages, system prompt, tools,
-temperature, seed, n, response_format, ...) is part of the key, so an exact hit can
-only ever return the answer to the very same question.
+removed, plus the provider headers the gateway forwards upstream (``anthropic-version``,
+``anthropic-beta``, ``openai-beta``: they select API versions and beta features, such as
+a longer context or output), serialised with sorted keys. Everything else (messages,
+system prompt, tools, temperature, seed, n, response_format, ...) is part of the key, so
+an exact hit can only ever return the answer to the very same question. Which headers
+are forwarded is the gateway's business (``cache_flow.forwarded_headers``): callers pass
+them, lower-cased, with their exact values. v2 added them; v1 entries stop matching.
+
+Beside the entries, two kinds of markers (same hash tag as the project's entries, so a
+store can check them and write its entry in one script, also on Redis Cluster) stop a
+store queued before a flush or a deletion from bringing the entry back
+(``flush_marker_key``, ``delete_marker_key``; see the cache service's ``stores``).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from uuid import UUID
 
 import orjson
 
-CACHE_KEY_VERSION = 1
+CACHE_KEY_VERSION = 2
 
 _EXACT_KEY = re.compile(r"^watchllm:cache:exact:v\d+:\{([0-9a-f-]{36})\}:[0-9a-f]{64}$")
 
@@ -30,20 +39,45 @@ _EXACT_KEY = re.compile(r"^watchllm:cache:exact:v\d+:\{([0-9a-f-]{36})\}:[0-9a-f
 _NON_SEMANTIC_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
 
 
-def canonical_request(endpoint: str, body: Mapping[str, Any]) -> bytes:
-    """The bytes the exact cache hashes: endpoint plus answer-shaping fields, sorted."""
+def _headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    return {k.lower(): v for k, v in (headers or {}).items()}
+
+
+def canonical_request(
+    endpoint: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> bytes:
+    """The bytes the exact cache hashes: endpoint, forwarded provider headers and
+    answer-shaping fields, sorted."""
     kept = {k: v for k, v in body.items() if k not in _NON_SEMANTIC_FIELDS}
-    return orjson.dumps({"endpoint": endpoint, "body": kept}, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps({"endpoint": endpoint, "headers": _headers(headers), "body": kept},
+                        option=orjson.OPT_SORT_KEYS)  # fmt: skip
 
 
-def exact_cache_key(project_id: UUID, endpoint: str, body: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256(canonical_request(endpoint, body)).hexdigest()
+def exact_cache_key(
+    project_id: UUID,
+    endpoint: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> str:
+    """``headers``: the provider headers forwarded upstream with the request."""
+    digest = hashlib.sha256(canonical_request(endpoint, body, headers)).hexdigest()
     return f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project_id}}}:{digest}"
 
 
 def project_cache_pattern(project_id: UUID) -> str:
     """SCAN pattern matching every exact entry of one project (for flushes)."""
     return f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project_id}}}:*"
+
+
+def flush_marker_key(project_id: UUID) -> str:
+    """The store-stream id up to which a flush of the project discarded queued stores."""
+    return f"watchllm:cache:flushed:{{{project_id}}}"
+
+
+def delete_marker_key(exact_key: str) -> str:
+    """The store-stream id up to which a deletion of ``exact_key`` discarded queued
+    stores. Its hash tag is the exact key's (the first ``{...}`` in it)."""
+    return f"watchllm:cache:deleted:{exact_key}"
 
 
 def project_of_exact_key(key: str) -> UUID | None:
@@ -63,13 +97,15 @@ def _text_of(content: Any) -> str | None:
     return None
 
 
-def semantic_parts(endpoint: str, body: Mapping[str, Any]) -> tuple[str, str] | None:
+def semantic_parts(
+    endpoint: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> tuple[str, str] | None:
     """(scope, question) for the semantic layer, or None when it must not apply.
 
     The question is the last message's text; it must come from the user. The scope is
-    a hash of everything else that shapes the answer — endpoint, model, system prompt,
-    every earlier turn, tools, temperature, n, seed, response format… — so a semantic
-    hit can only ever match within an identical context.
+    a hash of everything else that shapes the answer — endpoint, forwarded provider
+    headers, model, system prompt, every earlier turn, tools, temperature, n, seed,
+    response format… — so a semantic hit can only ever match within an identical context.
     """
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -83,6 +119,7 @@ def semantic_parts(endpoint: str, body: Mapping[str, Any]) -> tuple[str, str] | 
     context = {k: v for k, v in body.items() if k not in _NON_SEMANTIC_FIELDS}
     context["messages"] = messages[:-1]
     canonical = orjson.dumps(
-        {"endpoint": endpoint, "context": context}, option=orjson.OPT_SORT_KEYS
+        {"endpoint": endpoint, "headers": _headers(headers), "context": context},
+        option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(canonical).hexdigest(), question
