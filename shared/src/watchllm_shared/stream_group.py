@@ -43,15 +43,23 @@ async def claim_stale(
     max_deliveries: int,
     count: int,
 ) -> tuple[list[Entry], list[Entry]]:
-    """(entries to retry, entries past ``max_deliveries``), both now owned by ``consumer``."""
+    """(entries to retry, entries past ``max_deliveries``), both now owned by ``consumer``.
+
+    Delivery counts are read entry by entry (one pipelined XPENDING each): a range query
+    over the claimed ids would also list entries other consumers hold between them, and
+    with a count of the claimed entries it ran out before reaching the later ones, whose
+    counts then read as 0 — a poison entry retried forever instead of dead-lettered.
+    """
     reply: Any = await redis.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=count)
     entries: list[Entry] = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
     if not entries:
         return [], []
-    pending: Any = await redis.xpending_range(
-        stream, group, min=entries[0][0], max=entries[-1][0], count=len(entries)
-    )
-    deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+    async with redis.pipeline(transaction=False) as pipe:
+        for entry_id, _ in entries:
+            pipe.xpending_range(stream, group, min=entry_id, max=entry_id, count=1,
+                                consumername=consumer)  # fmt: skip
+        replies: list[Any] = await pipe.execute()
+    deliveries = {p["message_id"]: int(p["times_delivered"]) for reply_ in replies for p in reply_}
     retry = [e for e in entries if deliveries.get(e[0], 0) <= max_deliveries]
     exhausted = [e for e in entries if deliveries.get(e[0], 0) > max_deliveries]
     return retry, exhausted
