@@ -61,60 +61,75 @@ class SessionStore:
         self._policy = policy or SessionPolicy()
 
     async def sign_in(self, username: str, password: str) -> SignedIn:
-        """A new session, or AuthenticationError (the same message whatever went wrong)."""
+        """A new session, or AuthenticationError (the same message whatever went wrong).
+
+        One sign-in per user at a time: the user's row stays locked (``FOR UPDATE``) from
+        reading its hash to opening the session. Without that, a burst of guesses all
+        read "not locked" before any scrypt ended — every guess was judged, not five, and
+        the right one cleared the lock the wrong ones had just set — and a password
+        change or disable committed during the scrypt was undone by the rehash or
+        outlived by the session opened with the old password. A change now waits for the
+        sign-in in flight, then ends its session like every other.
+        """
         try:
             name = normalise_username(username)
         except InvalidInputError:
             name = ""
-        row = await self._pool.fetchrow(
-            "SELECT id, username, role, created_at, disabled_at, password_hash,"
-            " locked_until > now() AS locked FROM users WHERE username = $1",
-            name,
-        )
-        stored = row["password_hash"] if row is not None else DUMMY_HASH
-        matches = await asyncio.to_thread(verify_password, password, stored)
-        if row is None:
-            raise AuthenticationError(_REFUSED)
-        actor = f"dashboard:{row['username']}"
-        if not matches or row["locked"] or row["disabled_at"] is not None:
-            await self._refuse(row, actor, wrong_password=not matches)
-            raise AuthenticationError(_REFUSED)
-        if needs_rehash(stored):
-            new_hash = await asyncio.to_thread(hash_password, password)
-            await self._pool.execute(
-                "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
+        signed_in: SignedIn | None = None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT id, username, role, created_at, disabled_at, password_hash,"
+                " locked_until > now() AS locked FROM users WHERE username = $1 FOR UPDATE",
+                name,
             )
-        return await self._open_session(row, actor)
+            stored = row["password_hash"] if row is not None else DUMMY_HASH
+            matches = await asyncio.to_thread(verify_password, password, stored)
+            if row is None:
+                raise AuthenticationError(_REFUSED)
+            actor = f"dashboard:{row['username']}"
+            if not matches or row["locked"] or row["disabled_at"] is not None:
+                await self._refuse(conn, row, actor, wrong_password=not matches)
+            else:
+                if needs_rehash(stored):
+                    new_hash = await asyncio.to_thread(hash_password, password)
+                    await conn.execute(
+                        "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
+                    )
+                signed_in = await self._open_session(conn, row, actor)
+        if signed_in is None:  # raised after the commit: the refusal is counted and audited
+            raise AuthenticationError(_REFUSED)
+        return signed_in
 
-    async def _refuse(self, row: asyncpg.Record, actor: str, wrong_password: bool) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            if wrong_password:
-                await conn.execute(
-                    "UPDATE users SET"
-                    " locked_until = CASE WHEN failed_sign_ins + 1 >= $2 THEN now() + $3"
-                    " ELSE locked_until END,"
-                    " failed_sign_ins = CASE WHEN failed_sign_ins + 1 >= $2 THEN 0"
-                    " ELSE failed_sign_ins + 1 END WHERE id = $1",
-                    row["id"], MAX_FAILED_SIGN_INS, LOCKOUT,
-                )  # fmt: skip
-            reason = "wrong password" if wrong_password else (
-                "disabled" if row["disabled_at"] is not None else "locked")  # fmt: skip
-            await audit(conn, actor, "user.sign_in_refused", None, None,
-                        {"username": row["username"], "reason": reason})  # fmt: skip
-
-    async def _open_session(self, row: asyncpg.Record, actor: str) -> SignedIn:
-        token = secrets.token_urlsafe(32)
-        async with self._pool.acquire() as conn, conn.transaction():
+    async def _refuse(
+        self, conn: asyncpg.Connection, row: asyncpg.Record, actor: str, wrong_password: bool
+    ) -> None:
+        if wrong_password:
             await conn.execute(
-                "UPDATE users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1",
-                row["id"],
-            )
-            expires_at = await conn.fetchval(
-                "INSERT INTO dashboard_sessions (token_hash, user_id, expires_at)"
-                " VALUES ($1, $2, now() + LEAST($3::interval, $4::interval)) RETURNING expires_at",
-                _token_hash(token), row["id"], self._policy.idle, self._policy.lifetime,
+                "UPDATE users SET"
+                " locked_until = CASE WHEN failed_sign_ins + 1 >= $2 THEN now() + $3"
+                " ELSE locked_until END,"
+                " failed_sign_ins = CASE WHEN failed_sign_ins + 1 >= $2 THEN 0"
+                " ELSE failed_sign_ins + 1 END WHERE id = $1",
+                row["id"], MAX_FAILED_SIGN_INS, LOCKOUT,
             )  # fmt: skip
-            await audit(conn, actor, "user.sign_in", None, None, {"username": row["username"]})
+        reason = "wrong password" if wrong_password else (
+            "disabled" if row["disabled_at"] is not None else "locked")  # fmt: skip
+        await audit(conn, actor, "user.sign_in_refused", None, None,
+                    {"username": row["username"], "reason": reason})  # fmt: skip
+
+    async def _open_session(
+        self, conn: asyncpg.Connection, row: asyncpg.Record, actor: str
+    ) -> SignedIn:
+        token = secrets.token_urlsafe(32)
+        await conn.execute(
+            "UPDATE users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1", row["id"]
+        )
+        expires_at = await conn.fetchval(
+            "INSERT INTO dashboard_sessions (token_hash, user_id, expires_at)"
+            " VALUES ($1, $2, now() + LEAST($3::interval, $4::interval)) RETURNING expires_at",
+            _token_hash(token), row["id"], self._policy.idle, self._policy.lifetime,
+        )  # fmt: skip
+        await audit(conn, actor, "user.sign_in", None, None, {"username": row["username"]})
         return SignedIn(token=token, user=user_from_row(row), expires_at=expires_at)
 
     async def session_user(self, token: str) -> User | None:

@@ -1,0 +1,62 @@
+"""Dashboard sign-ins racing each other and password changes, against the real
+Postgres: the lockout counts every guess, and a password change always wins."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.conftest import unique
+from watchllm_shared.accounts import AuthenticationError, Role, SessionStore, UserStore
+from watchllm_shared.accounts.passwords import ScryptParams, hash_password, verify_password
+from watchllm_shared.accounts.sessions import MAX_FAILED_SIGN_INS
+
+pytestmark = pytest.mark.integration
+
+OLD, NEW = "correct horse battery staple", "a new passphrase after a leak"
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    connections = await asyncpg.create_pool(database_url, min_size=2, max_size=16)
+    yield connections
+    await connections.close()
+
+
+async def test_a_burst_of_guesses_is_judged_five_at_a_time(pool: asyncpg.Pool) -> None:
+    name = unique("victim")
+    await UserStore(pool).create_user(name, OLD, Role.ADMIN)
+    sessions = SessionStore(pool)
+    wrong = [asyncio.create_task(sessions.sign_in(name, f"guess-{i}-xxxxxxxx"))
+             for i in range(2 * MAX_FAILED_SIGN_INS + 1)]  # fmt: skip
+    await asyncio.sleep(0.1)  # all of them in flight before the right one arrives
+    right = asyncio.create_task(sessions.sign_in(name, OLD))
+    results = await asyncio.gather(*wrong, right, return_exceptions=True)
+    assert all(isinstance(r, AuthenticationError) for r in results)  # locked by then
+    assert await pool.fetchval("SELECT locked_until > now() FROM users WHERE username = $1", name)
+    assert await pool.fetchval(
+        "SELECT count(*) FROM dashboard_sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE u.username = $1", name,
+    ) == 0  # fmt: skip
+
+
+async def test_a_password_change_during_a_sign_in_wins(pool: asyncpg.Pool) -> None:
+    name = unique("bob")
+    users, sessions = UserStore(pool), SessionStore(pool)
+    await users.create_user(name, OLD, Role.VIEWER)
+    # An older hash: the sign-in in flight also rewrites it (the rehash path).
+    older = await asyncio.to_thread(hash_password, OLD, ScryptParams(log2_n=16))
+    await pool.execute("UPDATE users SET password_hash = $2 WHERE username = $1", name, older)
+    signing_in = asyncio.create_task(sessions.sign_in(name, OLD))
+    await asyncio.sleep(0.05)  # inside the scrypt of the old password
+    await users.set_password(name, NEW)
+    signed_in = await signing_in
+    assert await sessions.session_user(signed_in.token) is None  # ended by the change
+    stored = await pool.fetchval("SELECT password_hash FROM users WHERE username = $1", name)
+    assert await asyncio.to_thread(verify_password, NEW, stored)
+    assert (await sessions.sign_in(name, NEW)).user.username == name
+    with pytest.raises(AuthenticationError):
+        await sessions.sign_in(name, OLD)
