@@ -4,6 +4,7 @@ Postgres: the lockout counts every guess, and a password change always wins."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -60,3 +61,20 @@ async def test_a_password_change_during_a_sign_in_wins(pool: asyncpg.Pool) -> No
     assert (await sessions.sign_in(name, NEW)).user.username == name
     with pytest.raises(AuthenticationError):
         await sessions.sign_in(name, OLD)
+
+
+async def test_a_sign_in_deletes_sessions_that_ended_a_week_ago(pool: asyncpg.Pool) -> None:
+    name = unique("tidy")
+    await UserStore(pool).create_user(name, OLD, Role.VIEWER)
+    user_id = await pool.fetchval("SELECT id FROM users WHERE username = $1", name)
+    old, recent = (hashlib.sha256(f"{what}-{name}".encode()).digest() for what in "or")
+    await pool.execute(
+        "INSERT INTO dashboard_sessions (token_hash, user_id, created_at, expires_at)"
+        " VALUES ($1, $2, now() - interval '9 days', now() - interval '8 days'),"
+        " ($3, $2, now() - interval '2 days', now() - interval '1 day')",
+        old, user_id, recent,
+    )  # fmt: skip
+    await SessionStore(pool).sign_in(name, OLD)
+    rows = await pool.fetch("SELECT token_hash FROM dashboard_sessions WHERE user_id = $1", user_id)
+    left = {row[0] for row in rows}
+    assert len(left) == 2 and recent in left and old not in left  # the new one and `recent`

@@ -8,7 +8,8 @@
   session is neither ended nor expired and the user is enabled, and slides the expiry
   (``idle`` after the last view, never past ``lifetime`` after sign-in).
 - ``sign_out`` ends the session; disabling a user or changing their password ends all
-  of theirs (``users``).
+  of theirs (``users``). Sessions that ended or expired a week ago are deleted at each
+  successful sign-in (``purge_expired``), so the table does not grow without bound.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class SessionStore:
                 signed_in = await self._open_session(conn, row, actor)
         if signed_in is None:  # raised after the commit: the refusal is counted and audited
             raise AuthenticationError(_REFUSED)
+        # Sign-ins are rare (people), and nothing else removes old rows: tidy here.
+        await self.purge_expired()
         return signed_in
 
     async def _refuse(
@@ -154,7 +157,8 @@ class SessionStore:
     async def purge_expired(self, older_than: timedelta = timedelta(days=7)) -> int:
         """Delete sessions that ended or expired more than ``older_than`` ago."""
         result: str = await self._pool.execute(
-            "DELETE FROM dashboard_sessions WHERE coalesce(ended_at, expires_at) < now() - $1",
+            "DELETE FROM dashboard_sessions"
+            " WHERE coalesce(ended_at, expires_at) < now() - $1::interval",
             older_than,
         )
         return int(result.split()[-1])
