@@ -130,9 +130,18 @@ def _fake_routes(fake_url: str) -> str:
 def run_up(
     settings: CliSettings, fake_provider: bool, replicas: Mapping[str, int] | None = None
 ) -> None:
-    from watchllm_shared.accounts import migrate as migrations
 
     plan = plan_for(settings, replicas or {})  # refuses a bad --replicas before anything runs
+    _stop_on_signals()
+    try:
+        _run(settings, fake_provider, plan)
+    except KeyboardInterrupt:
+        pass  # asked to stop, whatever the phase: the finally blocks stopped everything
+
+
+def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
+    from watchllm_shared.accounts import migrate as migrations
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with _stores(settings) as (redis_url, database_url):
         migrations.upgrade(database_url)
@@ -206,19 +215,28 @@ def _announce(gateway_url: str, data_dir: Path) -> None:
     click.echo("Press Ctrl-C to stop everything.")
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT raise ``KeyboardInterrupt`` from the first step on, so the
+    ``finally`` blocks stop whatever was started — also while services are still
+    starting. Without this a SIGTERM during start-up ended ``up`` at once and left every
+    child running (they run in sessions of their own, so nothing else stops them), and
+    the next ``up`` then failed on the cache index's lock. SIGINT explicitly too: a shell
+    that started ``up`` in the background ignores it. A second signal during the
+    clean-up is ignored, so it cannot cut the clean-up short (SIGKILL still can)."""
+
+    def _raise(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, _raise)
+
+
 def _supervise(stack: Stack) -> None:
-    stopping = False
-
-    def _request_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    # Explicit handlers: a shell that started `up` in the background ignores SIGINT,
-    # and Python then never raises KeyboardInterrupt.
-    signal.signal(signal.SIGTERM, _request_stop)
-    signal.signal(signal.SIGINT, _request_stop)
+    """Until a signal (``KeyboardInterrupt``, see ``_stop_on_signals``) or a child dies."""
     try:
-        while not stopping:
+        while True:
             dead = stack.first_dead()
             if dead is not None:
                 raise click.ClickException(
