@@ -1,6 +1,7 @@
 """The hot-path Redis commands the limiter ask runs on (``PackedCommands``), against a
 real Redis: replies as redis-py gives them, connections kept only while in step, a
-stale connection replaced, a command cut off by its caller never answering the next."""
+stale connection replaced, a command cut off by its caller never answering the next, and
+pipelines that raise their first error reply or, asked to, give each command's outcome."""
 
 from __future__ import annotations
 
@@ -75,6 +76,8 @@ async def test_redis_down_is_a_connection_error() -> None:
     commands = PackedCommands(client)
     with pytest.raises(RedisConnectionError):
         await commands.call("PING")
+    with pytest.raises(RedisConnectionError):  # unknown what ran: never a list of outcomes
+        await commands.call_many([("PING",), ("PING",)], raise_errors=False)
     await commands.aclose()
     await client.aclose()
 
@@ -90,5 +93,25 @@ async def test_a_pipeline_reads_every_reply_and_raises_its_first_error(
     assert await redis.get(counter) == b"4"  # the commands around the error did run
     connection = await commands.call("CLIENT", "ID")
     assert await commands.call("GET", counter) == b"4"  # in step: no leftover reply
+    assert await commands.call("CLIENT", "ID") == connection
+    await redis.delete(counter, text)
+
+
+async def test_a_pipeline_can_give_each_commands_outcome_instead_of_raising(
+    redis: aioredis.Redis, commands: PackedCommands
+) -> None:
+    counter, text = f"test:packed:{uuid.uuid4().hex}", f"test:packed:{uuid.uuid4().hex}"
+    await redis.set(text, b"not a number")
+    replies = await commands.call_many(
+        [("INCR", counter), ("INCR", text), ("INCR", counter), ("GET", text)],
+        raise_errors=False,
+    )
+    assert len(replies) == 4
+    assert replies[0] == 1 and replies[2] == 2 and replies[3] == b"not a number"
+    assert isinstance(replies[1], ResponseError) and "not an integer" in str(replies[1])
+    assert await redis.get(counter) == b"2"  # the others ran, each once
+    assert await commands.call_many([("INCR", counter)], raise_errors=False) == [3]
+    connection = await commands.call("CLIENT", "ID")
+    assert await commands.call("GET", counter) == b"3"  # in step: no leftover reply
     assert await commands.call("CLIENT", "ID") == connection
     await redis.delete(counter, text)

@@ -26,6 +26,10 @@ Failure modes, enforced here:
   admits more).
 - ``call_many`` pipelines: one write, every reply read even when some are errors, then
   the first error raised; a retry on a stale connection sends the whole batch again.
+  ``call_many(..., raise_errors=False)`` raises no error reply: each failed command's
+  ``ResponseError`` stands in its place among the replies, so a caller can resend only
+  the commands that failed (the others did run). A connection error still raises: which
+  commands ran before it is unknown.
 - At most ``max_connections`` commands (or pipelines) are in flight; more wait for a free slot (the
   caller's deadline bounds the wait).
 """
@@ -55,13 +59,26 @@ class PackedCommands:
         """Run one command; its reply as redis-py's parser gives it (bytes, ints, lists)."""
         command: Any = args  # hiredis's stub types the argument as a 1-tuple
         (reply,) = await self._execute(hiredis.pack_command(command), 1)
+        if isinstance(reply, ResponseError):
+            raise reply
         return reply
 
-    async def call_many(self, commands: Sequence[Sequence[Argument]]) -> list[Any]:
+    async def call_many(
+        self, commands: Sequence[Sequence[Argument]], *, raise_errors: bool = True
+    ) -> list[Any]:
         """Pipeline ``commands`` in one write; their replies in order. Every reply is
-        read before the first error reply, if any, is raised (the others did run)."""
+        read before the first error reply, if any, is raised (the others did run).
+
+        With ``raise_errors=False`` no error reply is raised: a failed command's reply is
+        its ``ResponseError`` instance, in its place. Connection errors and timeouts are
+        raised either way (how many of the commands ran is then unknown)."""
         packed = b"".join(hiredis.pack_command(tuple(command)) for command in commands)  # type: ignore[arg-type]
-        return await self._execute(packed, len(commands))
+        replies = await self._execute(packed, len(commands))
+        if raise_errors:
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+        return replies
 
     async def _execute(self, packed: bytes, count: int) -> list[Any]:
         async with self._slots:
@@ -86,10 +103,7 @@ class PackedCommands:
             await connection.disconnect(nowait=True)
             raise
         self._idle.append(connection)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies
+        return replies  # error replies as ResponseError instances, in their places
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []

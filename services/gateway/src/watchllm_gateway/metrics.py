@@ -40,7 +40,8 @@ class GatewayMetrics:
         )  # fmt: skip
         self.cache_stores = PublisherMetrics(
             Counter("watchllm_cache_stores_published", "Answers sent to be cached.", registry=r),
-            Counter("watchllm_cache_stores_dropped", "Answers not cached: buffer full.",
+            Counter("watchllm_cache_stores_dropped",
+                    "Answers not cached: buffer full, or Redis unreachable at shutdown.",
                     registry=r),
             Gauge("watchllm_cache_stores_buffered", "Answers waiting to be sent.", registry=r),
             Counter("watchllm_cache_store_publish_errors", "Failed store writes.", registry=r),
@@ -69,7 +70,8 @@ class GatewayMetrics:
         )
         self.events_dropped = Counter(
             "watchllm_events_dropped",
-            "Events dropped because the in-process buffer was full (Redis down too long).",
+            "Events never written: the in-process buffer was full (Redis down too long), or"
+            " Redis was still unreachable when the gateway shut down.",
             registry=r,
         )
         self.events_buffered = Gauge(

