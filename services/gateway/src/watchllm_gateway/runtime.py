@@ -55,7 +55,7 @@ async def open_runtime(
     stack.push_async_callback(commands.aclose)
     # min_size=0: the gateway starts (and answers /livez) even while Postgres is down.
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        settings.database_url, min_size=0, max_size=10, command_timeout=5
+        settings.database_url, min_size=0, max_size=10, command_timeout=5, timeout=5
     )
     stack.push_async_callback(pool.close)
     http = create_http_session(settings)
@@ -86,6 +86,7 @@ async def open_runtime(
             metrics,
             ttl=settings.key_cache_ttl_seconds,
             stale=settings.key_cache_stale_seconds,
+            timeout=settings.key_lookup_timeout_seconds,
         ),
         router=router,
         upstream=UpstreamClient(

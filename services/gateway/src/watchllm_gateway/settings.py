@@ -116,6 +116,12 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         ge=0,
         description="While Postgres is unreachable, keep serving keys seen this recently.",
     )
+    key_lookup_timeout_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Deadline of one key lookup in Postgres; past it, the lookup counts as"
+        " an outage (stale answer or 503).",
+    )
     event_buffer_size: int = Field(default=100_000, gt=0)
     events_stream: str = Field(
         default=Stream.REQUESTS_COMPLETED.value,
