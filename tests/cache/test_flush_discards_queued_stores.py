@@ -74,13 +74,6 @@ class Streams:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def streams(redis: aioredis.Redis) -> AsyncIterator[Streams]:
     s = Streams(redis)
     yield s

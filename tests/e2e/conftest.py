@@ -48,6 +48,17 @@ def gateway_env(
     }
 
 
+def gateway_in_front_of(
+    upstream_url: str, redis_url: str, database_url: str, log_dir: Path
+) -> Iterator[Gateway]:
+    """A gateway process routing every model to ``upstream_url``, with its own events
+    stream; stopped when the generator is closed (a fixture's teardown)."""
+    stream = f"test.requests.{uuid.uuid4().hex}"
+    process = start_gateway(gateway_env(upstream_url, redis_url, database_url, stream), log_dir)
+    yield Gateway(process, stream, process.url)
+    process.stop()
+
+
 @pytest.fixture(scope="module")
 def gateway(
     fake_provider: ServiceProcess,
@@ -56,11 +67,7 @@ def gateway(
     log_dir: Path,
     limiter_library: None,
 ) -> Iterator[Gateway]:
-    stream = f"test.requests.{uuid.uuid4().hex}"
-    env = gateway_env(fake_provider.url, redis_url, database_url, stream)
-    process = start_gateway(env, log_dir)
-    yield Gateway(process, stream, process.url)
-    process.stop()
+    yield from gateway_in_front_of(fake_provider.url, redis_url, database_url, log_dir)
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +92,4 @@ def misbehaving_gateway(
     limiter_library: None,
 ) -> Iterator[Gateway]:
     """A gateway whose routes (``gpt-*``, ``claude-*``) lead to the misbehaving provider."""
-    stream = f"test.requests.{uuid.uuid4().hex}"
-    env = gateway_env(misbehaving_provider.url, redis_url, database_url, stream)
-    process = start_gateway(env, log_dir)
-    yield Gateway(process, stream, process.url)
-    process.stop()
+    yield from gateway_in_front_of(misbehaving_provider.url, redis_url, database_url, log_dir)

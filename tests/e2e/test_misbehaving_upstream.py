@@ -4,7 +4,6 @@ against ``tests.support.misbehaving_provider``; the model name picks the behavio
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import Gateway, gateway_env
+from tests.e2e.conftest import Gateway, gateway_in_front_of
 from tests.support.events import wait_for_events
-from tests.support.processes import ServiceProcess, free_port, start_gateway
+from tests.support.processes import ServiceProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -90,11 +89,8 @@ def unreachable_gateway(
     redis_url: str, database_url: str, log_dir: Path, limiter_library: None
 ) -> Iterator[Gateway]:
     """A gateway whose provider's port has nothing listening."""
-    stream = f"test.requests.{uuid.uuid4().hex}"
-    env = gateway_env(f"http://127.0.0.1:{free_port()}", redis_url, database_url, stream)
-    process = start_gateway(env, log_dir)
-    yield Gateway(process, stream, process.url)
-    process.stop()
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    yield from gateway_in_front_of(nowhere, redis_url, database_url, log_dir)
 
 
 def test_a_provider_that_cannot_be_reached_is_tried_again_then_502(
