@@ -1,8 +1,17 @@
 """Session-wide real servers: Redis and Postgres (see tests/support/servers.py for where
-they come from), a migrated database of the session's own, and the fake provider."""
+they come from), a migrated database of the session's own, and the fake provider.
+
+Each session gets a temporary root of its own (``--basetemp``, unless given): pytest
+resets its shared ``/tmp/pytest-of-<user>`` to mode 0700 whenever a session starts, and
+the embedded Postgres runs as another account that needs to pass through it — so a
+second pytest started meanwhile made a running session's initdb fail with "Permission
+denied". The folder is removed when the session passes and kept for a look when not.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +25,21 @@ from tests.support.servers import fresh_database, provide_postgres, provide_redi
 from watchllm_limiter.library import library_source
 from watchllm_shared.accounts import AccountStore, Plan
 from watchllm_shared.accounts import migrate as migrations
+
+_OWN_BASETEMP = "_watchllm_own_basetemp"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="watchllm-pytest-")
+        setattr(config, _OWN_BASETEMP, config.option.basetemp)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    own = getattr(session.config, _OWN_BASETEMP, None)
+    if own is not None and exitstatus == 0:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
