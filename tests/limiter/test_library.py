@@ -295,3 +295,36 @@ async def test_members_in_an_old_or_unreadable_form_do_not_break_checks(
     rebuilt = await subject.check(T0 + 61_500)
     assert not rebuilt.allowed and rebuilt.retry_after_ms == 59_500
     assert await redis.get(total_key) == b"100000000000000"  # in digits, not 1e+14
+
+
+async def test_a_limit_of_zero_refuses_instead_of_breaking_the_check(
+    redis: aioredis.Redis,
+) -> None:
+    subject = Subject(redis)
+    await subject.limits(key_rpm=0, day=1000)  # the database forbids it; a hand edit may not
+    decision = await subject.check(T0)  # before: a Lua error, which the gateway fails open on
+    assert not decision.allowed and decision.retry_after_ms == 60_000
+    assert await redis.hgetall(check_keys(subject.project, subject.key)[1]) == {}  # no day count
+
+
+async def test_a_refusal_reports_the_limit_that_refused_it(redis: aioredis.Redis) -> None:
+    subject = Subject(redis)
+    await subject.limits(day=2, key_rpm=1)
+    assert (await subject.check(T0)).allowed
+    refused = await subject.check(T0 + 1000)  # day: 1 left; key rpm: full
+    assert not refused.allowed and refused.requests_remaining == 0
+    assert refused.request_limit == 1 and refused.requests_reset_ms == 59_000
+
+
+async def test_a_running_total_never_outlives_its_log(redis: aioredis.Redis) -> None:
+    subject = Subject(redis)
+    await subject.limits(key_tpm=1000)
+    keys = check_keys(subject.project, subject.key)
+    key_log, key_total = keys[5], keys[7]
+    assert await subject.charge("e1", 500, T0, T0) == 1
+    await redis.delete(key_total)  # lost (eviction, a flush): rebuilt from the log
+    assert (await subject.check(T0 + 1)).tokens_remaining == 500
+    assert 0 < await redis.pttl(key_total) <= await redis.pttl(key_log)
+    await redis.delete(key_log)  # the log expired first: nothing is left in the window
+    assert (await subject.check(T0 + 2)).tokens_remaining == 1000
+    assert await redis.exists(key_total) == 0

@@ -16,7 +16,7 @@
 -- before any is charged, inside one atomic function call.
 -- All keys of one call share the project's hash tag, so Redis Cluster works.
 
-local VERSION = 4
+local VERSION = 5
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
 -- Largest charge taken: a Lua number (a double) holds every integer up to 2^53 - 1
@@ -36,6 +36,9 @@ end
 
 -- Sliding log of admissions: {allowed, remaining_after, reset_ms, retry_ms}.
 local function check_log(key, limit, now)
+  -- A limit of 0 or less admits nothing (the database forbids it; a hand-edited hash
+  -- must not turn into a Lua error, which the gateway would treat as "no limits").
+  if limit <= 0 then return {0, 0, MINUTE_MS, MINUTE_MS} end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
   local used = redis.call('ZCARD', key)
   if used < limit then
@@ -46,6 +49,7 @@ local function check_log(key, limit, now)
   end
   -- The slot that frees first for a new request: entry (used - limit), 0-based.
   local entry = redis.call('ZRANGE', key, used - limit, used - limit, 'WITHSCORES')
+  if not entry[2] then return {0, 0, MINUTE_MS, MINUTE_MS} end
   local retry = tonumber(entry[2]) + MINUTE_MS - now
   return {0, 0, retry, retry}
 end
@@ -53,7 +57,9 @@ end
 -- Sliding sum of token charges. The log (members "<event id>:<tokens>", scored by
 -- time) says when each charge leaves the window; a running total beside it keeps the
 -- check O(expired entries) instead of O(window). A missing total is rebuilt from the
--- log, so the two can never drift apart for long.
+-- log and expires with it (the log's PTTL); a total whose log has expired is dropped
+-- (nothing is left in the window), so a total that outlived its log cannot keep a
+-- project refused.
 -- Members are written with int() since version 4; up to version 3 a charge of 10^14
 -- tokens or more was written in exponent form ('<id>:1e+14'), which tonumber still
 -- reads. Anything unreadable or out of range counts as 0 tokens: one bad member must
@@ -67,13 +73,21 @@ end
 local function window_sum(key, total_key, now)
   local expired = redis.call('ZRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
   local total = redis.call('GET', total_key)
+  if total ~= false and redis.call('EXISTS', key) == 0 then
+    redis.call('DEL', total_key)
+    total = false
+  end
   if total == false then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now - MINUTE_MS)
     local sum = 0
     for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
       sum = sum + tokens_of(member)
     end
-    if sum > 0 then redis.call('SET', total_key, int(sum), 'PX', MINUTE_MS) end
+    if sum > 0 then
+      local ttl = redis.call('PTTL', key)
+      if ttl <= 0 then ttl = MINUTE_MS end
+      redis.call('SET', total_key, int(sum), 'PX', ttl)
+    end
     return sum
   end
   total = tonumber(total)
@@ -117,10 +131,13 @@ local function check_day(key, limit, now)
   return {0, 0, reset, reset}, day
 end
 
--- Keep the most constraining result of one kind (lowest remaining, then latest reset).
+-- Keep the most constraining result of one kind: lowest remaining, then a refusal
+-- over an admission (a 429's headers must name the limit that refused it), then the
+-- latest reset.
 local function tighter(current, candidate, limit)
   if current == nil or candidate[2] < current[2]
-     or (candidate[2] == current[2] and candidate[3] > current[3]) then
+     or (candidate[2] == current[2] and (candidate[1] < current[1]
+         or (candidate[1] == current[1] and candidate[3] > current[3]))) then
     return {candidate[1], candidate[2], candidate[3], candidate[4], limit}
   end
   return current
