@@ -23,6 +23,7 @@ from tests.support.events import wait_for_events
 from tests.support.processes import ServiceProcess, start_cache_service, start_gateway
 from watchllm_shared.cli.main import cli
 from watchllm_shared.contracts import CacheOutcome
+from watchllm_shared.contracts.limits import limits_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -219,3 +220,27 @@ def test_gateway_keeps_answering_when_the_cache_service_dies(
     # The first asks wait for the deadline (2 s here); then the gateway stops asking
     # a cache service that does not answer, and requests no longer wait.
     assert sum(d < 0.5 for d in durations) >= 6, durations
+
+
+def test_a_request_the_limiter_refuses_did_not_use_the_cache(
+    stack: Stack, database_url: str, redis_url: str
+) -> None:
+    key = new_key(database_url)
+    with sdk(stack, key) as client:
+        _, headers = ask(client, "What is the boiling point of water?")
+        (first,) = wait_for_events(redis_url, stack.stream,
+                                   lambda e: e.request_id == headers["x-request-id"])  # fmt: skip
+        assert first.project_id is not None
+        limits = redis.Redis.from_url(redis_url)
+        try:
+            limits.hset(limits_key(first.project_id), "rpm", 1)  # as the limiter syncs it
+            ask(client, "What is the freezing point of water?")  # the minute's one request
+            with pytest.raises(openai.RateLimitError) as refused:
+                ask(client, "What is the melting point of iron?")
+        finally:
+            limits.delete(limits_key(first.project_id))
+            limits.close()
+    request_id = refused.value.response.headers["x-request-id"]
+    (event,) = wait_for_events(redis_url, stack.stream, lambda e: e.request_id == request_id)
+    # Neither a hit nor a miss: the Cache page's hit rate counts only requests that asked.
+    assert event.http_status == 429 and event.cache is CacheOutcome.BYPASS

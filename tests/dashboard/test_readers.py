@@ -23,6 +23,7 @@ from watchllm_dashboard.data.analytics import (
     ServiceReader,
     frame,
 )
+from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.settings import DashboardSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +53,8 @@ def test_json_and_native_values_make_the_same_frame() -> None:
 def test_numbers_for_humans() -> None:
     assert [fmt.count(n) for n in (0, 999, 9_999, 12_345, 1_234_567, 2e9)] == [
         "0", "999", "9,999", "12.3k", "1.23M", "2B"]  # fmt: skip
+    # Rounding reaches the next step: never "1e+03k".
+    assert [fmt.count(n) for n in (999_500, 999_999, 999_999_999)] == ["1M", "1M", "1B"]
     assert [fmt.money(v) for v in (0, 0.000042, 0.42, 1234.5)] == [
         "$0.00", "$0.000042", "$0.42", "$1,234.50"]  # fmt: skip
     assert (fmt.percent(1, 3), fmt.percent(0, 0), fmt.percent(None, 5)) == ("33.3%", "—", "—")
@@ -117,3 +120,13 @@ def test_direct_clickhouse_reads_give_the_frames_the_service_gives(
     reader.close()
     assert {k: str(v) for k, v in log.dtypes.items()} == direct["log_dtypes"]
     assert direct["empty_log_rows"] == 0 and direct["empty_log_columns"] == list(log.columns)
+
+
+@pytest.mark.unit
+def test_a_window_is_whole_hours_like_the_hourly_rollup() -> None:
+    now = datetime(2026, 1, 2, 13, 59, tzinfo=UTC)
+    day = TimeWindow.last("Last 24 hours", now)
+    assert day.start == datetime(2026, 1, 1, 14, tzinfo=UTC) and day.end == now
+    assert len(day.hours()) == 24 and day.hours()[-1] == datetime(2026, 1, 2, 13, tzinfo=UTC)
+    hour = TimeWindow.last("Last hour", now)
+    assert hour.start == datetime(2026, 1, 2, 13, tzinfo=UTC) and len(hour.hours()) == 1

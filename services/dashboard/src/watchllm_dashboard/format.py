@@ -16,10 +16,14 @@ def count(value: float | None) -> str:
         return "—"
     assert value is not None
     number = float(value)
-    for threshold, size, suffix in ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+    steps = ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "k"))
+    for index, (threshold, size, suffix) in enumerate(steps):
         if abs(number) >= threshold:
-            scaled = number / size
-            return f"{scaled:.3g}{suffix}" if abs(scaled) < 1000 else f"{scaled:,.0f}{suffix}"
+            scaled = float(f"{number / size:.3g}")  # rounded first: 999,999 → 1000k
+            if abs(scaled) >= 1000 and index > 0:  # … so one step up: 1M
+                bigger_size, bigger_suffix = steps[index - 1][1], steps[index - 1][2]
+                return f"{float(f'{number / bigger_size:.3g}'):g}{bigger_suffix}"
+            return f"{scaled:g}{suffix}" if abs(scaled) < 1000 else f"{scaled:,.0f}{suffix}"
     return f"{number:,.0f}"
 
 

@@ -205,7 +205,6 @@ class Proxy:
         limit = self._limiter.check(exchange.grant, exchange.request_id) if self._limiter else None
         lookup = None
         if plan is not None and plan.policy.read and self._cache is not None:
-            exchange.cache = CacheOutcome.MISS
             lookup = self._cache.client.lookup(
                 exchange.request_id, plan.project_id, plan.exact_key, plan.semantic,
                 plan.policy.threshold, plan.policy.min_threshold,
@@ -218,8 +217,9 @@ class Proxy:
         )
         limit_headers, hit = outcomes
         if isinstance(limit_headers, BaseException):
-            raise limit_headers
+            raise limit_headers  # refused: the cache was not used (its outcome stays bypass)
         exchange.limit_headers = limit_headers or {}
+        exchange.cache = CacheOutcome.MISS  # a hit is marked by ``_serve_hit``
         return hit if isinstance(hit, CacheHit) else None
 
     def _serve_hit(self, exchange: Exchange, hit: CacheHit, include_usage: bool) -> Response:

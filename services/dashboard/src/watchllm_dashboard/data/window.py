@@ -1,4 +1,11 @@
-"""The time window every page reads: the last N hours up to now, in UTC."""
+"""The time window every page reads: the last N hours up to now, in UTC, as whole hours.
+
+The hourly figures (totals, charts, per model, per key) come from an hourly rollup and
+can only cover whole hours, while the request log can be cut anywhere. So a window
+starts on an hour: "Last 24 hours" is the current hour and the 23 before it. Started at
+``now - 24 h`` instead, the rollup counted a 25th hour (up to two hours for "Last hour")
+that the request log left out, and the pages disagreed.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +31,8 @@ class TimeWindow:
     @classmethod
     def last(cls, label: str, now: datetime | None = None) -> TimeWindow:
         end = now or datetime.now(UTC)
-        return cls(label, end - RANGES[label], end)
+        this_hour = end.replace(minute=0, second=0, microsecond=0)
+        return cls(label, this_hour - RANGES[label] + timedelta(hours=1), end)
 
     def hours(self) -> list[datetime]:
         """Every whole hour the hourly queries cover (they include both ends' hours)."""

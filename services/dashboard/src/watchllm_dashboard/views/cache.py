@@ -28,14 +28,19 @@ COLORS = {
 
 def _summary(ctx: PageContext, hourly: pd.DataFrame) -> None:
     assert ctx.project is not None
-    requests = hourly["requests"].sum()
     settings = ctx.actions.cache_settings(ctx.project.name)
     state = (f"on, {settings.mode} mode, entries kept {settings.ttl_seconds:,} s"
              if settings.enabled else "off")  # fmt: skip
     st.caption(f"Project **{ctx.project.name}** · cache {state} · {ctx.window.label.lower()}")
     cells = st.columns(4)
     hits = hourly["exact_hits"].sum() + hourly["semantic_hits"].sum()
-    cells[0].metric("Hit rate", fmt.percent(hits, requests), border=True)
+    asked = hits + hourly["misses"].sum()  # bypassed and refused requests never asked
+    cells[0].metric(
+        "Hit rate",
+        fmt.percent(hits, asked),
+        border=True,
+        help="Of the requests that asked the cache: hits / (hits + misses).",
+    )
     cells[1].metric("Exact hits", fmt.count(hourly["exact_hits"].sum()), border=True)
     cells[2].metric("Semantic hits", fmt.count(hourly["semantic_hits"].sum()), border=True)
     cells[3].metric("Saved", fmt.money(hourly["cost_saved_usd"].sum()), border=True)

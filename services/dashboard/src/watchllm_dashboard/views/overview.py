@@ -32,7 +32,9 @@ def _metrics(totals: dict[str, Any]) -> None:
     first, second = st.columns(4), st.columns(4)
     first[0].metric("Requests", fmt.count(requests), border=True)
     first[1].metric("Error rate", fmt.percent(totals["errors"], requests), border=True)
-    first[2].metric("Cache hit rate", fmt.percent(totals["cache_hits"], requests), border=True)
+    first[2].metric("From the cache", fmt.percent(totals["cache_hits"], requests), border=True,
+                    help="Share of all requests answered from the cache; the Cache page"
+                    " gives the hit rate of the requests that asked it.")  # fmt: skip
     first[3].metric("Spend", fmt.money(totals["cost_usd"]), border=True)
     second[0].metric("Saved by the cache", fmt.money(totals["cost_saved_usd"]), border=True)
     for cell, q in zip(second[1:], ("p50", "p95", "p99"), strict=True):
