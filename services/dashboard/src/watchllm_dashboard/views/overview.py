@@ -72,7 +72,8 @@ def _charts(hourly: pd.DataFrame) -> None:
         )
     with right:
         data["hit_rate"] = data["cache_hits"] / data["requests"].where(data["requests"] > 0)
-        charts.lines(data, {"hit_rate": "cache hit rate"}, "Cache hit rate", "share", ".0%")
+        charts.lines(data, {"hit_rate": "answered from the cache"}, "Answered from the cache",
+                     "share", ".0%")  # fmt: skip
 
 
 def _by_model(frame: pd.DataFrame) -> None:
@@ -87,7 +88,7 @@ def _by_model(frame: pd.DataFrame) -> None:
             "error rate": [
                 fmt.percent(e, r) for e, r in zip(frame["errors"], frame["requests"], strict=True)
             ],
-            "cache hit rate": [
+            "from cache": [
                 fmt.percent(h, r)
                 for h, r in zip(frame["cache_hits"], frame["requests"], strict=True)
             ],
