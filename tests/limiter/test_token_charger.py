@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -115,3 +115,21 @@ def test_the_bound_on_tokens_per_event() -> None:
     assert token_count_error(event(project, key, 0)) is None
     error = token_count_error(event(project, key, MAX_TOKENS_PER_EVENT))
     assert error is not None and "absurd" in error
+
+
+async def test_a_gateway_clock_behind_redis_does_not_shorten_the_window(
+    redis: aioredis.Redis,
+) -> None:
+    stream = f"test.limiter.{uuid.uuid4().hex}"
+    project, key = uuid.uuid4(), uuid.uuid4()
+    await redis.hset(limits_key(project), mapping={f"k:{key}:tpm": 1_000})
+    skewed = event(project, key, 1_000).model_copy(
+        update={"occurred_at": datetime.now(UTC) - timedelta(seconds=59)}
+    )  # a gateway whose clock runs 59 s behind Redis's
+    await redis.xadd(stream, skewed.to_stream_fields())  # type: ignore[arg-type]
+    await run_for(charger(redis, stream, "c1"), 0.5)
+    await asyncio.sleep(1.5)  # past the skewed clock's minute, well within Redis's
+    keys = check_keys(project, key)
+    reply = await redis.fcall(CHECK_FUNCTION, len(keys), *keys, str(key), 10**9, "m", "")
+    decision = LimitDecision.from_reply(reply)
+    assert not decision.allowed and decision.tokens_remaining == 0

@@ -60,6 +60,18 @@ def token_count_error(event: RequestCompleted) -> str | None:
     return None
 
 
+def published_ms(entry_id: bytes) -> int:
+    """When the gateway published the event, on Redis's clock: the entry id's milliseconds.
+
+    A charge is timed by this, not by the event's ``occurred_at``: that is the gateway's
+    own clock, and a gateway running 59 s behind Redis had its charges leave the
+    one-minute window a second after they landed — the tokens-per-minute limit let ~40
+    times its amount through. The gateway publishes right after the answer, so the two
+    differ by milliseconds when clocks agree, and only this one is the limiter's clock.
+    """
+    return int(entry_id.partition(b"-")[0])
+
+
 class TokenCharger:
     def __init__(
         self, redis: aioredis.Redis, metrics: LimiterMetrics, settings: LimiterSettings,
@@ -147,14 +159,13 @@ class TokenCharger:
         if not charges:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for _, event in charges:
+            for entry_id, event in charges:
                 assert event.project_id is not None and event.key_id is not None
                 tokens = event.prompt_tokens + event.completion_tokens
-                occurred_ms = int(event.occurred_at.timestamp() * 1000)
                 keys = charge_keys(event.project_id, event.key_id)
                 pipe.fcall(
                     CHARGE_FUNCTION, len(keys), *keys,
-                    str(event.key_id), str(event.event_id), tokens, occurred_ms, "",
+                    str(event.key_id), str(event.event_id), tokens, published_ms(entry_id), "",
                 )  # fmt: skip
             await pipe.execute()
         for _, event in charges:
