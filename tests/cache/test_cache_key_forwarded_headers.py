@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from watchllm_gateway.cache_flow import CachePlan, forwarded_headers, plan_cache
+from watchllm_gateway.cache_flow import CachePlan, plan_cache
 from watchllm_gateway.endpoints import CHAT_COMPLETIONS, MESSAGES, EndpointSpec
 from watchllm_gateway.settings import Route
-from watchllm_gateway.upstream import UpstreamClient
+from watchllm_gateway.upstream import UpstreamClient, provider_headers
 from watchllm_shared.accounts import KeyGrant, Plan
 from watchllm_shared.contracts.cache_keys import CACHE_KEY_VERSION
 
@@ -27,7 +27,7 @@ V = {"anthropic-version": "2023-06-01"}
 
 
 def plan(spec: EndpointSpec, body: dict[str, Any], headers: dict[str, str]) -> CachePlan:
-    planned = plan_cache(GRANT, spec, body, headers)
+    planned = plan_cache(GRANT, spec, body, headers, provider_headers(spec.api, headers))
     assert planned is not None and planned.semantic is not None
     return planned
 
@@ -72,6 +72,10 @@ def test_the_key_covers_exactly_what_upstream_sends(spec: EndpointSpec) -> None:
                 "anthropic-other": "z", "openai-organization": "org"}  # fmt: skip
     route = Route(pattern="*", provider=spec.api, base_url="http://127.0.0.1:1",
                   api_key=SecretStr("k"), models=())  # fmt: skip
-    sent = UpstreamClient._headers(route, incoming)
-    provider_headers = {k: v for k, v in sent.items() if k.startswith(("anthropic-", "openai-"))}
-    assert forwarded_headers(spec, incoming) == provider_headers
+    forwarded = provider_headers(spec.api, incoming)  # what the proxy hands to both
+    sent = UpstreamClient._headers(route, forwarded)
+    to_provider = {k: v for k, v in sent.items() if k.startswith(("anthropic-", "openai-"))}
+    assert forwarded == to_provider
+    assert plan(spec, CLAUDE if spec is MESSAGES else GPT, incoming).exact_key == plan_cache(
+        GRANT, spec, CLAUDE if spec is MESSAGES else GPT, {}, to_provider
+    ).exact_key  # fmt: skip

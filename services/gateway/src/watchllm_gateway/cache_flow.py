@@ -30,8 +30,6 @@ from watchllm_gateway.cache_shapes import replay_events, storable
 from watchllm_gateway.endpoints import CHAT_COMPLETIONS, MESSAGES, EndpointSpec
 from watchllm_gateway.event_stream import EventStreamResponse
 from watchllm_gateway.events import StreamPublisher
-from watchllm_gateway.settings import ProviderKind
-from watchllm_gateway.upstream import DEFAULT_ANTHROPIC_VERSION, PASSED_THROUGH_HEADERS
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts.cache import CachedAnswer, CacheStore
 from watchllm_shared.contracts.cache_keys import exact_cache_key, semantic_parts
@@ -55,34 +53,24 @@ class CachePlan:
     semantic: tuple[str, str] | None  # (scope, question)
 
 
-def forwarded_headers(spec: EndpointSpec, headers: Mapping[str, str]) -> dict[str, str]:
-    """The provider headers ``upstream`` sends with this request: its pass-through names
-    for the endpoint's provider (the route's provider is always the endpoint's), the last
-    value when one is repeated (as ``proxy`` builds them), and Anthropic's default
-    version when the caller gave none."""
-    names = PASSED_THROUGH_HEADERS[spec.api]
-    sent = {}
-    for name, value in headers.items():
-        if name.lower() in names:
-            sent[name.lower()] = value
-    if spec.api is ProviderKind.ANTHROPIC:
-        sent.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
-    return sent
-
-
 def plan_cache(
-    grant: KeyGrant, spec: EndpointSpec, body: dict[str, Any], headers: Mapping[str, str]
+    grant: KeyGrant,
+    spec: EndpointSpec,
+    body: dict[str, Any],
+    headers: Mapping[str, str],
+    forwarded: Mapping[str, str],
 ) -> CachePlan | None:
-    """None when the cache stays out of this request (then it is a ``bypass``)."""
+    """None when the cache stays out of this request (then it is a ``bypass``).
+    ``forwarded``: the provider headers sent upstream (``upstream.provider_headers``),
+    part of the key and the scope since they select API versions and beta features."""
     if spec.path not in _CACHED_ENDPOINTS:
         return None
     policy = cache_policy(grant.cache, headers)  # raises 400 on a malformed header
     if not policy.active:
         return None
-    sent = forwarded_headers(spec, headers)
-    semantic = semantic_parts(spec.path, body, sent) if policy.semantic else None
+    semantic = semantic_parts(spec.path, body, forwarded) if policy.semantic else None
     return CachePlan(policy, grant.project_id,
-                     exact_cache_key(grant.project_id, spec.path, body, sent),
+                     exact_cache_key(grant.project_id, spec.path, body, forwarded),
                      semantic)  # fmt: skip
 
 

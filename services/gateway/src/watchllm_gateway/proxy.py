@@ -60,7 +60,12 @@ from watchllm_gateway.tracing import (
     response_model,
     start_request_span,
 )
-from watchllm_gateway.upstream import UpstreamBodyError, UpstreamClient, UpstreamResponse
+from watchllm_gateway.upstream import (
+    UpstreamBodyError,
+    UpstreamClient,
+    UpstreamResponse,
+    provider_headers,
+)
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts import CacheOutcome, RequestStatus
 from watchllm_shared.contracts.cache import CacheStore
@@ -183,14 +188,14 @@ class Proxy:
             )
         route = self._router.resolve(model, spec.api)
         exchange.provider = route.provider.value
-        plan = plan_cache(exchange.grant, spec, body, headers) if self._cache else None
+        forwarded = provider_headers(spec.api, headers)  # the route's provider is spec.api
+        plan = plan_cache(exchange.grant, spec, body, headers, forwarded) if self._cache else None
         exchange.cache_plan = plan
         hit = await self._admit(exchange, plan)
         if hit is not None:
             return self._serve_hit(exchange, hit, wants_usage(body))
         upstream_body, caller_wants_usage = spec.prepare(body)
-        passed = {k: v for k, v in headers.items() if k.startswith(("anthropic-", "openai-"))}
-        answer = await self._upstream.send(route, spec.upstream_path, upstream_body, passed)
+        answer = await self._upstream.send(route, spec.upstream_path, upstream_body, forwarded)
         exchange.upstream_attempts = answer.attempts
         exchange.upstream_latency = answer.latency_seconds
         if answer.status >= 300:

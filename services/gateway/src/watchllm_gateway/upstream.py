@@ -41,11 +41,11 @@ from watchllm_gateway.settings import GatewaySettings, ProviderKind, Route
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 _MAX_RETRY_AFTER_SECONDS = 5.0
-PASSED_THROUGH_HEADERS = {
+_PASSED_THROUGH_HEADERS = {
     ProviderKind.OPENAI: ("openai-beta",),
     ProviderKind.ANTHROPIC: ("anthropic-version", "anthropic-beta"),
 }
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+_DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 
 def create_http_session(settings: GatewaySettings) -> aiohttp.ClientSession:
@@ -65,6 +65,17 @@ def create_http_session(settings: GatewaySettings) -> aiohttp.ClientSession:
         connector=connector, timeout=timeout, auto_decompress=False, raise_for_status=False,
         cookie_jar=aiohttp.DummyCookieJar(),
     )  # fmt: skip
+
+
+def provider_headers(provider: ProviderKind, incoming: Mapping[str, str]) -> dict[str, str]:
+    """The caller's headers sent on to the provider (API version, beta features; the last
+    value of a repeated one), with Anthropic's default version when the caller gave none.
+    Computed once per request: the cache key covers exactly these (``cache_flow``)."""
+    names = _PASSED_THROUGH_HEADERS[provider]
+    sent = {name.lower(): value for name, value in incoming.items() if name.lower() in names}
+    if provider is ProviderKind.ANTHROPIC:
+        sent.setdefault("anthropic-version", _DEFAULT_ANTHROPIC_VERSION)
+    return sent
 
 
 class UpstreamBodyError(Exception):
@@ -141,13 +152,9 @@ class UpstreamClient:
         self._bound_latency: dict[ProviderKind, Histogram] = {}
 
     @staticmethod
-    def _headers(route: Route, incoming: Mapping[str, str]) -> dict[str, str]:
-        out = {"content-type": "application/json", "accept-encoding": "identity"}
-        for name in PASSED_THROUGH_HEADERS[route.provider]:
-            if name in incoming:
-                out[name] = incoming[name]
+    def _headers(route: Route, forwarded: Mapping[str, str]) -> dict[str, str]:
+        out = {"content-type": "application/json", "accept-encoding": "identity", **forwarded}
         if route.provider is ProviderKind.ANTHROPIC:
-            out.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
             if route.api_key is not None:
                 out["x-api-key"] = route.api_key.get_secret_value()
         elif route.api_key is not None:
@@ -155,9 +162,10 @@ class UpstreamClient:
         return out
 
     async def send(
-        self, route: Route, path: str, body: bytes, headers: Mapping[str, str]
+        self, route: Route, path: str, body: bytes, forwarded: Mapping[str, str]
     ) -> UpstreamResponse:
-        url, out = route.base_url + path, self._headers(route, headers)
+        """``forwarded``: the caller's headers that go on, from ``provider_headers``."""
+        url, out = route.base_url + path, self._headers(route, forwarded)
         attempt = 0
         while True:
             attempt += 1
