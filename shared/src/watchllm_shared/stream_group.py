@@ -11,6 +11,7 @@ parking the ones that keep failing.
 - ``dead_letter``: copy an entry with its error to ``<stream>.dlq``, then acknowledge
   it. Nothing is dropped silently: the DLQ keeps the payload, the error, the source id
   and the group for an operator to inspect or replay.
+- ``entry_ms``: when an entry was added, on Redis's clock (its id's milliseconds).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from watchllm_shared.redis_io import ensure_consumer_group
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def entry_ms(entry_id: bytes) -> int:
+    """When Redis added the entry (ms since the epoch, Redis's clock): its id is
+    ``<ms>-<seq>``. Two streams number one millisecond independently, so only the
+    milliseconds compare across streams."""
+    return int(entry_id.partition(b"-")[0])
 
 
 def dead_letter_stream(stream: str) -> str:

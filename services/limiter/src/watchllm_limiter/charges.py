@@ -19,6 +19,12 @@ Failure modes:
   its project out for a minute. The bound also keeps every charge, and a minute's sum
   of them, an exact integer in the library's Lua numbers.
 - Events older than the TPM window (60 s) charge nothing: they cannot affect a limit.
+- A gateway whose clock is off: a charge is timed by when the gateway published the
+  event on Redis's clock (``stream_group.entry_ms`` of its entry), not by its
+  ``occurred_at`` (the gateway's clock). A gateway 59 s behind Redis had its charges
+  leave the window a second after they landed: the limit let ~40 times its amount
+  through. The gateway publishes right after the answer, so the two differ by
+  milliseconds when clocks agree.
 
 Tracing (only with a tracer): each handled batch is a ``charge tokens batch`` span, and
 each event that carried a ``traceparent`` gets a ``charge tokens`` span in its request's
@@ -38,7 +44,7 @@ from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts import RequestCompleted
 from watchllm_shared.contracts.limits import CHARGE_FUNCTION, charge_keys
-from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter
+from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter, entry_ms
 from watchllm_shared.stream_tracing import BatchTrace, batch_spans, messaging_attributes
 
 log = logging.getLogger(__name__)
@@ -58,18 +64,6 @@ def token_count_error(event: RequestCompleted) -> str | None:
     if tokens >= MAX_TOKENS_PER_EVENT:
         return f"absurd token count: {tokens} tokens (the bound is {MAX_TOKENS_PER_EVENT})"
     return None
-
-
-def published_ms(entry_id: bytes) -> int:
-    """When the gateway published the event, on Redis's clock: the entry id's milliseconds.
-
-    A charge is timed by this, not by the event's ``occurred_at``: that is the gateway's
-    own clock, and a gateway running 59 s behind Redis had its charges leave the
-    one-minute window a second after they landed — the tokens-per-minute limit let ~40
-    times its amount through. The gateway publishes right after the answer, so the two
-    differ by milliseconds when clocks agree, and only this one is the limiter's clock.
-    """
-    return int(entry_id.partition(b"-")[0])
 
 
 class TokenCharger:
@@ -163,9 +157,10 @@ class TokenCharger:
                 assert event.project_id is not None and event.key_id is not None
                 tokens = event.prompt_tokens + event.completion_tokens
                 keys = charge_keys(event.project_id, event.key_id)
+                # Timed on Redis's clock (the XADD), not ``occurred_at``: see the module.
                 pipe.fcall(
                     CHARGE_FUNCTION, len(keys), *keys,
-                    str(event.key_id), str(event.event_id), tokens, published_ms(entry_id), "",
+                    str(event.key_id), str(event.event_id), tokens, entry_ms(entry_id), "",
                 )  # fmt: skip
             await pipe.execute()
         for _, event in charges:

@@ -56,7 +56,7 @@ from watchllm_shared.contracts.cache_keys import (
     flush_marker_key,
     project_of_exact_key,
 )
-from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter
+from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter, entry_ms
 from watchllm_shared.stream_tracing import message_span
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,6 @@ end
 return 1
 """
 )
-
-
-def _stream_ms(entry_id: bytes) -> int:
-    return int(entry_id.partition(b"-")[0])
 
 
 async def discard_queued_stores(redis: aioredis.Redis, marker_key: str, up_to: bytes) -> None:
@@ -186,8 +182,8 @@ class StoreConsumer:
     async def _discarded_since(self, entry_id: bytes, project: UUID, exact_key: str) -> bool:
         markers: Any = await self._redis.mget(flush_marker_key(project),
                                               delete_marker_key(exact_key))  # fmt: skip
-        mine = _stream_ms(entry_id)
-        return any(m is not None and _stream_ms(m) >= mine for m in markers)
+        mine = entry_ms(entry_id)
+        return any(m is not None and entry_ms(m) >= mine for m in markers)
 
     async def _parked_embedding(self, request_id: str) -> np.ndarray | None:
         raw = await self._redis.get(lookup_embedding_key(request_id))

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from watchllm_shared.contracts.cache import CACHE_STORE_STREAM, CacheStore
+from watchllm_shared.stream_group import entry_ms
 
 SCAN_MESSAGES = 5_000
 PREVIEW_CHARS = 160
@@ -65,8 +66,8 @@ async def cached_entries(
             continue
         if store.project_id != project_id or store.exact_key in candidates:
             continue
-        millis = int(entry_id.split(b"-")[0])
-        candidates[store.exact_key] = (datetime.fromtimestamp(millis / 1000, UTC), store)
+        stored_at = datetime.fromtimestamp(entry_ms(entry_id) / 1000, UTC)
+        candidates[store.exact_key] = (stored_at, store)
     if not candidates:
         return []
     async with redis.pipeline(transaction=False) as pipe:
