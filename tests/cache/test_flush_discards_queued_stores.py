@@ -101,6 +101,24 @@ def consumers(
     )
 
 
+class Running:
+    """Consumer loops a test starts; ``stop`` cancels every one of them."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, consumer: StoreConsumer | CommandConsumer) -> None:
+        self._tasks.append(asyncio.create_task(consumer.run()))
+
+    def all_alive(self) -> bool:
+        return not any(task.done() for task in self._tasks)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 async def project_keys(redis: aioredis.Redis, project: uuid.UUID) -> set[bytes]:
     return {k async for k in redis.scan_iter(match=project_cache_pattern(project), count=1000)}
 
@@ -127,21 +145,18 @@ async def test_stores_queued_before_a_flush_are_not_written_after_it(
     await asyncio.sleep(0.005)  # the flush's own millisecond counts as before it
     fresh = await streams.store(project, "Why do cats purr?")  # an answer after the flush
     store_consumer, command_consumer = consumers(redis, cache, streams)
-    commands = asyncio.create_task(command_consumer.run())
-    stores: asyncio.Task[None] | None = None
+    running = Running()
     try:
+        running.start(command_consumer)
         await streams.drained(streams.commands, "cache")
-        stores = asyncio.create_task(store_consumer.run())
+        running.start(store_consumer)
         await streams.drained(streams.stores)
         assert await project_keys(redis, project) == {fresh.encode()}
         assert not await semantic_hit(cache, project, "What is fact number 7 about owls?")
         assert await semantic_hit(cache, project, "Why do cats purr?")
-        assert not commands.done() and not stores.done()
+        assert running.all_alive()
     finally:
-        for task in (commands, stores):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(commands, *([stores] if stores else []), return_exceptions=True)
+        await running.stop()
         await cleanup(redis, project)
 
 
@@ -155,20 +170,19 @@ async def test_a_flush_during_a_backlog_leaves_nothing_queued_before_it(
         await streams.store(project, f"Question {i} about the weather in Lisbon?")
     kept = await streams.store(other, "A question of another project?")
     store_consumer, command_consumer = consumers(redis, cache, streams)
-    tasks = [asyncio.create_task(store_consumer.run())]
+    running = Running()
     try:
+        running.start(store_consumer)
         await asyncio.sleep(0.2)  # the store consumer is part-way through the backlog
         await streams.command(CacheCommand(op="flush_project", project_id=project))
-        tasks.append(asyncio.create_task(command_consumer.run()))
+        running.start(command_consumer)
         await streams.drained(streams.commands, "cache")
         await streams.drained(streams.stores)
         assert await project_keys(redis, project) == set()
         assert await project_keys(redis, other) == {kept.encode()}
         assert not await semantic_hit(cache, project, "Question 149 about the weather in Lisbon?")
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await running.stop()
         await cleanup(redis, project, other)
 
 
@@ -180,11 +194,11 @@ async def test_a_store_queued_before_a_delete_does_not_bring_the_entry_back(
     await streams.command(CacheCommand(op="delete", exact_key=deleted))
     kept = await streams.store(project, "Is this other answer fine?")
     store_consumer, command_consumer = consumers(redis, cache, streams)
-    commands = asyncio.create_task(command_consumer.run())
-    stores: asyncio.Task[None] | None = None
+    running = Running()
     try:
+        running.start(command_consumer)
         await streams.drained(streams.commands, "cache")
-        stores = asyncio.create_task(store_consumer.run())
+        running.start(store_consumer)
         await streams.drained(streams.stores)
         assert await project_keys(redis, project) == {kept.encode()}
         assert not await semantic_hit(cache, project, "Is this answer wrong?")
@@ -194,9 +208,6 @@ async def test_a_store_queued_before_a_delete_does_not_bring_the_entry_back(
         await streams.drained(streams.stores)
         assert await redis.get(deleted) is not None
     finally:
-        for task in (commands, stores):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(commands, *([stores] if stores else []), return_exceptions=True)
+        await running.stop()
         await redis.delete(delete_marker_key(deleted))
         await cleanup(redis, project)

