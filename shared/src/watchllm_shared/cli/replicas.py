@@ -85,7 +85,12 @@ def plan_for(settings: CliSettings, counts: Mapping[str, int]) -> ReplicaPlan:
 
 
 def is_port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. ``SO_REUSEADDR`` as the servers
+    (uvicorn, Streamlit) set it: connections of a stopped ``up`` still in TIME_WAIT do
+    not make the port busy (without it, ``up`` refused to start for ~60 s after a stop
+    under load)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((_HOST, port))
         except OSError:

@@ -28,6 +28,16 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
     analytics_port: int = 8092
     fake_provider_port: int = 9000
     dashboard_port: int = 3000
+    # `watchllm up`'s supervisor (cli/restart_policy.py, cli/supervisor.py).
+    up_restart_backoff_seconds: float = Field(default=0.5, gt=0)
+    up_restart_max_backoff_seconds: float = Field(default=30.0, gt=0)
+    up_restart_limit: int = Field(
+        default=5, ge=1, description="Exits within the window after which a process is left down."
+    )
+    up_restart_window_seconds: float = Field(default=300.0, gt=0)
+    up_stop_grace_seconds: float = Field(
+        default=10.0, gt=0, description="Each stop tier's wait before SIGKILL."
+    )
     clickhouse_url: str | None = Field(
         default=None, description="A ClickHouse server lets `up` run several analytics replicas."
     )

@@ -10,112 +10,65 @@
    limits), then the gateway. ``--replicas gateway=2,…`` runs several processes of a
    service, started together, each on its own port (see ``replicas.py``).
 5. Writes ``runtime.json`` in the data folder (so ``watchllm keys create`` in another
-   terminal finds this stack), prints the URLs, then waits.
+   terminal finds this stack), prints the URLs, then supervises.
 
-Ctrl-C or SIGTERM stops the services in reverse order (each gets SIGTERM, then
-SIGKILL after 10 s), then the embedded servers. If a service dies on its own, ``up``
-says which, with the end of its log, and stops the rest: a half-running system is
-worse than a clear failure.
+A process that fails to start stops everything with its log (a configuration problem
+is clearer as a failure). Once running, a process that exits is restarted on its own
+and a store that dies is restarted on its data (``supervisor.py`` says how, and when
+it gives up). Ctrl-C or SIGTERM stops the services in order (gateways first, stores
+last; ``Supervisor.stop``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import click
-import httpx
 
 from watchllm_shared.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from watchllm_shared.cli.replicas import ReplicaPlan, plan_for
+from watchllm_shared.cli.restart_policy import RestartPolicy
 from watchllm_shared.cli.settings import RUNTIME_FILE, CliSettings
+from watchllm_shared.cli.supervisor import ProcessSpec, Supervised, Supervisor
+from watchllm_shared.cli.supervisor_report import ReportPublisher
 
-_STOP_GRACE_SECONDS = 10.0
+_TICK_SECONDS = 0.2
 
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    url: str
-
-    def tail(self, lines: int = 20) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+# Stop order (Supervisor.stop): entry points first, so the gateway's last events reach
+# Redis while the consumers still run; then the consumers; then the fake provider (the
+# gateway may still be waiting on it until it stops).
+_ENTRY, _CONSUMERS, _UPSTREAM = 0, 1, 2
 
 
-@dataclass
-class Stack:
-    data_dir: Path
-    children: list[Child] = field(default_factory=list)
-
-    def spawn(self, name: str, module: str, args: list[str], env: dict[str, str], url: str,
-              ready_path: str, wait: bool = True) -> Child:  # fmt: skip
-        log_path = self.data_dir / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                env={**os.environ, **env}, stdout=log, stderr=log, start_new_session=True,
-            )  # fmt: skip
-        child = Child(name, process, log_path, url)
-        self.children.append(child)
-        if wait:
-            _wait_ready(child, url + ready_path)
-        return child
-
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        for child in reversed(self.children):
-            try:
-                child.process.wait(_STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-
-    def first_dead(self) -> Child | None:
-        return next((c for c in self.children if c.process.poll() is not None), None)
-
-
-def _wait_ready(child: Child, url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.process.poll() is not None:
-            raise click.ClickException(f"{child.name} exited at start:\n{child.tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise click.ClickException(f"{child.name} not ready after {timeout:.0f} s:\n{child.tail()}")
+@dataclass(frozen=True)
+class Stores:
+    redis_url: str
+    database_url: str
+    embedded: dict[str, EmbeddedRedis | EmbeddedPostgres]
 
 
 @contextlib.contextmanager
-def _stores(settings: CliSettings) -> Iterator[tuple[str, str]]:
-    """(redis_url, database_url): the configured ones, else embedded servers."""
+def _stores(settings: CliSettings) -> Iterator[Stores]:
+    """The configured Redis and Postgres, else embedded servers (stopped last)."""
     with contextlib.ExitStack() as stack:
+        embedded: dict[str, EmbeddedRedis | EmbeddedPostgres] = {}
         redis_url = settings.redis_url
         if not settings.explicit("redis_url"):
             redis = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
-            redis_url = redis.url
+            redis_url, embedded["Valkey"] = redis.url, redis
             click.echo(f"redis:     embedded at {redis_url}")
         database_url = settings.database_url
         if not settings.explicit("database_url"):
             postgres = stack.enter_context(EmbeddedPostgres(settings.data_dir / "postgres"))
-            database_url = postgres.url
+            database_url, embedded["Postgres"] = postgres.url, postgres
             click.echo("postgres:  embedded (data in "
                        f"{settings.data_dir / 'postgres'})")  # fmt: skip
-        yield redis_url, database_url
+        yield Stores(redis_url, database_url, embedded)
 
 
 def _fake_routes(fake_url: str) -> str:
@@ -139,76 +92,101 @@ def run_up(
         pass  # asked to stop, whatever the phase: the finally blocks stopped everything
 
 
+def _supervisor(settings: CliSettings) -> Supervisor:
+    policy = RestartPolicy(
+        first_backoff_seconds=settings.up_restart_backoff_seconds,
+        max_backoff_seconds=settings.up_restart_max_backoff_seconds,
+        crash_limit=settings.up_restart_limit,
+        crash_window_seconds=settings.up_restart_window_seconds,
+    )
+    return Supervisor(settings.data_dir, policy, grace_seconds=settings.up_stop_grace_seconds)
+
+
 def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
     from watchllm_shared.accounts import migrate as migrations
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with _stores(settings) as (redis_url, database_url):
-        migrations.upgrade(database_url)
+    with _stores(settings) as stores:
+        migrations.upgrade(stores.database_url)
         click.echo(f"schema:    migrated to revision {migrations.head_revision()}")
-        stack = Stack(settings.data_dir)
+        supervisor = _supervisor(settings)
+        publisher = ReportPublisher(stores.redis_url)
+        supervisor.on_change = publisher.publish
         runtime_file = settings.data_dir / RUNTIME_FILE
         try:
-            base_env = {"REDIS_URL": redis_url, "DATABASE_URL": database_url}
+            base_env = {"REDIS_URL": stores.redis_url, "DATABASE_URL": stores.database_url}
             gateway_env = dict(base_env)
             if fake_provider:
                 fake_url = f"http://127.0.0.1:{settings.fake_provider_port}"
-                port_args = ["--port", str(settings.fake_provider_port)]
-                stack.spawn("fake-provider", "watchllm_shared.fake_provider", port_args, {},
-                            fake_url, "/health")  # fmt: skip
+                port_args = ("--port", str(settings.fake_provider_port))
+                _start(supervisor, ProcessSpec("fake-provider", "watchllm_shared.fake_provider",
+                       port_args, {}, fake_url, "/health", _UPSTREAM))  # fmt: skip
                 gateway_env["WATCHLLM_ROUTES"] = _fake_routes(fake_url)
                 click.echo(f"provider:  FAKE provider at {fake_url} (demo answers, not a real LLM)")
             # Each service: its replicas (one unless --replicas), ports and consumer
             # names from the plan (see cli/replicas.py).
-            _spawn_replicas(stack, plan, "cache", "watchllm_cache", base_env)
+            _start_replicas(supervisor, plan, "cache", "watchllm_cache", base_env)
             analytics_env = {**base_env, "WATCHLLM_DATA_DIR": str(settings.data_dir)}
-            _spawn_replicas(stack, plan, "analytics", "watchllm_analytics", analytics_env)
-            _spawn_replicas(stack, plan, "limiter", "watchllm_limiter", base_env)
-            gateway_url = _spawn_replicas(stack, plan, "gateway", "watchllm_gateway",
-                                          gateway_env)[0].url  # fmt: skip
+            _start_replicas(supervisor, plan, "analytics", "watchllm_analytics", analytics_env)
+            _start_replicas(supervisor, plan, "limiter", "watchllm_limiter", base_env)
+            gateway_url = _start_replicas(supervisor, plan, "gateway", "watchllm_gateway",
+                                          gateway_env)[0].spec.url  # fmt: skip
             for note in plan.notes():
                 click.echo(note)
-            runtime_file.write_text(json.dumps(
-                {"redis_url": redis_url, "database_url": database_url, "gateway_url": gateway_url}
-            ))  # fmt: skip
-            _spawn_dashboard(stack, settings, base_env, gateway_url)  # the CLI works meanwhile
-            _announce(gateway_url, settings.data_dir)
-            _supervise(stack)
+            runtime_file.write_text(json.dumps({"redis_url": stores.redis_url,
+                "database_url": stores.database_url, "gateway_url": gateway_url}))  # fmt: skip
+            _start_dashboard(supervisor, settings, base_env, gateway_url)  # the CLI works meanwhile
+            for name, server in stores.embedded.items():
+                supervisor.watch_store(name, server)
+            publisher.publish(supervisor.report())
+            _announce(gateway_url, settings)
+            _supervise(supervisor)
         finally:
-            stack.stop()
+            supervisor.stop()
+            publisher.close()
             runtime_file.unlink(missing_ok=True)
             click.echo("stopped")
 
 
-def _spawn_replicas(
-    stack: Stack, plan: ReplicaPlan, service: str, module: str, env: dict[str, str]
-) -> list[Child]:
+def _start(supervisor: Supervisor, spec: ProcessSpec) -> Supervised:
+    unit = supervisor.start(spec)
+    supervisor.wait_ready(unit)
+    return unit
+
+
+def _start_replicas(
+    supervisor: Supervisor, plan: ReplicaPlan, service: str, module: str, env: dict[str, str]
+) -> list[Supervised]:
     """Start every replica of ``service`` at once, then wait until each is ready."""
-    children = [
-        stack.spawn(r.name, module, [], {**env, **r.env}, r.url, "/readyz", wait=False)
+    tier = _ENTRY if service == "gateway" else _CONSUMERS
+    units = [
+        supervisor.start(ProcessSpec(r.name, module, (), {**env, **r.env}, r.url, "/readyz", tier))
         for r in plan.replicas(service)
     ]
-    for child in children:
-        _wait_ready(child, child.url + "/readyz")
-    return children
+    for unit in units:
+        supervisor.wait_ready(unit)
+    return units
 
 
-def _spawn_dashboard(stack: Stack, settings: CliSettings, env: dict[str, str],
+def _start_dashboard(supervisor: Supervisor, settings: CliSettings, env: dict[str, str],
                      gateway_url: str) -> None:  # fmt: skip
     """The Streamlit dashboard; it reads analytics through the analytics service."""
     url = f"http://127.0.0.1:{settings.dashboard_port}"
-    stack.spawn("dashboard", "watchllm_dashboard", [], {
+    _start(supervisor, ProcessSpec("dashboard", "watchllm_dashboard", (), {
         **env, "WATCHLLM_DASHBOARD_PORT": str(settings.dashboard_port),
         "WATCHLLM_GATEWAY_URL": gateway_url,
         "WATCHLLM_ANALYTICS_URL": f"http://127.0.0.1:{settings.analytics_port}",
-    }, url, "/_stcore/health")  # fmt: skip
+    }, url, "/_stcore/health", _ENTRY))  # fmt: skip
     click.echo(f"dashboard: {url}   (sign in; first admin: watchllm users create NAME --admin)")
 
 
-def _announce(gateway_url: str, data_dir: Path) -> None:
+def _announce(gateway_url: str, settings: CliSettings) -> None:
     click.echo("")
     click.echo(f"gateway:   {gateway_url}   (OpenAI base URL {gateway_url}/v1)")
-    click.echo(f"logs:      {data_dir / 'logs'}")
+    click.echo(f"logs:      {settings.data_dir / 'logs'}")
+    click.echo(f"restarts:  a process that exits is restarted; after "
+               f"{settings.up_restart_limit} exits in "
+               f"{settings.up_restart_window_seconds / 60:g} min it is left down")  # fmt: skip
     click.echo("")
     click.echo("Create a project and a key in another terminal (same folder):")
     click.echo("  watchllm projects create demo && watchllm keys create --project demo")
@@ -233,16 +211,12 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGINT, _raise)
 
 
-def _supervise(stack: Stack) -> None:
-    """Until a signal (``KeyboardInterrupt``, see ``_stop_on_signals``) or a child dies."""
+def _supervise(supervisor: Supervisor) -> None:
+    """Until a signal (``KeyboardInterrupt``, see ``_stop_on_signals``) or a store is lost
+    for good (``StoreLost``)."""
     try:
         while True:
-            dead = stack.first_dead()
-            if dead is not None:
-                raise click.ClickException(
-                    f"{dead.name} exited with {dead.process.returncode}; stopping everything."
-                    f"\n{dead.tail()}"
-                )
-            time.sleep(0.5)
+            supervisor.tick()
+            time.sleep(_TICK_SECONDS)
     except KeyboardInterrupt:
         pass
