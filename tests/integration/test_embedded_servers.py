@@ -241,3 +241,65 @@ def test_fresh_database_rejects_unsafe_prefixes() -> None:
     with pytest.raises(ValueError, match="name_prefix"):
         with fresh_database("postgresql://unused", 'x"; DROP'):
             pass
+
+
+def _valkey_pid(server: EmbeddedRedis) -> int:
+    client = redis.Redis.from_url(server.url)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_valkey_runs_apart_from_its_owners_process_group(tmp_path: Path) -> None:
+    """A Ctrl-C to `watchllm up`'s process group must not reach the store: the gateway
+    still flushes its last events into it while `up` stops the services."""
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        pid = _valkey_pid(server)
+        assert os.getpgid(pid) != os.getpgid(0)
+        assert os.getsid(pid) != os.getsid(0)
+
+
+@pytest.mark.slow
+def test_a_killed_valkey_restarts_on_its_data_at_the_same_url(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        url = server.url
+        client = redis.Redis.from_url(url)
+        try:
+            client.set("key", "kept")
+            client.execute_command("BGREWRITEAOF")  # on disk now, not within the fsync second
+            deadline = time.monotonic() + 60
+            while client.info("persistence")["aof_rewrite_in_progress"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            os.kill(_valkey_pid(server), signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while server.alive():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert server.restart() == url
+            assert server.alive()
+            assert client.get("key") == b"kept"  # the same client reconnects to the same URL
+        finally:
+            client.close()
+
+
+@pytest.mark.slow
+async def test_a_killed_postgres_restarts_on_its_data_at_the_same_url(tmp_path: Path) -> None:
+    with EmbeddedPostgres(tmp_path / "pg") as server:
+        url = server.url
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            await connection.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+        finally:
+            await connection.close()
+        assert server.alive()
+        os.kill(_postmaster_pid(server), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while server.alive():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert server.restart() == url
+        assert server.alive()
+        assert await _fetchval(url, "SELECT v FROM t") == "kept"  # committed survives
