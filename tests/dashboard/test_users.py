@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from tests.conftest import unique
 from tests.dashboard.conftest import PASSWORD
+from tests.support.pg_locks import user_row_locked, wait_for_lock_waiters
 from tests.support.servers import fresh_database
 from watchllm_shared.accounts import (
     AccountStore,
@@ -35,7 +36,7 @@ from watchllm_shared.accounts.passwords import (
     needs_rehash,
     verify_password,
 )
-from watchllm_shared.accounts.sessions import MAX_FAILED_SIGN_INS
+from watchllm_shared.accounts.sessions import LOCKOUT, MAX_FAILED_SIGN_INS
 from watchllm_shared.cli.main import cli
 
 pytestmark = pytest.mark.integration
@@ -47,6 +48,21 @@ async def audit_actions(pool: asyncpg.Pool, username: str) -> list[tuple[str, st
         username,
     )
     return [(r["actor"], r["action"]) for r in rows]
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def turn_back_clock(pool: asyncpg.Pool, token: str, by: timedelta) -> None:
+    """As if ``by`` had passed since the session's last event: its times move that far
+    into the past. Minutes pass at once, and no sleep races the wall clock."""
+    await pool.execute(
+        "UPDATE dashboard_sessions SET created_at = created_at - $2::interval,"
+        " last_seen_at = last_seen_at - $2::interval, expires_at = expires_at - $2::interval"
+        " WHERE token_hash = $1",
+        token_hash(token), by,
+    )  # fmt: skip
 
 
 def test_password_hashes_are_salted_scrypt_with_their_parameters() -> None:
@@ -94,8 +110,7 @@ async def test_sign_in_session_sign_out(account_store: AccountStore) -> None:
         " WHERE u.username = $1",
         name,
     )
-    token_hash = hashlib.sha256(signed_in.token.encode()).digest()
-    assert [bytes(r["token_hash"]) for r in kept] == [token_hash]  # never the token itself
+    assert [bytes(r["token_hash"]) for r in kept] == [token_hash(signed_in.token)]  # no token
     await sessions.sign_out(signed_in.token)
     assert await sessions.session_user(signed_in.token) is None
     for wrong in ((name, PASSWORD + "x"), (unique("nobody"), PASSWORD), ("", "")):
@@ -108,26 +123,74 @@ async def test_sign_in_session_sign_out(account_store: AccountStore) -> None:
     ]
 
 
-@pytest.mark.slow
 async def test_sessions_expire_when_idle_and_at_their_lifetime(
     account_store: AccountStore,
 ) -> None:
-    users = UserStore(account_store.pool)
+    pool = account_store.pool
     name = unique("cy")
-    await users.create_user(name, PASSWORD, Role.VIEWER)
-    idle = SessionStore(account_store.pool, SessionPolicy(idle=timedelta(seconds=1)))
-    signed_in = await idle.sign_in(name, PASSWORD)
-    for _ in range(3):  # activity keeps it alive past the idle time
-        await asyncio.sleep(0.5)
-        assert await idle.session_user(signed_in.token) is not None
-    await asyncio.sleep(1.1)
-    assert await idle.session_user(signed_in.token) is None
-    short = SessionStore(account_store.pool, SessionPolicy(lifetime=timedelta(seconds=1)))
-    signed_in = await short.sign_in(name, PASSWORD)
-    await asyncio.sleep(0.6)
-    assert await short.session_user(signed_in.token) is not None
-    await asyncio.sleep(0.6)
-    assert await short.session_user(signed_in.token) is None
+    await UserStore(pool).create_user(name, PASSWORD, Role.VIEWER)
+    policy = SessionPolicy(idle=timedelta(minutes=30), lifetime=timedelta(hours=1))
+    sessions = SessionStore(pool, policy)
+    idle = await sessions.sign_in(name, PASSWORD)
+    for _ in range(2):  # each view slides the expiry: 40 minutes in, it is still open
+        await turn_back_clock(pool, idle.token, timedelta(minutes=20))
+        assert await sessions.session_user(idle.token) is not None
+    await turn_back_clock(pool, idle.token, timedelta(minutes=31))
+    assert await sessions.session_user(idle.token) is None  # 31 minutes without a view
+    busy = await sessions.sign_in(name, PASSWORD)
+    for _ in range(2):
+        await turn_back_clock(pool, busy.token, timedelta(minutes=25))
+        assert await sessions.session_user(busy.token) is not None
+    row = await pool.fetchrow(
+        "SELECT created_at, expires_at FROM dashboard_sessions WHERE token_hash = $1",
+        token_hash(busy.token),
+    )
+    assert row["expires_at"] == row["created_at"] + policy.lifetime  # not 30 min from now
+    await turn_back_clock(pool, busy.token, timedelta(minutes=11))
+    assert await sessions.session_user(busy.token) is None  # an hour in, 11 minutes idle
+
+
+async def test_a_session_is_timed_from_its_opening_not_from_the_sign_in_start(
+    account_store: AccountStore,
+) -> None:
+    """A sign-in queued behind another one (the user's row lock), then checking the
+    password, loses none of its session to either: it opens after both, so its idle
+    time and lifetime start then. The lock makes the wait certain, on any machine."""
+    pool = account_store.pool
+    name = unique("cyd")
+    await UserStore(pool).create_user(name, PASSWORD, Role.VIEWER)
+    policy = SessionPolicy(idle=timedelta(minutes=30), lifetime=timedelta(hours=1))
+    async with user_row_locked(pool, name) as holder:
+        signing_in = asyncio.create_task(SessionStore(pool, policy).sign_in(name, PASSWORD))
+        await wait_for_lock_waiters(pool, 1)  # its transaction began; it waits for the row
+        released_at = await holder.fetchval("SELECT clock_timestamp()")
+    signed_in = await signing_in
+    row = await pool.fetchrow(
+        "SELECT created_at, last_seen_at, expires_at FROM dashboard_sessions WHERE token_hash = $1",
+        token_hash(signed_in.token),
+    )
+    assert row["created_at"] > released_at
+    assert row["last_seen_at"] == row["created_at"]
+    assert signed_in.expires_at == row["expires_at"] == row["created_at"] + policy.idle
+
+
+async def test_a_lockout_is_timed_from_the_refusal_not_from_the_sign_in_start(
+    account_store: AccountStore,
+) -> None:
+    pool = account_store.pool
+    name = unique("cye")
+    await UserStore(pool).create_user(name, PASSWORD, Role.VIEWER)
+    await pool.execute(
+        "UPDATE users SET failed_sign_ins = $2 WHERE username = $1", name, MAX_FAILED_SIGN_INS - 1
+    )
+    async with user_row_locked(pool, name) as holder:
+        guessing = asyncio.create_task(SessionStore(pool).sign_in(name, "a wrong guess, the last"))
+        await wait_for_lock_waiters(pool, 1)
+        released_at = await holder.fetchval("SELECT clock_timestamp()")
+    with pytest.raises(AuthenticationError):
+        await guessing
+    locked_until = await pool.fetchval("SELECT locked_until FROM users WHERE username = $1", name)
+    assert locked_until > released_at + LOCKOUT
 
 
 @pytest.mark.slow

@@ -7,6 +7,10 @@
 - ``session_user`` is called on every page view: it answers the user only while the
   session is neither ended nor expired and the user is enabled, and slides the expiry
   (``idle`` after the last view, never past ``lifetime`` after sign-in).
+- A sign-in times what it writes (the session's start, a lockout's start) by the clock
+  at the write, ``clock_timestamp()``, never by ``now()``: that is the transaction's
+  start, before the wait for the user's row lock and the scrypt check, and a slow
+  check or a queue of sign-ins would take its time out of the session or the lockout.
 - ``sign_out`` ends the session; disabling a user or changing their password ends all
   of theirs (``users``). Sessions that ended or expired a week ago are deleted at each
   successful sign-in (``purge_expired``), so the table does not grow without bound.
@@ -109,7 +113,7 @@ class SessionStore:
         if wrong_password:
             await conn.execute(
                 "UPDATE users SET"
-                " locked_until = CASE WHEN failed_sign_ins + 1 >= $2 THEN now() + $3"
+                " locked_until = CASE WHEN failed_sign_ins + 1 >= $2 THEN clock_timestamp() + $3"
                 " ELSE locked_until END,"
                 " failed_sign_ins = CASE WHEN failed_sign_ins + 1 >= $2 THEN 0"
                 " ELSE failed_sign_ins + 1 END WHERE id = $1",
@@ -128,8 +132,9 @@ class SessionStore:
             "UPDATE users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1", row["id"]
         )
         expires_at = await conn.fetchval(
-            "INSERT INTO dashboard_sessions (token_hash, user_id, expires_at)"
-            " VALUES ($1, $2, now() + LEAST($3::interval, $4::interval)) RETURNING expires_at",
+            "INSERT INTO dashboard_sessions (token_hash, user_id, created_at, last_seen_at,"
+            " expires_at) SELECT $1, $2, opened, opened, opened + LEAST($3::interval, $4::interval)"
+            " FROM clock_timestamp() AS opened RETURNING expires_at",
             _token_hash(token), row["id"], self._policy.idle, self._policy.lifetime,
         )  # fmt: skip
         await audit(conn, actor, "user.sign_in", None, None, {"username": row["username"]})
