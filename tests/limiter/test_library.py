@@ -322,9 +322,16 @@ async def test_a_running_total_never_outlives_its_log(redis: aioredis.Redis) -> 
     keys = check_keys(subject.project, subject.key)
     key_log, key_total = keys[5], keys[7]
     assert await subject.charge("e1", 500, T0, T0) == 1
+    await redis.pexpire(key_log, 20_000)  # its last charge was 40 s ago (Redis's clock)
     await redis.delete(key_total)  # lost (eviction, a flush): rebuilt from the log
     assert (await subject.check(T0 + 1)).tokens_remaining == 500
-    assert 0 < await redis.pttl(key_total) <= await redis.pttl(key_log)
+    # Expiry instants (PEXPIRETIME), not PTTLs read one after the other, which differ by
+    # the time between the reads. The function reads the log's PTTL and gives it to the
+    # total, so Redis's clock can move on in between (a millisecond, more under load);
+    # a fresh minute instead would put the total 40 s past its log.
+    log_expires = await redis.pexpiretime(key_log)
+    total_expires = await redis.pexpiretime(key_total)
+    assert log_expires > 0 and abs(total_expires - log_expires) < 1_000
     await redis.delete(key_log)  # the log expired first: nothing is left in the window
     assert (await subject.check(T0 + 2)).tokens_remaining == 1000
     assert await redis.exists(key_total) == 0
