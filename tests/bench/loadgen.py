@@ -2,7 +2,8 @@
 
 Method
 ------
-*Open loop.* Request ``i`` is scheduled at ``t0 + i / rate`` whatever happened to the
+*Open loop* (``watchllm_shared.cli.deployment.openloop``, shared with ``watchllm
+loadtest``). Request ``i`` is scheduled at ``t0 + i / rate`` whatever happened to the
 earlier ones: a slow answer never delays the next send, so a stall in the system
 under test shows up in the latencies instead of quietly lowering the offered load
 ("coordinated omission"). Latency is measured from the *scheduled* send time to the
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from tests.bench.http1 import Record, Target
 from tests.bench.pool import ConnectionPool
 from tests.bench.stats import RunSummary, distribution
+from watchllm_shared.cli.deployment.openloop import run_schedule
 
 __all__ = ["Record", "Run", "Target", "run_closed_loop", "run_open_loop", "summarise"]
 
@@ -75,19 +77,17 @@ async def run_open_loop(
     pool = ConnectionPool(target, max_connections, keep_body)
     await pool.warm(warm_connections)
     run = Run(late_threshold=late_threshold)
-    total, interval = max(1, round(rate * duration)), 1.0 / rate
+    total = max(1, round(rate * duration))
     t0 = time.perf_counter() + 0.002
-    run.started, sent = t0, 0
+    run.started = t0
+
+    def fire(index: int, scheduled: float) -> None:
+        record = Record(scheduled)
+        run.records.append(record)
+        pool.submit(record)
+
     try:
-        while sent < total:
-            now = time.perf_counter()
-            while sent < total and t0 + sent * interval <= now:
-                record = Record(t0 + sent * interval)
-                run.records.append(record)
-                pool.submit(record)
-                sent += 1
-            if sent < total:
-                await asyncio.sleep(max(0.001, t0 + sent * interval - time.perf_counter()))
+        await run_schedule(t0, rate, total, fire)
         await pool.wait_idle(drain_timeout)
     finally:
         await _close(pool, run)

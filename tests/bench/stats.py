@@ -1,41 +1,16 @@
-"""Percentiles and per-run summaries of load-tool records (all times in seconds)."""
+"""Per-run summaries of load-tool records (all times in seconds).
+
+The percentiles are the product's (``watchllm loadtest`` computes them the same way).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-PERCENTILES = (50.0, 90.0, 99.0, 100.0)
+from watchllm_shared.cli.deployment.stats import PERCENTILES, distribution, percentile
 
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) by linear interpolation between closest ranks.
-
-    Same definition as numpy's default: rank ``(n - 1) * q / 100``. ``sorted_values``
-    must be sorted ascending and non-empty.
-    """
-    if not sorted_values:
-        raise ValueError("percentile of no values")
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile out of range: {q}")
-    rank = (len(sorted_values) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(sorted_values) - 1)
-    fraction = rank - low
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
-
-
-def distribution(values: Iterable[float]) -> dict[str, float] | None:
-    """p50/p90/p99/max (and mean) in milliseconds; None when there is nothing."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    out = {f"p{q:g}": percentile(ordered, q) * 1000 for q in PERCENTILES[:-1]}
-    out["max"] = ordered[-1] * 1000
-    out["mean"] = sum(ordered) / len(ordered) * 1000
-    return out
+__all__ = ["PERCENTILES", "RunSummary", "added", "distribution", "percentile"]
 
 
 @dataclass
