@@ -7,6 +7,7 @@ import click
 from watchllm_shared.cli.accounts_commands import keys, projects
 from watchllm_shared.cli.backup_commands import backup, restore
 from watchllm_shared.cli.cache_commands import cache
+from watchllm_shared.cli.deployment.commands import check, loadtest
 from watchllm_shared.cli.limits_commands import key_limits, project_limits
 from watchllm_shared.cli.settings import CliSettings
 from watchllm_shared.cli.users_commands import users
@@ -95,3 +96,5 @@ cli.add_command(cache)
 cli.add_command(backup)
 cli.add_command(restore)
 cli.add_command(users)
+cli.add_command(check)
+cli.add_command(loadtest)

@@ -1,0 +1,221 @@
+"""``watchllm check`` and ``watchllm loadtest``: options, output and exit codes.
+
+Exit codes: 0 when everything passed; 1 when a check failed, a load test had errors or
+found fewer requests recorded than answered, or the run could not start (an unreachable
+gateway, a refused key: one ``Error:`` line); 2 for bad options (click's usage error).
+Results go to stdout (``--json``: one object); progress and warnings to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+from uuid import UUID
+
+import click
+import httpx
+import orjson
+
+from watchllm_shared.cli.deployment import probe
+from watchllm_shared.cli.deployment.analytics import AnalyticsReader, Recorded
+from watchllm_shared.cli.deployment.check import CheckOptions, CheckResult, run_checks
+from watchllm_shared.cli.deployment.loadreport import LoadReport, lines, summarise
+from watchllm_shared.cli.deployment.loadtest import (
+    LoadOptions,
+    LoadRun,
+    Preflight,
+    preflight,
+    run_load,
+)
+from watchllm_shared.cli.deployment.probe import DeploymentError
+
+READ_BACK_SECONDS = 60.0
+
+
+class _HttpUrl(click.ParamType[str]):
+    name = "URL"
+
+    def __init__(self, gateway: bool = False) -> None:
+        self._gateway = gateway
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            httpx.URL(str(value))
+            return probe.gateway_base(str(value)) if self._gateway else probe.http_url(str(value))
+        except (ValueError, httpx.InvalidURL) as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _Uuid(click.ParamType[UUID]):
+    name = "UUID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> UUID:
+        try:
+            return value if isinstance(value, UUID) else UUID(str(value))
+        except ValueError:
+            self.fail(
+                f"{value!r} is not a project id (a UUID; `watchllm projects list`)", param, ctx
+            )
+
+
+class _Number(click.ParamType[float]):
+    """A float within bounds, with messages that say which."""
+
+    name = "NUMBER"
+
+    def __init__(self, low: float, high: float | None = None, low_open: bool = False) -> None:
+        self._low, self._high, self._low_open = low, high, low_open
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        too_low = number <= self._low if self._low_open else number < self._low
+        if too_low or (self._high is not None and number > self._high):
+            bounds = f"more than {self._low:g}" if self._low_open else f"at least {self._low:g}"
+            if self._high is not None:
+                bounds = f"from {self._low:g} to {self._high:g}"
+            self.fail(f"{value!r} is out of range: it must be {bounds}", param, ctx)
+        return number
+
+
+_POSITIVE = _Number(0, low_open=True)
+_SHARE = _Number(0, 1)
+
+
+def _common(command: Any) -> Any:
+    """The options both commands share."""
+    options = [
+        click.option("--url", required=True, type=_HttpUrl(gateway=True),
+                     help="The gateway, e.g. http://127.0.0.1:8080 (or its OpenAI base URL)."),
+        click.option("--key", required=True, help="A WatchLLM key (lgw_…) of the project to test."),
+        click.option("--model", default="gpt-4o-mini", show_default=True,
+                     help="A model the gateway routes and the key's project may use."),
+        click.option("--analytics-url", type=_HttpUrl(), default=None,
+                     help="The analytics service (e.g. http://127.0.0.1:8092): also check that"
+                     " requests were stored."),
+        click.option("--analytics-token", default=None,
+                     help="Its WATCHLLM_ANALYTICS_QUERY_TOKEN, when it has one."),
+        click.option("--project-id", type=_Uuid(), default=None,
+                     help="The key's project; only needed for analytics when the project's"
+                     " cache is off (the answers then do not name it)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command("check")
+@_common
+@click.pass_context
+def check(ctx: click.Context, url: str, key: str, model: str, analytics_url: str | None,
+          analytics_token: str | None, project_id: UUID | None, as_json: bool) -> None:  # fmt: skip
+    """Sanity-check a running deployment in ≤ 30 s: health, a chat request, a stream,
+    the exact cache, rate-limit headers, /metrics, and (with --analytics-url) that the
+    request was stored. One line per check; exits 0 only when all pass."""
+    options = CheckOptions(url, key, model, analytics_url, analytics_token, project_id)
+    results = asyncio.run(run_checks(options))
+    failed = [r for r in results if r.status == "fail"]
+    if as_json:
+        checks = [r.__dict__ for r in results]
+        _echo_json({"ok": not failed, "url": url, "checks": checks})
+    else:
+        for result in results:
+            click.echo(_check_line(result))
+        click.echo(f"check: {len(failed)} of {len(results)} failed" if failed
+                   else f"check: all passed ({url})")  # fmt: skip
+    ctx.exit(1 if failed else 0)
+
+
+def _check_line(result: CheckResult) -> str:
+    line = f"{result.status.upper():4}  {result.name:<11} {result.detail}"
+    return f"{line} — {result.hint}" if result.hint else line
+
+
+@click.command("loadtest")
+@_common
+@click.option("--rate", type=_POSITIVE, default=100.0,
+              show_default=True, help="Requests per second (open loop: sent on schedule,"
+              " whatever the answers do).")  # fmt: skip
+@click.option("--duration", type=_POSITIVE, default=60.0,
+              show_default=True, help="Seconds.")  # fmt: skip
+@click.option("--stream-share", type=_SHARE, default=0.0, show_default=True,
+              help="Share of the requests that stream.")  # fmt: skip
+@click.option("--repeat-share", type=_SHARE, default=0.0, show_default=True,
+              help="Share asking one of 10 prompts again (cache hits).")  # fmt: skip
+@click.option("--timeout", type=_POSITIVE, default=30.0,
+              show_default=True, help="Seconds to wait for an answer.")  # fmt: skip
+@click.option("--max-connections", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--seed", type=int, default=None, help="Repeat the same mix of requests.")
+@click.pass_context
+def loadtest(ctx: click.Context, url: str, key: str, model: str, analytics_url: str | None,
+             analytics_token: str | None, project_id: UUID | None, as_json: bool, rate: float,
+             duration: float, stream_share: float, repeat_share: float, timeout: float,
+             max_connections: int, seed: int | None) -> None:  # fmt: skip
+    """Send RATE requests a second for DURATION seconds (default 6,000 in a minute), open
+    loop, and report the achieved rate, p50/p90/p99 latency, errors by status, cache hits
+    and (with --analytics-url) how many answered requests analytics recorded. Exits 0
+    only with no errors and every answered request recorded."""
+    options = LoadOptions(url, key, model, rate, duration, stream_share, repeat_share,
+                          timeout, max_connections, seed)  # fmt: skip
+    try:
+        report = asyncio.run(_loadtest(options, analytics_url, analytics_token, project_id))
+    except DeploymentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        for line in lines(report):
+            click.echo(line)
+    ctx.exit(0 if report.passed else 1)
+
+
+async def _loadtest(options: LoadOptions, analytics_url: str | None, token: str | None,
+                    project_id: UUID | None) -> LoadReport:  # fmt: skip
+    async with probe.client(options.url, options.key, options.timeout,
+                            options.max_connections) as http:  # fmt: skip
+        first = await preflight(http, options.model)
+        project = project_id or first.project_id
+        if analytics_url and project is None:
+            raise DeploymentError(
+                "cannot tell the key's project to read analytics (its cache is off, so the"
+                " answers carry no x-watchllm-cache-key): pass --project-id"
+            )
+        _warn_quota(first, options.total)
+        step = max(1, options.total // 200)
+        with click.progressbar(length=options.total, label="loadtest", file=sys.stderr,
+                               update_min_steps=step) as bar:  # fmt: skip
+            run = await run_load(http, options, first, lambda _: bar.update(1))
+    recorded = None
+    if analytics_url and project is not None:
+        recorded = await _read_back(run, analytics_url, token, project)
+    return summarise(run, recorded)
+
+
+async def _read_back(run: LoadRun, url: str, token: str | None, project: UUID) -> Recorded:
+    ids = [o.request_id for o in run.outcomes if o.ok]
+    click.echo(f"reading {len(ids)} requests back from analytics …", err=True)
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        reader = AnalyticsReader(http, url, token)
+        return await reader.recorded(project, ids, run.started_at, run.ended_at,
+                                     READ_BACK_SECONDS)  # fmt: skip
+
+
+def _warn_quota(first: Preflight, total: int) -> None:
+    left = first.remaining_requests
+    if left is not None and left < total:
+        click.echo(
+            f"warning: the key's project may send {left} more requests now"
+            f" (x-ratelimit-remaining-requests); this run sends {total}: expect http_429"
+            " (watchllm projects set-plan NAME PRO raises the daily quota)",
+            err=True,
+        )
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
