@@ -1,0 +1,145 @@
+"""``watchllm check`` and ``watchllm loadtest`` against a real ``watchllm up
+--fake-provider`` stack, run as an operator runs them (subprocesses, exit codes, the
+lines they print). ``make test-quick`` runs the first test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.embedded_stack import EmbeddedStack, Project, embedded_stack
+from tests.support.processes import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
+
+CHECKS = ("health", "chat", "rate limits", "stream", "cache", "metrics", "analytics")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    with embedded_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def project(stack: EmbeddedStack) -> Project:
+    return stack.create_project("checked")
+
+
+def _lines(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """``check``'s output by check name: 'PASS  chat        answered …' → {'chat': 'PASS …'}."""
+    found = {}
+    for line in done.stdout.splitlines():
+        for name in CHECKS:
+            if line[6:].startswith(name + " "):
+                found[name] = line
+    return found
+
+
+def _no_traceback(done: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_check_passes_on_a_fresh_stack(stack: EmbeddedStack, project: Project) -> None:
+    done = stack.watchllm("check", "--url", stack.gateway_url, "--key", project.key,
+                          "--analytics-url", stack.analytics_url)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = _lines(done)
+    assert set(lines) == set(CHECKS), done.stdout
+    assert all(line.startswith("PASS") for line in lines.values()), done.stdout
+    assert "hit after" in lines["cache"] and "stored" in lines["analytics"]
+    assert done.stdout.rstrip().endswith(f"check: all passed ({stack.gateway_url})")
+
+
+def test_a_project_without_cache_passes_and_analytics_needs_its_id(stack: EmbeddedStack) -> None:
+    uncached = stack.create_project("uncached", cache=False)
+    args = ["check", "--url", f"{stack.gateway_url}/v1", "--key", uncached.key,
+            "--analytics-url", stack.analytics_url, "--json"]  # fmt: skip
+    without_id = stack.watchllm(*args)
+    assert without_id.returncode == 1, without_id.stdout + without_id.stderr
+    checks = {c["name"]: c for c in json.loads(without_id.stdout)["checks"]}
+    assert checks["cache"]["status"] == "pass" and "bypass" in checks["cache"]["detail"]
+    assert checks["analytics"]["status"] == "fail"
+    assert checks["analytics"]["hint"] == "pass --project-id"
+    with_id = stack.watchllm(*args, "--project-id", uncached.project_id)
+    assert with_id.returncode == 0, with_id.stdout
+    assert json.loads(with_id.stdout)["ok"] is True
+
+
+def test_check_fails_on_an_analytics_url_nobody_answers(
+    stack: EmbeddedStack, project: Project
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    done = stack.watchllm("check", "--url", stack.gateway_url, "--key", project.key,
+                          "--analytics-url", closed)  # fmt: skip
+    assert done.returncode == 1
+    lines = _lines(done)
+    analytics = lines["analytics"]
+    assert analytics.startswith("FAIL") and f"cannot connect to {closed}" in analytics, analytics
+    assert "check --analytics-url" in analytics
+    assert all(lines[name].startswith("PASS") for name in CHECKS[:-1]), done.stdout
+    assert done.stdout.rstrip().endswith("check: 1 of 7 failed")
+    _no_traceback(done)
+
+
+@pytest.mark.parametrize("command", ["check", "loadtest"])
+def test_a_refused_key_or_an_unreachable_gateway_is_one_clear_line(
+    stack: EmbeddedStack, command: str
+) -> None:
+    refused = stack.watchllm(command, "--url", stack.gateway_url, "--key", "lgw_not_a_key")
+    unreachable = stack.watchllm(command, "--url", f"http://127.0.0.1:{free_port()}",
+                                 "--key", "lgw_whatever")  # fmt: skip
+    for done in (refused, unreachable):
+        assert done.returncode == 1, done.stdout + done.stderr
+        _no_traceback(done)
+    if command == "check":
+        assert "FAIL  chat        401 invalid_api_key" in refused.stdout
+        assert "check --key" in refused.stdout
+        assert "FAIL  health      cannot connect to" in unreachable.stdout
+    else:
+        assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+        assert refused.stderr.startswith("Error: the gateway refused the first request (401")
+        assert unreachable.stderr.startswith("Error: cannot connect to http://127.0.0.1:")
+        assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+def test_loadtest_records_every_answered_request(stack: EmbeddedStack, project: Project) -> None:
+    done = stack.watchllm("loadtest", "--url", stack.gateway_url, "--key", project.key,
+                          "--rate", "20", "--duration", "3", "--stream-share", "0.25",
+                          "--repeat-share", "0.2", "--seed", "7",
+                          "--analytics-url", stack.analytics_url, "--json")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["sent"] == report["ok"] == 60 and report["errors"] == 0
+    assert report["recorded"] == report["ok"] and report["recorded_method"] == "request_id"
+    assert report["p50_ms"] <= report["p90_ms"] <= report["p99_ms"]
+    assert report["achieved_rps"] > 0 and report["cache_hits"] >= 0
+    assert 0 < report["streams"] < 60
+    assert report["project_id"] == project.project_id
+
+
+def test_check_fails_while_the_cache_service_is_stopped(
+    stack: EmbeddedStack, project: Project
+) -> None:
+    """SIGSTOP (not a kill: ``up`` would stop everything) the cache service, which alone
+    stores answers: the repeated request stays a miss and the check says what to do."""
+    pids = stack.service_pids("watchllm_cache")
+    assert pids, stack.log()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        done = stack.watchllm("check", "--url", stack.gateway_url, "--key", project.key)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert done.returncode == 1, done.stdout
+    cache = _lines(done)["cache"]
+    assert cache.startswith("FAIL  cache       the same request was still a miss"), done.stdout
+    assert "the cache service stores answers" in cache
+    _no_traceback(done)
+    stack.wait_healthy()  # it resumes: later users of the stack find it whole

@@ -1,0 +1,131 @@
+"""A whole ``watchllm up --fake-provider`` stack for a test: its own data folder and
+free ports, started as an operator starts it, stopped (SIGTERM) when the context exits.
+
+Ready means ``/health`` says ``healthy``: every service's heartbeat has arrived, not
+only the gateway's ``/readyz``. Waits poll the state with generous deadlines (a 3x
+slower machine must pass), never sleep for a guessed time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.processes import free_port
+
+WATCHLLM = str(Path(sys.executable).with_name("watchllm"))
+START_TIMEOUT = 180.0
+
+
+@dataclass
+class Project:
+    name: str
+    project_id: str
+    key: str
+
+
+@dataclass
+class EmbeddedStack:
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['WATCHLLM_GATEWAY_PORT']}"
+
+    @property
+    def analytics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['WATCHLLM_ANALYTICS_PORT']}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def watchllm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """``watchllm ARGS`` against this stack (the CLI finds it by its data folder)."""
+        return subprocess.run([WATCHLLM, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)  # fmt: skip
+
+    def create_project(self, name: str, plan: str = "FREE", cache: bool = True) -> Project:
+        created = self._ok("projects", "create", name, "--plan", plan)
+        project_id = created.strip().rsplit("id=", 1)[1]
+        if not cache:
+            self._ok("cache", "settings", name, "--disable")
+        key = self._ok("keys", "create", "--project", name, "--quiet").strip()
+        return Project(name, project_id, key)
+
+    def _ok(self, *args: str) -> str:
+        done = self.watchllm(*args)
+        assert done.returncode == 0, f"watchllm {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    def service_pids(self, module: str) -> list[int]:
+        """Processes of ``python -m <module>`` this stack started (they inherit its
+        ``WATCHLLM_DATA_DIR``)."""
+        marker = f"WATCHLLM_DATA_DIR={self.data_dir}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            if marker in environ and module.encode() in cmdline:
+                found.append(int(entry.name))
+        return found
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"watchllm up exited:\n{self.log()}"
+            try:
+                report = httpx.get(f"{self.gateway_url}/health", timeout=5).json()
+                if report.get("status") == "healthy":
+                    return
+                last = str(report)
+            except (httpx.HTTPError, ValueError) as exc:
+                last = repr(exc)
+            time.sleep(0.25)
+        raise AssertionError(f"never healthy ({last}):\n{self.log()}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@contextmanager
+def embedded_stack(root: Path) -> Iterator[EmbeddedStack]:
+    """``watchllm up --fake-provider`` with its data under ``root``, healthy."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    ports = ("GATEWAY", "FAKE_PROVIDER", "LIMITER", "CACHE", "ANALYTICS", "DASHBOARD")
+    env.update({f"WATCHLLM_{name}_PORT": str(free_port()) for name in ports})
+    env["WATCHLLM_DATA_DIR"] = str(root / "data")
+    log_path = root / "up.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen([WATCHLLM, "up", "--fake-provider"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+    stack = EmbeddedStack(process, env, root / "data", log_path)
+    try:
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.stop()
