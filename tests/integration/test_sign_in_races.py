@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from tests.conftest import unique
+from tests.support.pg_locks import user_row_held, user_row_locked, wait_for_lock_waiters
 from watchllm_shared.accounts import AuthenticationError, Role, SessionStore, UserStore
 from watchllm_shared.accounts.passwords import ScryptParams, hash_password, verify_password
 from watchllm_shared.accounts.sessions import MAX_FAILED_SIGN_INS
@@ -31,10 +33,13 @@ async def test_a_burst_of_guesses_is_judged_five_at_a_time(pool: asyncpg.Pool) -
     name = unique("victim")
     await UserStore(pool).create_user(name, OLD, Role.ADMIN)
     sessions = SessionStore(pool)
-    wrong = [asyncio.create_task(sessions.sign_in(name, f"guess-{i}-xxxxxxxx"))
-             for i in range(2 * MAX_FAILED_SIGN_INS + 1)]  # fmt: skip
-    await asyncio.sleep(0.1)  # all of them in flight before the right one arrives
-    right = asyncio.create_task(sessions.sign_in(name, OLD))
+    guesses = 2 * MAX_FAILED_SIGN_INS + 1
+    async with user_row_locked(pool, name):  # the burst queues up, then the right one
+        wrong = [asyncio.create_task(sessions.sign_in(name, f"guess-{i}-xxxxxxxx"))
+                 for i in range(guesses)]  # fmt: skip
+        await wait_for_lock_waiters(pool, guesses)
+        right = asyncio.create_task(sessions.sign_in(name, OLD))
+        await wait_for_lock_waiters(pool, guesses + 1)
     results = await asyncio.gather(*wrong, right, return_exceptions=True)
     assert all(isinstance(r, AuthenticationError) for r in results)  # locked by then
     assert await pool.fetchval("SELECT locked_until > now() FROM users WHERE username = $1", name)
@@ -52,7 +57,12 @@ async def test_a_password_change_during_a_sign_in_wins(pool: asyncpg.Pool) -> No
     older = await asyncio.to_thread(hash_password, OLD, ScryptParams(log2_n=16))
     await pool.execute("UPDATE users SET password_hash = $2 WHERE username = $1", name, older)
     signing_in = asyncio.create_task(sessions.sign_in(name, OLD))
-    await asyncio.sleep(0.05)  # inside the scrypt of the old password
+    deadline = time.monotonic() + 30  # bounds a failure only
+    while not (signing_in.done() or await user_row_held(pool, name)):
+        assert time.monotonic() < deadline, "the sign-in never read the user"
+        await asyncio.sleep(0.005)
+    # The sign-in has read the old hash and is checking it (then rehashing): the change
+    # comes now, while it holds the row, unless that machine already finished it.
     await users.set_password(name, NEW)
     signed_in = await signing_in
     assert await sessions.session_user(signed_in.token) is None  # ended by the change

@@ -2,8 +2,10 @@
 
 A test that needs "these sign-ins are queued before that one" holds the row they
 queue for (``user_row_locked``) and waits until Postgres says they wait for it
-(``wait_for_lock_waiters``); then it lets them go. The deadline only bounds a failure:
-on a fast machine or a slow one the test goes on as soon as the state is reached.
+(``wait_for_lock_waiters``); then it lets them go. One that needs "the sign-in has read
+the user" waits until another session holds the row (``user_row_held``). Deadlines only
+bound a failure: on a fast machine or a slow one the test goes on as soon as the state
+is reached.
 
 Counts cover the current database only: each test session has its own
 (``tests.conftest.database_url``), so other sessions on the same server do not count.
@@ -37,6 +39,18 @@ async def wait_for_lock_waiters(pool: asyncpg.Pool, count: int) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{waiting} of {count} sessions wait for a lock")
         await asyncio.sleep(0.01)
+
+
+async def user_row_held(pool: asyncpg.Pool, username: str) -> bool:
+    """Whether another session holds the user's row (``FOR NO KEY UPDATE`` or more), as a
+    sign-in does from reading the user to its commit. Asking takes the row for a moment
+    when it is free: whoever wants it then waits that moment."""
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            await conn.execute("SELECT FROM users WHERE username = $1 FOR UPDATE NOWAIT", username)
+        except asyncpg.LockNotAvailableError:
+            return True
+    return False
 
 
 @asynccontextmanager
