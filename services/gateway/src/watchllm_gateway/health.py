@@ -8,6 +8,11 @@
 Overall: "unhealthy" when the database or Redis is down (no request can be served),
 "degraded" when anything else is not up (requests are served, without that part),
 "healthy" otherwise.
+
+Under ``watchllm up``, ``"processes"`` adds its supervisor's report (each process's
+state, restarts and last exit; ``contracts/supervision.py``); a process left down after
+crashing too often makes the status "degraded" even while a sibling replica keeps the
+service's heartbeat fresh.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from watchllm_shared.contracts.health import HEARTBEAT_SERVICES, Heartbeat, heartbeat_key
+from watchllm_shared.contracts.supervision import SUPERVISOR_KEY, SupervisorReport
 
 _REPORTED_BY = {"qdrant": "cache", "clickhouse": "analytics"}
 
@@ -63,9 +69,23 @@ class HealthChecker:
                 continue
         return beats
 
+    async def _supervisor(self) -> SupervisorReport | None:
+        """``watchllm up``'s report, if this stack runs under it (else ``None``)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                raw = await self._redis.get(SUPERVISOR_KEY)
+        except (RedisError, OSError, TimeoutError):
+            return None
+        if raw is None:
+            return None
+        try:
+            return SupervisorReport.model_validate_json(raw)
+        except ValidationError:
+            return None
+
     async def report(self) -> dict[str, Any]:
-        database, redis_ok, beats = await asyncio.gather(
-            self.database_up(), self.redis_up(), self._heartbeats()
+        database, redis_ok, beats, supervisor = await asyncio.gather(
+            self.database_up(), self.redis_up(), self._heartbeats(), self._supervisor()
         )
         services: dict[str, str] = {
             "database": "up" if database else "down",
@@ -78,8 +98,14 @@ class HealthChecker:
             services[service] = beats[service].status if service in beats else "down"
         if not (database and redis_ok):
             status = "unhealthy"
-        elif all(v == "up" for v in services.values()):
+        elif all(v == "up" for v in services.values()) and not (supervisor and supervisor.given_up):
             status = "healthy"
         else:
             status = "degraded"
-        return {"status": status, "mode": "self_hosted", "services": services}
+        report: dict[str, Any] = {"status": status, "mode": "self_hosted", "services": services}
+        if supervisor is not None:
+            report["processes"] = {
+                name: process.model_dump(mode="json", exclude={"log"})
+                for name, process in supervisor.processes.items()
+            }
+        return report
