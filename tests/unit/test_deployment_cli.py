@@ -13,10 +13,11 @@ from click.testing import CliRunner
 from tests.support.processes import free_port
 from watchllm_shared.cli.deployment.analytics import Recorded
 from watchllm_shared.cli.deployment.check import exposes
+from watchllm_shared.cli.deployment.commands import gateway_base
 from watchllm_shared.cli.deployment.loadreport import lines, summarise
 from watchllm_shared.cli.deployment.loadtest import LoadOptions, LoadRun, Outcome, Preflight
 from watchllm_shared.cli.deployment.openloop import run_schedule
-from watchllm_shared.cli.deployment.probe import gateway_base, project_of, refusal
+from watchllm_shared.cli.deployment.probe import project_of, refusal
 from watchllm_shared.cli.main import cli
 
 pytestmark = pytest.mark.unit

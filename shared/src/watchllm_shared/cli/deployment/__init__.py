@@ -10,7 +10,8 @@ optionally the analytics service's read API to see that requests were stored.
   tool in ``tests/bench`` uses them too).
 - ``loadtest`` / ``loadreport``: an open-loop run and its summary (``watchllm loadtest``).
 - ``analytics``: reads requests back through the named queries.
-- ``commands``: the click commands; the only module that prints.
+- ``commands``: the click commands' options; ``console``: what they print, the only
+  module that does.
 
 Every failure the operator can cause or meet (an unreachable URL, a refused key, an
 analytics API that does not answer) is a ``DeploymentError`` with a one-line message

@@ -3,34 +3,31 @@
 Exit codes: 0 when everything passed; 1 when a check failed, a load test had errors or
 found fewer requests recorded than answered, or the run could not start (an unreachable
 gateway, a refused key: one ``Error:`` line); 2 for bad options (click's usage error).
-Results go to stdout (``--json``: one object); progress and warnings to stderr.
+Results go to stdout (``--json``: one object); progress and warnings to stderr
+(``console``, imported only when a command runs: this module is imported by every
+``watchllm`` command, so it stays light).
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import click
-import httpx
-import orjson
 
-from watchllm_shared.cli.deployment import probe
-from watchllm_shared.cli.deployment.analytics import AnalyticsReader, Recorded
-from watchllm_shared.cli.deployment.check import CheckOptions, CheckResult, run_checks
-from watchllm_shared.cli.deployment.loadreport import LoadReport, lines, summarise
-from watchllm_shared.cli.deployment.loadtest import (
-    LoadOptions,
-    LoadRun,
-    Preflight,
-    preflight,
-    run_load,
-)
-from watchllm_shared.cli.deployment.probe import DeploymentError
 
-READ_BACK_SECONDS = 60.0
+def http_url(url: str) -> str:
+    """``url`` without a trailing slash; ValueError unless it is http(s)://host…"""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    return url.strip().rstrip("/")
+
+
+def gateway_base(url: str) -> str:
+    """The gateway's root URL; accepts the OpenAI base URL (``…/v1``) too."""
+    return http_url(url).removesuffix("/v1")
 
 
 class _HttpUrl(click.ParamType[str]):
@@ -40,11 +37,14 @@ class _HttpUrl(click.ParamType[str]):
         self._gateway = gateway
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        import httpx  # here, not at the top: every `watchllm` command imports this module
+
         try:
-            httpx.URL(str(value))
-            return probe.gateway_base(str(value)) if self._gateway else probe.http_url(str(value))
+            url = gateway_base(str(value)) if self._gateway else http_url(str(value))
+            httpx.URL(url)
         except (ValueError, httpx.InvalidURL) as exc:
             self.fail(str(exc), param, ctx)
+        return url
 
 
 class _Uuid(click.ParamType[UUID]):
@@ -118,23 +118,11 @@ def check(ctx: click.Context, url: str, key: str, model: str, analytics_url: str
     """Sanity-check a running deployment in ≤ 30 s: health, a chat request, a stream,
     the exact cache, rate-limit headers, /metrics, and (with --analytics-url) that the
     request was stored. One line per check; exits 0 only when all pass."""
+    from watchllm_shared.cli.deployment import console
+    from watchllm_shared.cli.deployment.check import CheckOptions
+
     options = CheckOptions(url, key, model, analytics_url, analytics_token, project_id)
-    results = asyncio.run(run_checks(options))
-    failed = [r for r in results if r.status == "fail"]
-    if as_json:
-        checks = [r.__dict__ for r in results]
-        _echo_json({"ok": not failed, "url": url, "checks": checks})
-    else:
-        for result in results:
-            click.echo(_check_line(result))
-        click.echo(f"check: {len(failed)} of {len(results)} failed" if failed
-                   else f"check: all passed ({url})")  # fmt: skip
-    ctx.exit(1 if failed else 0)
-
-
-def _check_line(result: CheckResult) -> str:
-    line = f"{result.status.upper():4}  {result.name:<11} {result.detail}"
-    return f"{line} — {result.hint}" if result.hint else line
+    ctx.exit(console.check(options, as_json))
 
 
 @click.command("loadtest")
@@ -161,61 +149,9 @@ def loadtest(ctx: click.Context, url: str, key: str, model: str, analytics_url: 
     loop, and report the achieved rate, p50/p90/p99 latency, errors by status, cache hits
     and (with --analytics-url) how many answered requests analytics recorded. Exits 0
     only with no errors and every answered request recorded."""
+    from watchllm_shared.cli.deployment import console
+    from watchllm_shared.cli.deployment.loadtest import LoadOptions
+
     options = LoadOptions(url, key, model, rate, duration, stream_share, repeat_share,
                           timeout, max_connections, seed)  # fmt: skip
-    try:
-        report = asyncio.run(_loadtest(options, analytics_url, analytics_token, project_id))
-    except DeploymentError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if as_json:
-        _echo_json(report.as_dict())
-    else:
-        for line in lines(report):
-            click.echo(line)
-    ctx.exit(0 if report.passed else 1)
-
-
-async def _loadtest(options: LoadOptions, analytics_url: str | None, token: str | None,
-                    project_id: UUID | None) -> LoadReport:  # fmt: skip
-    async with probe.client(options.url, options.key, options.timeout,
-                            options.max_connections) as http:  # fmt: skip
-        first = await preflight(http, options.model)
-        project = project_id or first.project_id
-        if analytics_url and project is None:
-            raise DeploymentError(
-                "cannot tell the key's project to read analytics (its cache is off, so the"
-                " answers carry no x-watchllm-cache-key): pass --project-id"
-            )
-        _warn_quota(first, options.total)
-        step = max(1, options.total // 200)
-        with click.progressbar(length=options.total, label="loadtest", file=sys.stderr,
-                               update_min_steps=step) as bar:  # fmt: skip
-            run = await run_load(http, options, first, lambda _: bar.update(1))
-    recorded = None
-    if analytics_url and project is not None:
-        recorded = await _read_back(run, analytics_url, token, project)
-    return summarise(run, recorded)
-
-
-async def _read_back(run: LoadRun, url: str, token: str | None, project: UUID) -> Recorded:
-    ids = [o.request_id for o in run.outcomes if o.ok]
-    click.echo(f"reading {len(ids)} requests back from analytics …", err=True)
-    async with httpx.AsyncClient(timeout=10.0) as http:
-        reader = AnalyticsReader(http, url, token)
-        return await reader.recorded(project, ids, run.started_at, run.ended_at,
-                                     READ_BACK_SECONDS)  # fmt: skip
-
-
-def _warn_quota(first: Preflight, total: int) -> None:
-    left = first.remaining_requests
-    if left is not None and left < total:
-        click.echo(
-            f"warning: the key's project may send {left} more requests now"
-            f" (x-ratelimit-remaining-requests); this run sends {total}: expect http_429"
-            " (watchllm projects set-plan NAME PRO raises the daily quota)",
-            err=True,
-        )
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+    ctx.exit(console.loadtest(options, analytics_url, analytics_token, project_id, as_json))

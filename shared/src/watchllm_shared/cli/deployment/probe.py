@@ -11,7 +11,6 @@ the project to read analytics for, with nothing but a key.
 from __future__ import annotations
 
 import uuid
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
@@ -41,19 +40,6 @@ _HINTS = {
 class DeploymentError(Exception):
     """A condition that makes the whole run pointless (an unreachable gateway, a refused
     key); ``str(error)`` is one line saying what happened and what to do."""
-
-
-def http_url(url: str) -> str:
-    """``url`` without a trailing slash; ValueError unless it is http(s)://host…"""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL")
-    return url.strip().rstrip("/")
-
-
-def gateway_base(url: str) -> str:
-    """The gateway's root URL; accepts the OpenAI base URL (``…/v1``) too."""
-    return http_url(url).removesuffix("/v1")
 
 
 def new_tag() -> str:
