@@ -112,18 +112,33 @@ class EmbeddedStack:
         return self.process.returncode
 
 
-@contextmanager
-def embedded_stack(root: Path) -> Iterator[EmbeddedStack]:
-    """``watchllm up --fake-provider`` with its data under ``root``, healthy."""
+def stack_env(root: Path) -> dict[str, str]:
+    """The environment of a stack under ``root``: its data folder and free ports."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     ports = ("GATEWAY", "FAKE_PROVIDER", "LIMITER", "CACHE", "ANALYTICS", "DASHBOARD")
     env.update({f"WATCHLLM_{name}_PORT": str(free_port()) for name in ports})
     env["WATCHLLM_DATA_DIR"] = str(root / "data")
+    return env
+
+
+def start_up(root: Path, env: dict[str, str], own_group: bool = False) -> EmbeddedStack:
+    """``watchllm up --fake-provider`` (not waited for). ``own_group``: in a process
+    group of its own, as a terminal runs it, so a test can signal the whole group."""
     log_path = root / "up.log"
-    with log_path.open("wb") as out:
+    with log_path.open("ab") as out:
         process = subprocess.Popen([WATCHLLM, "up", "--fake-provider"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
-    stack = EmbeddedStack(process, env, root / "data", log_path)
+                                   stderr=subprocess.STDOUT, process_group=0 if own_group
+                                   else None)  # fmt: skip
+    return EmbeddedStack(process, env, root / "data", log_path)
+
+
+@contextmanager
+def embedded_stack(
+    root: Path, env: dict[str, str] | None = None, own_group: bool = False
+) -> Iterator[EmbeddedStack]:
+    """``watchllm up --fake-provider`` with its data under ``root``, healthy. The same
+    ``env`` again starts a stack on the same data and ports."""
+    stack = start_up(root, env or stack_env(root), own_group)
     try:
         stack.wait_healthy()
         yield stack
