@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models deploy-tools browser up demo test test-unit test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard clean
+.PHONY: install models deploy-tools browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -50,6 +50,17 @@ test: install deploy-tools browser
 
 test-unit: install deploy-tools
 	$(BIN)/pytest -m unit
+
+# Unit tests and `watchllm check` against a fresh `watchllm up --fake-provider` (its own
+# data folder and free ports), side by side: the stack's start is mostly waiting.
+QUICK_CHECK := tests/e2e/test_deployment_checks.py::test_check_passes_on_a_fresh_stack
+test-quick: install deploy-tools
+	@log=$$(mktemp); $(BIN)/pytest -m unit -q >"$$log" 2>&1 & unit=$$!; \
+	trap 'kill $$unit 2>/dev/null; rm -f "$$log"' EXIT; \
+	$(BIN)/pytest -q -rP $(QUICK_CHECK); check=$$?; \
+	wait $$unit; units=$$?; \
+	if [ $$units -eq 0 ]; then tail -n 1 "$$log"; else cat "$$log"; fi; \
+	[ $$check -eq 0 ] && [ $$units -eq 0 ]
 
 # docker-compose.yml, k8s/ and the Dockerfiles, validated offline (seconds).
 test-deploy: install deploy-tools

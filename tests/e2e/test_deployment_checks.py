@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -54,6 +55,7 @@ def test_check_passes_on_a_fresh_stack(stack: EmbeddedStack, project: Project) -
     assert all(line.startswith("PASS") for line in lines.values()), done.stdout
     assert "hit after" in lines["cache"] and "stored" in lines["analytics"]
     assert done.stdout.rstrip().endswith(f"check: all passed ({stack.gateway_url})")
+    sys.stdout.write(done.stdout)  # `make test-quick` shows it (pytest -rP)
 
 
 def test_a_project_without_cache_passes_and_analytics_needs_its_id(stack: EmbeddedStack) -> None:
