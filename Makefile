@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models deploy-tools browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard clean
+.PHONY: install models deploy-tools browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard fault-matrix clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -96,6 +96,12 @@ bench-analytics: install
 # Dashboard: every page rendered against 1M request rows (AppTest, analytics service).
 bench-dashboard: install
 	$(BIN)/python -m tests.bench.dashboard_bench
+
+# Faults injected into a running `watchllm up` under load (SIGKILL of each service,
+# SIGSTOP of each store, Ctrl-C/SIGTERM to up's process group): lost and duplicated
+# events, caller errors, time to healthy. ~10 minutes; report in tests/bench/results/.
+fault-matrix: install
+	$(BIN)/python -m tests.bench.fault_matrix
 
 clean:
 	rm -rf $(VENV) .watchllm .pytest_cache
