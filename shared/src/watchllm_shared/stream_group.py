@@ -3,7 +3,8 @@ survives Redis going away, taking over the entries a dead consumer left pending,
 parking the ones that keep failing.
 
 - ``consume_forever``: ensure the group, run one read round after another, back off
-  (capped, logged) while Redis fails.
+  (capped, logged) while Redis fails; with a ``stopping`` event, end between rounds
+  once it is set, so what a round read is handled and acknowledged (``stopping``).
 - ``claim_stale``: XAUTOCLAIM entries idle longer than ``min_idle_ms`` (a consumer died
   or is stuck) and split them by delivery count: those still worth another try, and
   those delivered more than ``max_deliveries`` times (poison: never let one message
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from watchllm_shared.redis_io import ensure_consumer_group
+from watchllm_shared.stopping import sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +92,22 @@ async def consume_forever(
     step: Callable[[], Awaitable[None]],
     what: str,
     max_backoff_seconds: float = 5.0,
+    stopping: asyncio.Event | None = None,
 ) -> None:
     """Create the group if needed, then run ``step`` (one read-and-handle round) until
-    cancelled. Redis errors pause the loop with capped exponential backoff, logged; the
-    group is re-ensured afterwards (Redis may have come back empty)."""
+    ``stopping`` is set (checked between rounds: a round is never cut short by it; see
+    ``stopping``) or the task is cancelled. Redis errors pause the loop with capped
+    exponential backoff, logged, ended early by ``stopping``; the group is re-ensured
+    afterwards (Redis may have come back empty)."""
+    stopping = stopping or asyncio.Event()
     backoff = 0.1
-    while True:
+    while not stopping.is_set():
         try:
             await ensure_consumer_group(redis, stream, group)
-            while True:
+            while not stopping.is_set():
                 await step()
                 backoff = 0.1
         except (RedisError, OSError) as exc:
             log.error("%s paused, Redis: %s", what, exc)
-            await asyncio.sleep(backoff)
+            await sleep_unless(stopping, backoff)
             backoff = min(backoff * 2, max_backoff_seconds)

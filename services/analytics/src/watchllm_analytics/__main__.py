@@ -1,16 +1,15 @@
 """``python -m watchllm_analytics``: settings from the environment, then serve.
 
 SIGTERM (or Ctrl-C) stops reading, flushes the open batch, stores and acks it, then
-exits; a second signal exits at once (what was not acked is redelivered later).
+exits 0; a second Ctrl-C exits at once, with 1 (what was not acked is redelivered later).
 """
 
 from __future__ import annotations
 
-import uvicorn
-
 from watchllm_analytics.main import create_app
 from watchllm_analytics.pipeline import tune_garbage_collector
 from watchllm_analytics.settings import AnalyticsSettings
+from watchllm_shared.serving import serve
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
@@ -25,7 +24,7 @@ def main() -> None:
 
         FastAPIInstrumentor.instrument_app(app, **HTTP_SERVER_OPTIONS)
         RedisInstrumentor().instrument()
-    uvicorn.run(
+    serve(
         app,
         host=settings.analytics_host,
         port=settings.analytics_port,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from watchllm_limiter.main import create_app
 from watchllm_limiter.settings import LimiterSettings
+from watchllm_shared.serving import serve
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
@@ -21,14 +20,14 @@ def main() -> None:
         FastAPIInstrumentor.instrument_app(app, **HTTP_SERVER_OPTIONS)
         RedisInstrumentor().instrument()
         AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
-    uvicorn.run(
+    serve(
         app,
         host=settings.limiter_host,
         port=settings.limiter_port,
         loop="uvloop",
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=2,  # probes and /metrics only; then the lifespan stops
     )
 
 

@@ -18,6 +18,9 @@ Failure modes:
   few million), so such a count is a bug or a forged event, and charging it would shut
   its project out for a minute. The bound also keeps every charge, and a minute's sum
   of them, an exact integer in the library's Lua numbers.
+- Shutdown: the service sets ``stopping``; the loop ends after its current round
+  (the XREADGROUP block, ≤ 1 s, and the batch it read, charged and acked), so nothing
+  it charged is left pending (``watchllm_shared.stopping``: why not a cancellation).
 - Events older than the TPM window (60 s) charge nothing: they cannot affect a limit.
 - A gateway whose clock is off: a charge is timed by when the gateway published the
   event on Redis's clock (``stream_group.entry_ms`` of its entry), not by its
@@ -33,6 +36,7 @@ trace (``stream_tracing.batch_spans``), with the tokens it charged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -81,9 +85,10 @@ class TokenCharger:
         self._max_deliveries = settings.limiter_max_deliveries
         self._batch = settings.limiter_batch_size
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Charge until ``stopping`` is set; the batch in hand is charged and acked first."""
         await consume_forever(self._redis, self._stream, self._group, self._round,
-                              "token charging")  # fmt: skip
+                              "token charging", stopping=stopping)  # fmt: skip
 
     async def _round(self) -> None:
         await self._reclaim()

@@ -1,7 +1,10 @@
 """The limiter service process: library, sync, token charges, heartbeat, HTTP probes.
 
 ``create_app(settings)`` builds it; nothing happens at import. Background tasks run
-in the lifespan and stop, in reverse order, on shutdown.
+in the lifespan. On shutdown (SIGTERM) the sync and the heartbeat are cancelled (nothing
+to finish), and the charger ends after its current round, charged and acknowledged,
+within ``STOP_GRACE_SECONDS`` (then it is cancelled: what it held stays pending and is
+reclaimed); ``watchllm_shared.stopping`` says why not a plain cancellation.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from watchllm_limiter.settings import LimiterSettings
 from watchllm_limiter.sync import LimitSync
 from watchllm_shared.contracts.health import publish_heartbeat
 from watchllm_shared.redis_io import create_redis
+from watchllm_shared.stopping import stop_tasks
 from watchllm_shared.telemetry import active_tracer
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 3.0  # the charger's round: a 1 s XREADGROUP block, then one batch
 
 
 async def _heartbeat(
@@ -74,18 +80,19 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
             sync = LimitSync(settings.database_url, pool, redis, metrics,
                              settings.limiter_full_sync_seconds)  # fmt: skip
             charger = TokenCharger(redis, metrics, settings, active_tracer("watchllm_limiter"))
-            tasks = [
+            stopping = asyncio.Event()
+            charging = asyncio.create_task(charger.run(stopping), name="token-charger")
+            others = [
                 asyncio.create_task(sync.run(), name="limit-sync"),
-                asyncio.create_task(charger.run(), name="token-charger"),
                 asyncio.create_task(_heartbeat(redis, settings, metrics, sync), name="heartbeat"),
             ]
             app.state.redis, app.state.pool, app.state.sync = redis, pool, sync
             try:
                 yield
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                stopping.set()
+                await stop_tasks(others, 0)
+                await stop_tasks([charging], STOP_GRACE_SECONDS)
 
     app = FastAPI(title="WatchLLM limiter", lifespan=lifespan, docs_url=None, redoc_url=None)
 

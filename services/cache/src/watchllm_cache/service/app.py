@@ -6,6 +6,12 @@ consumer and the command consumer run as tasks until shutdown. ``/readyz`` answe
 only once the model is loaded, so Kubernetes sends no traffic to a replica still
 warming up.
 
+Shutdown (SIGTERM): the heartbeat is cancelled; the three consumers end after their
+current round (an XREADGROUP block of ≤ 1 s, then what it read, handled and
+acknowledged), within ``STOP_GRACE_SECONDS``, then are cancelled (what they held stays
+pending and is reclaimed); ``watchllm_shared.stopping`` says why not a plain
+cancellation. Then the index is closed (qdrant-edge flushes).
+
 Embedded mode: qdrant-edge lets one process open its path, so run one cache replica
 per path; to scale out, point every replica at a Qdrant server (``QDRANT_URL``).
 """
@@ -34,9 +40,12 @@ from watchllm_cache.service.stores import StoreConsumer
 from watchllm_shared.contracts.health import publish_heartbeat
 from watchllm_shared.heap import freeze_startup_heap
 from watchllm_shared.redis_io import create_redis
+from watchllm_shared.stopping import stop_tasks
 from watchllm_shared.telemetry import active_tracer
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 4.0  # a round: a 1 s block, then up to 64 stores (embedding each)
 
 
 async def _heartbeat(
@@ -75,21 +84,24 @@ def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
             name = settings.cache_consumer_name
             tracer = active_tracer("watchllm_cache")  # None unless tracing is on
             freeze_startup_heap()  # the model and index: full collections would walk them
-            tasks = [
-                asyncio.create_task(AskServer(redis, cache, metrics, name, tracer).run()),
-                asyncio.create_task(StoreConsumer(
-                    redis, cache, metrics, name, settings.cache_reclaim_idle_ms,
-                    settings.cache_max_deliveries, tracer).run()),
-                asyncio.create_task(CommandConsumer(redis, cache, metrics, name).run()),
-                asyncio.create_task(_heartbeat(redis, cache, settings)),
+            stopping = asyncio.Event()
+            stores = StoreConsumer(redis, cache, metrics, name, settings.cache_reclaim_idle_ms,
+                                   settings.cache_max_deliveries, tracer)  # fmt: skip
+            consumers = [
+                asyncio.create_task(AskServer(redis, cache, metrics, name, tracer)
+                                    .run(stopping), name="semantic-asks"),
+                asyncio.create_task(stores.run(stopping), name="cache-stores"),
+                asyncio.create_task(CommandConsumer(redis, cache, metrics, name)
+                                    .run(stopping), name="cache-commands"),
             ]  # fmt: skip
+            heartbeat = asyncio.create_task(_heartbeat(redis, cache, settings), name="heartbeat")
             app.state.ready = True
             try:
                 yield
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                stopping.set()
+                await stop_tasks([heartbeat], 0)
+                await stop_tasks(consumers, STOP_GRACE_SECONDS)
 
     app = FastAPI(title="WatchLLM cache", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ready = False

@@ -54,9 +54,10 @@ class AskServer:
         self._metrics = metrics
         self._consumer = consumer
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Answer asks until ``stopping`` is set (the asks in hand are answered first)."""
         await consume_forever(self._redis, SEMANTIC_ASK_STREAM, SEMANTIC_ASK_GROUP,
-                              self._serve_batch, "semantic asks")  # fmt: skip
+                              self._serve_batch, "semantic asks", stopping=stopping)  # fmt: skip
 
     async def _serve_batch(self) -> None:
         reply: Any = await self._redis.xreadgroup(

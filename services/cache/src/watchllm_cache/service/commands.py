@@ -23,6 +23,7 @@ Failure modes:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from uuid import UUID
@@ -70,8 +71,10 @@ class CommandConsumer:
         self._max_deliveries = max_deliveries
         self._stream = stream
 
-    async def run(self) -> None:
-        await consume_forever(self._redis, self._stream, _GROUP, self._round, "cache commands")
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Apply commands until ``stopping`` is set (after the round in hand)."""
+        await consume_forever(self._redis, self._stream, _GROUP, self._round, "cache commands",
+                              stopping=stopping)  # fmt: skip
 
     async def _round(self) -> None:
         await self._retry_failed()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from watchllm_cache.service.app import create_app
 from watchllm_cache.service.settings import CacheServiceSettings
+from watchllm_shared.serving import serve as serve_app
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
@@ -19,7 +18,8 @@ def serve() -> None:
 
         FastAPIInstrumentor.instrument_app(app, **HTTP_SERVER_OPTIONS)
         RedisInstrumentor().instrument()
-    uvicorn.run(
+    serve_app(
         app, host=settings.cache_host, port=settings.cache_port, loop="uvloop",
-        access_log=False, log_config=None, timeout_graceful_shutdown=10,
+        access_log=False, log_config=None,
+        timeout_graceful_shutdown=2,  # probes and /metrics only; then the lifespan stops
     )  # fmt: skip

@@ -34,6 +34,7 @@ trace (the store's ``traceparent`` field); its Redis writes are children.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from uuid import UUID
@@ -124,9 +125,11 @@ class StoreConsumer:
         self._max_deliveries = max_deliveries
         self._write = redis.register_script(_WRITE_UNLESS_DISCARDED)  # EVALSHA, then EVAL
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Store until ``stopping`` is set; the stores read in the current round are
+        written and acknowledged first."""
         await consume_forever(self._redis, self._stream, CACHE_STORE_GROUP, self._round,
-                              "cache stores")  # fmt: skip
+                              "cache stores", stopping=stopping)  # fmt: skip
 
     async def _round(self) -> None:
         await self._reclaim()
