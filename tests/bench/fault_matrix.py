@@ -188,7 +188,7 @@ async def _load_with_fault(
 ) -> Loaded:
     async with probe.client(options.url, options.key, options.timeout, 256) as http:
         first = await preflight(http, options.model)
-        load = asyncio.create_task(run_load(http, options, first, lambda _: None))
+        load = asyncio.create_task(run_load(options, first, lambda _: None))
         await asyncio.sleep(fault_at)
         injected = time.monotonic()
         await asyncio.to_thread(scenario.inject, stack)

@@ -26,8 +26,9 @@ with the latencies it costs.
 Per request the tool records the status, the scheduled and actual send times, the
 first body byte (time to first byte for streams) and the last byte. It is built for
 little CPU per request: a hand-written HTTP/1.1 client on asyncio protocols
-(``tests.bench.http1``, ``tests.bench.pool``), the request bytes built once per
-target, completions as callbacks (no task per request). Run it on uvloop for the
+(``watchllm_shared.cli.deployment.http1`` and ``.pool``, which ``watchllm loadtest``
+uses too), the request bytes built once per target, completions as callbacks (no task
+per request). Run it on uvloop for the
 lowest cost: about 15 µs of CPU per request in a closed loop, 70 µs at 1,000 req/s
 open loop (timer wake-ups), enough for 20,000 req/s against the fake provider.
 """
@@ -40,10 +41,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tests.bench.http1 import Record, Target
-from tests.bench.pool import ConnectionPool
 from tests.bench.stats import RunSummary, distribution
+from watchllm_shared.cli.deployment.http1 import Record, Target
 from watchllm_shared.cli.deployment.openloop import run_schedule
+from watchllm_shared.cli.deployment.pool import ConnectionPool
 
 __all__ = ["Record", "Run", "Target", "run_closed_loop", "run_open_loop", "summarise"]
 
@@ -128,10 +129,7 @@ async def run_closed_loop(
 
 
 async def _close(pool: ConnectionPool, run: Run) -> None:
-    for record in run.records:  # still unanswered after the drain: name why
-        if record.done is None and record.error is None:
-            record.error = "not_sent" if record.sent is None else "timeout"
-    await pool.close()
+    await pool.close()  # still unanswered after the drain: ``timeout`` or ``not_sent``
     done = [r.done for r in run.records if r.done is not None and r.error is None]
     run.ended = max(done, default=time.perf_counter())
     run.queued_at_cap, run.connections = pool.queued_at_cap, pool.opened

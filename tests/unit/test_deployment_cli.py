@@ -14,8 +14,15 @@ from tests.support.processes import free_port
 from watchllm_shared.cli.deployment.analytics import Recorded
 from watchllm_shared.cli.deployment.check import exposes
 from watchllm_shared.cli.deployment.commands import gateway_base
+from watchllm_shared.cli.deployment.http1 import Record
 from watchllm_shared.cli.deployment.loadreport import lines, summarise
-from watchllm_shared.cli.deployment.loadtest import LoadOptions, LoadRun, Outcome, Preflight
+from watchllm_shared.cli.deployment.loadtest import (
+    LoadOptions,
+    LoadRun,
+    Outcome,
+    Preflight,
+    chat_target,
+)
 from watchllm_shared.cli.deployment.openloop import run_schedule
 from watchllm_shared.cli.deployment.probe import project_of, refusal
 from watchllm_shared.cli.main import cli
@@ -109,20 +116,26 @@ async def test_the_schedule_is_open_loop_and_catches_up_at_once() -> None:
 
 
 def _outcome(t: float, status: int = 200, error: str | None = None, sent: bool = True,
-             stream: bool = False, latency: float = 0.010) -> Outcome:  # fmt: skip
-    done = t + latency if sent and error is None else None
-    return Outcome(t, stream, t + 0.001 if sent else None, done, status if sent else 0, error,
-                   "miss", f"req_{t}")  # fmt: skip
+             stream: bool = False, latency: float = 0.01, tail: bytes = b"",
+             ) -> Outcome:  # fmt: skip
+    """A finished request scheduled at ``t``, as the pool leaves its record."""
+    record = Record(t)
+    record.sent = t + 0.001 if sent else None
+    record.done = t + latency if sent and error is None else None
+    record.status, record.error = (status if sent else 0), error
+    record.headers = {b"x-watchllm-cache": b"miss", b"x-request-id": f"req_{t}".encode()}
+    record.tail = tail or (b"data: [DONE]\n\n" if stream else b"}")
+    return Outcome(record, stream)
 
 
 def test_the_report_counts_errors_by_kind_and_latency_from_the_schedule() -> None:
     options = LoadOptions("http://gw", "lgw_x", rate=10, duration=1)
     run = LoadRun(options, Preflight(uuid.uuid4(), 500), t0=0.0)
     run.outcomes = [_outcome(i / 10, latency=0.010 * (i + 1)) for i in range(6)]
-    run.outcomes[1].cache = "hit"
-    run.outcomes[2].stream = True
+    run.outcomes[1].record.headers[b"x-watchllm-cache"] = b"hit"
+    run.outcomes[2] = _outcome(0.2, stream=True, latency=0.030)
     run.outcomes += [_outcome(0.6, status=429), _outcome(0.7, error="timeout"),
-                     _outcome(0.8, error="stream_cut", stream=True),
+                     _outcome(0.8, stream=True, tail=b'data: {"choices": []}\n\n'),
                      _outcome(0.9, sent=False)]  # fmt: skip
     report = summarise(run, Recorded(6, "request_id"))
     assert (report.scheduled, report.sent, report.ok, report.errors) == (10, 9, 6, 4)
@@ -144,3 +157,24 @@ def test_a_clean_run_passes_only_when_every_answer_was_recorded() -> None:
     assert summarise(run, Recorded(4, "request_id")).passed
     assert not summarise(run, Recorded(3, "request_id")).passed
     assert summarise(run, None).as_dict()["recorded"] is None
+
+
+def test_the_chat_target_follows_the_gateway_url() -> None:
+    plain = chat_target("http://127.0.0.1:8080", "lgw_x")
+    assert (plain.host, plain.port, plain.path, plain.tls) == (
+        "127.0.0.1",
+        8080,
+        "/v1/chat/completions",
+        False,
+    )
+    behind = chat_target("https://llm.example.com/watchllm", "lgw_x")
+    assert (behind.host, behind.port, behind.path, behind.tls) == (
+        "llm.example.com",
+        443,
+        "/watchllm/v1/chat/completions",
+        True,
+    )
+    request = plain.request(b'{"a":1}')
+    assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n")
+    assert b"Authorization: Bearer lgw_x\r\n" in request
+    assert request.endswith(b'Content-Length: 7\r\n\r\n{"a":1}')

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.bench.http1 import ResponseParser
 from tests.bench.loadgen import Target, run_closed_loop, run_open_loop, summarise
 from tests.bench.stats import distribution, percentile
 from tests.support.processes import free_port
+from watchllm_shared.cli.deployment.http1 import Record, ResponseParser
+from watchllm_shared.cli.deployment.pool import MAX_IDLE_SECONDS, ConnectionPool
 
 pytestmark = pytest.mark.unit
 
@@ -154,3 +155,36 @@ async def test_closed_loop_close_delimited_and_refused(server_port: int) -> None
     refused = summarise([await run_open_loop(_target(free_port(), "/json"), 50, 0.1)])
     assert refused.ok == 0 and refused.errors == 5
     assert set(refused.error_kinds) == {"connect_ConnectionRefusedError"}
+
+
+def test_parser_keeps_the_asked_headers_and_the_end_of_the_body() -> None:
+    response = (b"HTTP/1.1 200 OK\r\nX-Request-Id: req_1\r\nx-watchllm-cache:  hit \r\n"
+                b"Content-Length: 40\r\n\r\n" + b"x" * 26 + b"data: [DONE]\n\n")  # fmt: skip
+    parser = ResponseParser(capture=(b"x-request-id", b"x-watchllm-cache", b"x-absent"))
+    assert parser.feed(response, 1.0)
+    assert parser.headers == {b"x-request-id": b"req_1", b"x-watchllm-cache": b"hit"}
+    assert parser.tail.endswith(b"xxdata: [DONE]\n\n") and len(parser.tail) == 32
+
+
+async def test_records_carry_their_own_request_and_stale_connections_are_not_reused(
+    server_port: int,
+) -> None:
+    """``watchllm loadtest`` sends a different body each time; a connection idle longer
+    than the pool allows is closed rather than written to (the server may be closing it)."""
+    json_target = _target(server_port, "/json")
+    pool = ConnectionPool(json_target, max_connections=4)
+    done: list[Record] = []
+
+    async def one(record: Record) -> Record:
+        record.on_done = done.append
+        pool.submit(record)
+        assert await pool.wait_idle(5.0)
+        return record
+
+    streamed = await one(Record(0.0, payload=_target(server_port, "/sse").payload()))
+    assert streamed.status == 200 and streamed.events == 3 and pool.opened == 1
+    assert (await one(Record(0.0))).status == 200 and pool.opened == 1  # reused
+    pool._idle[-1].idle_since -= MAX_IDLE_SECONDS + 1  # as if idle for too long
+    assert (await one(Record(0.0))).status == 200 and pool.opened == 2
+    assert len(done) == 3
+    await pool.close()

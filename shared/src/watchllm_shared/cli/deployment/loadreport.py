@@ -52,18 +52,20 @@ class LoadReport:
 
 def summarise(run: LoadRun, recorded: Recorded | None) -> LoadReport:
     outcomes = run.outcomes
-    ok = [o for o in outcomes if o.ok]
-    latency = distribution(o.done - o.scheduled for o in ok if o.done is not None)
-    lag = distribution(o.sent - o.scheduled for o in outcomes if o.sent is not None)
-    last = max((o.done for o in ok if o.done is not None), default=run.t0)
-    errors = Counter(o.kind for o in outcomes if not o.ok)
+    kinds = [o.kind for o in outcomes]
+    ok = [o.record for o, kind in zip(outcomes, kinds, strict=True) if kind == "ok"]
+    latency = distribution(r.done - r.scheduled for r in ok if r.done is not None)
+    lag = distribution(o.record.sent - o.record.scheduled for o in outcomes
+                       if o.record.sent is not None)  # fmt: skip
+    last = max((r.done for r in ok if r.done is not None), default=run.t0)
+    errors = Counter(kind for kind in kinds if kind != "ok")
     project = run.preflight.project_id
     return LoadReport(
         url=run.options.url,
         target_rps=run.options.rate,
         duration_s=run.options.duration,
         scheduled=len(outcomes),
-        sent=sum(1 for o in outcomes if o.sent is not None),
+        sent=sum(1 for o in outcomes if o.record.sent is not None),
         ok=len(ok),
         errors=len(outcomes) - len(ok),
         errors_by_status=dict(errors.most_common()),
@@ -74,7 +76,7 @@ def summarise(run: LoadRun, recorded: Recorded | None) -> LoadReport:
         send_lag_p99_ms=lag["p99"] if lag else None,
         achieved_rps=len(ok) / max(run.options.duration, last - run.t0),
         streams=sum(1 for o in outcomes if o.stream),
-        cache_hits=sum(1 for o in ok if o.cache == "hit"),
+        cache_hits=sum(1 for o in outcomes if o.ok and o.cache == "hit"),
         project_id=str(project) if project else None,
         recorded=recorded.count if recorded else None,
         recorded_method=recorded.method if recorded else None,

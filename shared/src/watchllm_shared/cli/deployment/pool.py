@@ -1,25 +1,39 @@
-"""Persistent connections to one target for the load tool.
+"""Persistent connections to one target for load tests (``http1``).
 
 ``ConnectionPool`` hands each request to an idle keep-alive connection, opens a new
 one while all are busy (up to ``max_connections``) and queues what cannot be sent at
 once (counted in ``queued_at_cap``); the next connection to free up takes it.
+
+Idle connections are reused newest first, and never once idle for ``MAX_IDLE_SECONDS``:
+servers close idle keep-alive connections (uvicorn after 5 s), and a request written
+as the server closes would fail through no fault of the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 
-from tests.bench.http1 import Connection, Record, Target
+from watchllm_shared.cli.deployment.http1 import Connection, Record, Target
+
+MAX_IDLE_SECONDS = 2.0
 
 
 class ConnectionPool:
     """Persistent connections to one target, opened on demand up to ``max_connections``."""
 
-    def __init__(self, target: Target, max_connections: int, keep_body: bool = False) -> None:
+    def __init__(
+        self,
+        target: Target,
+        max_connections: int,
+        keep_body: bool = False,
+        capture: tuple[bytes, ...] = (),
+    ) -> None:
         self.target = target
         self.keep_body = keep_body
+        self.capture = capture  # response headers each record keeps (``Record.headers``)
         self.max_connections = max_connections
         self.opened = 0
         self.queued_at_cap = 0
@@ -40,14 +54,28 @@ class ConnectionPool:
 
     def submit(self, record: Record) -> None:
         self.outstanding += 1
-        if self._idle:
-            self._idle.pop().send(record, self._payload)
+        connection = self._take_idle()
+        if connection is not None:
+            connection.send(record, record.payload or self._payload)
             return
         self._pending.append(record)
         if len(self._live) + self._opening < self.max_connections:
             self._open()
         else:
             self.queued_at_cap += 1
+
+    def _take_idle(self) -> Connection | None:
+        """The newest idle connection, unless it was idle too long: then it is closed, and
+        so are all the older ones."""
+        if not self._idle:
+            return None
+        connection = self._idle.pop()
+        if time.perf_counter() - connection.idle_since <= MAX_IDLE_SECONDS:
+            return connection
+        for stale in (connection, *self._idle):
+            stale.close()
+        self._idle.clear()
+        return None
 
     async def wait_idle(self, within: float) -> bool:
         """Wait until nothing is outstanding; False when ``within`` seconds passed first."""
@@ -63,7 +91,8 @@ class ConnectionPool:
         return True
 
     async def close(self) -> None:
-        """Close every connection (and fail what is still outstanding)."""
+        """Close every connection; what is still outstanding fails as ``timeout`` (sent,
+        unanswered) or ``not_sent`` (waiting for a connection)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -72,6 +101,8 @@ class ConnectionPool:
             record.error = record.error or "not_sent"
             self._finished(record, None)
         for connection in list(self._live):
+            if connection.record is not None:
+                connection.record.error = connection.record.error or "timeout"
             connection.close()
         for _ in range(100):  # connection_lost runs on a later loop iteration
             if not self._live:
@@ -89,8 +120,9 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         try:
             await loop.create_connection(
-                lambda: Connection(self), self.target.host, self.target.port
-            )
+                lambda: Connection(self), self.target.host, self.target.port,
+                ssl=ssl.create_default_context() if self.target.tls else None,
+            )  # fmt: skip
         except OSError as exc:
             self._opening -= 1
             if self._pending:
@@ -106,8 +138,10 @@ class ConnectionPool:
 
     def _release(self, connection: Connection) -> None:
         if self._pending:
-            connection.send(self._pending.popleft(), self._payload)
+            record = self._pending.popleft()
+            connection.send(record, record.payload or self._payload)
         else:
+            connection.idle_since = time.perf_counter()
             self._idle.append(connection)
 
     def _finished(self, record: Record, connection: Connection | None) -> None:
@@ -125,5 +159,6 @@ class ConnectionPool:
         self._live.discard(connection)
         if connection in self._idle:
             self._idle.remove(connection)
-        if self._pending and len(self._live) + self._opening < self.max_connections:
+        waiting = len(self._pending) > self._opening  # more than the connections opening
+        if waiting and len(self._live) + self._opening < self.max_connections:
             self._open()

@@ -1,12 +1,19 @@
-"""A minimal HTTP/1.1 keep-alive client for the load tool, on asyncio protocols.
+"""A minimal HTTP/1.1 keep-alive client for load tests, on asyncio protocols.
+
+``watchllm loadtest`` and the benchmarks (``tests/bench``) send with it. A load tool
+must stay cheap when the target slows down: httpx's pool walks every connection and
+queued request on each request (measured: ~10 ms of CPU a request once a stall had
+opened 256 connections, so the tool fell behind its own schedule), this costs ~15 µs.
 
 One ``Connection`` (an ``asyncio.Protocol``) carries one request at a time; the
-request bytes are built once per target and written with a single ``write``. The
-``ResponseParser`` reads the status line, ``Content-Length``, chunked and
-read-until-close bodies incrementally, notes when the first body byte arrived and
-counts SSE events (blank-line separators) without keeping the body unless asked.
-Connections belong to a ``tests.bench.pool.ConnectionPool``; no per-request task,
-future or coroutine is needed: completions are callbacks.
+request bytes are built once per target (or once per request, ``Record.payload``) and
+written with a single ``write``. The ``ResponseParser`` reads the status line,
+``Content-Length``, chunked and read-until-close bodies incrementally, notes when the
+first body byte arrived, counts SSE events (blank-line separators), keeps the last
+bytes of the body (``tail``: did a stream end ``data: [DONE]``?) and the headers it was
+asked to capture, without keeping the body unless asked. Connections belong to a
+``pool.ConnectionPool``; no per-request task, future or coroutine is needed:
+completions are callbacks.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from tests.bench.pool import ConnectionPool
+    from watchllm_shared.cli.deployment.pool import ConnectionPool
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE = range(7)
+_TAIL = 32  # body bytes kept at the end of every response
 
 
 class Record:
@@ -28,10 +36,19 @@ class Record:
 
     __slots__ = (
         "scheduled", "sent", "first_byte", "done", "status", "error", "events", "body", "on_done",
+        "payload", "headers", "tail",
     )  # fmt: skip
 
-    def __init__(self, scheduled: float, on_done: Callable[[Record], None] | None = None) -> None:
+    def __init__(
+        self,
+        scheduled: float,
+        on_done: Callable[[Record], None] | None = None,
+        payload: bytes | None = None,
+    ) -> None:
         self.scheduled = scheduled
+        self.payload = payload  # this request's bytes (``Target.request``); None: the pool's
+        self.headers: dict[bytes, bytes] = {}  # the captured ones, names lower-case
+        self.tail = b""
         self.sent: float | None = None
         self.first_byte: float | None = None
         self.done: float | None = None
@@ -50,20 +67,26 @@ class Target:
     body: bytes = b""
     method: str = "POST"
     headers: dict[str, str] = field(default_factory=dict)
+    tls: bool = False
 
     def payload(self) -> bytes:
+        """The request with ``body``: what the pool sends unless a record has its own."""
+        return self.request(self.body)
+
+    def request(self, body: bytes) -> bytes:
         lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{name}: {value}" for name, value in self.headers.items()]
-        if self.body or self.method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(self.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+        if body or self.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 class ResponseParser:
     """Incremental response parser; ``feed`` returns True once a response is complete."""
 
-    def __init__(self, keep_body: bool = False) -> None:
+    def __init__(self, keep_body: bool = False, capture: tuple[bytes, ...] = ()) -> None:
         self.keep_body = keep_body
+        self._capture = tuple(b"\r\n" + name.lower() + b":" for name in capture)
         self._buf = bytearray()
         self.reset()
 
@@ -73,6 +96,8 @@ class ResponseParser:
         self.events = 0
         self.must_close = False
         self.parts: list[bytes] = []
+        self.headers: dict[bytes, bytes] = {}
+        self.tail = b""
         self._state = _HEAD
         self._remaining = 0
         self._last_newline = False
@@ -133,6 +158,12 @@ class ResponseParser:
     def _head(self, head: bytes) -> None:
         self.status = int(head[9:12])
         lower = head.lower()
+        for marker in self._capture:
+            start = lower.find(marker)
+            if start >= 0:
+                end = head.find(b"\r\n", start + 2)
+                value = head[start + len(marker) : end if end >= 0 else None]
+                self.headers[marker[2:-1]] = value.strip()
         self.must_close = b"\r\nconnection: close" in lower
         if b"\r\ntransfer-encoding:" in lower and b"chunked" in lower:
             self._state = _CHUNK_SIZE
@@ -154,6 +185,7 @@ class ResponseParser:
             self.first_byte = now
         self.events += chunk.count(b"\n\n") + (self._last_newline and chunk[0] == 10)
         self._last_newline = chunk[-1] == 10
+        self.tail = (self.tail + chunk)[-_TAIL:]
         if self.keep_body:
             self.parts.append(chunk)
 
@@ -161,9 +193,10 @@ class ResponseParser:
 class Connection(asyncio.Protocol):
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self._parser = ResponseParser(pool.keep_body)
+        self._parser = ResponseParser(pool.keep_body, pool.capture)
         self.transport: asyncio.Transport | None = None
         self.record: Record | None = None
+        self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -189,6 +222,7 @@ class Connection(asyncio.Protocol):
         self.record = None
         record.done, record.status = now, parser.status
         record.first_byte, record.events = parser.first_byte, parser.events
+        record.headers, record.tail = parser.headers, parser.tail
         if parser.keep_body:
             record.body = b"".join(parser.parts)
         must_close = parser.must_close
