@@ -142,6 +142,6 @@ def test_check_fails_while_the_cache_service_is_stopped(
     assert done.returncode == 1, done.stdout
     cache = _lines(done)["cache"]
     assert cache.startswith("FAIL  cache       the same request was still a miss"), done.stdout
-    assert "the cache service stores answers" in cache
+    assert "the cache service stores answers after they are sent" in cache
     _no_traceback(done)
     stack.wait_healthy()  # it resumes: later users of the stack find it whole

@@ -95,6 +95,7 @@ def test_metrics_count_as_exposed_when_sampled_or_declared() -> None:
                    "watchllm_cache_misses_total", "watchllm_cache_hits_total"):  # fmt: skip
         assert exposes(text, metric), metric
     assert not exposes(text, "watchllm_ttfb_seconds_bucket")
+    assert exposes("# TYPE watchllm_cache_hits_total counter\n", "watchllm_cache_hits_total")
     assert not exposes("watchllm_requests_created 1.0\n", "watchllm_requests_total")
 
 

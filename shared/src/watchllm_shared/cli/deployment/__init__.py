@@ -6,8 +6,8 @@ optionally the analytics service's read API to see that requests were stored.
 
 - ``probe``: one chat request, its headers, and the operator's reading of a refusal.
 - ``check``: the sanity checks, one result per check (``watchllm check``).
-- ``openloop`` / ``stats``: the open-loop schedule and percentiles (the bench's load
-  tool in ``tests/bench`` uses them too).
+- ``openloop`` / ``stats`` / ``http1`` / ``pool``: the open-loop schedule, percentiles
+  and a cheap keep-alive HTTP/1.1 client (the benchmarks in ``tests/bench`` use them too).
 - ``loadtest`` / ``loadreport``: an open-loop run and its summary (``watchllm loadtest``).
 - ``analytics``: reads requests back through the named queries.
 - ``commands``: the click commands' options; ``console``: what they print, the only

@@ -58,7 +58,10 @@ _LIMITER_HINT = (
     " (limiter) and watchllm_limiter_unavailable_total in /metrics"
 )
 _STREAM_HINT = "a proxy in front of the gateway may buffer or cut streams; see the gateway's log"
-_CACHE_HINT = "the cache service stores answers: see /health (cache) and the cache service's log"
+_CACHE_HINT = (
+    "the cache service stores answers after they are sent: it is stopped or behind"
+    " (/health: cache; its lag: XINFO GROUPS watchllm.cache.stores.v1; its log)"
+)
 _FLUSH_HINT = "flush the project's cache: watchllm cache flush --project NAME"
 _METRICS_HINT = "the gateway serves Prometheus text at /metrics: is a proxy hiding it?"
 _ANALYTICS_HINT = "see the analytics service's /health (consumer lag, dead letters) and its log"
@@ -278,10 +281,9 @@ def _refused(response: httpx.Response) -> _Outcome:
 
 
 def exposes(text: str, metric: str) -> bool:
-    """True when Prometheus ``text`` has a sample of ``metric`` or declares its family
-    (a labelled counter has no sample until its first increment)."""
+    """True when Prometheus ``text`` has a sample of ``metric`` or declares it (a
+    labelled counter has no sample until its first increment). A counter's TYPE line
+    names it with or without ``_total``, depending on the client library's version."""
     family = metric.removesuffix("_total").removesuffix("_bucket")
-    declared = f"# TYPE {family} "
-    return any(
-        line.startswith((f"{metric}{{", f"{metric} ", declared)) for line in text.splitlines()
-    )
+    prefixes = (f"{metric}{{", f"{metric} ", f"# TYPE {family} ", f"# TYPE {metric} ")
+    return any(line.startswith(prefixes) for line in text.splitlines())
