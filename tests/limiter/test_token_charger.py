@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from watchllm_limiter.charges import MAX_TOKENS_PER_EVENT, TokenCharger, token_count_error
 from watchllm_limiter.metrics import LimiterMetrics
@@ -42,12 +44,31 @@ def charger(redis: aioredis.Redis, stream: str, consumer: str) -> TokenCharger:
     return TokenCharger(redis, LimiterMetrics(), settings)
 
 
-async def run_for(charger: TokenCharger, seconds: float) -> None:
+async def drained(redis: aioredis.Redis, stream: str) -> bool:
+    """The limiter's group has read every entry of the stream and has none pending."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # no stream yet
+        return False
+    last = (await redis.xinfo_stream(stream))["last-generated-id"]
+    return any(g["name"] == b"limiter" and g["last-delivered-id"] == last and g["pending"] == 0
+               for g in groups)  # fmt: skip
+
+
+async def run_until_drained(charger: TokenCharger, redis: aioredis.Redis, stream: str) -> None:
+    """Run the charger until it has handled (charged or parked, and acknowledged) the
+    whole stream, however long that takes this machine; the deadline bounds a failure."""
     task = asyncio.create_task(charger.run())
-    await asyncio.sleep(seconds)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    deadline = time.monotonic() + 30
+    try:
+        while not await drained(redis, stream):
+            assert not task.done(), task
+            assert time.monotonic() < deadline, "events left unread or unacknowledged"
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def charged(redis: aioredis.Redis, project: uuid.UUID, key: uuid.UUID) -> int:
@@ -64,7 +85,7 @@ async def test_events_are_charged_once_and_poison_is_parked(redis: aioredis.Redi
     await redis.xadd(stream, first.to_stream_fields())  # type: ignore[arg-type]  # redelivered
     await redis.xadd(stream, {"data": b"{not json"})
     await redis.xadd(stream, event(project, key, 12).to_stream_fields())  # type: ignore[arg-type]
-    await run_for(charger(redis, stream, "c1"), 0.5)
+    await run_until_drained(charger(redis, stream, "c1"), redis, stream)
     assert await charged(redis, project, key) == 42
     dead = await redis.xrange(f"{stream}.dlq")
     assert len(dead) == 1 and b"unreadable event" in dead[0][1][b"error"]
@@ -79,8 +100,8 @@ async def test_a_dead_consumers_pending_events_are_taken_over(redis: aioredis.Re
     await redis.xadd(stream, event(project, key, 7).to_stream_fields())  # type: ignore[arg-type]
     # A consumer reads the event and dies before acknowledging it.
     await redis.xreadgroup("limiter", "dead", {stream: ">"}, count=10)
-    await asyncio.sleep(0.3)
-    await run_for(charger(redis, stream, "survivor"), 0.5)
+    await asyncio.sleep(0.3)  # idle longer than limiter_reclaim_idle_ms
+    await run_until_drained(charger(redis, stream, "survivor"), redis, stream)
     assert int(await redis.get(charge_keys(project, key)[3]) or 0) == 7
     assert (await redis.xpending(stream, "limiter"))["pending"] == 0
 
@@ -97,7 +118,7 @@ async def test_impossible_token_counts_are_parked_and_the_project_keeps_its_limi
     for poison in (event(project, key, 10**14), negative):
         await redis.xadd(stream, poison.to_stream_fields())  # type: ignore[arg-type]
     await redis.xadd(stream, event(project, key, 25).to_stream_fields())  # type: ignore[arg-type]
-    await run_for(charger(redis, stream, "c1"), 0.5)
+    await run_until_drained(charger(redis, stream, "c1"), redis, stream)
     errors = [fields[b"error"] for _, fields in await redis.xrange(f"{stream}.dlq")]
     assert len(errors) == 2
     assert b"absurd token count: 100000000000000 tokens" in errors[0]
@@ -127,7 +148,7 @@ async def test_a_gateway_clock_behind_redis_does_not_shorten_the_window(
         update={"occurred_at": datetime.now(UTC) - timedelta(seconds=59)}
     )  # a gateway whose clock runs 59 s behind Redis's
     await redis.xadd(stream, skewed.to_stream_fields())  # type: ignore[arg-type]
-    await run_for(charger(redis, stream, "c1"), 0.5)
+    await run_until_drained(charger(redis, stream, "c1"), redis, stream)
     await asyncio.sleep(1.5)  # past the skewed clock's minute, well within Redis's
     keys = check_keys(project, key)
     reply = await redis.fcall(CHECK_FUNCTION, len(keys), *keys, str(key), 10**9, "m", "")
