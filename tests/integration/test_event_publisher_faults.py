@@ -1,6 +1,7 @@
 """The gateway's event publisher (``StreamPublisher``) when Redis fails, against real
 servers of the test's own on loopback: a shutdown while Redis is down counts and logs
-every event it could not write, a shutdown during a backoff tries once more, and a
+every event it could not write, within one deadline for all publishers, a shutdown
+during a backoff tries once more, and a
 Redis refusing some of a batch's XADDs (``maxmemory`` with ``noeviction``) gets each
 event exactly once after it recovers."""
 
@@ -18,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from tests.support.processes import free_port
-from watchllm_gateway.events import PublisherMetrics, StreamPublisher
+from watchllm_gateway.events import PublisherMetrics, StreamPublisher, close_all
 from watchllm_shared.cli.embedded import EmbeddedRedis
 from watchllm_shared.redis_io import create_redis
 from watchllm_shared.redis_packed import PackedCommands
@@ -111,6 +112,40 @@ async def test_shutdown_while_redis_is_down_counts_and_logs_every_unwritten_even
     assert len(shutdown) == 1, [r.getMessage() for r in caplog.records]
     assert shutdown[0].levelno == logging.ERROR
     assert "3 entries not written" in shutdown[0].getMessage()
+
+
+async def test_publishers_flush_together_under_one_deadline_and_report_what_is_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The gateway's two publishers with Redis gone at shutdown: they used to flush one
+    after the other (5 s each), past a supervisor's 10 s grace, and be killed with
+    nothing logged. Now both share one deadline, and each reports its loss."""
+    caplog.set_level(logging.INFO, logger="watchllm_gateway.events")
+    client = create_redis(f"redis://127.0.0.1:{free_port()}/0", timeout_seconds=0.5)
+    commands = PackedCommands(client)
+    events_metrics, stores_metrics = new_metrics(), new_metrics()
+    events = StreamPublisher(commands, events_metrics, 100, stream=STREAM, maxlen=1000)
+    stores = StreamPublisher(commands, stores_metrics, 100, stream="test:stores", maxlen=1000)
+    for publisher, count in ((events, 2), (stores, 3)):
+        publisher.start()
+        for n in range(count):
+            publisher.publish({"request_id": str(n)})
+    await eventually(lambda: events_metrics.errors.value >= 1 and stores_metrics.errors.value >= 1)
+    started = time.monotonic()
+    await close_all([events, stores], flush_seconds=2.0)
+    took = time.monotonic() - started
+    events.publish({"request_id": "late"})  # a request that finished after the flush
+    await commands.aclose()
+    await client.aclose()
+
+    assert took < 3.5, f"the flushes took {took:.2f} s: not one 2 s deadline for both"
+    assert (events_metrics.dropped.value, stores_metrics.dropped.value) == (3, 3)
+    lines = [r.getMessage() for r in caplog.records if "shutdown" in r.getMessage()]
+    assert any(line.startswith(f"shutdown: 2 entries not written to {STREAM}") for line in lines)
+    assert any(line.startswith("shutdown: 3 entries not written to test:stores") for line in lines)
+    assert any("came after the flush" in line for line in lines), lines
+    unwritten = [line for line in lines if "not written" in line]
+    assert all("(Redis: Error" in line for line in unwritten), unwritten  # what failed
 
 
 async def test_the_buffered_gauge_counts_the_batch_in_flight() -> None:

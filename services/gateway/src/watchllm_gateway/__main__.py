@@ -1,11 +1,16 @@
-"""``python -m watchllm_gateway``: settings from the environment, then serve."""
+"""``python -m watchllm_gateway``: settings from the environment, then serve.
+
+SIGTERM: requests in flight get most of ``gateway_shutdown_seconds`` to finish (uvicorn's
+graceful shutdown; then they are cancelled), then the lifespan flushes what they
+published in the rest (``settings.GatewaySettings.shutdown_split``), and the process
+exits 0 (``watchllm_shared.serving``).
+"""
 
 from __future__ import annotations
 
-import uvicorn
-
 from watchllm_gateway.main import create_app
 from watchllm_gateway.settings import GatewaySettings
+from watchllm_shared.serving import serve
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
@@ -23,7 +28,7 @@ def main() -> None:
         AioHttpClientInstrumentor().instrument()
         RedisInstrumentor().instrument()
         AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
-    uvicorn.run(
+    serve(
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
@@ -31,7 +36,7 @@ def main() -> None:
         http="httptools",
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_split()[0],
     )
 
 

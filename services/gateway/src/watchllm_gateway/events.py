@@ -21,11 +21,17 @@ Failure modes:
 - Buffer full (``event_buffer_size``; Redis down for a long time under load): new
   events are dropped and counted in ``watchllm_events_dropped_total``; memory stays
   bounded and the caller is never slowed.
-- Shutdown: ``close`` keeps draining until the queue is empty or its timeout passes; a
-  writer waiting out a backoff tries once more at once. Whatever is still unwritten
-  then (the batch in flight and the queue) is counted in
-  ``watchllm_events_dropped_total`` and logged in one line. A write cut off by the
-  timeout counts its whole batch as dropped, though Redis may have taken some of it.
+- Shutdown: ``close_all`` flushes every publisher at once, under one deadline (the
+  gateway's share of ``gateway_shutdown_seconds`` for flushing, see ``settings``), so two
+  publishers never take twice the time: one after the other, 5 s each, they outlasted
+  ``watchllm up``'s 10 s grace with Redis gone, and the kill cut the flush short with
+  nothing logged. Each keeps draining until its queue is empty (also of events that
+  requests cancelled by the server's shutdown record as they unwind) or the deadline
+  passes; a writer waiting out a backoff tries once more at once. Whatever is still
+  unwritten then (the batch in flight and the queue), and anything published after
+  ``close``, is counted in ``watchllm_events_dropped_total`` (``…_cache_stores_dropped…``)
+  and logged with its count and Redis's last error. A write cut off by the deadline
+  counts its whole batch as dropped, though Redis may have taken some of it.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
 from watchllm_shared.redis_packed import PackedCommands
+from watchllm_shared.stopping import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +89,18 @@ class StreamPublisher:
         self._maxlen = maxlen
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._last_error: BaseException | None = None
         self._closing = asyncio.Event()  # set by close: a backoff wait ends at once
+        self._closed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"publisher:{self._stream}")
 
     def publish(self, fields: Fields) -> None:
+        if self._closed:  # a request that finished after the flush: nobody will write it
+            self._metrics.dropped.inc()
+            log.error("shutdown: an entry for %s came after the flush: dropped", self._stream)
+            return
         try:
             self._queue.put_nowait(fields)
         except asyncio.QueueFull:
@@ -95,18 +108,18 @@ class StreamPublisher:
             return
         self._set_buffered()
 
-    async def close(self, flush_seconds: float = 5.0) -> None:
+    async def close(self, flush_seconds: float = 2.0) -> None:
         """Flush what is buffered (for up to ``flush_seconds``), then stop; what could
-        not be written is counted as dropped and logged."""
+        not be written is counted as dropped and logged with its count."""
         if self._task is None:
             return
         self._closing.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), flush_seconds)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+            async with asyncio.timeout(flush_seconds):
+                await self._drain()
+        await stop_tasks([self._task], 0)  # cancelled until it ends
         self._task = None
+        self._closed = True
         left = len(self._in_flight) + self._queue.qsize()
         self._in_flight = []
         while not self._queue.empty():
@@ -114,7 +127,20 @@ class StreamPublisher:
         self._set_buffered()
         if left:
             self._metrics.dropped.inc(left)
-            log.error("shutdown with %d entries not written to %s: dropped", left, self._stream)
+            log.error(
+                "shutdown: %d entries not written to %s within the %.1f s flush: dropped"
+                " (Redis: %s)", left, self._stream, flush_seconds,
+                _describe(self._last_error) if self._failing else "slow",
+            )  # fmt: skip
+
+    async def _drain(self) -> None:
+        """Until the queue is empty and stays so for one pass of the loop: requests the
+        server cancelled at its shutdown publish their events as they unwind."""
+        while True:
+            await self._queue.join()
+            await asyncio.sleep(0)
+            if self._queue.empty():
+                return
 
     def _set_buffered(self) -> None:
         self._metrics.buffered.set(self._queue.qsize() + len(self._in_flight))
@@ -152,8 +178,9 @@ class StreamPublisher:
                     self._failing = False
                 return
             self._metrics.errors.inc()
+            self._last_error = error
             if not self._failing:
-                log.error("cannot write to %s, buffering: %s", self._stream, error)
+                log.error("cannot write to %s, buffering: %s", self._stream, _describe(error))
                 self._failing = True
             if self._closing.is_set():
                 await asyncio.sleep(backoff)
@@ -173,3 +200,16 @@ class StreamPublisher:
         failed = [f for f, r in zip(batch, replies, strict=True) if isinstance(r, ResponseError)]
         errors = [r for r in replies if isinstance(r, ResponseError)]
         return failed, errors[0] if errors else None
+
+
+async def close_all(publishers: Sequence[StreamPublisher], flush_seconds: float) -> None:
+    """Flush every publisher at once, all within ``flush_seconds`` (one deadline shared,
+    not one each); see the module docstring."""
+    await asyncio.gather(*(publisher.close(flush_seconds) for publisher in publishers))
+
+
+def _describe(error: BaseException | None) -> str:
+    """An error for a log line; a ``TimeoutError`` has no text of its own."""
+    if error is None:
+        return "unknown error"
+    return str(error) or type(error).__name__

@@ -6,6 +6,7 @@ in a module global, so tests can build as many apps as they like.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import redis.asyncio as aioredis
 from watchllm_gateway.auth import KeyAuthenticator
 from watchllm_gateway.cache_client import CacheClient
 from watchllm_gateway.cache_flow import CacheSupport
-from watchllm_gateway.events import StreamPublisher
+from watchllm_gateway.events import StreamPublisher, close_all
 from watchllm_gateway.health import HealthChecker
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.pricing import PriceTable
@@ -30,6 +31,8 @@ from watchllm_shared.contracts.streams import REQUESTS_COMPLETED_MAXLEN
 from watchllm_shared.redis_io import create_redis
 from watchllm_shared.redis_packed import PackedCommands
 from watchllm_shared.telemetry import active_tracer
+
+_POOL_CLOSE_SECONDS = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ async def open_runtime(
     pool: asyncpg.Pool = await asyncpg.create_pool(
         settings.database_url, min_size=0, max_size=10, command_timeout=5, timeout=5
     )
-    stack.push_async_callback(pool.close)
+    stack.push_async_callback(_close_pool, pool)
     http = create_http_session(settings)
     stack.push_async_callback(http.close)
     events = StreamPublisher(
@@ -65,7 +68,9 @@ async def open_runtime(
         REQUESTS_COMPLETED_MAXLEN,
     )  # fmt: skip
     events.start()
-    stack.push_async_callback(events.close)  # closed before Redis: flushes while it is open
+    publishers = [events]
+    # Closed before Redis (flushing while it is open), all under one deadline.
+    stack.push_async_callback(close_all, publishers, settings.shutdown_split()[1])
     cache: CacheSupport | None = None
     if settings.cache_enabled:
         stores = StreamPublisher(
@@ -73,7 +78,7 @@ async def open_runtime(
             CACHE_STORE_MAXLEN,
         )  # fmt: skip
         stores.start()
-        stack.push_async_callback(stores.close)
+        publishers.append(stores)
         client = CacheClient(redis, commands, metrics, settings.instance_name,
                              settings.cache_timeout_seconds, tracer)  # fmt: skip
         client.start()
@@ -113,3 +118,13 @@ async def open_runtime(
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
     return GatewayRuntime(settings, metrics, router, proxy, health)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully, unless Postgres does not answer: then cut the connections (a
+    graceful close waits for the server, and the shutdown has a deadline)."""
+    try:
+        async with asyncio.timeout(_POOL_CLOSE_SECONDS):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()

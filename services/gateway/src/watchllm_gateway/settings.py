@@ -18,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from watchllm_shared.contracts import Stream
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
 
+# Shares of ``gateway_shutdown_seconds``. Flushing with Redis up takes milliseconds (the
+# publishers write all along); the 2 s are for a slow Redis. Closing the clients and the
+# process after the flush takes ~0.1 s, and uvicorn ~0.2 s before the requests' wait.
+_FLUSH_SECONDS = 2.0
+_CLOSE_SECONDS = 0.5
+
 
 class ProviderKind(StrEnum):
     """The wire protocol of an upstream; each gateway endpoint speaks one of them."""
@@ -123,6 +129,16 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         " an outage (stale answer or 503).",
     )
     event_buffer_size: int = Field(default=100_000, gt=0)
+    gateway_shutdown_seconds: float = Field(
+        default=6.0,
+        ge=1.5,
+        description="Longest the gateway takes to stop after SIGTERM; a supervisor's grace"
+        " before SIGKILL must be longer (watchllm up and Docker give 10 s). Requests in"
+        " flight get all of it but the flush share and 0.5 s to close; then the events and"
+        " cache stores still in memory are written, all at once, in the flush share (2 s;"
+        " a third when shorter than 6 s). What is unwritten then is logged with its count"
+        " and counted in watchllm_events_dropped_total / watchllm_cache_stores_dropped_total.",
+    )
     events_stream: str = Field(
         default=Stream.REQUESTS_COMPLETED.value,
         description="Stream for request-completed events; change it only to share one"
@@ -148,6 +164,14 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         description="When the limiter cannot answer: 'open' serves the request, 'closed'"
         " answers 503.",
     )
+
+    def shutdown_split(self) -> tuple[float, float]:
+        """(seconds for requests in flight to finish, seconds to flush what they
+        published) after SIGTERM; with ``_CLOSE_SECONDS`` they make
+        ``gateway_shutdown_seconds``."""
+        total = self.gateway_shutdown_seconds
+        flush = min(_FLUSH_SECONDS, total / 3)
+        return total - flush - _CLOSE_SECONDS, flush
 
     def resolved_routes(self) -> tuple[Route, ...]:
         """Routes with provider keys read from the environment variables they name."""
