@@ -173,7 +173,10 @@ async def test_a_flush_during_a_backlog_leaves_nothing_queued_before_it(
     running = Running()
     try:
         running.start(store_consumer)
-        await asyncio.sleep(0.2)  # the store consumer is part-way through the backlog
+        deadline = time.monotonic() + 30  # until the store consumer has written some
+        while not await project_keys(redis, project):
+            assert time.monotonic() < deadline and running.all_alive(), "nothing stored"
+            await asyncio.sleep(0.01)
         await streams.command(CacheCommand(op="flush_project", project_id=project))
         running.start(command_consumer)
         await streams.drained(streams.commands, "cache")
