@@ -29,15 +29,25 @@ async def test_an_answer_in_time_passes_through_untouched() -> None:
 
 
 async def test_a_busy_loop_past_the_deadline_does_not_discard_a_ready_answer() -> None:
-    """The answer arrives at 10 ms; the loop is then blocked until ~200 ms, past the
-    50 ms deadline. asyncio.timeout cancels here although the answer is in; Deadline
-    notices its timer ran late and lets the answer through."""
+    """The loop is blocked for 200 ms, past the 50 ms deadline, and the answer came in
+    at 10 ms meanwhile. asyncio.timeout cancels here although the answer is in; Deadline
+    notices its timer ran late and lets the answer through.
+
+    The order is built, not timed: the answer is scheduled from inside the blocking
+    callback, due before the deadline, so however late the loop gets to either of them
+    (a slow or preempted machine), both are due together and the deadline's timer runs
+    first, as it does when a reply waits in the socket of a busy loop."""
     loop = asyncio.get_running_loop()
 
     async def answer_while_the_loop_is_blocked(guard: object) -> str:
         reply: asyncio.Future[str] = loop.create_future()
-        loop.call_later(0.01, reply.set_result, "counted")
-        loop.call_later(0.005, time.sleep, 0.2)  # someone else's slow callback
+        began = loop.time()
+
+        def someone_elses_slow_callback() -> None:
+            time.sleep(0.2)
+            loop.call_at(began + 0.01, reply.set_result, "counted")  # in at 10 ms
+
+        loop.call_soon(someone_elses_slow_callback)
         async with guard:  # type: ignore[attr-defined]
             return await reply
 
