@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import unique
+from tests.support.freeze_proxy import FreezeProxy
 from watchllm_gateway import auth as auth_module
 from watchllm_gateway.auth import KeyAuthenticator
 from watchllm_gateway.errors import GatewayError
@@ -32,68 +33,6 @@ TTL = 0.5
 STALE = 300.0
 DEADLINE = 0.5  # key lookup deadline in these tests (the gateway's default is 1 s)
 AT_ONCE = 0.05  # an answer that did not wait for Postgres
-
-
-class FreezeProxy:
-    """A TCP proxy to Postgres that can stop forwarding: a hung or partitioned database.
-
-    Frozen, it accepts new connections without ever answering and holds every byte in
-    flight; thawed, it forwards what it held and carries on.
-    """
-
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self._upstream = (upstream_host, upstream_port)
-        self._thawed = asyncio.Event()
-        self._thawed.set()
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
-
-    def freeze(self) -> None:
-        self._thawed.clear()
-
-    def thaw(self) -> None:
-        self._thawed.set()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._thawed.wait()
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        upstream: asyncio.StreamWriter | None = None
-        try:
-            await self._thawed.wait()  # new connections: accepted, never answered
-            up_reader, upstream = await asyncio.open_connection(*self._upstream)
-            await asyncio.gather(self._pipe(reader, upstream), self._pipe(up_reader, writer))
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            if upstream is not None:
-                upstream.close()
-            self._handlers.discard(task)
 
 
 def _with_address(url: str, host: str, port: int) -> str:
@@ -138,9 +77,7 @@ async def proxy(database_url: str) -> AsyncIterator[FreezeProxy]:
 
 @pytest.fixture
 async def proxied_store(database_url: str, proxy: FreezeProxy) -> AsyncIterator[AccountStore]:
-    assert proxy._server is not None
-    port = proxy._server.sockets[0].getsockname()[1]
-    pool = await _gateway_pool(_with_address(database_url, "127.0.0.1", port))
+    pool = await _gateway_pool(_with_address(database_url, "127.0.0.1", proxy.port))
     yield AccountStore(pool, actor="tests")
     proxy.thaw()
     await _close(pool)
@@ -221,17 +158,18 @@ async def test_hung_postgres_costs_at_most_the_deadline_then_answers_at_once(
 
 
 async def test_a_new_connection_that_is_never_answered_is_an_outage_too(
-    database_url: str, proxy: FreezeProxy
+    database_url: str, proxy: FreezeProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No pooled connection yet (``min_size=0``): the lookup hangs in connect."""
-    assert proxy._server is not None
-    port = proxy._server.sockets[0].getsockname()[1]
+    """No pooled connection yet (``min_size=0``): the lookup hangs in connect. The log
+    says what timed out (a TimeoutError has no text of its own)."""
     proxy.freeze()
-    pool = await _gateway_pool(_with_address(database_url, "127.0.0.1", port))
+    pool = await _gateway_pool(_with_address(database_url, "127.0.0.1", proxy.port))
     try:
         auth = _authenticator(AccountStore(pool, actor="tests"))
-        took, result = await _timed(auth.authenticate(generate_key()))
+        with caplog.at_level(logging.ERROR, logger=auth_module.__name__):
+            took, result = await _timed(auth.authenticate(generate_key()))
         assert _status(result) == 503 and took < DEADLINE + 0.3, (result, took)
+        assert f"TimeoutError: no answer within {DEADLINE:g} s" in caplog.text
     finally:
         proxy.thaw()
         await _close(pool)

@@ -39,8 +39,8 @@ def cluster(
 ) -> Iterator[Cluster]:
     stream = f"test.requests.{uuid.uuid4().hex}"
     # The default 0.5 s ask deadline: a 300-request burst on 2 shared cores lags each
-    # gateway's event loop past it, and the limits must hold all the same (the deadline
-    # does not fire while the loop itself is late: watchllm_shared.deadline).
+    # gateway's event loop past it, and the limits must hold all the same (only Redis
+    # can miss the deadline: watchllm_shared.redis_deadline).
     env = gateway_env(fake_provider.url, redis_url, database_url, stream)
     limiter = start_limiter({**env, "WATCHLLM_LIMITER_CONSUMER_GROUP": f"limiter-{stream}"},
                             log_dir)  # fmt: skip

@@ -16,6 +16,12 @@ time: a waiting loop is an idle loop.
 
 Expiry goes through ``asyncio.timeout``'s own machinery (``reschedule``), so the
 caller sees ``TimeoutError`` and only this cancellation is taken back.
+
+What it cannot see: time lost before its timer was due (waiting for a connection
+behind other callers, a loop that was behind earlier), since a timer in a busy loop
+often runs on time. For Redis calls through ``PackedCommands`` use ``reply_within``
+(``redis_deadline.ReplyDeadline``), which judges Redis by what it did instead; the
+limiter ask moved there after this deadline let an overloaded gateway fail open.
 """
 
 from __future__ import annotations

@@ -32,6 +32,11 @@ Failure modes, enforced here:
   commands ran before it is unknown.
 - At most ``max_connections`` commands (or pipelines) are in flight; more wait for a free slot (the
   caller's deadline bounds the wait).
+- ``reply_within=`` on ``call`` is a ``ReplyDeadline`` (``redis_deadline``): it
+  fails the call with ``RedisTimeout`` only for what Redis did not do (answer anything
+  while the call waited for a slot, or answer this command once sent), never for the
+  wait a busy gateway causes itself. A caller's own ``asyncio.timeout`` still measures
+  its wall clock, waits included.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from watchllm_shared.redis_deadline import ReplyDeadline
+
 Argument = str | bytes | int | float
 
 
@@ -54,11 +61,23 @@ class PackedCommands:
         self._pool = redis.connection_pool
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[AbstractConnection] = []
+        # For ``ReplyDeadline`` (loop times): Redis's last reply to any command here, and
+        # the last time a deadline gave up on Redis.
+        self.replied_at = float("-inf")
+        self.gave_up_at = float("-inf")
 
-    async def call(self, *args: Argument) -> Any:
-        """Run one command; its reply as redis-py's parser gives it (bytes, ints, lists)."""
+    async def call(self, *args: Argument, reply_within: float | None = None) -> Any:
+        """Run one command; its reply as redis-py's parser gives it (bytes, ints, lists).
+
+        ``reply_within`` (seconds): fail with ``RedisTimeout`` when Redis, not this
+        process, is that late (see the module docstring)."""
         command: Any = args  # hiredis's stub types the argument as a 1-tuple
-        (reply,) = await self._execute(hiredis.pack_command(command), 1)
+        packed = hiredis.pack_command(command)
+        if reply_within is None:
+            (reply,) = await self._execute(packed, 1, None)
+        else:
+            async with ReplyDeadline(self, reply_within, _describe(args)) as deadline:
+                (reply,) = await self._execute(packed, 1, deadline)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -73,26 +92,35 @@ class PackedCommands:
         its ``ResponseError`` instance, in its place. Connection errors and timeouts are
         raised either way (how many of the commands ran is then unknown)."""
         packed = b"".join(hiredis.pack_command(tuple(command)) for command in commands)  # type: ignore[arg-type]
-        replies = await self._execute(packed, len(commands))
+        replies = await self._execute(packed, len(commands), None)
         if raise_errors:
             for reply in replies:
                 if isinstance(reply, ResponseError):
                     raise reply
         return replies
 
-    async def _execute(self, packed: bytes, count: int) -> list[Any]:
+    async def _execute(
+        self, packed: bytes, count: int, deadline: ReplyDeadline | None
+    ) -> list[Any]:
         async with self._slots:
+            if deadline is not None:
+                deadline.holding()  # fails at once if Redis stopped answering meanwhile
             if self._idle:
                 try:
-                    return await self._run(self._idle.pop(), packed, count)
+                    return await self._run(self._idle.pop(), packed, count, deadline)
                 except (RedisConnectionError, OSError):
                     pass  # a stale connection: once more on a fresh one
             connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            return await self._run(connection, packed, count)
+            return await self._run(connection, packed, count, deadline)
 
-    async def _run(self, connection: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+    async def _run(
+        self, connection: AbstractConnection, packed: bytes, count: int,
+        deadline: ReplyDeadline | None,
+    ) -> list[Any]:  # fmt: skip
         replies: list[Any] = []
         try:
+            if deadline is not None:
+                deadline.sent(connection)  # from here on Redis has it (or our handshake)
             await connection.send_packed_command(packed)
             for _ in range(count):
                 try:
@@ -100,8 +128,11 @@ class PackedCommands:
                 except ResponseError as error:  # an error reply: the connection is in step
                     replies.append(error)
         except BaseException:
+            if deadline is not None:
+                deadline.waiting()  # a retry on a fresh connection starts over
             await connection.disconnect(nowait=True)
             raise
+        self.replied_at = asyncio.get_running_loop().time()
         self._idle.append(connection)
         return replies  # error replies as ResponseError instances, in their places
 
@@ -109,3 +140,9 @@ class PackedCommands:
         idle, self._idle = self._idle, []
         for connection in idle:
             await connection.disconnect()
+
+
+def _describe(command: Sequence[Argument]) -> str:
+    """``FCALL watchllm_limit_check``: the command and its first argument, for messages."""
+    words = [w.decode(errors="replace") if isinstance(w, bytes) else str(w) for w in command[:2]]
+    return " ".join(words)

@@ -173,8 +173,8 @@ class KeyAuthenticator:
         if since < self._answered_at:
             return  # Postgres answered a later query: this failure is old news
         if not self._failing:
-            log.error("key lookups failing, Postgres unreachable: %s: %s",
-                      type(exc).__name__, exc)  # fmt: skip
+            log.error("key lookups failing, Postgres unreachable: %s: %s", type(exc).__name__,
+                      str(exc) or f"no answer within {self._timeout:g} s")  # fmt: skip
             self._failing = True
         self._next_probe = time.monotonic() + _PROBE_EVERY_SECONDS
 

@@ -13,15 +13,24 @@ variants when a token limit applies) or a 429 with ``retry-after``.
 When Redis cannot answer within ``limiter_timeout_seconds`` (down, slow, or the
 library not loaded yet), the configured policy applies: fail-open (default) lets the
 request through without headers, fail-closed answers 503. Either way it is counted in
-``watchllm_limiter_unavailable_total{policy}`` and logged once per episode; never a 500.
-During an episode the gateway asks again at most every ``_PROBE_EVERY_SECONDS``;
-requests in between get the policy at once instead of each waiting for the deadline.
+``watchllm_limiter_unavailable_total{policy}``; never a 500.
+
+An *episode* begins with the first failure and ends when an ask that began after it is
+answered; it is logged once when it begins (with the error's type and what timed out)
+and once when it ends, however many asks were in flight. A failure of an ask that began
+before Redis's last answer is old news and begins nothing (concurrent asks finishing in
+any order once made the log flip ten times in 130 ms). During an episode requests get
+the policy at once, and one ask at a time probes Redis, at most every
+``_PROBE_EVERY_SECONDS``.
 
 The deadline (default 0.5 s) is far above a healthy ask (~0.2 ms) on purpose, and it is
-a ``Deadline``, which does not fire while the gateway's own event loop is behind: under
-a burst the reply can wait in the socket past the deadline, and a plain timeout would
-turn load itself into fail-open after Redis had already counted the request, dropping
-limits exactly when they matter (``tests/limiter/test_ask_under_load.py``).
+``PackedCommands``' ``reply_within`` (``watchllm_shared.redis_deadline``), which only
+Redis can miss: not while the ask waits for a connection behind other commands with
+Redis answering them, not while its reply waits in the socket for a busy loop. A plain
+timeout turned load itself into fail-open, after Redis had already counted the
+request: a gateway held at twice its capacity failed open 1,427-2,937 times in a few
+seconds and admitted 2,450 requests against a limit of 1,087
+(``tests/limiter/test_limits_under_overload.py``, ``test_ask_under_load.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +47,6 @@ from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts.limits import CHECK_FUNCTION, LimitDecision, check_keys
-from watchllm_shared.deadline import Deadline
 from watchllm_shared.redis_packed import PackedCommands
 
 log = logging.getLogger(__name__)
@@ -87,8 +95,11 @@ class RateLimiter:
         self._metrics = metrics
         self._timeout = timeout_seconds
         self._policy = policy
-        self._failing = False
+        self._failing = False  # an episode is on (see the module docstring)
+        self._episode_began = 0.0
+        self._answered_at = 0.0  # when Redis last answered an ask
         self._next_probe = 0.0
+        self._probing = False
         # Bound once: ``labels()`` costs a lock and a dict lookup on every request.
         self._allowed = metrics.limiter_decisions.labels("allowed")
         self._refused = metrics.limiter_decisions.labels("refused")
@@ -96,8 +107,11 @@ class RateLimiter:
     async def check(self, grant: KeyGrant, request_id: str) -> dict[str, str]:
         """Admit the request or raise 429; returns the headers every answer carries."""
         started = time.perf_counter()
-        if self._failing and started < self._next_probe:
-            return self._apply_policy()
+        probe = False
+        if self._failing:
+            if self._probing or started < self._next_probe:
+                return self._apply_policy()
+            probe = self._probing = True
         try:
             if self._tracer is None:
                 reply = await self._ask(grant, request_id)
@@ -108,11 +122,11 @@ class RateLimiter:
                 ):  # fmt: skip
                     reply = await self._ask(grant, request_id)
         except (RedisError, OSError, TimeoutError) as exc:
-            return self._unavailable(exc)
-        self._metrics.limiter_ask.observe(time.perf_counter() - started)
-        if self._failing:
-            log.warning("rate limiter answering again")
-            self._failing = False
+            return self._unavailable(exc, started)
+        finally:
+            if probe:
+                self._probing = False
+        self._answered(started)
         decision = LimitDecision.from_reply(reply)
         headers = limit_headers(decision)
         if decision.allowed:
@@ -130,18 +144,28 @@ class RateLimiter:
 
     async def _ask(self, grant: KeyGrant, request_id: str) -> Any:
         keys = check_keys(grant.project_id, grant.key_id)
-        async with Deadline(self._timeout):
-            return await self._commands.call(
-                "FCALL", CHECK_FUNCTION, len(keys), *keys,
-                str(grant.key_id), grant.requests_per_day, request_id, "",
-            )  # fmt: skip
+        return await self._commands.call(
+            "FCALL", CHECK_FUNCTION, len(keys), *keys,
+            str(grant.key_id), grant.requests_per_day, request_id, "",
+            reply_within=self._timeout,
+        )  # fmt: skip
 
-    def _unavailable(self, exc: BaseException) -> dict[str, str]:
-        if not self._failing:
+    def _answered(self, started: float) -> None:
+        now = time.perf_counter()
+        self._metrics.limiter_ask.observe(now - started)
+        self._answered_at = now
+        if self._failing and started >= self._episode_began:
+            log.warning("rate limiter answering again")
+            self._failing = False
+
+    def _unavailable(self, exc: BaseException, started: float) -> dict[str, str]:
+        if not self._failing and started >= self._answered_at:
             log.error("rate limiter unavailable (%s: %s); failing %s", type(exc).__name__,
-                      exc, self._policy)  # fmt: skip
+                      str(exc) or "no detail", self._policy)  # fmt: skip
             self._failing = True
-        self._next_probe = time.perf_counter() + _PROBE_EVERY_SECONDS
+            self._episode_began = time.perf_counter()
+        if self._failing:
+            self._next_probe = time.perf_counter() + _PROBE_EVERY_SECONDS
         return self._apply_policy()
 
     def _apply_policy(self) -> dict[str, str]:
