@@ -43,15 +43,19 @@ def start_analytics(env: dict[str, str], consumer: str, log_dir: Path) -> Servic
 
 
 def publish_paced(
-    client: redis.Redis, stream: str, events: list[RequestCompleted], hurry: threading.Event
+    client: redis.Redis, stream: str, published: list[RequestCompleted], hurry: threading.Event
 ) -> None:
-    """About 500 events/s in pipelined chunks until ``hurry`` is set (a minute's worth),
-    so every kill lands while events flow however slowly the restarts go, then the rest."""
-    for start in range(0, len(events), 100):
+    """About 500 events/s in pipelined chunks for as long as ``hurry`` is not set, so
+    every kill lands while events flow however slowly the restarts go; then the rest up
+    to ``EVENTS`` at once. What it published goes to ``published``."""
+    projects = [uuid.uuid4() for _ in range(7)]
+    while not hurry.is_set() or len(published) < EVENTS:
+        chunk = [make_event(projects[(len(published) + i) % 7]) for i in range(100)]
         pipe = client.pipeline(transaction=False)
-        for event in events[start : start + 100]:
+        for event in chunk:
             pipe.xadd(stream, event.to_stream_fields())  # type: ignore[arg-type]
         pipe.execute()
+        published.extend(chunk)
         if not hurry.is_set():
             time.sleep(0.2)
 
@@ -63,8 +67,9 @@ def group_state(client: redis.Redis, stream: str) -> tuple[int, int]:
 
 
 def wait_for_unstored(client: redis.Redis, stream: str) -> int:
-    """Entries read by the group and not yet acknowledged, once there are some."""
-    deadline = time.monotonic() + 3
+    """Entries read by the group and not yet acknowledged, once there are some (the
+    deadline only bounds a failure: events flow, so a batch is read every moment)."""
+    deadline = time.monotonic() + 30
     while (pending := group_state(client, stream)[0]) == 0 and time.monotonic() < deadline:
         time.sleep(0.005)
     return pending
@@ -78,6 +83,7 @@ def inspect_store(dsn: str) -> dict:  # type: ignore[type-arg]
     return json.loads(result.stdout)
 
 
+@pytest.mark.timeout(600)  # paced publishing alone is a minute; restarts are slow on a slow machine
 def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
     redis_url: str, log_dir: Path, tmp_path: Path
 ) -> None:
@@ -90,8 +96,7 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
         "WATCHLLM_ANALYTICS_MONITOR_SECONDS": "0.5",
     }  # fmt: skip
     client = redis.Redis.from_url(redis_url)
-    projects = [uuid.uuid4() for _ in range(7)]
-    events = [make_event(projects[i % 7]) for i in range(EVENTS)]
+    events: list[RequestCompleted] = []
     hurry = threading.Event()
     publisher = threading.Thread(target=publish_paced, args=(client, stream, events, hurry))
     consumers = iter(["crash-a", "crash-a", "crash-b", "crash-b", "crash-c"])
@@ -104,10 +109,9 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
             unstored_at_kill.append(wait_for_unstored(client, stream))
             service.kill()  # SIGKILL, with a batch read and not yet acknowledged
             service = start_analytics(env, next(consumers), log_dir)
-        assert publisher.is_alive(), "the kills should all land while events are published"
         hurry.set()
         publisher.join()
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + 120  # bounds a failure only
         while group_state(client, stream) != (0, 0):
             assert time.monotonic() < deadline, f"still {group_state(client, stream)}"
             time.sleep(0.2)
@@ -115,6 +119,9 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
         assert service.stop() in (0, -signal.SIGTERM)
         assert "Application shutdown complete" in service.log()
     finally:
+        hurry.set()  # the publisher stops pacing, publishes the rest and ends
+        if publisher.is_alive():
+            publisher.join()
         service.kill()
         client.delete(stream, f"{stream}.dlq")
     assert all(n > 0 for n in unstored_at_kill), unstored_at_kill
@@ -123,12 +130,12 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
     duplicated = {i: n for i, n in stored["ids"].items() if n != 1}
     assert not duplicated
     assert set(stored["ids"]) == {str(e.event_id) for e in events}
-    assert stored["rows"] == EVENTS
+    assert stored["rows"] == len(events) >= EVENTS
     assert stored["prompt_tokens"] == sum(e.prompt_tokens for e in events)
     assert stored["completion_tokens"] == sum(e.completion_tokens for e in events)
     published_cost = sum((e.cost_usd for e in events), Decimal(0))
     assert Decimal(stored["cost_usd"]) == published_cost
     assert Decimal(stored["cost_saved_usd"]) == sum((e.cost_saved_usd for e in events), Decimal(0))
     rollup = stored["rollup"]
-    assert int(rollup["requests"]) == EVENTS
+    assert int(rollup["requests"]) == len(events)
     assert Decimal(rollup["cost_usd"]) == published_cost
