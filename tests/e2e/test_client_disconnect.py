@@ -62,6 +62,8 @@ def test_stream_events_reach_the_caller_as_the_upstream_sends_them(
                 arrivals.append(time.monotonic() - started)
     # The fake waits 0.1 s between its ~27 events: relayed as they come, the first
     # arrives long before the last, and they keep arriving spread over the stream.
+    # Measured between arrivals, not from the start: how long this machine takes to
+    # answer at all is not what is asserted (a buffered stream arrives all at once).
     assert len(arrivals) > 20
-    assert arrivals[0] < 0.5 and arrivals[-1] > 2.0
+    assert arrivals[-1] - arrivals[0] > 2.0
     assert arrivals[len(arrivals) // 2] < arrivals[-1] - 0.5

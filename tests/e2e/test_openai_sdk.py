@@ -117,6 +117,8 @@ async def test_a_revoked_key_is_refused_within_a_second(
     await account_store.revoke_key(grant.key_id)
     revoked_at = time.monotonic()
     while True:
+        # Timed when sent: a request sent in time may take a slow machine long to answer.
+        sent_after = time.monotonic() - revoked_at
         try:
             await sdk.chat.completions.create(
                 model="gpt-4o", messages=[{"role": "user", "content": "b"}]
@@ -124,7 +126,7 @@ async def test_a_revoked_key_is_refused_within_a_second(
         except openai.PermissionDeniedError as refused:
             assert refused.code == "key_revoked"
             break
-        assert time.monotonic() - revoked_at < 1.0, "revocation took longer than a second"
+        assert sent_after < 1.0, f"a request sent {sent_after:.2f} s after the revocation passed"
         await asyncio.sleep(0.02)
     await sdk.close()
 
