@@ -222,7 +222,7 @@ async def test_while_clickhouse_fails_nothing_is_acked_then_everything_flows_onc
     health = running.service.health
 
     async def failing() -> bool:
-        return health.clickhouse == "down" and await pending(redis_client, settings) == 100
+        return health.clickhouse == "disconnected" and await pending(redis_client, settings) == 100
 
     await eventually(failing)
     await asyncio.sleep(0.5)  # retries go on; still nothing acked, nothing parked
@@ -234,7 +234,7 @@ async def test_while_clickhouse_fails_nothing_is_acked_then_everything_flows_onc
     await wait_stored(inspector, 100)
     await eventually(lambda: pending_is(redis_client, settings, 0))
     assert stored(inspector) == expected(events)
-    assert health.clickhouse == "up"
+    assert health.clickhouse == "connected"
 
 
 async def test_a_row_clickhouse_refuses_is_isolated_and_parked(

@@ -62,7 +62,7 @@ def test_redis_outage_buffers_events_and_delivers_every_one_after(
         own_redis.stop()
         during = [_ask(sdk, f"during {i}") for i in range(10)]
         health = httpx.get(f"{gateway.url}/health").json()
-        assert health["status"] == "unhealthy" and health["services"]["redis"] == "down"
+        assert health["status"] == "unhealthy" and health["services"]["redis"] == "disconnected"
         assert httpx.get(f"{gateway.url}/readyz").status_code == 503
         own_redis.start()
         wait_for_events(redis_url, stream, lambda e: e.request_id in during, count=10, timeout=20)

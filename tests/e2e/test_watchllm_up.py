@@ -88,7 +88,7 @@ def test_up_runs_everything_embedded_and_a_key_gets_a_completion(tmp_path: Path)
         health = httpx.get(f"http://127.0.0.1:{gateway_port}/health").json()
         services = health["services"]
         assert services["limiter"] == services["cache"] == services["analytics"] == "up"
-        assert services["clickhouse"] == "up" and services["qdrant"] == "up"
+        assert services["clickhouse"] == "connected" and services["qdrant"] == "connected"
         # The request went gateway → events stream → analytics → ClickHouse, and the
         # dashboard's query sees it.
         assert _requests_recorded(env["WATCHLLM_ANALYTICS_PORT"], project_id) == 1

@@ -186,7 +186,7 @@ def test_the_limiter_reports_its_library_syncs_and_charges(cluster: Cluster) -> 
     """Runs after the tests above (same module): they changed limits and used tokens."""
     health = httpx.get(f"{cluster.limiter.url}/health").json()
     assert health["status"] == "healthy" and health["limits_synced"]
-    assert health["services"] == {"redis": "up", "database": "up"}
+    assert health["services"] == {"redis": "connected", "database": "connected"}
     metrics = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in httpx.get(f"{cluster.limiter.url}/metrics").text.splitlines()

@@ -1,16 +1,19 @@
-"""Shared contracts: keys, cache keys, events, log redaction."""
+"""Shared contracts: keys, cache keys, events, heartbeats, log redaction."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key, looks_like_key
 from watchllm_shared.contracts import RequestCompleted, RequestStatus
 from watchllm_shared.contracts.cache_keys import CACHE_KEY_VERSION, exact_cache_key
+from watchllm_shared.contracts.health import Heartbeat, heartbeat
 from watchllm_shared.telemetry import RedactingFilter, redact
 
 pytestmark = pytest.mark.unit
@@ -58,3 +61,27 @@ def test_secrets_are_masked_in_log_records(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.INFO, logger="test.redaction"):
         logger.info("key %s used", key)
     assert key not in caplog.text and key[:10] in caplog.text
+
+
+class FirstHeartbeat(BaseModel):
+    """The heartbeat as gateways before ``stores`` read it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    service: str
+    instance: str
+    at: datetime
+    status: Literal["up", "degraded"] = "up"
+    dependencies: dict[str, Literal["up", "down"]] = {}
+
+
+def test_heartbeats_are_understood_across_a_rolling_deploy() -> None:
+    new = heartbeat("cache", "c-1", "degraded", {"qdrant": "disconnected"}).model_dump_json()
+    assert Heartbeat.model_validate_json(new).store("qdrant") == "disconnected"
+    assert FirstHeartbeat.model_validate_json(new).dependencies == {"qdrant": "down"}
+    at = datetime.now(UTC).isoformat()
+    old = f'{{"service": "analytics", "instance": "a-1", "at": "{at}", "status": "up", '
+    understood = Heartbeat.model_validate_json(old + '"dependencies": {"clickhouse": "up"}}')
+    assert understood.store("clickhouse") == "connected"
+    assert understood.store("qdrant") is None  # not a store this service reports
+    down = Heartbeat.model_validate_json(old + '"dependencies": {"clickhouse": "down"}}')
+    assert down.store("clickhouse") == "disconnected"

@@ -1,7 +1,8 @@
 """What the service knows about its own health, and the heartbeat it publishes.
 
-ClickHouse counts as "up" when it answers a ping *and* the last batch write did not
-fail (a missing table answers pings but takes no rows). The heartbeat goes to
+ClickHouse counts as "connected" when it answers a ping *and* the last batch write did
+not fail (a missing table answers pings but takes no rows). Stores are "connected" or
+"disconnected", as in the gateway's ``/health``. The heartbeat goes to
 ``heartbeat_key("analytics")`` with a TTL, so the gateway's ``/health`` shows the
 service as down when it stops writing it, and reports ``clickhouse`` from it.
 """
@@ -15,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from watchllm_analytics.stream_group import GroupLag
-from watchllm_shared.contracts.health import DependencyStatus
+from watchllm_shared.contracts.health import StoreStatus
 from watchllm_shared.contracts.health import publish_heartbeat as shared_heartbeat
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ class HealthState:
     dead_letters: int | None = None
 
     @property
-    def clickhouse(self) -> DependencyStatus:
-        return "up" if self.clickhouse_reachable and not self.writes_failing else "down"
+    def clickhouse(self) -> StoreStatus:
+        if self.clickhouse_reachable and not self.writes_failing:
+            return "connected"
+        return "disconnected"
 
     def write_failed(self, error: str) -> None:
         if not self.writes_failing:
@@ -49,7 +52,7 @@ class HealthState:
 
     @property
     def ready(self) -> bool:
-        return self.schema_ready and self.clickhouse == "up" and self.redis_up
+        return self.schema_ready and self.clickhouse == "connected" and self.redis_up
 
     def report(self, group: str) -> dict[str, Any]:
         status = "healthy" if self.ready else ("unhealthy" if not self.schema_ready else "degraded")
@@ -57,7 +60,7 @@ class HealthState:
         return {
             "status": status,
             "clickhouse": self.clickhouse,
-            "redis": "up" if self.redis_up else "down",
+            "redis": "connected" if self.redis_up else "disconnected",
             "last_write_error": self.last_write_error if self.writes_failing else None,
             "consumer_group": {
                 "name": group,

@@ -1,18 +1,34 @@
-"""``GET /health``: real checks of what the gateway uses, plus service heartbeats.
+"""``GET /health``: what the gateway reaches itself, and what the services report::
 
-- database, redis: checked directly (``SELECT 1``, ``PING``) within a deadline;
-- limiter, cache, analytics: "up" while their heartbeat is fresh, else "down";
-- qdrant, clickhouse: as reported by the cache and analytics heartbeats ("unknown"
-  when that service is not running).
+    {"status": "healthy", "mode": "self_hosted",
+     "services": {"database": "connected", "redis": "connected", "qdrant": "connected",
+                  "clickhouse": "connected", "limiter": "up", "cache": "up",
+                  "analytics": "up"},
+     "processes": {...}}
 
-Overall: "unhealthy" when the database or Redis is down (no request can be served),
-"degraded" when anything else is not up (requests are served, without that part),
-"healthy" otherwise.
+- Stores say ``connected`` or ``disconnected``. ``database`` (Postgres) and ``redis``
+  are checked here (``SELECT 1``, ``PING``), each within ``health_check_timeout_seconds``
+  (1 s). ``qdrant`` and ``clickhouse`` are as the cache and analytics services report
+  them in their heartbeats (the gateway never talks to them), and ``unknown`` while that
+  service has no fresh heartbeat: not running, nobody can say.
+- Services (``limiter``, ``cache``, ``analytics``) say ``up`` (a fresh heartbeat, all
+  well), ``degraded`` (a fresh heartbeat, but the service reports a problem: its store
+  disconnected, its schema not ready) or ``down`` (no heartbeat for 15 s).
+- ``status``: ``unhealthy`` (HTTP 503) when the database or Redis is disconnected (no
+  request can be served); ``degraded`` when anything else is not connected or up, or a
+  process under ``watchllm up`` was given up (requests are served, without that part);
+  ``healthy`` otherwise.
+- Under ``watchllm up``, ``"processes"`` adds its supervisor's report (each process's
+  state, restarts and last exit; ``contracts/supervision.py``); a process left down after
+  crashing too often makes the status "degraded" even while a sibling replica keeps the
+  service's heartbeat fresh.
 
-Under ``watchllm up``, ``"processes"`` adds its supervisor's report (each process's
-state, restarts and last exit; ``contracts/supervision.py``); a process left down after
-crashing too often makes the status "degraded" even while a sibling replica keeps the
-service's heartbeat fresh.
+Every check answers within the timeout, also while a store hangs (paused, partitioned).
+The database is asked by one ``SELECT 1`` at a time, in a task of its own that callers
+wait for at most the timeout: awaited directly, a query cut off by the timeout first
+waits for asyncpg to cancel it on the server, over a new connection to the hung
+postmaster (a wait asyncpg shields from cancellation, up to the pool's 5 s command
+timeout), and ``/health`` took 6 s with Postgres SIGSTOPped.
 """
 
 from __future__ import annotations
@@ -25,10 +41,20 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from watchllm_shared.contracts.health import HEARTBEAT_SERVICES, Heartbeat, heartbeat_key
+from watchllm_shared.contracts.health import (
+    HEARTBEAT_SERVICES,
+    Heartbeat,
+    StoreStatus,
+    heartbeat_key,
+)
 from watchllm_shared.contracts.supervision import SUPERVISOR_KEY, SupervisorReport
 
 _REPORTED_BY = {"qdrant": "cache", "clickhouse": "analytics"}
+_ALL_WELL = ("connected", "up")
+
+
+def _store(connected: bool) -> StoreStatus:
+    return "connected" if connected else "disconnected"
 
 
 class HealthChecker:
@@ -36,16 +62,31 @@ class HealthChecker:
         self._pool = pool
         self._redis = redis
         self._timeout = timeout
+        self._select: asyncio.Task[bool] | None = None  # the database check in flight
 
-    async def database_up(self) -> bool:
+    async def database_connected(self) -> bool:
+        """``SELECT 1`` answered within the timeout; callers share one query at a time
+        and wait for it at most the timeout (see the module docstring)."""
+        select = self._select
+        if select is None:
+            select = self._select = asyncio.get_running_loop().create_task(self._select_one())
+            select.add_done_callback(self._select_done)
+        done, _ = await asyncio.wait({select}, timeout=self._timeout)
+        return bool(done) and select.result()
+
+    async def _select_one(self) -> bool:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._pool.fetchval("SELECT 1")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            return False
+            return False  # maybe only after asyncpg cancelled it on the server: nobody waits
         return True
 
-    async def redis_up(self) -> bool:
+    def _select_done(self, task: asyncio.Task[bool]) -> None:
+        if self._select is task:
+            self._select = None
+
+    async def redis_connected(self) -> bool:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.ping()
@@ -85,20 +126,19 @@ class HealthChecker:
 
     async def report(self) -> dict[str, Any]:
         database, redis_ok, beats, supervisor = await asyncio.gather(
-            self.database_up(), self.redis_up(), self._heartbeats(), self._supervisor()
-        )
-        services: dict[str, str] = {
-            "database": "up" if database else "down",
-            "redis": "up" if redis_ok else "down",
-        }
+            self.database_connected(), self.redis_connected(), self._heartbeats(),
+            self._supervisor(),
+        )  # fmt: skip
+        services: dict[str, str] = {"database": _store(database), "redis": _store(redis_ok)}
         for store, owner in _REPORTED_BY.items():
             beat = beats.get(owner)
-            services[store] = beat.dependencies.get(store, "unknown") if beat else "unknown"
+            services[store] = (beat.store(store) if beat else None) or "unknown"
         for service in HEARTBEAT_SERVICES:
             services[service] = beats[service].status if service in beats else "down"
+        given_up = supervisor is not None and supervisor.given_up
         if not (database and redis_ok):
             status = "unhealthy"
-        elif all(v == "up" for v in services.values()) and not (supervisor and supervisor.given_up):
+        elif all(v in _ALL_WELL for v in services.values()) and not given_up:
             status = "healthy"
         else:
             status = "degraded"

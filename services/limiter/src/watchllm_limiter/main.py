@@ -124,8 +124,8 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
         healthy = redis_ok and database_ok and version is not None and synced
         body = {
             "status": "healthy" if healthy else "degraded",
-            "services": {"redis": "up" if redis_ok else "down",
-                         "database": "up" if database_ok else "down"},
+            "services": {"redis": "connected" if redis_ok else "disconnected",
+                         "database": "connected" if database_ok else "disconnected"},
             "library_version": version,
             "limits_synced": synced,
         }  # fmt: skip

@@ -60,7 +60,7 @@ async def _heartbeat(
                 "cache",
                 settings.cache_consumer_name,
                 "up" if index_up else "degraded",
-                {"qdrant": "up" if index_up else "down"},
+                {"qdrant": "connected" if index_up else "disconnected"},
             )
         except (RedisError, OSError) as exc:
             log.warning("heartbeat skipped, Redis: %s", exc)

@@ -10,11 +10,13 @@ from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data.health import fetch_health
 from watchllm_dashboard.views.context import PageContext
 
-_BADGE = {
+_BADGE = {  # a store says connected/disconnected, a service up/degraded/down
     "healthy": "🟢",
-    "up": "🟢",
+    "connected": "🟢",
+    "up": "🟢",  # also a store, from a gateway older than "connected"
     "degraded": "🟠",
     "unknown": "⚪",
+    "disconnected": "🔴",
     "down": "🔴",
     "unhealthy": "🔴",
     "unreachable": "🔴",

@@ -27,7 +27,7 @@ async def livez() -> Response:
 @router.get("/readyz")
 async def readyz(runtime: RuntimeDep) -> Response:
     database, redis_ok = await asyncio.gather(
-        runtime.health.database_up(), runtime.health.redis_up()
+        runtime.health.database_connected(), runtime.health.redis_connected()
     )
     ready = database and redis_ok
     body = {"status": "ready" if ready else "not_ready", "database": database, "redis": redis_ok}
