@@ -77,7 +77,9 @@ async def test_an_overloaded_gateway_admits_exactly_the_limit_and_never_fails_op
         warm = await run_closed_loop(_target(gateway, unlimited), 32, CAPACITY_SECONDS)
         capacity = sum(r.status == 200 for r in warm.records) / CAPACITY_SECONDS
         in_flight = min(max(int(2 * capacity), 200), 3000)  # two seconds' worth at once
-        limit = max(int(capacity * OVERLOAD_SECONDS / 2), 100)
+        # Half the first burst: every connection sends at least once, so at least twice
+        # the limit is asked for however slow the machine gets meanwhile.
+        limit = in_flight // 2
 
         _, key, project_id, _ = await new_key(account_store)
         # The limiter service's part (it copies limits from Postgres into this hash),
@@ -102,7 +104,7 @@ async def test_an_overloaded_gateway_admits_exactly_the_limit_and_never_fails_op
     fail_open = counted('watchllm_limiter_unavailable_total{policy="open"}')
     allowed = counted('watchllm_limiter_decisions_total{decision="allowed"}')
     refused = counted('watchllm_limiter_decisions_total{decision="refused"}')
-    assert len(run.records) > 2 * limit, f"not enough load to test the limit: {seen}"
+    assert len(run.records) >= 2 * limit, f"not enough load to test the limit: {seen}"
     assert fail_open == 0, f"failed open {fail_open:.0f} times while Redis answered: {seen}"
     assert statuses["200"] <= limit, f"{statuses['200']} admitted over a limit of {limit}: {seen}"
     assert allowed == limit, f"Redis admitted {allowed:.0f}, not the limit: {seen}"
