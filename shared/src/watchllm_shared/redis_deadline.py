@@ -3,7 +3,7 @@
 A plain timeout measures the caller's wall clock, and under load most of that clock is
 the gateway's own: the wait for one of ``PackedCommands``' connections behind hundreds
 of other commands, a reply sitting in the socket while the event loop works through a
-long iteration, a write that uvloop flushes only at the end of that iteration. Measured
+long iteration, a write still in the transport's buffer behind earlier ones. Measured
 on a gateway at twice its capacity against a healthy Redis (issue 14): of the limiter
 asks its 0.5 s deadline cut off, ~95 % had not been sent yet (waiting for a
 connection); the others had been sent a few ms earlier, after that wait, or had their
@@ -16,8 +16,8 @@ So this deadline blames only what Redis did or did not do:
 
 - **Holding a connection** (its handshake, then the command): the call fails when
   Redis has had it for ``seconds`` and nothing on that connection is still ours to do:
-  no write uvloop has not flushed yet, no reply waiting in the socket for the loop to
-  read it. A connection whose socket is not open yet is ours too (redis-py's connect
+  no write still in the transport's buffer, no reply waiting in the socket for the loop
+  to read it. A connection whose socket is not open yet is ours too (redis-py's connect
   timeout bounds it).
 - **Waiting for a connection**: the queue is ours. The call fails only when another
   call gave up on Redis (the rule above) after this one started waiting, and Redis has
