@@ -79,8 +79,9 @@ def ask(client: openai.OpenAI, text: str, **extra: object) -> tuple[str, dict[st
     return raw.parse().choices[0].message.content or "", dict(raw.headers)
 
 
-def until_stored(redis_url: str, headers: dict[str, str], timeout: float = 10) -> None:
-    """The cache service stores after the answer: wait for the exact entry."""
+def until_stored(redis_url: str, headers: dict[str, str], timeout: float = 60) -> None:
+    """The cache service stores after the answer: wait for the exact entry (the deadline
+    only bounds a failure)."""
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
     try:
@@ -218,8 +219,9 @@ def test_gateway_keeps_answering_when_the_cache_service_dies(
             durations.append(time.monotonic() - started)
             assert headers["x-watchllm-cache"] == "miss"
     # The first asks wait for the deadline (2 s here); then the gateway stops asking
-    # a cache service that does not answer, and requests no longer wait.
-    assert sum(d < 0.5 for d in durations) >= 6, durations
+    # a cache service that does not answer, and requests no longer wait: well under the
+    # deadline, however slow this machine answers a request.
+    assert sum(d < 1.0 for d in durations) >= 6, durations
 
 
 def test_a_request_the_limiter_refuses_did_not_use_the_cache(
