@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,13 +22,16 @@ from watchllm_dashboard.actions import Actions
 from watchllm_dashboard.main import shared_runtime
 from watchllm_shared.accounts import (
     AccountStore,
+    LimitStore,
     PermissionDeniedError,
     Plan,
     Role,
     SessionStore,
     UserStore,
 )
+from watchllm_shared.accounts.audit import audit
 from watchllm_shared.accounts.keys import display_prefix
+from watchllm_shared.accounts.limits import KEEP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
@@ -136,6 +140,72 @@ async def test_a_limit_set_on_the_page_is_enforced_and_its_usage_shown(
     ]
 
 
+async def test_the_key_limits_form_shows_the_chosen_keys_limits_and_saves_only_changes(
+    account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """Choosing a key with rpm 10 showed 0 / 0, and saving a tpm removed its rpm."""
+    project, _, first = await new_project(account_store)
+    second = (await account_store.create_key(project, "second")).key
+    limits = LimitStore(account_store.pool, actor="tests")
+    await limits.set_key_limits(first, 10, None)
+    await limits.set_key_limits(second.id, None, 7)
+    at = await page(tokens["admin"], "Projects & settings", project)
+
+    def shown_limits() -> tuple[int, int]:
+        rpm, tpm = at.number_input(key="key_limits_rpm"), at.number_input(key="key_limits_tpm")
+        return int(rpm.value), int(tpm.value)
+
+    assert at.selectbox(key="key_limits_choice").value.startswith("first (")
+    assert shown_limits() == (10, 0)
+    at.selectbox(key="key_limits_choice").set_value(f"second ({second.display_prefix}…)")
+    at = await asyncio.to_thread(run, at)
+    assert shown_limits() == (0, 7)
+    at.selectbox(key="key_limits_choice").set_value(
+        at.selectbox(key="key_limits_choice").options[0]
+    )
+    at = await asyncio.to_thread(run, at)
+    assert shown_limits() == (10, 0)
+    at.number_input(key="key_limits_tpm").set_value(5000)
+    at = await click(at, "key_limits_submit")
+    saved, untouched = await account_store.get_key(first), await account_store.get_key(second.id)
+    assert (saved.rpm_limit, saved.tpm_limit) == (10, 5000)
+    assert (untouched.rpm_limit, untouched.tpm_limit) == (None, 7)
+    assert shown_limits() == (10, 5000)
+
+
+async def test_the_audit_log_names_the_key_and_hides_the_kept_marker(
+    account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """The log showed "tpm=-1" (the CLI's "keep it") and a revocation with no details."""
+    project, _, key_id = await new_project(account_store)
+    await LimitStore(account_store.pool, actor="cli").set_key_limits(key_id, 20, KEEP)
+    async with account_store.pool.acquire() as conn:  # as written before the kept value
+        await audit(conn, "cli", "key.limits", None, key_id, {"rpm": KEEP, "tpm": 500})
+    await LimitStore(account_store.pool, actor="cli").set_key_limits(key_id, None, KEEP)
+    await account_store.revoke_key(key_id)
+    at = await page(tokens["admin"], "Projects & settings", project)
+    log = next(d.value for d in at.dataframe if "what" in d.value.columns)
+    prefix = (await account_store.get_key(key_id)).display_prefix
+    mine = log[log["key"] == f"first ({prefix}…)"]
+    assert mine["what"].tolist()[:4] == ["key.revoke", "key.limits", "key.limits", "key.limits"]
+    assert mine["details"].tolist()[1:4] == ["rpm removed", "tpm=500", "rpm=20"]
+
+
+async def test_rotation_keeps_the_old_key_working_for_an_hour_unless_told(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """The grace defaulted to 0 s while the page said the old key keeps working."""
+    project, old_key, old_id = await new_project(account_store)
+    at = await page(tokens["admin"], "API keys", project)
+    assert at.number_input(key="key_rotate_grace").value == 3600
+    at = await click(at, "key_rotate_submit")
+    assert "it stops in 1 h 0 min" in shown(at)
+    assert chat(stack.gateway, old_key, "still working?").status_code == 200
+    expires = (await account_store.get_key(old_id)).expires_at
+    assert expires is not None
+    assert timedelta(minutes=59) < expires - datetime.now(UTC) <= timedelta(hours=1)
+
+
 async def test_cache_entries_are_deleted_and_the_project_flushed_from_the_page(
     stack: Stack, account_store: AccountStore, accounts: Accounts, tokens: dict[str, str]
 ) -> None:
@@ -242,6 +312,7 @@ def test_every_change_is_listed() -> None:
         "allowed_models",
         "cached_entries",
         "audit",
+        "keys_by_id",
         "users",
     }
     assert public - reads == set(CHANGES)

@@ -8,7 +8,7 @@ viewer is refused here, whatever the page shows or hides.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -61,6 +61,11 @@ class Actions:
 
     def keys(self, project: str) -> list[ApiKey]:
         return self._run(self._accounts().list_keys(project))
+
+    def keys_by_id(self, key_ids: Collection[UUID]) -> dict[UUID, ApiKey]:
+        if not key_ids:
+            return {}
+        return {k.id: k for k in self._run(self._accounts().get_keys(key_ids))}
 
     def limits(self, project: Project) -> ProjectLimits:
         return self._run(LimitStore(self._rt.pool).project_limits(project.id))

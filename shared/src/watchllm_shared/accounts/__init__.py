@@ -12,6 +12,7 @@ from watchllm_shared.accounts.errors import (
 )
 from watchllm_shared.accounts.limits import LimitStore
 from watchllm_shared.accounts.models import (
+    DEFAULT_ROTATION_GRACE_SECONDS,
     MAX_ROTATION_GRACE_SECONDS,
     ApiKey,
     CacheSettings,
@@ -26,6 +27,7 @@ from watchllm_shared.accounts.store import AccountStore
 from watchllm_shared.accounts.users import Role, User, UserStore, require_admin
 
 __all__ = [
+    "DEFAULT_ROTATION_GRACE_SECONDS",
     "MAX_ROTATION_GRACE_SECONDS",
     "AccountError",
     "AccountStore",

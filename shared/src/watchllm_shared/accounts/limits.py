@@ -26,6 +26,12 @@ def _validated(name: str, value: int | None) -> int | None:
     return value
 
 
+def _changed(**limits: int | None) -> dict[str, int | None]:
+    """The audit details of a limits change: what was set (None: removed), not what was
+    kept."""
+    return {name: value for name, value in limits.items() if value != KEEP}
+
+
 class LimitStore:
     def __init__(self, pool: asyncpg.Pool, actor: str = "cli") -> None:
         self._pool = pool
@@ -47,7 +53,7 @@ class LimitStore:
             if project_id is None:
                 raise NotFoundError(f"no project named {project_name!r}")
             await audit(conn, self._actor, "project.limits", project_id, None,
-                        {"rpm": rpm, "tpm": tpm})  # fmt: skip
+                        _changed(rpm=rpm, tpm=tpm))  # fmt: skip
             await notify_limits_changed(conn, project_id)
         return await self.project_limits(project_id)
 
@@ -66,7 +72,7 @@ class LimitStore:
             if project_id is None:
                 raise NotFoundError(f"no key with id {key_id}")
             await audit(conn, self._actor, "key.limits", project_id, key_id,
-                        {"rpm": rpm, "tpm": tpm})  # fmt: skip
+                        _changed(rpm=rpm, tpm=tpm))  # fmt: skip
             await notify_limits_changed(conn, project_id)
         return await self.project_limits(project_id)
 

@@ -24,6 +24,9 @@ class Project:
 
 # The longest an old key may keep working after a rotation (CLI, dashboard and store).
 MAX_ROTATION_GRACE_SECONDS = 30 * 86_400
+# How long it keeps working unless the operator says otherwise: long enough to roll the
+# new key out to the callers. 0 stops it at once (then it is a revocation).
+DEFAULT_ROTATION_GRACE_SECONDS = 3_600
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ transaction, so the audit log cannot miss a change nor record one that rolled ba
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from watchllm_shared.accounts.audit import audit, notify_limits_changed
 from watchllm_shared.accounts.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key
 from watchllm_shared.accounts.models import (
+    DEFAULT_ROTATION_GRACE_SECONDS,
     MAX_ROTATION_GRACE_SECONDS,
     ApiKey,
     CacheSettings,
@@ -154,6 +156,11 @@ class AccountStore:
         )
         return [_key(r) for r in rows]
 
+    async def get_keys(self, key_ids: Collection[uuid.UUID]) -> list[ApiKey]:
+        """The keys with these ids that exist (any project, any state)."""
+        rows = await self._pool.fetch(_SELECT_KEYS + " WHERE k.id = ANY($1::uuid[])", list(key_ids))
+        return [_key(r) for r in rows]
+
     async def get_key(self, key_id: uuid.UUID) -> ApiKey:
         row = await self._pool.fetchrow(
             _SELECT_KEYS + " WHERE k.id = $1",
@@ -177,7 +184,9 @@ class AccountStore:
             await notify_limits_changed(conn, project_id)
         return await self.get_key(key_id)
 
-    async def rotate_key(self, key_id: uuid.UUID, grace_seconds: int = 0) -> CreatedKey:
+    async def rotate_key(
+        self, key_id: uuid.UUID, grace_seconds: int = DEFAULT_ROTATION_GRACE_SECONDS
+    ) -> CreatedKey:
         """A new key for the same project; the old one stops working after the grace.
 
         A key is rotated once: rotating it again would move its ``expires_at`` and bring

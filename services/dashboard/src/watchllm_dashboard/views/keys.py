@@ -12,7 +12,12 @@ from watchllm_dashboard.data import usage
 from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.views import ui
 from watchllm_dashboard.views.context import PageContext
-from watchllm_shared.accounts import MAX_ROTATION_GRACE_SECONDS, ApiKey, CreatedKey
+from watchllm_shared.accounts import (
+    DEFAULT_ROTATION_GRACE_SECONDS,
+    MAX_ROTATION_GRACE_SECONDS,
+    ApiKey,
+    CreatedKey,
+)
 
 REVEALED = "revealed_key"
 ACTIVITY_DAYS = 90
@@ -99,7 +104,11 @@ def _rotate_and_revoke(ctx: PageContext, keys: list[ApiKey], now: datetime) -> N
         return
     left, right = st.columns(2)
     with left, st.form("key_rotate"):
-        st.markdown("**Rotate**: a new key; the old one keeps working for the grace period.")
+        st.markdown(
+            "**Rotate**: a new key; the old one keeps working for the grace period"
+            f" ({fmt.span(DEFAULT_ROTATION_GRACE_SECONDS)} unless you change it; 0 stops it"
+            " at once)."
+        )
         name = st.selectbox(
             "Key", list(rotatable), key="key_rotate_choice", disabled=not ctx.is_admin
         )
@@ -107,7 +116,7 @@ def _rotate_and_revoke(ctx: PageContext, keys: list[ApiKey], now: datetime) -> N
             "Grace (seconds)",
             min_value=0,
             max_value=MAX_ROTATION_GRACE_SECONDS,
-            value=0,
+            value=DEFAULT_ROTATION_GRACE_SECONDS,
             step=60,
             key="key_rotate_grace",
             disabled=not ctx.is_admin,
@@ -122,7 +131,7 @@ def _rotate_and_revoke(ctx: PageContext, keys: list[ApiKey], now: datetime) -> N
                 _reveal(created, f"Replacement for {old.display_prefix}…")
                 ui.flash(
                     f"Rotated {old.display_prefix}…: it stops "
-                    f"{'now' if not grace else f'in {int(grace):,} s'}."
+                    f"{'now' if not grace else f'in {fmt.span(int(grace))}'}."
                 )
                 st.rerun()
     with right, st.form("key_revoke"):

@@ -3,18 +3,37 @@ allowed models; users and the audit log (who changed what, when)."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import pandas as pd
 import streamlit as st
 
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.views import ui
 from watchllm_dashboard.views.context import PageContext
-from watchllm_shared.accounts import Plan, Project, Role
+from watchllm_shared.accounts import AuditEntry, Plan, Project, Role
+from watchllm_shared.accounts.limits import KEEP
 
 
-def _limit(value: float) -> int | None:
-    """0 in the form means "no limit"."""
+def _limit(value: float, current: int | None) -> int | None:
+    """What to save for one limit field: ``KEEP`` when the admin left it as shown (so a
+    save changes only what was changed), else the new value; 0 means "no limit"."""
+    if int(value) == (current or 0):
+        return KEEP
     return int(value) or None
+
+
+def _show_current(prefix: str, owner: object, rpm: int | None, tpm: int | None) -> None:
+    """Put the stored limits into the form's inputs when the form is first shown, when
+    another key is chosen, or when the stored values changed since (a save, another
+    admin). In between, what the admin typed stays."""
+    marker = (owner, rpm, tpm)
+    shown = st.session_state.get(f"{prefix}_shown")
+    # Streamlit forgets an input's value when a view did not show it (another page).
+    if shown != marker or f"{prefix}_rpm" not in st.session_state:
+        st.session_state[f"{prefix}_shown"] = marker
+        st.session_state[f"{prefix}_rpm"] = rpm or 0
+        st.session_state[f"{prefix}_tpm"] = tpm or 0
 
 
 def _projects(ctx: PageContext) -> None:
@@ -60,19 +79,12 @@ def _plan_and_limits(ctx: PageContext, project: Project) -> None:
             key="settings_plan",
             disabled=not ctx.is_admin,
         )
+        _show_current("settings", project.id, limits.rpm, limits.tpm)
         rpm = cells[1].number_input(
-            "Requests per minute",
-            min_value=0,
-            value=limits.rpm or 0,
-            key="settings_rpm",
-            disabled=not ctx.is_admin,
+            "Requests per minute", min_value=0, key="settings_rpm", disabled=not ctx.is_admin
         )
         tpm = cells[2].number_input(
-            "Tokens per minute",
-            min_value=0,
-            value=limits.tpm or 0,
-            key="settings_tpm",
-            disabled=not ctx.is_admin,
+            "Tokens per minute", min_value=0, key="settings_tpm", disabled=not ctx.is_admin
         )
         if st.form_submit_button(
             "Save plan and limits", key="project_limits_submit", disabled=not ctx.is_admin
@@ -81,7 +93,9 @@ def _plan_and_limits(ctx: PageContext, project: Project) -> None:
             def change() -> None:
                 if plan != project.plan.value:
                     ctx.actions.set_plan(project.name, Plan(plan))
-                ctx.actions.set_project_limits(project.name, _limit(rpm), _limit(tpm))
+                new_rpm, new_tpm = _limit(rpm, limits.rpm), _limit(tpm, limits.tpm)
+                if (new_rpm, new_tpm) != (KEEP, KEEP):
+                    ctx.actions.set_project_limits(project.name, new_rpm, new_tpm)
 
             ui.attempt(
                 change,
@@ -98,16 +112,18 @@ def _key_limits(ctx: PageContext, project: Project) -> None:
     }
     if not keys:
         return
+    st.markdown("**Per-key limits** (0 = no limit of its own)")
+    # The key is chosen outside the form: a choice inside a form reruns nothing, so the
+    # inputs could not show the chosen key's limits (they showed 0, and saving cleared).
+    name = st.selectbox("Key", list(keys), key="key_limits_choice", disabled=not ctx.is_admin)
+    key = keys[str(name)]
+    _show_current("key_limits", key.id, key.rpm_limit, key.tpm_limit)
     with st.form("key_limits"):
-        st.markdown("**Per-key limits** (0 = no limit of its own)")
-        cells = st.columns(3)
-        name = cells[0].selectbox(
-            "Key", list(keys), key="key_limits_choice", disabled=not ctx.is_admin
-        )
-        rpm = cells[1].number_input(
+        cells = st.columns(2)
+        rpm = cells[0].number_input(
             "Requests per minute", min_value=0, key="key_limits_rpm", disabled=not ctx.is_admin
         )
-        tpm = cells[2].number_input(
+        tpm = cells[1].number_input(
             "Tokens per minute", min_value=0, key="key_limits_tpm", disabled=not ctx.is_admin
         )
         current = ", ".join(
@@ -119,9 +135,12 @@ def _key_limits(ctx: PageContext, project: Project) -> None:
         if st.form_submit_button(
             "Save key limits", key="key_limits_submit", disabled=not ctx.is_admin
         ):
-            key = keys[str(name)]
+            new_rpm, new_tpm = _limit(rpm, key.rpm_limit), _limit(tpm, key.tpm_limit)
+            if (new_rpm, new_tpm) == (KEEP, KEEP):
+                st.info("Nothing changed.")
+                return
             ui.attempt(
-                lambda: ctx.actions.set_key_limits(key.id, _limit(rpm), _limit(tpm)),
+                lambda: ctx.actions.set_key_limits(key.id, new_rpm, new_tpm),
                 f"Saved the limits of {key.display_prefix}….",
             )
 
@@ -220,6 +239,22 @@ def _users(ctx: PageContext) -> None:
             ui.attempt(lambda: ctx.actions.enable_user(str(who)), f"Enabled {who}.")
 
 
+def _details(entry: AuditEntry) -> str:
+    """An audit entry's details for people: a limit set or removed, never the "kept"
+    marker older entries carry (-1)."""
+    limits = entry.action.endswith(".limits")
+    parts = []
+    for name, value in entry.details.items():
+        if limits and value == KEEP:
+            continue
+        if value is None:
+            if limits:
+                parts.append(f"{name} removed")
+            continue
+        parts.append(f"{name}={value}")
+    return ", ".join(parts)
+
+
 def _audit(ctx: PageContext) -> None:
     st.subheader("Audit log")
     entries = ctx.actions.audit(limit=100)
@@ -227,6 +262,14 @@ def _audit(ctx: PageContext) -> None:
         st.caption("No changes recorded yet.")
         return
     names = {p.id: p.name for p in ctx.actions.projects()}
+    keys = ctx.actions.keys_by_id({e.key_id for e in entries if e.key_id is not None})
+
+    def key_label(key_id: UUID | None) -> str:
+        if key_id is None:
+            return ""
+        key = keys.get(key_id)
+        return f"{key.name or 'unnamed'} ({key.display_prefix}…)" if key else str(key_id)[:8]
+
     st.dataframe(
         pd.DataFrame(
             {
@@ -234,10 +277,8 @@ def _audit(ctx: PageContext) -> None:
                 "who": [e.actor for e in entries],
                 "what": [e.action for e in entries],
                 "project": [names.get(e.project_id, "") if e.project_id else "" for e in entries],
-                "details": [
-                    ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
-                    for e in entries
-                ],
+                "key": [key_label(e.key_id) for e in entries],
+                "details": [_details(e) for e in entries],
             }
         ),
         hide_index=True,
