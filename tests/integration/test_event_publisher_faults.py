@@ -148,6 +148,36 @@ async def test_publishers_flush_together_under_one_deadline_and_report_what_is_l
     assert all("(Redis: Error" in line for line in unwritten), unwritten  # what failed
 
 
+async def test_an_idle_publisher_writes_at_once_not_on_a_timer(
+    tmp_path: Path, servers: list[Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until its XADD is sent an event lives only in memory, where a SIGKILL loses it.
+    An idle publisher must send it at once: with the event loop's clock frozen no timer
+    can fire, and the event still reaches Redis (it used to wait 5 ms for company)."""
+    server = start_server(free_port(), tmp_path / "redis")
+    servers.append(server)
+    client = create_redis(f"redis://127.0.0.1:{server.port}/0", socket_timeout=False)
+    commands = PackedCommands(client)
+    metrics = new_metrics()
+    publisher = StreamPublisher(commands, metrics, buffer_size=100, stream=STREAM, maxlen=1000)
+    publisher.start()
+    publisher.publish({"request_id": "warm-up"})  # opens the connection
+    await eventually(lambda: metrics.published.value == 1)
+    loop = asyncio.get_running_loop()
+    frozen = loop.time()
+    monkeypatch.setattr(loop, "time", lambda: frozen)
+    publisher.publish({"request_id": "answered"})
+    deadline = time.monotonic() + 10  # wall clock: the loop's is frozen
+    while metrics.published.value < 2:
+        assert time.monotonic() < deadline, "the event waited for a timer"
+        await asyncio.sleep(0)
+    monkeypatch.undo()
+    await publisher.close()
+    await commands.aclose()
+    await client.aclose()
+    assert request_ids(server.client) == [b"warm-up", b"answered"]
+
+
 async def test_the_buffered_gauge_counts_the_batch_in_flight() -> None:
     client = create_redis(f"redis://127.0.0.1:{free_port()}/0", timeout_seconds=0.5)
     commands = PackedCommands(client)
