@@ -35,8 +35,10 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
         default=5, ge=1, description="Exits within the window after which a process is left down."
     )
     up_restart_window_seconds: float = Field(default=300.0, gt=0)
+    # Above every service's own stop bound (gateway 6 s, WATCHLLM_GATEWAY_SHUTDOWN_SECONDS;
+    # analytics 15 s, WATCHLLM_ANALYTICS_SHUTDOWN_SECONDS): a cap, not a wait.
     up_stop_grace_seconds: float = Field(
-        default=10.0, gt=0, description="Each stop tier's wait before SIGKILL."
+        default=20.0, gt=0, description="Each stop tier's wait before SIGKILL."
     )
     clickhouse_url: str | None = Field(
         default=None, description="A ClickHouse server lets `up` run several analytics replicas."
