@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +34,7 @@ from tests.e2e.conftest import gateway_env
 from tests.support.processes import ServiceProcess, start_service
 from watchllm_dashboard.main import shared_runtime
 from watchllm_shared.accounts import AccountStore, Plan, Role, SessionStore, UserStore
-from watchllm_shared.contracts import CacheOutcome, RequestStatus
+from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
 from watchllm_shared.contracts.health import HEARTBEAT_SERVICES, heartbeat_key
 
 APP = str(Path(watchllm_dashboard.__file__).with_name("app.py"))
@@ -253,13 +253,59 @@ def _publish_history(stack: Stack, accounts: Accounts) -> int:
                     error_type="upstream_5xx",
                 )
             )
+    publish(stack, events)
+    return len(events)
+
+
+@dataclass
+class Tenant:
+    """A project of a test's own (so its numbers are only the test's), with one key."""
+
+    project: str
+    project_id: uuid.UUID
+    key: str
+    key_id: uuid.UUID
+
+
+async def new_tenant(store: AccountStore, prefix: str = "own") -> Tenant:
+    project = await store.create_project(unique(prefix), Plan.PRO)
+    created = await store.create_key(project.name, "first")
+    return Tenant(project.name, project.id, created.secret, created.key.id)
+
+
+def publish(stack: Stack, events: list[RequestCompleted]) -> None:
+    """Events on the gateway's stream, as the gateway writes them."""
     client = redis.Redis.from_url(stack.env["REDIS_URL"])
     try:
         for event in events:
             client.xadd(stack.stream, event.to_stream_fields())  # type: ignore[arg-type]
     finally:
         client.close()
-    return len(events)
+
+
+def stored_count(stack: Stack, project_id: uuid.UUID) -> int:
+    """Rows the analytics store holds for the project (any time this year)."""
+    now = datetime.now(UTC)
+    window = {"project_id": str(project_id), "start": (now - timedelta(days=300)).isoformat(),
+              "end": (now + timedelta(days=30)).isoformat()}  # fmt: skip
+    return int(query(stack, "project_request_log_count", **window)["rows"][0][0])
+
+
+def wait_stored(stack: Stack, project_id: uuid.UUID, count: int) -> None:
+    wait_for(lambda: stored_count(stack, project_id) >= count, what=f"{count} rows stored")
+
+
+@pytest.fixture
+def clock(
+    dashboard_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[[datetime], None]:
+    """Pins the app's "now" (the end of every time window) to a moment of the test's."""
+    runtime = shared_runtime()
+
+    def pin(moment: datetime) -> None:
+        monkeypatch.setattr(runtime, "clock", lambda: moment, raising=False)
+
+    return pin
 
 
 def app(token: str | None = None, page: str | None = None, project: str | None = None) -> AppTest:

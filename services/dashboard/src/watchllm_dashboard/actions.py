@@ -8,7 +8,7 @@ viewer is refused here, whatever the page shows or hides.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Coroutine
+from collections.abc import Collection, Coroutine, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -79,8 +79,10 @@ class Actions:
     def allowed_models(self, project: str) -> list[str] | None:
         return self._run(self._accounts().get_allowed_models(project))
 
-    def cached_entries(self, project: Project, limit: int = 50) -> list[CachedEntry]:
-        return self._run(cached_entries(self._rt.redis, project.id, limit))
+    def cached_entries(
+        self, project: Project, ranked: Sequence[str] = (), limit: int = 50
+    ) -> list[CachedEntry]:
+        return self._run(cached_entries(self._rt.redis, project.id, ranked, limit))
 
     def audit(self, project: Project | None = None, limit: int = 50) -> list[AuditEntry]:
         return self._run(recent_audit(self._rt.pool, limit, project.id if project else None))

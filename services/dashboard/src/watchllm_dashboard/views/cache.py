@@ -46,13 +46,22 @@ def _summary(ctx: PageContext, hourly: pd.DataFrame) -> None:
     cells[3].metric("Saved", fmt.money(hourly["cost_saved_usd"].sum()), border=True)
 
 
+def _question(entry: CachedEntry) -> str:
+    if not entry.question_known:
+        return "(not known: stored before the cache's store log begins)"
+    return entry.question or "(exact layer only)"
+
+
 def _entries_table(entries: list[CachedEntry], hits: dict[str, int]) -> None:
     st.dataframe(
         pd.DataFrame(
             {
                 "hits": [hits.get(e.key, 0) for e in entries],
-                "stored (UTC)": [e.stored_at.strftime("%Y-%m-%d %H:%M") for e in entries],
-                "question": [e.question or "(exact layer only)" for e in entries],
+                "stored (UTC)": [
+                    e.stored_at.strftime("%Y-%m-%d %H:%M") if e.stored_at else "earlier"
+                    for e in entries
+                ],
+                "question": [_question(e) for e in entries],
                 "answer": [e.answer for e in entries],
                 "model": [e.model for e in entries],
                 "each hit saves": [fmt.money(e.saves_usd) for e in entries],
@@ -116,10 +125,10 @@ def render(ctx: PageContext) -> None:
         hourly, {"cost_saved_usd": "saved"}, "Saved by the cache per hour (USD)", "USD", "$,.3~r"
     )
     st.subheader("Top cached prompts")
-    entries = ctx.actions.cached_entries(project)
+    # Ranked by hits over the window first (the analytics count them per entry), then
+    # the live entries among them; the newest others fill the table.
     hits = usage.cache_entry_hits(ctx.analytics, project.id, ctx.window)
-    # Most hits in the window first, then newest: ``sorted`` is stable over newest-first.
-    entries = sorted(entries, key=lambda e: -hits.get(e.key, 0))
+    entries = ctx.actions.cached_entries(project, list(hits))
     if entries:
         _entries_table(entries, hits)
     else:

@@ -1,4 +1,5 @@
-"""Altair charts the pages share: hourly series, stacked or as lines."""
+"""Altair charts the pages share: hourly series, stacked or as lines. Every value must
+show, even an hour that stands alone."""
 
 from __future__ import annotations
 
@@ -70,8 +71,10 @@ def lines(
     colors: Mapping[str, str] | None = None,
 ) -> None:
     data = _long(hourly, series, scale)
+    # A line needs two neighbouring values to be drawn: with points, an hour that stands
+    # alone (one hour of traffic, a fresh install) still shows.
     chart = _encode(
-        alt.Chart(data, title=title).mark_line(point=len(hourly) <= 48),
+        alt.Chart(data, title=title).mark_line(point=len(hourly) <= 48 or _sparse(data)),
         value_title,
         value_format,
         colors,
@@ -86,13 +89,25 @@ def shares(
     title: str,
     colors: Mapping[str, str] | None = None,
 ) -> None:
-    """Each series as a share of ``total`` per hour (stacked areas, 0–100%)."""
+    """Each series as a share of ``total`` per hour, stacked bars (0–100%). Bars, not
+    areas: an area needs two hours with traffic side by side and drew nothing for one
+    (always so for "Last hour", and on a fresh install)."""
     data = hourly.copy()
     denominator = pd.to_numeric(data[total], errors="coerce").replace(0, float("nan"))
     for column in series:
         data[column] = pd.to_numeric(data[column], errors="coerce") / denominator
     long = _long(data, series)
-    chart = _encode(
-        alt.Chart(long, title=title).mark_area(opacity=0.8), "share of requests", ".0%", colors
-    )
+    chart = _encode(alt.Chart(long, title=title).mark_bar(), "share of requests", ".0%", colors)
     st.altair_chart(chart, width="stretch")
+
+
+def _sparse(long: pd.DataFrame) -> bool:
+    """Some series has a value with no value in the hour before or after it."""
+    for _, values in long.groupby("series", sort=False)["value"]:
+        present = values.notna().to_numpy()
+        for index, here in enumerate(present):
+            before = index > 0 and present[index - 1]
+            after = index + 1 < len(present) and present[index + 1]
+            if here and not before and not after:
+                return True
+    return False

@@ -1,0 +1,146 @@
+"""The numbers and charts the pages show are what happened (issue 20): what a time window
+covers, which cached prompts are used most, charts that draw a single hour. Each test
+has a project of its own, with data made the way production makes it: requests through
+the gateway, or events on the gateway's stream where their time must be chosen (the
+app's clock pinned to match)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
+import pytest
+import redis
+from streamlit.testing.v1 import AppTest
+
+from tests.dashboard.conftest import (
+    Stack,
+    Tenant,
+    app,
+    assert_clean,
+    chat,
+    new_tenant,
+    wait_for,
+    wait_stored,
+)
+from watchllm_shared.accounts import AccountStore
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
+
+
+async def view(
+    token: str, page: str, project: str, time_range: str | None = None, warned: bool = False
+) -> AppTest:
+    """The page as the app renders it; without errors, and without warnings unless
+    ``warned`` (then only warnings)."""
+    at = app(token, page, project)
+    if time_range is not None:
+        at.session_state["range"] = time_range
+    at = await asyncio.to_thread(at.run)
+    if warned:
+        assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    else:
+        assert_clean(at)
+    return at
+
+
+def chart(at: AppTest, title: str) -> tuple[dict, pd.DataFrame]:
+    """A chart's Vega-Lite spec and its data (long form: hour, series, value)."""
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        if spec.get("title") == title:
+            data = pa.ipc.open_stream(element.proto.datasets[0].data.data).read_all()
+            return spec, data.to_pandas()
+    raise AssertionError(f"no chart titled {title!r}")
+
+
+def every_value_drawn(spec: dict, data: pd.DataFrame) -> bool:
+    """Whether each value shows: a bar or a point shows alone; a line or an area without
+    points draws nothing for a value with no neighbouring value."""
+    mark = spec["mark"] if isinstance(spec["mark"], dict) else {"type": spec["mark"]}
+    if mark["type"] in ("bar", "point") or mark.get("point"):
+        return True
+    for _, series in data.sort_values("hour").groupby("series"):
+        present = series["value"].notna().tolist()
+        for i, here in enumerate(present):
+            neighbours = present[max(0, i - 1) : i] + present[i + 1 : i + 2]
+            if here and not any(neighbours):
+                return False
+    return True
+
+
+async def test_charts_draw_a_single_hour_of_traffic(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """A fresh install has one hour of traffic: the cache's stacked areas drew nothing
+    (an area needs two hours side by side), nor did lines without points over a week."""
+    tenant = await new_tenant(account_store, "one-hour")
+    for text in ("Is one hour enough?", "What about two?", "Is one hour enough?"):
+        assert chat(stack.gateway, tenant.key, text).status_code == 200
+    wait_stored(stack, tenant.project_id, 3)
+    for time_range in ("Last hour", "Last 24 hours"):
+        at = await view(tokens["viewer"], "Cache", tenant.project, time_range)
+        spec, data = chart(at, "How requests were answered, per hour")
+        assert data["value"].notna().any() and every_value_drawn(spec, data), time_range
+    at = await view(tokens["viewer"], "Overview", tenant.project, "Last 7 days")
+    for title in ("Latency (ms)", "Answered from the cache"):
+        spec, data = chart(at, title)
+        assert data["value"].notna().any() and every_value_drawn(spec, data), title
+
+
+def _ask(stack: Stack, tenant: Tenant, text: str) -> tuple[str, str]:
+    reply = chat(stack.gateway, tenant.key, text)
+    assert reply.status_code == 200, reply.text
+    return reply.headers["x-watchllm-cache"], reply.headers["x-watchllm-cache-key"]
+
+
+async def test_top_cached_prompts_lead_with_the_most_hit_entries_even_when_old(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """160 entries whose most hit are the oldest: the page took the 50 newest, then
+    sorted those by hits, so its top row had none of the most used."""
+    tenant = await new_tenant(account_store, "top")
+    # Semantic (so entries keep their question), but only the same text would match.
+    await account_store.set_cache_settings(tenant.project, True, "semantic", 1.0, 86_400)
+    favourites = [f"Which favourite number comes {i} places after one?" for i in range(5)]
+    keys = {question: _ask(stack, tenant, question)[1] for question in favourites}  # oldest
+    hits = dict.fromkeys(favourites, 0)
+
+    def hit(question: str, wanted: int) -> bool:
+        hits[question] += _ask(stack, tenant, question)[0] == "hit"
+        return hits[question] >= wanted
+
+    for rank, question in enumerate(favourites):  # 9, 8, 7, 6 and 5 hits
+        wait_for(lambda q=question, n=9 - rank: hit(q, n), what=f"hits on {question!r}")
+    for i in range(155):  # newer entries, never asked again
+        keys[f"filler {i}"] = _ask(stack, tenant, f"Filler question number {i}, please?")[1]
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        wait_for(lambda: client.exists(*keys.values()) == 160, what="160 entries cached")
+    finally:
+        client.close()
+    wait_for(lambda: _hit_rows(stack, tenant) == 35, what="the hits stored")
+    at = await view(tokens["viewer"], "Cache", tenant.project)
+    table = at.dataframe[0].value
+    assert table["question"].head(5).tolist() == favourites
+    assert table["hits"].head(5).tolist() == [9, 8, 7, 6, 5]
+    assert len(table) == 50 and set(table["hits"].iloc[5:]) == {0}
+
+
+def _hit_rows(stack: Stack, tenant: Tenant) -> int:
+    now = datetime.now(UTC)
+    reply = httpx.post(
+        f"{stack.analytics.url}/v1/queries/project_cache_entry_hits",
+        json={
+            "project_id": str(tenant.project_id),
+            "start": (now - timedelta(hours=2)).isoformat(),
+            "end": (now + timedelta(minutes=5)).isoformat(),
+            "limit": 500,
+        },  # fmt: skip
+        timeout=10,
+    )
+    return sum(int(row[1]) for row in reply.json()["rows"])
