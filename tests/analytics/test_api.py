@@ -138,6 +138,55 @@ async def test_usage_queries_read_the_hourly_projection(inspector: Client, proje
         assert any("usage_by_project_hour_model" in line[0] for line in plan), (name, plan)
 
 
+async def test_a_window_counts_exactly_its_rows_and_still_reads_the_projection(
+    http: httpx.AsyncClient, running: RunningService, redis_client: aioredis.Redis,
+    settings: AnalyticsSettings, inspector: Client,
+) -> None:  # fmt: skip
+    """Windows were whole hours ("Last hour" at 13:00:19 read only the hour since 13:00).
+    A window is exact to the millisecond, its whole hours from the projection, its ends
+    from the rows."""
+    project_id = uuid.uuid4()
+    ten = NOW.replace(minute=0) - timedelta(hours=3)  # 10:00, say
+    ms = timedelta(milliseconds=1)
+    start, end = ten + timedelta(minutes=20), ten + timedelta(hours=2, minutes=20)
+    inside = [start, ten + timedelta(hours=1) - ms, ten + timedelta(hours=1),
+              ten + timedelta(hours=2) - ms, ten + timedelta(hours=2), end]  # fmt: skip
+    outside = [start - ms, end + ms, ten, ten + timedelta(hours=3)]
+    events = [make_event(project_id, at) for at in inside + outside]
+    await publish(redis_client, settings.events_stream, events)
+
+    async def stored() -> bool:
+        result = inspector.query(
+            "SELECT count() FROM requests WHERE project_id = {p:UUID}", parameters={"p": project_id}
+        )
+        return result.result_rows[0][0] == len(events)
+
+    await eventually(stored)
+
+    async def ask(name: str, first: datetime, last: datetime) -> list[dict[str, object]]:
+        params = {"project_id": str(project_id), "start": first.isoformat(),
+                  "end": last.isoformat()}  # fmt: skip
+        if name == "usage_by_project":
+            del params["project_id"]
+        body = (await http.post(f"/v1/queries/{name}", json=params)).json()
+        return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
+
+    assert [r["requests"] for r in await ask("project_totals", start, end)] == [6]
+    hourly = await ask("project_usage_by_hour", start, end)
+    assert [r["requests"] for r in hourly] == [2, 2, 2]
+    assert sum(r["requests"] for r in await ask("project_usage_by_model", start, end)) == 6
+    everyone = await ask("usage_by_project", start, end)
+    assert [r["requests"] for r in everyone if r["project_id"] == str(project_id)] == [6]
+    on_the_hour = await ask("project_totals", ten + timedelta(hours=1), ten + timedelta(hours=2))
+    assert [r["requests"] for r in on_the_hour] == [3]  # both ends included
+    in_one_hour = await ask("project_totals", start, start + timedelta(minutes=30))
+    assert [r["requests"] for r in in_one_hour] == [1]
+    query = ANALYTICS_QUERIES["project_totals"]
+    bound = query.bind({"project_id": project_id, "start": start, "end": end})
+    plan = inspector.query("EXPLAIN " + query.sql, parameters=bound).result_rows
+    assert sum("usage_by_project_hour_model" in line[0] for line in plan) == 2  # sums, quantiles
+
+
 async def test_probes_health_metrics_and_heartbeat(
     http: httpx.AsyncClient, running: RunningService, redis_client: aioredis.Redis
 ) -> None:

@@ -17,6 +17,7 @@ import pytest
 import redis
 from streamlit.testing.v1 import AppTest
 
+from tests.analytics.conftest import make_event
 from tests.dashboard.conftest import (
     Stack,
     Tenant,
@@ -24,10 +25,13 @@ from tests.dashboard.conftest import (
     assert_clean,
     chat,
     new_tenant,
+    publish,
+    shown,
     wait_for,
     wait_stored,
 )
 from watchllm_shared.accounts import AccountStore
+from watchllm_shared.contracts import RequestStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
@@ -71,6 +75,43 @@ def every_value_drawn(spec: dict, data: pd.DataFrame) -> bool:
             if here and not any(neighbours):
                 return False
     return True
+
+
+async def test_last_hour_is_the_last_sixty_minutes_on_every_page(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str], clock
+) -> None:
+    """At 13:00:19, "Last hour" showed nothing of the requests made minutes before: the
+    window began at the top of the hour."""
+    tenant = await new_tenant(account_store, "window")
+    now = datetime.now(UTC).replace(minute=0, second=19, microsecond=0) - timedelta(hours=3)
+    common = {"key_id": tenant.key_id, "status": RequestStatus.OK}
+    recent = [make_event(tenant.project_id, now - timedelta(minutes=m), **common)
+              for m in range(1, 10)]  # fmt: skip
+    refused = [
+        make_event(
+            tenant.project_id,
+            now - timedelta(minutes=20),
+            key_id=tenant.key_id,
+            status=RequestStatus.RATE_LIMITED,
+            http_status=429,
+            error_type="rate_limit_exceeded",
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outside = [make_event(tenant.project_id, now - timedelta(minutes=61), **common)]
+    publish(stack, recent + refused + outside)
+    wait_stored(stack, tenant.project_id, 12)
+    clock(now)
+    covers = f"Last hour: {now - timedelta(hours=1):%Y-%m-%d %H:%M} → {now:%H:%M} UTC"
+    at = await view(tokens["viewer"], "Overview", tenant.project, "Last hour")
+    assert "Requests: 11" in shown(at) and covers in shown(at)
+    spec, data = chart(at, "Requests per hour")
+    assert data["value"].sum() == 11
+    at = await view(tokens["viewer"], "Requests", tenant.project, "Last hour")
+    assert "11 requests match" in shown(at) and covers in shown(at)
+    at = await view(tokens["viewer"], "Rate limits", tenant.project, "Last hour")
+    assert "Requests refused with 429: 2" in shown(at) and covers in shown(at)
+    assert at.dataframe[0].value["requests"].tolist() == ["11"]
 
 
 async def test_charts_draw_a_single_hour_of_traffic(

@@ -123,10 +123,15 @@ def test_direct_clickhouse_reads_give_the_frames_the_service_gives(
 
 
 @pytest.mark.unit
-def test_a_window_is_whole_hours_like_the_hourly_rollup() -> None:
-    now = datetime(2026, 1, 2, 13, 59, tzinfo=UTC)
-    day = TimeWindow.last("Last 24 hours", now)
-    assert day.start == datetime(2026, 1, 1, 14, tzinfo=UTC) and day.end == now
-    assert len(day.hours()) == 24 and day.hours()[-1] == datetime(2026, 1, 2, 13, tzinfo=UTC)
+def test_a_window_is_exactly_the_last_hours_and_says_so() -> None:
+    """At 13:00:19 "Last hour" began at 13:00 and missed the requests of minutes before."""
+    now = datetime(2026, 1, 2, 13, 0, 19, tzinfo=UTC)
     hour = TimeWindow.last("Last hour", now)
-    assert hour.start == datetime(2026, 1, 2, 13, tzinfo=UTC) and len(hour.hours()) == 1
+    assert (hour.start, hour.end) == (now - timedelta(hours=1), now)
+    assert hour.hours() == [datetime(2026, 1, 2, h, tzinfo=UTC) for h in (12, 13)]
+    assert hour.describe() == "Last hour: 2026-01-02 12:00 → 13:00 UTC"
+    assert hour.percentile_hours() == "2026-01-02 12:00 → 13:00 UTC"
+    day = TimeWindow.last("Last 24 hours", datetime(2026, 1, 2, 13, 59, tzinfo=UTC))
+    assert day.start == datetime(2026, 1, 1, 13, 59, tzinfo=UTC) and len(day.hours()) == 25
+    assert day.describe() == "Last 24 hours: 2026-01-01 13:59 → 2026-01-02 13:59 UTC"
+    assert day.percentile_hours() == "2026-01-01 13:00 → 2026-01-02 13:59 UTC"

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -56,6 +57,8 @@ class Runtime:
             reader if self.tracer is None else TracedReader(reader, self.tracer)
         )
         self.http = httpx.Client(timeout=5.0)
+        # "Now" for the pages' time windows; tests pin it to a moment of their choice.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     @classmethod
     def open(cls, settings: DashboardSettings) -> Runtime:

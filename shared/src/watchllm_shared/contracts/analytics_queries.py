@@ -11,10 +11,21 @@ SQL); nothing from a caller is ever formatted into SQL text. Parameters are vali
 by a pydantic model first (types, ranges, span limits).
 
 The SQL reads ``requests``, the request log whose schema the analytics service owns
-(its migrations). Queries over hours read the table's hourly aggregate projection
-(``project_id, toStartOfHour(occurred_at), model``), so they stay fast at millions of
-rows: they filter on whole hours and use exactly the projection's aggregate functions.
-Changing an aggregate here means changing the projection there.
+(its migrations). Every window is exact: from ``start`` to ``end``, both included, to the
+millisecond ("the last hour" is the last 60 minutes, not the hour so far).
+
+Speed: usage queries read the table's hourly aggregate projection (``project_id,
+toStartOfHour(occurred_at), model``), so they stay fast at millions of rows. The
+projection only knows whole hours, so such a query is a ``UNION ALL`` of two reads
+(``_split``): the whole hours inside the window from the projection (with exactly the
+projection's aggregate functions; changing an aggregate here means changing the
+projection there), and the partial hours at the window's two ends from the rows (at
+most two hours of rows). Per-hour results need no merging (an hour is read by one side
+only); totals add the two sides' counts and sums. Latency percentiles cannot be added
+up, so the totals' and the per-model percentiles are over the whole hours the window
+touches (``_TOUCHED_HOURS``, the projection alone); the dashboard says so where it shows
+them. Per-hour percentiles, and those of queries that read rows anyway (a key filter),
+are exact.
 
 Rows need no ``FINAL``: the writer never inserts an event id that is already stored
 (see ``watchllm_analytics.writer``); the table's replacing engine is only a backstop.
@@ -54,19 +65,15 @@ class TimeSpan(BaseModel):
         return self
 
 
-class HourRange(TimeSpan):
-    """Whole hours from the hour of ``start`` to the hour of ``end``, both included (UTC)."""
-
-
-class ProjectHourRange(HourRange):
+class ProjectSpan(TimeSpan):
     project_id: UUID
 
 
-class ProjectModelHourRange(ProjectHourRange):
+class ProjectModelSpan(ProjectSpan):
     model: str = Field(min_length=1, max_length=200)
 
 
-class ProjectKeyHourRange(ProjectHourRange):
+class ProjectKeySpan(ProjectSpan):
     key_id: UUID
     model: str = Field(default="", max_length=200, description="'' for every model")
 
@@ -89,7 +96,7 @@ class RequestLogParams(RequestFilter):
     limit: int = Field(default=50, ge=1, le=500)
 
 
-class ProjectTopParams(ProjectHourRange):
+class ProjectTopParams(ProjectSpan):
     limit: int = Field(default=50, ge=1, le=500)
 
 
@@ -147,64 +154,106 @@ _TOTALS = """
     sum(completion_tokens) AS completion_tokens,
     sum(cost_usd) AS cost_usd,
     sum(cost_saved_usd) AS cost_saved_usd"""
-_USAGE = f"""{_TOTALS},
-    quantiles(0.5, 0.95, 0.99)(latency_ms) AS latency_quantiles,
-    latency_quantiles[1] AS latency_p50_ms,
+_TOTAL_NAMES = ("requests", "errors", "cache_hits", "prompt_tokens", "completion_tokens",
+                "cost_usd", "cost_saved_usd")  # fmt: skip
+_QUANTILES = "quantiles(0.5, 0.95, 0.99)(latency_ms) AS latency_quantiles"
+_PERCENTILES = """latency_quantiles[1] AS latency_p50_ms,
     latency_quantiles[2] AS latency_p95_ms,
     latency_quantiles[3] AS latency_p99_ms"""
+_USAGE = f"""{_TOTALS},
+    {_QUANTILES},
+    {_PERCENTILES}"""
+# Sums of the two sides' counts and sums (``_split``), under the same names.
+_SUMMED = ",\n    ".join(f"sum({name}) AS {name}" for name in _TOTAL_NAMES)
 
-_PROJECT_HOURS = """
-    project_id = {project_id:UUID}
-    AND toStartOfHour(occurred_at)
-        BETWEEN toStartOfHour({start:DateTime('UTC')}) AND toStartOfHour({end:DateTime('UTC')})"""
+_START = "{start:DateTime64(3, 'UTC')}"
+_END = "{end:DateTime64(3, 'UTC')}"
+_PROJECT = "project_id = {project_id:UUID}"
+_IN_WINDOW = f"occurred_at BETWEEN {_START} AND {_END}"
+# The whole hours inside the window: from the first hour that starts at or after
+# ``start`` up to, not including, the hour of ``end`` (which ends after ``end``).
+_FIRST_WHOLE_HOUR = f"toStartOfHour({_START} + INTERVAL 3599999 MILLISECOND)"
+_LAST_HOUR = f"toStartOfHour({_END})"
+_WHOLE_HOURS = f"""toStartOfHour(occurred_at) >= {_FIRST_WHOLE_HOUR}
+    AND toStartOfHour(occurred_at) < {_LAST_HOUR}"""
+_EDGE_ROWS = f"""{_IN_WINDOW}
+    AND (occurred_at < {_FIRST_WHOLE_HOUR} OR occurred_at >= {_LAST_HOUR})"""
+# Every hour the window touches, whole (the projection alone): for percentiles.
+_TOUCHED_HOURS = f"""toStartOfHour(occurred_at)
+        BETWEEN toStartOfHour({_START}) AND toStartOfHour({_END})"""
 
-_ALL_HOURS = """
-    toStartOfHour(occurred_at)
-        BETWEEN toStartOfHour({start:DateTime('UTC')}) AND toStartOfHour({end:DateTime('UTC')})"""
+
+def _split(columns: str, scope: str, keys: str = "", group: str = "") -> str:
+    """``SELECT keys, columns FROM requests WHERE scope AND <the window>``, as the whole
+    hours (projection) ``UNION ALL`` the partial hours at the ends (rows), each side
+    grouped by ``group``. The two sides never read the same row."""
+    select = f"SELECT {keys + ', ' if keys else ''}{columns}\nFROM requests\nWHERE {scope}"
+    grouped = f"\nGROUP BY {group}" if group else ""
+    return (
+        f"{select}\n    AND {_WHOLE_HOURS}{grouped}\n"
+        f"UNION ALL\n{select}\n    AND {_EDGE_ROWS}{grouped}"
+    )
+
+
+def _by_hour(scope: str, keys: str = "", order: str = "hour") -> str:
+    """Usage per hour (and ``keys``) over the window: each hour is read by one side only."""
+    names = ", ".join(["hour", *(k.split(" AS ")[-1] for k in keys.split(", ") if k)])
+    hour = "toStartOfHour(occurred_at) AS hour" + (f", {keys}" if keys else "")
+    return f"SELECT *\nFROM (\n{_split(_USAGE, scope, hour, names)}\n)\nORDER BY {order}"
+
 
 _QUERIES = (
     AnalyticsQuery(
         name="project_totals",
-        description="One project's totals over whole hours.",
-        params=ProjectHourRange,
-        sql=f"SELECT {_USAGE}\nFROM requests\nWHERE {_PROJECT_HOURS}",
+        description="One project's totals over the window; latency percentiles over the"
+        " whole hours it touches.",
+        params=ProjectSpan,
+        sql=f"SELECT *, {_PERCENTILES}\n"
+        f"FROM (\nSELECT {_SUMMED}\nFROM (\n{_split(_TOTALS, _PROJECT)}\n)\n) AS counted\n"
+        f"CROSS JOIN (\nSELECT {_QUANTILES}\nFROM requests\n"
+        f"WHERE {_PROJECT} AND {_TOUCHED_HOURS}\n) AS touched",
     ),
     AnalyticsQuery(
         name="project_usage_by_hour",
-        description="One project's usage per hour (hours without requests are absent).",
-        params=ProjectHourRange,
-        sql=f"SELECT toStartOfHour(occurred_at) AS hour, {_USAGE}\nFROM requests\n"
-        f"WHERE {_PROJECT_HOURS}\nGROUP BY hour ORDER BY hour",
+        description="One project's usage per hour of the window (hours without requests are"
+        " absent; the first and last hour only as far as the window covers them).",
+        params=ProjectSpan,
+        sql=_by_hour(_PROJECT),
     ),
     AnalyticsQuery(
         name="project_usage_by_model",
-        description="One project's usage per model over whole hours.",
-        params=ProjectHourRange,
-        sql=f"SELECT model, {_USAGE}\nFROM requests\n"
-        f"WHERE {_PROJECT_HOURS}\nGROUP BY model ORDER BY requests DESC, model",
+        description="One project's usage per model over the window; latency percentiles"
+        " over the whole hours it touches.",
+        params=ProjectSpan,
+        sql=f"SELECT *, {_PERCENTILES}\n"
+        f"FROM (\nSELECT model, {_SUMMED}\n"
+        f"FROM (\n{_split(_TOTALS, _PROJECT, 'model', 'model')}\n)\nGROUP BY model\n) AS counted\n"
+        f"LEFT JOIN (\nSELECT model, {_QUANTILES}\nFROM requests\n"
+        f"WHERE {_PROJECT} AND {_TOUCHED_HOURS}\nGROUP BY model\n) AS touched USING model\n"
+        "ORDER BY requests DESC, model",
     ),
     AnalyticsQuery(
         name="project_usage_by_model_and_hour",
-        description="One project's usage per model and hour.",
-        params=ProjectHourRange,
-        sql=f"SELECT toStartOfHour(occurred_at) AS hour, model, {_USAGE}\nFROM requests\n"
-        f"WHERE {_PROJECT_HOURS}\nGROUP BY hour, model ORDER BY hour, model",
+        description="One project's usage per model and hour of the window.",
+        params=ProjectSpan,
+        sql=_by_hour(_PROJECT, "model", "hour, model"),
     ),
     AnalyticsQuery(
         name="usage_by_project",
-        description="Every project's usage over whole hours (operators' overview); latency"
+        description="Every project's usage over the window (operators' overview); latency"
         " quantiles are per project (project_totals): merging them for every project and"
         " hour would cost most of this query's time.",
-        params=HourRange,
-        sql=f"SELECT project_id, {_TOTALS}\nFROM requests\n"
-        f"WHERE {_ALL_HOURS}\nGROUP BY project_id ORDER BY cost_usd DESC, project_id",
+        params=TimeSpan,
+        sql=f"SELECT project_id, {_SUMMED}\n"
+        f"FROM (\n{_split(_TOTALS, 'true', 'project_id', 'project_id')}\n)\n"
+        "GROUP BY project_id ORDER BY cost_usd DESC, project_id",
     ),
     AnalyticsQuery(
         name="project_errors",
         description="One project's failed requests by status and error type.",
-        params=ProjectHourRange,
+        params=ProjectSpan,
         sql="SELECT status, error_type, http_status, count() AS requests\nFROM requests\n"
-        f"WHERE {_PROJECT_HOURS} AND status != 'ok'\n"
+        f"WHERE {_PROJECT} AND {_IN_WINDOW} AND status != 'ok'\n"
         "GROUP BY status, error_type, http_status ORDER BY requests DESC",
     ),
     AnalyticsQuery(
@@ -223,15 +272,16 @@ _QUERIES = (
 # The dashboard's filtered and raw-row questions. Those filtering on a key, a status or
 # a cache layer read rows (the projection has no such columns); they are bounded by
 # project and time, the table's sort key, so they scan only that slice.
-_LOG_WHERE = """
-    project_id = {project_id:UUID}
-    AND occurred_at BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')}
-    AND ({status:String} = '' OR status = {status:String})
-    AND ({model:String} = '' OR model = {model:String})
-    AND ({key_id:Nullable(UUID)} IS NULL OR key_id = {key_id:Nullable(UUID)})
-    AND ({search:String} = '' OR request_id = {search:String} OR trace_id = {search:String}
-         OR toString(event_id) = {search:String})"""
-_KEY_HOURS = f"""{_PROJECT_HOURS}
+_PROJECT_WINDOW = f"{_PROJECT} AND {_IN_WINDOW}"
+_LOG_WHERE = f"""
+    {_PROJECT}
+    AND {_IN_WINDOW}
+    AND ({{status:String}} = '' OR status = {{status:String}})
+    AND ({{model:String}} = '' OR model = {{model:String}})
+    AND ({{key_id:Nullable(UUID)}} IS NULL OR key_id = {{key_id:Nullable(UUID)}})
+    AND ({{search:String}} = '' OR request_id = {{search:String}} OR trace_id = {{search:String}}
+         OR toString(event_id) = {{search:String}})"""
+_KEY_WINDOW = f"""{_PROJECT_WINDOW}
     AND key_id = {{key_id:UUID}} AND ({{model:String}} = '' OR model = {{model:String}})"""
 _LOG_COLUMNS = """event_id, occurred_at, request_id, key_id, model, provider, endpoint,
     http_status, status, error_type, cache, cache_similarity, stream, prompt_tokens,
@@ -241,29 +291,29 @@ _LOG_COLUMNS = """event_id, occurred_at, request_id, key_id, model, provider, en
 _DASHBOARD_QUERIES = (
     AnalyticsQuery(
         name="project_model_usage_by_hour",
-        description="One project's usage of one model per hour (reads the projection).",
-        params=ProjectModelHourRange,
-        sql=f"SELECT toStartOfHour(occurred_at) AS hour, {_USAGE}\nFROM requests\n"
-        f"WHERE {_PROJECT_HOURS} AND model = {{model:String}}\nGROUP BY hour ORDER BY hour",
+        description="One project's usage of one model per hour of the window (reads the"
+        " projection for the whole hours).",
+        params=ProjectModelSpan,
+        sql=_by_hour(f"{_PROJECT} AND model = {{model:String}}"),
     ),
     AnalyticsQuery(
         name="project_key_usage_by_hour",
         description="One key's usage per hour, optionally of one model ('' for all).",
-        params=ProjectKeyHourRange,
+        params=ProjectKeySpan,
         sql=f"SELECT toStartOfHour(occurred_at) AS hour, {_USAGE}\nFROM requests\n"
-        f"WHERE {_KEY_HOURS}\nGROUP BY hour ORDER BY hour",
+        f"WHERE {_KEY_WINDOW}\nGROUP BY hour ORDER BY hour",
     ),
     AnalyticsQuery(
         name="project_key_totals",
-        description="One key's totals over whole hours, optionally of one model ('' for all).",
-        params=ProjectKeyHourRange,
-        sql=f"SELECT {_USAGE}\nFROM requests\nWHERE {_KEY_HOURS}",
+        description="One key's totals over the window, optionally of one model ('' for all).",
+        params=ProjectKeySpan,
+        sql=f"SELECT {_USAGE}\nFROM requests\nWHERE {_KEY_WINDOW}",
     ),
     AnalyticsQuery(
         name="project_outcomes_by_hour",
         description="One project's outcomes per hour: rate limited (429), errors, and cache"
         " hits by layer (a semantic hit carries its similarity, an exact hit none).",
-        params=ProjectHourRange,
+        params=ProjectSpan,
         sql="SELECT toStartOfHour(occurred_at) AS hour, count() AS requests,\n"
         "    countIf(status = 'ok') AS ok,\n"
         "    countIf(status = 'rate_limited') AS rate_limited,\n"
@@ -273,25 +323,25 @@ _DASHBOARD_QUERIES = (
         "    countIf(cache = 'miss') AS misses,\n"
         "    countIf(cache = 'bypass') AS bypassed,\n"
         "    sum(cost_saved_usd) AS cost_saved_usd\n"
-        f"FROM requests\nWHERE {_PROJECT_HOURS}\nGROUP BY hour ORDER BY hour",
+        f"FROM requests\nWHERE {_PROJECT_WINDOW}\nGROUP BY hour ORDER BY hour",
     ),
     AnalyticsQuery(
         name="project_key_activity",
-        description="Per key of one project over whole hours: requests, 429s, last use.",
-        params=ProjectHourRange,
+        description="Per key of one project over the window: requests, 429s, last use.",
+        params=ProjectSpan,
         sql="SELECT key_id, count() AS requests,\n"
         "    countIf(status = 'rate_limited') AS rate_limited,\n"
         "    max(occurred_at) AS last_used\n"
-        f"FROM requests\nWHERE {_PROJECT_HOURS}\nGROUP BY key_id ORDER BY last_used DESC",
+        f"FROM requests\nWHERE {_PROJECT_WINDOW}\nGROUP BY key_id ORDER BY last_used DESC",
     ),
     AnalyticsQuery(
         name="project_cache_entry_hits",
-        description="One project's cache entries by the hits they answered over whole"
-        " hours: hits, what they saved, the last hit (most hits first).",
+        description="One project's cache entries by the hits they answered over the window:"
+        " hits, what they saved, the last hit (most hits first).",
         params=ProjectTopParams,
         sql="SELECT cache_key, count() AS hits, sum(cost_saved_usd) AS cost_saved_usd,\n"
         "    max(occurred_at) AS last_hit\n"
-        f"FROM requests\nWHERE {_PROJECT_HOURS} AND cache = 'hit' AND cache_key != ''\n"
+        f"FROM requests\nWHERE {_PROJECT_WINDOW} AND cache = 'hit' AND cache_key != ''\n"
         "GROUP BY cache_key ORDER BY hits DESC, last_hit DESC\nLIMIT {limit:UInt32}",
     ),
     AnalyticsQuery(

@@ -1,8 +1,10 @@
 """The analytics questions the pages ask, over the shared query definitions.
 
 Which definition answers depends on the filters: without one, the queries that read
-the hourly projection; a model filter keeps to the projection too; a key filter (the
-projection has no key column) reads the rows of that project and window.
+the hourly projection (for the window's whole hours, rows for its ends); a model filter
+keeps to the projection too; a key filter (the projection has no key column) reads the
+rows of that project and window. Window-wide latency percentiles from the projection
+cover the whole hours the window touches; those read from rows cover the window.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ OUTCOME_COLUMNS = ("requests", "ok", "rate_limited", "errors", "exact_hits", "se
 class Overview:
     totals: dict[str, Any]  # requests, errors, cache_hits, tokens, cost, p50/p95/p99
     hourly: pd.DataFrame  # one row per hour of the window, zeros where nothing happened
+    percentiles_exact: bool  # False: over the whole hours the window touches
 
 
 def _empty_totals() -> dict[str, Any]:
@@ -77,7 +80,8 @@ def overview(
         totals = _totals(reader.query("project_totals", base))
         hourly = reader.query("project_usage_by_hour", base)
     hourly = hourly.drop(columns=["latency_quantiles"], errors="ignore")
-    return Overview(totals, fill_hours(hourly, window, USAGE_COLUMNS, LATENCY_COLUMNS))
+    filled = fill_hours(hourly, window, USAGE_COLUMNS, LATENCY_COLUMNS)
+    return Overview(totals, filled, percentiles_exact=key_id is not None)
 
 
 def by_model(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:

@@ -1,10 +1,13 @@
-"""The time window every page reads: the last N hours up to now, in UTC, as whole hours.
+"""The time window every page reads: the last N hours (or days) up to now, in UTC, exact.
 
-The hourly figures (totals, charts, per model, per key) come from an hourly rollup and
-can only cover whole hours, while the request log can be cut anywhere. So a window
-starts on an hour: "Last 24 hours" is the current hour and the 23 before it. Started at
-``now - 24 h`` instead, the rollup counted a 25th hour (up to two hours for "Last hour")
-that the request log left out, and the pages disagreed.
+"Last hour" is the last 60 minutes. It used to be the current hour so far (windows
+started on an hour, for the hourly rollup's sake), so at 13:00:19 it showed nothing of
+the requests sent minutes before. The analytics queries now read the whole hours inside
+the window from the rollup and the partial hours at its ends from the rows, so counts,
+sums, the request log and the charts all cover exactly ``start`` to ``end``. Per-hour
+charts show the first and last hour only as far as the window covers them. Latency
+percentiles over the whole window are the exception (they cannot be added up): they
+cover the whole hours the window touches, ``percentile_hours`` (pages say so).
 """
 
 from __future__ import annotations
@@ -22,6 +25,17 @@ RANGES: dict[str, timedelta] = {
 DEFAULT_RANGE = "Last 24 hours"
 
 
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _span(start: datetime, end: datetime) -> str:
+    """``2026-03-01 12:20 → 13:20 UTC`` (the date once when both ends share it)."""
+    first = start.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    last_format = "%H:%M" if start.date() == end.date() else "%Y-%m-%d %H:%M"
+    return f"{first} → {end.astimezone(UTC).strftime(last_format)} UTC"
+
+
 @dataclass(frozen=True, slots=True)
 class TimeWindow:
     label: str
@@ -31,15 +45,21 @@ class TimeWindow:
     @classmethod
     def last(cls, label: str, now: datetime | None = None) -> TimeWindow:
         end = now or datetime.now(UTC)
-        this_hour = end.replace(minute=0, second=0, microsecond=0)
-        return cls(label, this_hour - RANGES[label] + timedelta(hours=1), end)
+        return cls(label, end - RANGES[label], end)
 
     def hours(self) -> list[datetime]:
-        """Every whole hour the hourly queries cover (they include both ends' hours)."""
-        first = self.start.replace(minute=0, second=0, microsecond=0)
-        last = self.end.replace(minute=0, second=0, microsecond=0)
+        """Every hour the window touches, the first and last only in part."""
+        first, last = _hour(self.start), _hour(self.end)
         count = int((last - first) / timedelta(hours=1)) + 1
         return [first + timedelta(hours=i) for i in range(count)]
 
     def params(self) -> dict[str, datetime]:
         return {"start": self.start, "end": self.end}
+
+    def describe(self) -> str:
+        """What the window covers, for the page: ``Last hour: 2026-03-01 12:20 → 13:20 UTC``."""
+        return f"{self.label}: {_span(self.start, self.end)}"
+
+    def percentile_hours(self) -> str:
+        """The hours window-wide latency percentiles cover (whole hours it touches)."""
+        return _span(_hour(self.start), self.end)

@@ -31,7 +31,7 @@ def _summary(ctx: PageContext, hourly: pd.DataFrame) -> None:
     settings = ctx.actions.cache_settings(ctx.project.name)
     state = (f"on, {settings.mode} mode, entries kept {settings.ttl_seconds:,} s"
              if settings.enabled else "off")  # fmt: skip
-    st.caption(f"Project **{ctx.project.name}** · cache {state} · {ctx.window.label.lower()}")
+    st.caption(f"Project **{ctx.project.name}** · cache {state} · {ctx.window.describe()}")
     cells = st.columns(4)
     hits = hourly["exact_hits"].sum() + hourly["semantic_hits"].sum()
     asked = hits + hourly["misses"].sum()  # bypassed and refused requests never asked

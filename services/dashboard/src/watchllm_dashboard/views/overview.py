@@ -3,7 +3,6 @@ how fast it is — for one project, optionally one model or key, over the time r
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import pandas as pd
@@ -11,6 +10,7 @@ import streamlit as st
 
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import usage
+from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.views import charts
 from watchllm_dashboard.views.context import PageContext
 
@@ -27,7 +27,8 @@ def _filters(ctx: PageContext, models: list[str]) -> tuple[str, UUID | None]:
     return ("" if model == ALL else str(model)), (None if key == ALL else labels[str(key)])
 
 
-def _metrics(totals: dict[str, Any]) -> None:
+def _metrics(result: usage.Overview, window: TimeWindow) -> None:
+    totals = result.totals
     requests = totals["requests"]
     first, second = st.columns(4), st.columns(4)
     first[0].metric("Requests", fmt.count(requests), border=True)
@@ -37,8 +38,15 @@ def _metrics(totals: dict[str, Any]) -> None:
                     " gives the hit rate of the requests that asked it.")  # fmt: skip
     first[3].metric("Spend", fmt.money(totals["cost_usd"]), border=True)
     second[0].metric("Saved by the cache", fmt.money(totals["cost_saved_usd"]), border=True)
+    covers = (
+        "the time range"
+        if result.percentiles_exact
+        else f"the whole hours {window.percentile_hours()} (percentiles come from the hourly"
+        " rollup and cannot be cut at the range's ends)"
+    )
     for cell, q in zip(second[1:], ("p50", "p95", "p99"), strict=True):
-        cell.metric(f"Latency {q}", fmt.duration_ms(totals[f"latency_{q}_ms"]), border=True)
+        cell.metric(f"Latency {q}", fmt.duration_ms(totals[f"latency_{q}_ms"]), border=True,
+                    help=f"Over {covers}.")  # fmt: skip
 
 
 def _charts(hourly: pd.DataFrame) -> None:
@@ -126,11 +134,11 @@ def render(ctx: PageContext) -> None:
     project = ctx.require_project()
     if project is None:
         return
-    st.caption(f"Project **{project.name}** · {ctx.window.label.lower()} · times in UTC")
+    st.caption(f"Project **{project.name}** · {ctx.window.describe()}")
     models = usage.by_model(ctx.analytics, project.id, ctx.window)
     model, key = _filters(ctx, [str(m) for m in models["model"]])
     result = usage.overview(ctx.analytics, project.id, ctx.window, model, key)
-    _metrics(result.totals)
+    _metrics(result, ctx.window)
     _charts(result.hourly)
     _by_model(models)
     _all_projects(ctx)

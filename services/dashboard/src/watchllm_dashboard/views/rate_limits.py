@@ -38,6 +38,7 @@ def _per_key(ctx: PageContext) -> None:
     assert ctx.project is not None
     activity = usage.key_activity(ctx.analytics, ctx.project.id, ctx.window)
     st.subheader("Per key")
+    st.caption(f"Requests and 429s per key, {ctx.window.describe()}")
     keys = ctx.actions.keys(ctx.project.name)
     if not keys:
         st.caption("This project has no keys.")
@@ -65,11 +66,13 @@ def render(ctx: PageContext) -> None:
     if project is None:
         return
     _usage_now(ctx)
+    st.subheader("Refused over time")
+    st.caption(ctx.window.describe())
     hourly = usage.outcomes(ctx.analytics, project.id, ctx.window)
     st.metric(
         "Requests refused with 429",
         fmt.count(hourly["rate_limited"].sum()),
-        help=ctx.window.label,
+        help=ctx.window.describe(),
         border=True,
     )
     charts.stacked_bars(

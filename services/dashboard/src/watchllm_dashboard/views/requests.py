@@ -98,7 +98,7 @@ def render(ctx: PageContext) -> None:
     page = usage.request_page(ctx.analytics, filters, page_number, PAGE_SIZE)
     st.caption(
         f"{fmt.count(page.total)} requests match · page {page.page} of {page.pages} · "
-        f"{ctx.window.label.lower()}, newest first"
+        f"{ctx.window.describe()}, newest first"
     )
     if page.rows.empty:
         st.info("No request matches these filters in this time range.")

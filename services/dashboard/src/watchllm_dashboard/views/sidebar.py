@@ -37,9 +37,11 @@ def render(
         label = st.selectbox(
             "Time range", list(RANGES), key="range", index=list(RANGES).index(DEFAULT_RANGE)
         )
+        window = TimeWindow.last(str(label), runtime.clock())
+        st.caption(window.describe())
         st.divider()
         st.caption(f"Signed in as **{user.username}** ({user.role.value})")
         if st.button("Sign out", key="sign_out"):
             auth.sign_out(runtime)
             st.rerun()
-    return str(page), project, TimeWindow.last(str(label))
+    return str(page), project, window
