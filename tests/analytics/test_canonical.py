@@ -97,6 +97,7 @@ def varied_event(rng: random.Random) -> RequestCompleted:
         ttfb_ms=rng.choice([None, 5.5]),
         trace_id=rng.choice([None, "0af7651916cd43dd8448eb211c80319c"]),
         cache_key=rng.choice([None, "", "watchllm:cache:exact:" + "ab" * 32]),
+        unpriced=rng.choice([None, True, False]),
     )
 
 
@@ -194,6 +195,7 @@ NEAR_MISSES: dict[str, list[Any]] = {
     "request_id": [1, None, ""],
     "trace_id": [1, ""],
     "cache_key": [1, "", ["k"], {"k": 1}],
+    "unpriced": [1, 0, 1.0, "true", "false", "yes", ["x"], None, True, False],
 }
 
 

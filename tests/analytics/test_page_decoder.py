@@ -131,7 +131,7 @@ def test_a_missing_field_is_refused_with_the_contracts_reason() -> None:
 
 def test_a_missing_field_with_a_default_gets_the_contracts_default() -> None:
     document = orjson.loads(make_event().to_stream_fields()["data"])
-    for name in ("cache", "stream", "prompt_tokens", "cost_usd", "schema_version"):
+    for name in ("cache", "stream", "prompt_tokens", "cost_usd", "schema_version", "unpriced"):
         del document[name]
     decoded = assert_agrees(good(5) + [{b"data": orjson.dumps(document)}])
     assert (decoded.fast, len(decoded.block), decoded.unreadable) == (5, 6, [])

@@ -48,6 +48,19 @@ def test_the_log_has_a_column_for_every_event_field() -> None:
     assert set(COLUMNS) == set(RequestCompleted.model_fields)
 
 
+def test_unpriced_is_stored_and_an_older_producers_event_reads_false() -> None:
+    """The gateway marks a request whose model has no price (its cost reads 0)."""
+    stored = [
+        dict(zip(COLUMNS, decode_entry(b"1-0", fields).values, strict=True))["unpriced"]
+        for fields in (fields_of(unpriced=True), fields_of(unpriced=False), fields_of())
+    ]
+    document = make_event().model_dump(mode="json")
+    del document["unpriced"]  # as a gateway from before the field writes it
+    older = decode_entry(b"1-0", {b"data": orjson.dumps(document)})
+    assert stored == [True, False, False]
+    assert dict(zip(COLUMNS, older.values, strict=True))["unpriced"] is False
+
+
 def test_absent_project_key_and_strings_become_nil_and_empty() -> None:
     row = decode_entry(b"1-0", fields_of(project_id=None, key_id=None, model=None, trace_id=None))
     values = dict(zip(COLUMNS, row.values, strict=True))

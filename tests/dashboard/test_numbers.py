@@ -31,7 +31,8 @@ from tests.dashboard.conftest import (
     wait_stored,
 )
 from watchllm_shared.accounts import AccountStore
-from watchllm_shared.contracts import RequestStatus
+from watchllm_shared.accounts.keys import generate_key
+from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
@@ -50,6 +51,15 @@ async def view(
     else:
         assert_clean(at)
     return at
+
+
+def ask(stack: Stack, key: str, text: str, model: str = "gpt-4o-mini") -> httpx.Response:
+    return httpx.post(
+        f"{stack.gateway.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": model, "messages": [{"role": "user", "content": text}]},
+        timeout=10,
+    )
 
 
 def chart(at: AppTest, title: str) -> tuple[dict, pd.DataFrame]:
@@ -185,3 +195,95 @@ def _hit_rows(stack: Stack, tenant: Tenant) -> int:
         timeout=10,
     )
     return sum(int(row[1]) for row in reply.json()["rows"])
+
+
+async def test_spend_without_a_price_is_said_where_spend_is_shown(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """A model missing from the price table cost $0.00 on every page, with no word."""
+    tenant = await new_tenant(account_store, "unpriced")
+    for i in range(3):
+        reply = ask(stack, tenant.key, f"Unpriced question {i}", "gpt-custom-tune")
+        assert reply.status_code == 200
+    assert ask(stack, tenant.key, "A priced question").status_code == 200
+    wait_stored(stack, tenant.project_id, 4)
+    at = await view(tokens["viewer"], "Overview", tenant.project, warned=True)
+    (warning,) = [w.value for w in at.warning]
+    assert "3 requests used models without a price: gpt-custom-tune (3)" in warning
+    assert "WATCHLLM_PRICES" in warning and "WATCHLLM_PRICE_TABLE_PATH" in warning
+    by_model = at.dataframe[0].value.set_index("model")["spend"]
+    assert by_model["gpt-custom-tune"] == "$0.00 + 3 without a price"
+    assert "without a price" not in by_model["gpt-4o-mini"]
+    every_project = at.dataframe[1].value.set_index("project")["spend"]
+    assert every_project[tenant.project].endswith(" + 3 without a price")
+    at = await view(tokens["viewer"], "Requests", tenant.project)
+    costs = dict(zip(at.dataframe[0].value["model"], at.dataframe[0].value["cost"], strict=False))
+    assert costs["gpt-custom-tune"] == "$0.00 (no price)"
+    assert not costs["gpt-4o-mini"].endswith("(no price)")
+
+
+async def test_refused_requests_count_where_they_belong(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """A revoked key's requests fell under a project named 00000000-…, on no key's row,
+    with a blank model; unknown keys' attempts were not told apart."""
+    tenant = await new_tenant(account_store, "revoked")
+    assert ask(stack, tenant.key, "Before the revocation").status_code == 200
+    await account_store.revoke_key(tenant.key_id)
+    codes: list[int] = []
+    wait_for(lambda: codes.append(ask(stack, tenant.key, "After", "gpt-4o").status_code)
+             or codes[-1] == 403, what="the revoked key refused")  # fmt: skip
+    assert ask(stack, generate_key(), "Who am I?", "gpt-4o").status_code == 401
+    total = 1 + len(codes)
+    wait_stored(stack, tenant.project_id, total)
+    at = await view(tokens["viewer"], "Requests", tenant.project)
+    assert f"{total} requests match" in shown(at)
+    refused = at.dataframe[0].value
+    refused = refused[refused["HTTP"] == 403]
+    prefix = (await account_store.get_key(tenant.key_id)).display_prefix
+    assert refused["model"].tolist() == ["gpt-4o"]
+    assert refused["key"].tolist() == [f"first ({prefix}…)"]
+    at = await view(tokens["viewer"], "Rate limits", tenant.project)
+    assert at.dataframe[0].value["requests"].tolist() == [str(total)]
+    at = await view(tokens["viewer"], "Overview", tenant.project)
+    projects = at.dataframe[1].value["project"].tolist()
+    assert "00000000-0000-0000-0000-000000000000" not in projects
+    assert "(no project: key missing, malformed or unknown)" in projects
+    assert "came with a key that is missing, malformed or unknown" in shown(at)
+
+
+async def test_shares_say_what_they_are_of_and_429s_are_not_errors(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """Overview's "From the cache 27.5 %" and Cache's "Hit rate 30.3 %" had unstated
+    denominators; the project's own 429s counted as errors; the status card cut
+    "rate_limited" off."""
+    tenant = await new_tenant(account_store, "shares")
+    now = datetime.now(UTC) - timedelta(minutes=5)
+
+    def event(status: RequestStatus, cache: CacheOutcome, http: int = 200) -> RequestCompleted:
+        return make_event(tenant.project_id, now, key_id=tenant.key_id, status=status,
+                          cache=cache, cache_similarity=None, http_status=http,
+                          error_type="rate_limit_exceeded" if http == 429 else None)  # fmt: skip
+
+    events = [event(RequestStatus.OK, CacheOutcome.MISS) for _ in range(6)]
+    events += [event(RequestStatus.OK, CacheOutcome.HIT) for _ in range(2)]
+    events += [event(RequestStatus.RATE_LIMITED, CacheOutcome.BYPASS, 429) for _ in range(2)]
+    publish(stack, events)
+    wait_stored(stack, tenant.project_id, 10)
+    at = await view(tokens["viewer"], "Overview", tenant.project)
+    text = shown(at)
+    assert "Error rate: 0.0%" in text and "Rate limited (429): 20.0%" in text
+    assert "From the cache: 20.0%" in text and "Shares are of all 10 requests" in text
+    at = await view(tokens["viewer"], "Cache", tenant.project)
+    text = shown(at)
+    assert "Hit rate: 25.0%" in text
+    assert "2 hits of the 8 requests that asked the cache" in text
+    assert "Of all 10 requests, 20.0% were answered from the cache" in text
+    at = app(tokens["viewer"], "Requests", tenant.project)
+    at.session_state["requests_status"] = "rate_limited"
+    at = await asyncio.to_thread(at.run)
+    assert_clean(at)
+    assert "Status: **rate_limited** (HTTP 429) · error `rate_limit_exceeded`" in shown(at)
+    # A quarter-width card holds about a dozen characters of its large type.
+    assert all(len(str(m.value)) <= 12 for m in at.metric), [m.value for m in at.metric]

@@ -56,7 +56,7 @@ STORED_FIELDS = frozenset({
     "model", "provider", "endpoint", "http_status", "status", "error_type", "cache",
     "cache_similarity", "stream", "prompt_tokens", "completion_tokens", "cost_usd",
     "cost_saved_usd", "latency_ms", "upstream_latency_ms", "ttfb_ms", "trace_id",
-    "upstream_attempts", "cache_key",
+    "upstream_attempts", "cache_key", "unpriced",
 })  # fmt: skip
 UNSTORED_STRINGS = tuple(
     name
@@ -96,6 +96,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
     similarity, upstream, ttfb = get("cache_similarity"), get("upstream_latency_ms"), get("ttfb_ms")
     model, provider = get("model"), get("provider")
     error_type, trace_id, cache_key = get("error_type"), get("trace_id"), get("cache_key")
+    unpriced = get("unpriced")
     if not (
         type(schema_version) is int and schema_version == 1
         and type(request_id) is str and type(endpoint) is str
@@ -112,6 +113,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
         and (error_type is None or type(error_type) is str)
         and (trace_id is None or type(trace_id) is str)
         and (cache_key is None or type(cache_key) is str)
+        and (unpriced is None or type(unpriced) is bool)
     ):  # fmt: skip
         raise _NotCanonical
     return (
@@ -119,7 +121,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
         _optional_uuid(get("project_id")), _optional_uuid(get("key_id")), model or "",
         provider or "", endpoint, http_status, status, error_type or "", cache, similarity,
         stream, prompt, completion, _cost(get("cost_usd", "0")), _cost(get("cost_saved_usd", "0")),
-        latency, upstream, ttfb, trace_id or "", attempts, cache_key or "",
+        latency, upstream, ttfb, trace_id or "", attempts, cache_key or "", unpriced is True,
     )  # fmt: skip
 
 

@@ -73,6 +73,7 @@ _STORED_FIELDS = pa.schema([
     ("completion_tokens", _INT), ("cost_usd", _STRING), ("cost_saved_usd", _STRING),
     ("latency_ms", _FLOAT), ("upstream_latency_ms", _FLOAT), ("ttfb_ms", _FLOAT),
     ("trace_id", _STRING), ("upstream_attempts", _INT), ("cache_key", _STRING),
+    ("unpriced", pa.bool_()),
 ])  # fmt: skip
 # Contract fields the log has no column for are still read (``canonical.UNSTORED_STRINGS``:
 # optional strings), so that the reader refuses what the contract would; a field of any
@@ -232,6 +233,8 @@ def _to_rows(table: pa.Table) -> pa.Table:
             values = pc.floor_temporal(_moments(values), unit="millisecond")
         elif name in _EMPTY_IF_NULL:
             values = values.fill_null("")
+        elif name == "unpriced":  # the contract's None (absent or null) is stored false
+            values = values.fill_null(False)
         arrays.append(pc.cast(values, target.type))
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 

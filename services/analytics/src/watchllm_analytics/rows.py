@@ -19,7 +19,8 @@ DateTime64 column instead, which does not overflow for any stored time and any
 retention the settings allow).
 
 Absent values: a missing project or key is the nil UUID (the sort key cannot be
-Nullable), missing strings are ''. Costs are rounded half-even to 12 decimal places.
+Nullable), missing strings are '', a missing ``unpriced`` is false. Costs are rounded
+half-even to 12 decimal places.
 
 Speed: pages of entries are decoded in one go by ``page_decoder`` (~4 µs an event);
 what it does not take comes here one entry at a time: documents in the contract's
@@ -62,7 +63,7 @@ ARROW_SCHEMA = pa.schema([
     ("cost_usd", _COST_TYPE), ("cost_saved_usd", _COST_TYPE),
     ("latency_ms", pa.float64()), ("upstream_latency_ms", pa.float64()),
     ("ttfb_ms", pa.float64()), ("trace_id", pa.string()), ("upstream_attempts", pa.uint8()),
-    ("cache_key", pa.string()),
+    ("cache_key", pa.string()), ("unpriced", pa.bool_()),
 ])  # fmt: skip
 COLUMNS = tuple(ARROW_SCHEMA.names)
 
@@ -123,7 +124,7 @@ def to_row(entry_id: bytes, fields: dict[bytes, bytes], event: RequestCompleted)
         event.cache_similarity, event.stream, event.prompt_tokens, event.completion_tokens,
         _cost("cost_usd", event.cost_usd), _cost("cost_saved_usd", event.cost_saved_usd),
         event.latency_ms, event.upstream_latency_ms, event.ttfb_ms, event.trace_id or "",
-        event.upstream_attempts, event.cache_key or "",
+        event.upstream_attempts, event.cache_key or "", event.unpriced is True,
     )  # fmt: skip
     return EventRow(entry_id, fields, values)
 

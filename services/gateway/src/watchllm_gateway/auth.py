@@ -2,7 +2,8 @@
 
 - The key comes from ``Authorization: Bearer lgw_…`` or ``x-api-key: lgw_…``.
   Missing or malformed → 401 before any lookup; unknown → 401; revoked or past its
-  rotation grace → 403.
+  rotation grace → 403 (``KeyRevoked``, which carries the key's grant: the refused
+  request is still recorded under its project and key, a signal worth seeing there).
 - Lookups are cached for ``key_cache_ttl_seconds`` (default 0.5 s): that bound is how
   fast a revocation reaches every replica, with no cross-replica messaging to lose.
   Keys that exist (active or not) live in a cache of ``_MAX_GRANTS`` entries, least
@@ -73,6 +74,14 @@ def extract_key(authorization: str | None, x_api_key: str | None) -> str:
     return candidate
 
 
+class KeyRevoked(GatewayError):
+    """403 for a key that exists but no longer works, with its grant (for the event)."""
+
+    def __init__(self, grant: KeyGrant) -> None:
+        super().__init__(403, "key_revoked", "This API key has been revoked.")
+        self.grant = grant
+
+
 class KeyAuthenticator:
     def __init__(
         self,
@@ -101,7 +110,7 @@ class KeyAuthenticator:
         if grant is None:
             raise GatewayError(401, "invalid_api_key", "Incorrect API key provided.")
         if not grant.active:
-            raise GatewayError(403, "key_revoked", "This API key has been revoked.")
+            raise KeyRevoked(grant)
         return grant
 
     async def _lookup(self, key_hash: bytes) -> KeyGrant | None:

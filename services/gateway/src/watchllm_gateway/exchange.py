@@ -42,6 +42,7 @@ class Exchange:
     error_type: str | None = None
     usage: Usage = field(default_factory=Usage)
     cost_usd: Decimal = Decimal(0)
+    unpriced: bool | None = None  # True: no price for the model (cost_usd stays 0)
     upstream_latency: float | None = None
     upstream_attempts: int = 0
     ttfb: float | None = None
@@ -97,6 +98,7 @@ class Exchange:
             trace_id=self.trace_id,
             upstream_attempts=self.upstream_attempts,
             cache_key=self.cache_key,
+            unpriced=self.unpriced,
         )
 
 

@@ -1,8 +1,10 @@
-"""The request path: read, authenticate, validate, route, forward, answer, record.
+"""The request path: authenticate, read, validate, route, forward, answer, record.
 
 Every exit, success or error, goes through ``_finish`` (unary) or the stream
 generator's ``finally``, which records metrics and publishes exactly one
-``RequestCompleted`` event after the last byte was handed to the server.
+``RequestCompleted`` event after the last byte was handed to the server. A refused
+request's event still says what is known: a revoked key's project and key, the model
+the body named.
 
 Upstream answers are mapped as follows: 2xx are relayed byte for byte (streams event
 by event); 3xx (never followed, see ``upstream``) → 502; 401/403 from the provider
@@ -33,7 +35,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from watchllm_gateway.auth import KeyAuthenticator, extract_key
+from watchllm_gateway.auth import KeyAuthenticator, KeyRevoked, extract_key
 from watchllm_gateway.cache_client import CacheHit
 from watchllm_gateway.cache_flow import (
     CachePlan,
@@ -98,6 +100,17 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object", "invalid_json")
     return body
+
+
+def named_model(body: bytes | dict[str, Any]) -> str | None:
+    """The model a request body names, if it is a JSON object naming one as a string."""
+    if isinstance(body, bytes):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model[:200] if isinstance(model, str) else None
 
 
 def model_allowed(model: str, patterns: tuple[str, ...] | None) -> bool:
@@ -171,11 +184,22 @@ class Proxy:
         spec = exchange.spec
         headers = request.headers
         key = extract_key(headers.get("authorization"), headers.get("x-api-key"))
+        refused: GatewayError | None = None
+        try:
+            exchange.grant = await self._auth.authenticate(key)
+        except KeyRevoked as revoked:  # still the project's and the key's request
+            exchange.grant, refused = revoked.grant, revoked
+        except GatewayError as error:  # unknown key, or the key store is down
+            refused = error
         raw = await read_body(request, self._max_body)
-        exchange.grant = await self._auth.authenticate(key)
+        if refused is not None:
+            exchange.model = named_model(raw)  # what was asked for, for the record
+            raise refused
+        assert exchange.grant is not None
         if self._log_bodies:
             log.info("request %s %s body: %s", exchange.request_id, spec.path, raw[:65536])
         body = parse_object(raw)
+        exchange.model = named_model(body)  # recorded even when validation refuses it
         spec.validate(body)
         model: str = body["model"]
         exchange.model = model
@@ -335,6 +359,7 @@ class Proxy:
         cost = self._prices.cost(
             exchange.model, exchange.usage.prompt_tokens, exchange.usage.completion_tokens
         )
+        exchange.unpriced = cost is None
         if cost is None:
             self._metrics.unpriced.labels(exchange.model).inc()
         else:

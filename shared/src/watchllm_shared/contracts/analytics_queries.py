@@ -96,6 +96,11 @@ class RequestLogParams(RequestFilter):
     limit: int = Field(default=50, ge=1, le=500)
 
 
+class ProjectKeyFilter(ProjectSpan):
+    model: str = Field(default="", max_length=200, description="'' for every model")
+    key_id: UUID | None = Field(default=None, description="null for every key")
+
+
 class ProjectTopParams(ProjectSpan):
     limit: int = Field(default=50, ge=1, le=500)
 
@@ -286,7 +291,7 @@ _KEY_WINDOW = f"""{_PROJECT_WINDOW}
 _LOG_COLUMNS = """event_id, occurred_at, request_id, key_id, model, provider, endpoint,
     http_status, status, error_type, cache, cache_similarity, stream, prompt_tokens,
     completion_tokens, cost_usd, cost_saved_usd, latency_ms, upstream_latency_ms, ttfb_ms,
-    trace_id, upstream_attempts"""
+    trace_id, upstream_attempts, unpriced"""
 
 _DASHBOARD_QUERIES = (
     AnalyticsQuery(
@@ -343,6 +348,33 @@ _DASHBOARD_QUERIES = (
         "    max(occurred_at) AS last_hit\n"
         f"FROM requests\nWHERE {_PROJECT_WINDOW} AND cache = 'hit' AND cache_key != ''\n"
         "GROUP BY cache_key ORDER BY hits DESC, last_hit DESC\nLIMIT {limit:UInt32}",
+    ),
+    AnalyticsQuery(
+        name="project_refusals_and_unpriced",
+        description="Per hour and model: the project's own 429s (not errors of the service),"
+        " and requests to models without a price (their cost reads 0), with their tokens;"
+        " optionally of one model ('' for all) and one key (null for all). Reads rows:"
+        " the projection counts neither.",
+        params=ProjectKeyFilter,
+        sql="SELECT toStartOfHour(occurred_at) AS hour, model,\n"
+        "    countIf(status = 'rate_limited') AS rate_limited,\n"
+        "    countIf(unpriced) AS unpriced_requests,\n"
+        "    sumIf(prompt_tokens + completion_tokens, unpriced) AS unpriced_tokens\n"
+        f"FROM requests\nWHERE {_PROJECT_WINDOW}\n"
+        "    AND ({model:String} = '' OR model = {model:String})\n"
+        "    AND ({key_id:Nullable(UUID)} IS NULL OR key_id = {key_id:Nullable(UUID)})\n"
+        "    AND (status = 'rate_limited' OR unpriced)\n"
+        "GROUP BY hour, model ORDER BY hour, model",
+    ),
+    AnalyticsQuery(
+        name="refusals_and_unpriced_by_project",
+        description="Per project over the window: its own 429s and its requests to models"
+        " without a price (reads rows).",
+        params=TimeSpan,
+        sql="SELECT project_id, countIf(status = 'rate_limited') AS rate_limited,\n"
+        "    countIf(unpriced) AS unpriced_requests\nFROM requests\n"
+        f"WHERE {_IN_WINDOW} AND (status = 'rate_limited' OR unpriced)\n"
+        "GROUP BY project_id ORDER BY project_id",
     ),
     AnalyticsQuery(
         name="project_request_log",

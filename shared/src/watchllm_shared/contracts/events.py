@@ -72,6 +72,13 @@ class RequestCompleted(BaseModel):
         description="On a cache hit, the exact-layer key of the entry that answered "
         "(for a semantic hit, the stored question's entry): what ranks cached prompts.",
     )
+    unpriced: bool | None = Field(
+        default=None,
+        description="True: the model has no price in the gateway's table, so cost_usd is 0"
+        " though tokens were used (watchllm_unpriced_requests_total counts these too);"
+        " False: priced; None: nothing was priced (no answer, a cache hit) or the producer"
+        " predates the field.",
+    )
 
     def to_stream_fields(self) -> dict[str, bytes]:
         return {"data": self.model_dump_json().encode()}

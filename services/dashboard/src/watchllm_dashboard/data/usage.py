@@ -27,9 +27,11 @@ OUTCOME_COLUMNS = ("requests", "ok", "rate_limited", "errors", "exact_hits", "se
 
 @dataclass(frozen=True, slots=True)
 class Overview:
-    totals: dict[str, Any]  # requests, errors, cache_hits, tokens, cost, p50/p95/p99
+    totals: dict[str, Any]  # the USAGE_COLUMNS, rate_limited, unpriced, p50/p95/p99
     hourly: pd.DataFrame  # one row per hour of the window, zeros where nothing happened
     percentiles_exact: bool  # False: over the whole hours the window touches
+    unpriced: dict[str, int]  # model -> requests without a price, most first
+    flags: pd.DataFrame  # refusals_and_unpriced with the same filters
 
 
 def _empty_totals() -> dict[str, Any]:
@@ -60,6 +62,27 @@ def fill_hours(frame: pd.DataFrame, window: TimeWindow, counts: tuple[str, ...],
     return filled.reset_index()
 
 
+def refusals_and_unpriced(
+    reader: AnalyticsReader,
+    project_id: UUID,
+    window: TimeWindow,
+    model: str = "",
+    key_id: UUID | None = None,
+) -> pd.DataFrame:
+    """Per hour and model: the project's own 429s, and requests whose model had no price
+    (``unpriced_requests``, with ``unpriced_tokens``). Only hours and models with either."""
+    params = {"project_id": project_id, **window.params(), "model": model, "key_id": key_id}
+    return reader.query("project_refusals_and_unpriced", params)
+
+
+def unpriced_models(flags: pd.DataFrame) -> dict[str, int]:
+    per_model = (
+        flags.groupby("model")["unpriced_requests"].sum() if not flags.empty else pd.Series()
+    )
+    per_model = per_model[per_model > 0].sort_values(ascending=False)
+    return {str(model): int(count) for model, count in per_model.items()}
+
+
 def overview(
     reader: AnalyticsReader,
     project_id: UUID,
@@ -79,9 +102,22 @@ def overview(
     else:
         totals = _totals(reader.query("project_totals", base))
         hourly = reader.query("project_usage_by_hour", base)
+    flags = refusals_and_unpriced(reader, project_id, window, model, key_id)
+    totals["rate_limited"] = int(flags["rate_limited"].sum()) if not flags.empty else 0
+    totals["unpriced"] = int(flags["unpriced_requests"].sum()) if not flags.empty else 0
     hourly = hourly.drop(columns=["latency_quantiles"], errors="ignore")
     filled = fill_hours(hourly, window, USAGE_COLUMNS, LATENCY_COLUMNS)
-    return Overview(totals, filled, percentiles_exact=key_id is not None)
+    filled["rate_limited"] = per_hour(flags, "rate_limited", filled["hour"])
+    return Overview(totals, filled, percentiles_exact=key_id is not None,
+                    unpriced=unpriced_models(flags), flags=flags)  # fmt: skip
+
+
+def per_hour(flags: pd.DataFrame, column: str, hours: pd.Series) -> pd.Series:
+    """``flags[column]`` summed per hour, for each of ``hours`` (0 where none)."""
+    if flags.empty:
+        return pd.Series(0, index=hours.index, dtype="int64")
+    sums = {pd.Timestamp(h): int(n) for h, n in flags.groupby("hour")[column].sum().items()}
+    return hours.map(lambda hour: sums.get(pd.Timestamp(hour), 0)).astype("int64")
 
 
 def by_model(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
@@ -89,8 +125,24 @@ def by_model(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> p
     return frame.drop(columns=["latency_quantiles"], errors="ignore")
 
 
+def with_flags(by_model: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """``by_model`` with each model's own 429s (``rate_limited``) and requests without a
+    price (``unpriced_requests``), from ``flags`` (refusals_and_unpriced of the same project)."""
+    frame = by_model.copy()
+    for column in ("rate_limited", "unpriced_requests"):
+        counts = {} if flags.empty else flags.groupby("model")[column].sum().to_dict()
+        frame[column] = [int(counts.get(model, 0)) for model in frame["model"]]
+    return frame
+
+
 def by_project(reader: AnalyticsReader, window: TimeWindow) -> pd.DataFrame:
-    return reader.query("usage_by_project", window.params())
+    """Every project's usage, with its own 429s and its requests without a price."""
+    usage = reader.query("usage_by_project", window.params())
+    flags = reader.query("refusals_and_unpriced_by_project", window.params())
+    merged = usage.merge(flags, on="project_id", how="left")
+    for column in ("rate_limited", "unpriced_requests"):
+        merged[column] = pd.to_numeric(merged[column]).fillna(0).astype("int64")
+    return merged
 
 
 def outcomes(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:

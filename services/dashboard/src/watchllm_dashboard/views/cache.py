@@ -44,6 +44,13 @@ def _summary(ctx: PageContext, hourly: pd.DataFrame) -> None:
     cells[1].metric("Exact hits", fmt.count(hourly["exact_hits"].sum()), border=True)
     cells[2].metric("Semantic hits", fmt.count(hourly["semantic_hits"].sum()), border=True)
     cells[3].metric("Saved", fmt.money(hourly["cost_saved_usd"].sum()), border=True)
+    everything = hourly["requests"].sum()
+    st.caption(
+        f"Hit rate: {fmt.count(hits)} hits of the {fmt.count(asked)} requests that asked the"
+        f" cache (hits and misses; bypassed and refused requests never ask it). Of all"
+        f" {fmt.count(everything)} requests, {fmt.percent(hits, everything)} were answered"
+        ' from the cache (the Overview\'s "From the cache").'
+    )
 
 
 def _question(entry: CachedEntry) -> str:

@@ -27,16 +27,35 @@ def _filters(ctx: PageContext, models: list[str]) -> tuple[str, UUID | None]:
     return ("" if model == ALL else str(model)), (None if key == ALL else labels[str(key)])
 
 
+PRICES_HELP = (
+    "Add their prices with WATCHLLM_PRICES or WATCHLLM_PRICE_TABLE_PATH (README,"
+    " Configuration: JSON per model, USD per million input and output tokens) and restart"
+    " the gateway; requests already recorded keep $0.00."
+)
+
+
+def _failed(errors: float, rate_limited: float) -> float:
+    """Failures of the service or the request, without the project's own 429s."""
+    return errors - rate_limited
+
+
 def _metrics(result: usage.Overview, window: TimeWindow) -> None:
     totals = result.totals
     requests = totals["requests"]
-    first, second = st.columns(4), st.columns(4)
+    first, second = st.columns(5), st.columns(4)
     first[0].metric("Requests", fmt.count(requests), border=True)
-    first[1].metric("Error rate", fmt.percent(totals["errors"], requests), border=True)
-    first[2].metric("From the cache", fmt.percent(totals["cache_hits"], requests), border=True,
-                    help="Share of all requests answered from the cache; the Cache page"
-                    " gives the hit rate of the requests that asked it.")  # fmt: skip
-    first[3].metric("Spend", fmt.money(totals["cost_usd"]), border=True)
+    failed = _failed(totals["errors"], totals["rate_limited"])
+    first[1].metric("Error rate", fmt.percent(failed, requests), border=True,
+                    help="Failed requests (upstream errors and timeouts, bad keys or"
+                    " requests, a store down) of all requests; the project's own 429s are"
+                    " apart.")  # fmt: skip
+    first[2].metric("Rate limited (429)", fmt.percent(totals["rate_limited"], requests),
+                    border=True, help="Refused by the project's own limits (per minute, per"
+                    " day): the limits working, not a failure.")  # fmt: skip
+    first[3].metric("From the cache", fmt.percent(totals["cache_hits"], requests), border=True,
+                    help="Of all requests. The Cache page's hit rate is of the requests that"
+                    " asked the cache (hits and misses).")  # fmt: skip
+    first[4].metric("Spend", fmt.money(totals["cost_usd"]), border=True)
     second[0].metric("Saved by the cache", fmt.money(totals["cost_saved_usd"]), border=True)
     covers = (
         "the time range"
@@ -47,19 +66,32 @@ def _metrics(result: usage.Overview, window: TimeWindow) -> None:
     for cell, q in zip(second[1:], ("p50", "p95", "p99"), strict=True):
         cell.metric(f"Latency {q}", fmt.duration_ms(totals[f"latency_{q}_ms"]), border=True,
                     help=f"Over {covers}.")  # fmt: skip
+    st.caption(
+        f"Shares are of all {fmt.count(requests)} requests in the range. The Cache page's"
+        " hit rate counts only the requests that asked the cache (hits and misses; bypassed"
+        " and refused requests never ask it)."
+    )
+    if result.unpriced:
+        models = ", ".join(f"{model} ({fmt.count(n)})" for model, n in result.unpriced.items())
+        st.warning(
+            f"{fmt.count(totals['unpriced'])} requests used models without a price: {models}."
+            f" Their cost counts as $0.00 in Spend (and their cached answers save $0.00)."
+            f" {PRICES_HELP}"
+        )
 
 
 def _charts(hourly: pd.DataFrame) -> None:
     data = hourly.copy()
+    data["failed"] = _failed(data["errors"], data["rate_limited"])
     data["succeeded"] = data["requests"] - data["errors"]
     left, right = st.columns(2)
     with left:
         charts.stacked_bars(
             data,
-            {"succeeded": "succeeded", "errors": "failed"},
+            {"succeeded": "succeeded", "rate_limited": "rate limited (429)", "failed": "failed"},
             "Requests per hour",
             "requests",
-            {"succeeded": "#4c78a8", "failed": "#e45756"},
+            {"succeeded": "#4c78a8", "rate limited (429)": "#f2cf5b", "failed": "#e45756"},
         )
     with right:
         charts.lines(
@@ -84,6 +116,20 @@ def _charts(hourly: pd.DataFrame) -> None:
                      "share", ".0%")  # fmt: skip
 
 
+def _spend(cost: float, unpriced: int) -> str:
+    return fmt.money(cost) + (f" + {fmt.count(unpriced)} without a price" if unpriced else "")
+
+
+def _rates(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The error rate (without 429s) and the 429s' share, per row."""
+    requests, errors, limited = frame["requests"], frame["errors"], frame["rate_limited"]
+    return {
+        "error rate": [fmt.percent(_failed(e, r), n)
+                       for e, r, n in zip(errors, limited, requests, strict=True)],
+        "429s": [fmt.percent(r, n) for r, n in zip(limited, requests, strict=True)],
+    }  # fmt: skip
+
+
 def _by_model(frame: pd.DataFrame) -> None:
     st.subheader("By model")
     if frame.empty:
@@ -93,19 +139,24 @@ def _by_model(frame: pd.DataFrame) -> None:
         {
             "model": frame["model"],
             "requests": frame["requests"].map(fmt.count),
-            "error rate": [
-                fmt.percent(e, r) for e, r in zip(frame["errors"], frame["requests"], strict=True)
-            ],
+            **_rates(frame),
             "from cache": [
                 fmt.percent(h, r)
                 for h, r in zip(frame["cache_hits"], frame["requests"], strict=True)
             ],
-            "spend": frame["cost_usd"].map(fmt.money),
+            "spend": [
+                _spend(c, u)
+                for c, u in zip(frame["cost_usd"], frame["unpriced_requests"], strict=True)
+            ],  # fmt: skip
             "saved": frame["cost_saved_usd"].map(fmt.money),
             "p95 latency": frame["latency_p95_ms"].map(fmt.duration_ms),
         }
     )
     st.dataframe(table, hide_index=True)
+
+
+NO_PROJECT = "00000000-0000-0000-0000-000000000000"  # refused before a key named one
+NO_PROJECT_LABEL = "(no project: key missing, malformed or unknown)"
 
 
 def _all_projects(ctx: PageContext) -> None:
@@ -115,18 +166,27 @@ def _all_projects(ctx: PageContext) -> None:
         st.caption("No requests in this range.")
         return
     names = {str(p.id): p.name for p in ctx.actions.projects()}
+    names[NO_PROJECT] = NO_PROJECT_LABEL
     table = pd.DataFrame(
         {
             "project": frame["project_id"].map(lambda i: names.get(i, i)),
             "requests": frame["requests"].map(fmt.count),
-            "error rate": [
-                fmt.percent(e, r) for e, r in zip(frame["errors"], frame["requests"], strict=True)
-            ],
-            "spend": frame["cost_usd"].map(fmt.money),
+            **_rates(frame),
+            "spend": [
+                _spend(c, u)
+                for c, u in zip(frame["cost_usd"], frame["unpriced_requests"], strict=True)
+            ],  # fmt: skip
             "saved": frame["cost_saved_usd"].map(fmt.money),
         }
     )
     st.dataframe(table, hide_index=True)
+    unknown = frame[frame["project_id"] == NO_PROJECT]
+    if not unknown.empty:
+        st.caption(
+            f"{fmt.count(unknown['requests'].iloc[0])} requests came with a key that is"
+            " missing, malformed or unknown (refused with 401): attempts no project's key"
+            " made. A revoked key's attempts count in its project (refused with 403)."
+        )
 
 
 def render(ctx: PageContext) -> None:
@@ -140,5 +200,8 @@ def render(ctx: PageContext) -> None:
     result = usage.overview(ctx.analytics, project.id, ctx.window, model, key)
     _metrics(result, ctx.window)
     _charts(result.hourly)
-    _by_model(models)
+    flags = result.flags if not model and key is None else None
+    if flags is None:
+        flags = usage.refusals_and_unpriced(ctx.analytics, project.id, ctx.window)
+    _by_model(usage.with_flags(models, flags))
     _all_projects(ctx)

@@ -54,20 +54,33 @@ def _table(rows: pd.DataFrame, key_names: dict[str, str]) -> pd.DataFrame:
                 f"{fmt.count(p)} / {fmt.count(c)}"
                 for p, c in zip(rows["prompt_tokens"], rows["completion_tokens"], strict=True)
             ],
-            "cost": rows["cost_usd"].map(fmt.money),
+            "cost": [_cost(c, u) for c, u in zip(rows["cost_usd"], rows["unpriced"], strict=True)],
             "latency": rows["latency_ms"].map(fmt.duration_ms),
             "request id": rows["request_id"],
         }
     )
 
 
+def _cost(cost: float, unpriced: bool) -> str:
+    return f"{fmt.money(cost)} (no price)" if unpriced else fmt.money(cost)
+
+
 def _detail(row: pd.Series, key_names: dict[str, str]) -> None:
     st.subheader(f"Request {row['request_id']}")
+    # The status goes in a line of its own: in a quarter-width card "rate_limited (429)"
+    # was cut off. The cards keep short values.
+    error = f" · error `{row['error_type']}`" if row["error_type"] else ""
+    st.markdown(f"Status: **{row['status']}** (HTTP {row['http_status']}){error}")
     cells = st.columns(4)
-    cells[0].metric("Status", f"{row['status']} ({row['http_status']})", border=True)
+    cells[0].metric("HTTP", str(row["http_status"]), border=True)
     cells[1].metric("Latency", fmt.duration_ms(row["latency_ms"]), border=True)
     cells[2].metric("Cost", fmt.money(row["cost_usd"]), border=True)
     cells[3].metric("Cache", str(row["cache"]), border=True)
+    if row["unpriced"]:
+        st.caption(
+            f"No price for {row['model']}: its cost counts as $0.00. Add one with"
+            " WATCHLLM_PRICES or WATCHLLM_PRICE_TABLE_PATH (README, Configuration)."
+        )
     similarity = row["cache_similarity"]
     fields = {
         "time": fmt.moment(row["occurred_at"].to_pydatetime()),
