@@ -21,6 +21,7 @@ from watchllm_analytics.settings import AnalyticsSettings
 from watchllm_shared.contracts import RequestStatus
 from watchllm_shared.contracts.analytics_queries import ANALYTICS_QUERIES
 from watchllm_shared.contracts.health import Heartbeat, heartbeat_key
+from watchllm_shared.metrics_listener import MetricsEndpoint, start_metrics_listener
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +200,16 @@ async def test_probes_health_metrics_and_heartbeat(
     health = (await http.get("/health")).json()
     assert health["status"] == "healthy" and health["clickhouse"] == "connected"
     assert set(health["consumer_group"]) == {"name", "lag", "pending", "dead_letters"}
-    metrics = (await http.get("/metrics")).text
+    # /metrics is not on the API port (which serves the query API): the listener of its
+    # own serves the app's registry (``python -m watchllm_analytics`` starts it).
+    assert (await http.get("/metrics")).status_code == 404
+    registry = create_app(running.service.settings, running.service).state.metrics_registry
+    listener = start_metrics_listener(MetricsEndpoint(registry, 0, "-"), "127.0.0.1")
+    try:
+        async with httpx.AsyncClient() as scraper:
+            metrics = (await scraper.get(f"http://127.0.0.1:{listener.port}/metrics")).text
+    finally:
+        listener.close()
     for name in ("watchllm_analytics_consumer_lag", "watchllm_analytics_batch_rows",
                  "watchllm_analytics_insert_seconds", "watchllm_analytics_rows_written_total",
                  "watchllm_analytics_dead_letter_size"):  # fmt: skip

@@ -37,6 +37,7 @@ def start_analytics(env: dict[str, str], consumer: str, log_dir: Path) -> Servic
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     full_env = {**env, "WATCHLLM_ANALYTICS_PORT": str(port),
+                "WATCHLLM_ANALYTICS_METRICS_PORT": str(free_port()),
                 "WATCHLLM_ANALYTICS_CONSUMER_NAME": consumer}  # fmt: skip
     log = log_dir / f"analytics-{port}.log"
     return start_process("watchllm_analytics", [], full_env, f"{base}/readyz", base, log, 60)

@@ -73,11 +73,13 @@ class Bench:
         self.service: ServiceProcess | None = None
 
     def start(self) -> ServiceProcess:
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         base = f"http://127.0.0.1:{port}"
-        env = {**self.env, "WATCHLLM_ANALYTICS_PORT": str(port)}
+        env = {**self.env, "WATCHLLM_ANALYTICS_PORT": str(port),
+               "WATCHLLM_ANALYTICS_METRICS_PORT": str(metrics_port)}  # fmt: skip
         log = self.logs / f"analytics-{port}.log"
         self.service = start_process("watchllm_analytics", [], env, f"{base}/readyz", base, log, 90)
+        self.service.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         return self.service
 
     def stop(self) -> None:
@@ -92,7 +94,7 @@ class Bench:
         """The service's samples by name, summed over their labels."""
         assert self.service is not None
         samples: dict[str, float] = {}
-        for line in httpx.get(f"{self.service.url}/metrics").text.splitlines():
+        for line in httpx.get(str(self.service.metrics_url)).text.splitlines():
             if line and not line.startswith("#"):
                 name, value = line.rsplit(" ", 1)
                 name = name.split("{", 1)[0]

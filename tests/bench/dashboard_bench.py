@@ -123,7 +123,8 @@ def bench(rows: int, runs: int, redis_url: str, admin_url: str) -> dict[str, Any
         port = free_port()
         analytics = start_process(
             "watchllm_analytics", [], {"REDIS_URL": redis_url, "WATCHLLM_DATA_DIR": str(data_dir),
-            "WATCHLLM_ANALYTICS_PORT": str(port), "WATCHLLM_EVENTS_STREAM": f"bench.dash.{port}"},
+            "WATCHLLM_ANALYTICS_PORT": str(port), "WATCHLLM_EVENTS_STREAM": f"bench.dash.{port}",
+            "WATCHLLM_ANALYTICS_METRICS_PORT": str(free_port())},
             f"http://127.0.0.1:{port}/readyz", f"http://127.0.0.1:{port}",
             data_dir / "analytics.log", timeout=120,
         )  # fmt: skip

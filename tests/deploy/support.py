@@ -62,6 +62,12 @@ class Service:
         port: int = field.default
         return port
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of its /metrics listener (apart from the API port), if it has one."""
+        field = self.settings_class.model_fields.get(f"{self.name}_metrics_port")
+        return None if field is None else int(field.default)
+
 
 def _service(name: str, settings: str, liveness: str, readiness: str) -> Service:
     return Service(

@@ -124,7 +124,8 @@ def test_image_listens_on_the_settings_port(name: str) -> None:
     env = env_instruction_values(stages[-1])
     assert env[f"WATCHLLM_{name.upper()}_HOST"] == "0.0.0.0"
     assert env[f"WATCHLLM_{name.upper()}_PORT"] == str(spec.port)
-    assert stages[-1].all("EXPOSE") == [str(spec.port)]
+    exposed = [str(p) for p in (spec.port, spec.metrics_port) if p is not None]
+    assert stages[-1].all("EXPOSE") == [" ".join(exposed)]
 
 
 def test_cache_image_bakes_the_model_where_the_settings_look() -> None:

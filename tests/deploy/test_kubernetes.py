@@ -147,9 +147,10 @@ def test_each_service_is_deployed_with_probes_resources_and_security(
         (container,) = pod["containers"]
         assert container["name"] == name
         assert container["image"].split(":")[0] == spec.image
-        assert container["ports"] == [
-            {"name": "http", "containerPort": spec.port, "protocol": "TCP"}
-        ]
+        ports = [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}]
+        if spec.metrics_port is not None:
+            ports.append({"name": "metrics", "containerPort": spec.metrics_port, "protocol": "TCP"})
+        assert container["ports"] == ports
         assert container["livenessProbe"]["httpGet"] == {"path": spec.liveness, "port": "http"}
         assert container["readinessProbe"]["httpGet"] == {"path": spec.readiness, "port": "http"}
         assert container["resources"]["requests"]["cpu"]
@@ -164,6 +165,14 @@ def test_each_service_is_deployed_with_probes_resources_and_security(
         assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
         assert service["spec"]["ports"][0]["port"] == spec.port
         assert service["spec"]["ports"][0]["targetPort"] == "http"
+        if spec.metrics_port is not None:
+            metrics = {"name": "metrics", "port": spec.metrics_port, "targetPort": "metrics",
+                       "protocol": "TCP"}  # fmt: skip
+            assert service["spec"]["ports"][1:] == [metrics], name
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            assert annotations == {"prometheus.io/scrape": "true",
+                                   "prometheus.io/port": str(spec.metrics_port),
+                                   "prometheus.io/path": "/metrics"}  # fmt: skip
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -271,6 +280,45 @@ def test_network_policies_admit_exactly_each_stores_clients(
         labels = obj["spec"]["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] in STORE_VARIABLES
         assert labels["app.kubernetes.io/part-of"] == "watchllm"
+
+
+def _ingress_rules(policy: dict[str, Any]) -> list[tuple[str, set[int]]]:
+    """(who, ports) per ingress rule: who is 'anyone', 'ns:<name>' or a pod name."""
+    rules = []
+    for rule in policy["spec"]["ingress"]:
+        ports = {p["port"] for p in rule["ports"]}
+        for peer in rule.get("from", [{}]):
+            if "namespaceSelector" in peer:
+                labels = peer["namespaceSelector"]["matchLabels"]
+                who = "ns:" + labels["kubernetes.io/metadata.name"]
+            elif "podSelector" in peer:
+                who = peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            else:
+                who = "anyone"
+            rules.append((who, ports))
+    return rules
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_monitoring_reaches_only_the_metrics_ports(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """Issue 22: the whole `monitoring` namespace could reach analytics' query API (8092).
+    Now each service's ingress admits `monitoring` on its metrics port alone, the query
+    API only from the dashboard, and limiter and cache admit nothing but Prometheus."""
+    policies = _by_kind(rendered[overlay], "NetworkPolicy")
+    expected = {
+        "gateway": [("anyone", {8080}), ("ns:monitoring", {9180})],
+        "limiter": [("ns:monitoring", {9190})],
+        "cache": [("ns:monitoring", {9191})],
+        "analytics": [("dashboard", {8092}), ("ns:monitoring", {9192})],
+    }
+    for name, rules in expected.items():
+        spec = SERVICES[name]
+        assert rules[-1] == ("ns:monitoring", {spec.metrics_port}), name
+        assert spec.port not in rules[-1][1]
+        assert _ingress_rules(policies[f"{name}-ingress"]) == rules, name
+    assert _ingress_rules(policies["dashboard-ingress"]) == [("anyone", {3000})]
 
 
 def test_overlays_set_namespace_and_image_tags(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -89,6 +89,23 @@ def test_check_fails_on_an_analytics_url_nobody_answers(
     _no_traceback(done)
 
 
+def test_metrics_are_read_from_their_own_port_never_the_api_port(
+    stack: EmbeddedStack, project: Project
+) -> None:
+    """`up` serves the gateway's /metrics on WATCHLLM_GATEWAY_METRICS_PORT, which check
+    finds by default (the passing run above); pointed at the API port it finds nothing."""
+    done = stack.watchllm("check", "--url", stack.gateway_url, "--key", project.key,
+                          "--metrics-url", stack.gateway_url, "--json")  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["metrics"]["status"] == "fail"
+    assert checks["metrics"]["detail"] == f"{stack.gateway_url}/metrics answered HTTP 404"
+    assert "pass --metrics-url" in checks["metrics"]["hint"]
+    assert checks["analytics"]["status"] == "skip"  # no --analytics-url
+    assert all(c["status"] == "pass" for name, c in checks.items()
+               if name not in ("metrics", "analytics"))  # fmt: skip
+
+
 @pytest.mark.parametrize("command", ["check", "loadtest"])
 def test_a_refused_key_or_an_unreachable_gateway_is_one_clear_line(
     stack: EmbeddedStack, command: str

@@ -41,7 +41,7 @@ def test_metrics_expose_the_documented_names(
     # Metrics are recorded after the last byte is sent: poll briefly.
     deadline = time.monotonic() + 2
     while True:
-        text = httpx.get(f"{gateway.url}/metrics").text
+        text = httpx.get(str(gateway.process.metrics_url)).text
         if 'watchllm_requests_total{endpoint="/v1/chat/completions",status="200"}' in text:
             break
         assert time.monotonic() < deadline, text
@@ -52,6 +52,18 @@ def test_metrics_expose_the_documented_names(
         "watchllm_events_published_total",
     ):  # fmt: skip
         assert name in text
+
+
+def test_metrics_are_not_served_on_the_api_port(gateway: Gateway) -> None:
+    """The API port faces callers; /metrics has a listener of its own (README, Security),
+    which serves nothing else."""
+    api = httpx.get(f"{gateway.url}/metrics")
+    assert api.status_code == 404 and "watchllm_" not in api.text
+    metrics_url = str(gateway.process.metrics_url)
+    assert httpx.get(metrics_url).status_code == 200
+    listener = metrics_url.removesuffix("/metrics")
+    for path in ("/health", "/v1/models", "/"):
+        assert httpx.get(listener + path).status_code == 404, path
 
 
 def test_no_key_ever_reaches_the_logs(gateway: Gateway, project_key: tuple[str, str]) -> None:

@@ -68,7 +68,7 @@ def test_redis_outage_buffers_events_and_delivers_every_one_after(
         wait_for_events(redis_url, stream, lambda e: e.request_id in during, count=10, timeout=20)
         ids = [e.request_id for e in read_events(redis_url, stream)]
         assert sorted(ids) == sorted(before + during), "lost or duplicated events"
-        metrics = httpx.get(f"{gateway.url}/metrics").text
+        metrics = httpx.get(str(gateway.metrics_url)).text
         assert "watchllm_event_publish_errors_total" in metrics
         assert "watchllm_events_dropped_total 0.0" in metrics
     finally:

@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from tests.limiter.test_limits_across_replicas import chat, new_key, until_charged, until_synced
-from tests.support.processes import free_port
+from tests.support.processes import up_ports
 from watchllm_shared.accounts import AccountStore, LimitStore
 from watchllm_shared.contracts.cache import (
     CACHE_COMMAND_STREAM,
@@ -57,14 +57,17 @@ QUESTIONS = [
 @dataclass
 class Up:
     urls: dict[str, list[str]]  # service -> replica URLs, first replica first
+    metrics: dict[str, list[str]]  # service -> replica metrics URLs, the same order
     stream: str
     log: Path
 
 
-def _replica_urls(text: str, service: str) -> list[str]:
-    match = re.search(rf"^{service}:\s+2 replicas at (\S+), (\S+)$", text, re.MULTILINE)
+def _replica_urls(text: str, service: str) -> tuple[list[str], list[str]]:
+    """(API URLs, metrics URLs) of the two replicas, as `up` printed them."""
+    match = re.search(rf"^{service}:\s+2 replicas at (\S+), (\S+) \(metrics at (\S+), (\S+)\)$",
+                      text, re.MULTILINE)  # fmt: skip
     assert match is not None, text
-    return [match.group(1), match.group(2)]
+    return [match.group(1), match.group(2)], [match.group(3), match.group(4)]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,7 @@ def up(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFacto
         # Deadline of one semantic ask: generous, so that on a loaded 2-core machine
         # every ask is answered in time and can be counted.
         "WATCHLLM_CACHE_TIMEOUT_SECONDS": "2",
-        **{f"WATCHLLM_{s}_PORT": str(free_port())
-           for s in ("GATEWAY", "LIMITER", "CACHE", "ANALYTICS", "FAKE_PROVIDER", "DASHBOARD")},
+        **up_ports(),
     }  # fmt: skip
     log = tmp / "up.log"
     command = [WATCHLLM, "up", "--fake-provider", "--replicas", "gateway=2,limiter=2",
@@ -95,27 +97,28 @@ def up(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFacto
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         text = log.read_text()
-        urls = {s: _replica_urls(text, s) for s in ("gateway", "limiter", "cache")}
+        printed = {s: _replica_urls(text, s) for s in ("gateway", "limiter", "cache")}
     except BaseException:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
         raise
-    yield Up(urls, stream, log)
+    yield Up({s: p[0] for s, p in printed.items()}, {s: p[1] for s, p in printed.items()},
+             stream, log)  # fmt: skip
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0, log.read_text()
 
 
 def metric(url: str, name: str) -> float:
-    """The sum of every sample of ``name`` at ``url``/metrics."""
+    """The sum of every sample of ``name`` at ``url`` (a metrics listener)."""
     total = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+    for line in httpx.get(url, timeout=5).text.splitlines():
         if line.startswith(name) and line[len(name)] in "{ ":
             total += float(line.rsplit(" ", 1)[1])
     return total
 
 
 def per_replica(up: Up, service: str, name: str) -> list[float]:
-    return [metric(url, name) for url in up.urls[service]]
+    return [metric(url, name) for url in up.metrics[service]]
 
 
 def consumers(redis_url: str, stream: str, group: str) -> set[str]:
@@ -133,7 +136,7 @@ async def test_every_replica_answers_and_siblings_share_their_groups(
     await LimitStore(account_store.pool).set_key_limits(key_id, tpm=1_000_000)
     await until_synced(redis_url, project_id, f"k:{key_id}:tpm", 1_000_000)
     asks = ['watchllm_cache_asks_total{outcome="hit"}', 'watchllm_cache_asks_total{outcome="miss"}']
-    asks_before = [sum(metric(u, a) for a in asks) for u in up.urls["cache"]]
+    asks_before = [sum(metric(u, a) for a in asks) for u in up.metrics["cache"]]
     stores_before = per_replica(up, "cache", STORES)
     events_before = per_replica(up, "limiter", "watchllm_limiter_events_total")
 
@@ -169,7 +172,7 @@ async def test_every_replica_answers_and_siblings_share_their_groups(
     assert sum(handled) == 16 and min(handled) > 0, handled
     # Cache: every miss asked once and stored once, the work spread over both replicas.
     asked = [sum(metric(u, a) for a in asks) - b
-             for u, b in zip(up.urls["cache"], asks_before, strict=True)]  # fmt: skip
+             for u, b in zip(up.metrics["cache"], asks_before, strict=True)]  # fmt: skip
     stored = [a - b for a, b in zip(per_replica(up, "cache", STORES), stores_before, strict=True)]
     assert sum(asked) == 8 and min(asked) > 0, asked
     assert sum(stored) == 8 and min(stored) > 0, stored  # the second round hit all 8

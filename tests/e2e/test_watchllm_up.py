@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.processes import free_port
+from tests.support.processes import free_port, up_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -24,13 +24,10 @@ WATCHLLM = str(Path(sys.executable).with_name("watchllm"))
 def _env(tmp_path: Path, gateway_port: int, fake_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(
+        up_ports(),
         WATCHLLM_DATA_DIR=str(tmp_path / "data"),
         WATCHLLM_GATEWAY_PORT=str(gateway_port),
         WATCHLLM_FAKE_PROVIDER_PORT=str(fake_port),
-        WATCHLLM_LIMITER_PORT=str(free_port()),
-        WATCHLLM_CACHE_PORT=str(free_port()),
-        WATCHLLM_ANALYTICS_PORT=str(free_port()),
-        WATCHLLM_DASHBOARD_PORT=str(free_port()),
     )
     return env
 

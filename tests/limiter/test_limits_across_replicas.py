@@ -189,7 +189,7 @@ def test_the_limiter_reports_its_library_syncs_and_charges(cluster: Cluster) -> 
     assert health["services"] == {"redis": "connected", "database": "connected"}
     metrics = {
         line.split(" ")[0]: float(line.split(" ")[1])
-        for line in httpx.get(f"{cluster.limiter.url}/metrics").text.splitlines()
+        for line in httpx.get(str(cluster.limiter.metrics_url)).text.splitlines()
         if line and not line.startswith("#")
     }
     assert metrics["watchllm_limiter_library_version"] == source_version(library_source())

@@ -38,7 +38,7 @@ OVERLOAD_SECONDS = 3.0
 
 def _metrics(gateway: ServiceProcess) -> dict[str, float]:
     values: dict[str, float] = {}
-    for line in httpx.get(f"{gateway.url}/metrics", timeout=30).text.splitlines():
+    for line in httpx.get(str(gateway.metrics_url), timeout=30).text.splitlines():
         if line.startswith("watchllm_limiter_"):
             name, _, value = line.rpartition(" ")
             values[name] = float(value)

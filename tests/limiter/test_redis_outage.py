@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
+    for line in httpx.get(url).text.splitlines():
         if line.startswith(name + " "):
             return float(line.split(" ")[1])
     return 0.0
@@ -63,8 +63,8 @@ async def test_policy_applies_while_redis_is_down_and_everything_recovers_by_its
         assert closed.status_code == 503
         assert closed.json()["error"]["code"] == "rate_limiter_unavailable"
         name = "watchllm_limiter_unavailable_total"
-        assert _metric(fail_open.url, name + '{policy="open"}') >= 1
-        assert _metric(fail_closed.url, name + '{policy="closed"}') >= 1
+        assert _metric(str(fail_open.metrics_url), name + '{policy="open"}') >= 1
+        assert _metric(str(fail_closed.metrics_url), name + '{policy="closed"}') >= 1
         # Redis returns empty (another data folder): no library, no limits, until the
         # limiter notices and reloads both, with no help.
         second = EmbeddedRedis(tmp_path / "redis-b", port=port)

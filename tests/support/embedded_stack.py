@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import free_port
+from tests.support.processes import up_ports
 
 WATCHLLM = str(Path(sys.executable).with_name("watchllm"))
 START_TIMEOUT = 180.0
@@ -115,8 +115,7 @@ class EmbeddedStack:
 def stack_env(root: Path) -> dict[str, str]:
     """The environment of a stack under ``root``: its data folder and free ports."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    ports = ("GATEWAY", "FAKE_PROVIDER", "LIMITER", "CACHE", "ANALYTICS", "DASHBOARD")
-    env.update({f"WATCHLLM_{name}_PORT": str(free_port()) for name in ports})
+    env.update(up_ports())
     env["WATCHLLM_DATA_DIR"] = str(root / "data")
     return env
 

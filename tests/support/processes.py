@@ -22,11 +22,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def up_ports() -> dict[str, str]:
+    """A free port for each port ``watchllm up`` uses (every ``*_port`` setting of the
+    CLI: API and metrics ports, the fake provider's, the dashboard's)."""
+    from watchllm_shared.cli.settings import CliSettings
+
+    names = [name for name in CliSettings.model_fields if name.endswith("_port")]
+    return {f"WATCHLLM_{name.upper()}": str(free_port()) for name in names}
+
+
 @dataclass
 class ServiceProcess:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    metrics_url: str | None = None  # a WatchLLM service's /metrics (its own listener)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -98,13 +108,18 @@ def start_service(
     timeout: float = 30,
     wrapper: Sequence[str] = (),
 ) -> ServiceProcess:
-    """Run ``python -m watchllm_<name>`` on a free port (``WATCHLLM_<NAME>_PORT``)."""
-    port = free_port()
+    """Run ``python -m watchllm_<name>`` on a free port (``WATCHLLM_<NAME>_PORT``), its
+    metrics on another (``WATCHLLM_<NAME>_METRICS_PORT``)."""
+    port, metrics_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
-    return start_process(
-        f"watchllm_{name}", [], {f"WATCHLLM_{name.upper()}_PORT": str(port), **env},
+    ports = {f"WATCHLLM_{name.upper()}_PORT": str(port),
+             f"WATCHLLM_{name.upper()}_METRICS_PORT": str(metrics_port)}  # fmt: skip
+    service = start_process(
+        f"watchllm_{name}", [], {**ports, **env},
         base + ready, base, log_dir / f"{name}-{port}.log", timeout=timeout, wrapper=wrapper,
     )  # fmt: skip
+    service.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    return service
 
 
 def start_gateway(

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tests.support.processes import free_port
 from watchllm_shared.cli.deployment.analytics import Recorded
 from watchllm_shared.cli.deployment.check import exposes
-from watchllm_shared.cli.deployment.commands import gateway_base
+from watchllm_shared.cli.deployment.commands import gateway_base, metrics_beside
 from watchllm_shared.cli.deployment.http1 import Record
 from watchllm_shared.cli.deployment.loadreport import lines, summarise
 from watchllm_shared.cli.deployment.loadtest import (
@@ -82,6 +82,15 @@ def test_urls_and_refusals_are_read_as_an_operator_gives_them() -> None:
     key = f"watchllm:cache:exact:v2:{{{project}}}:{'a' * 64}"
     assert project_of(httpx.Response(200, headers={"x-watchllm-cache-key": key})) == project
     assert project_of(httpx.Response(200)) is None
+
+
+def test_the_metrics_listener_is_found_beside_the_gateway_url() -> None:
+    """/metrics is not on the gateway's API port: check reads its own listener."""
+    assert metrics_beside("http://127.0.0.1:8080", 9180) == "http://127.0.0.1:9180"
+    assert metrics_beside("https://gw.example", 9180) == "https://gw.example:9180"
+    assert metrics_beside("http://[::1]:8080", 9181) == "http://[::1]:9181"
+    (option,) = [p for p in cli.commands["check"].params if p.name == "metrics_url"]
+    assert option.type.convert("http://gw:9180/metrics", None, None) == "http://gw:9180"
 
 
 def test_metrics_count_as_exposed_when_sampled_or_declared() -> None:

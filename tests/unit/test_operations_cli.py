@@ -16,12 +16,13 @@ from watchllm_shared.cli.replicas import ReplicaPlan, parse_replicas
 pytestmark = pytest.mark.unit
 
 BASE = {"gateway": 8080, "limiter": 8090, "cache": 8091, "analytics": 8092}
+METRICS = {"gateway": 9180, "limiter": 9190, "cache": 9191, "analytics": 9192}
 
 
 def plan(counts: dict[str, int], **urls: str | None) -> ReplicaPlan:
     return ReplicaPlan.build(
         counts, BASE, Path("/data"), clickhouse_url=urls.get("clickhouse_url"),
-        qdrant_url=urls.get("qdrant_url"), reserved=[9000],
+        qdrant_url=urls.get("qdrant_url"), metrics_ports=METRICS, reserved=[9000],
     )  # fmt: skip
 
 
@@ -43,11 +44,17 @@ def test_replica_ports_skip_other_services_ports_and_busy_ones() -> None:
         taken = busy.getsockname()[1]
         base = {**BASE, "gateway": taken - 1}
         chosen = ReplicaPlan.build({"gateway": 3, "limiter": 3}, base, Path("/d"),
-                                   clickhouse_url=None, qdrant_url=None)  # fmt: skip
+                                   clickhouse_url=None, qdrant_url=None,
+                                   metrics_ports=METRICS)  # fmt: skip
     gateway_ports = chosen.ports["gateway"]
     assert gateway_ports[0] == taken - 1 and taken not in gateway_ports
     assert chosen.ports["limiter"][:2] == (8090, 8093)  # 8091/8092: cache and analytics
     assert len(set(gateway_ports + chosen.ports["limiter"])) == 6
+    # metrics listeners too: 9191/9192 are cache's and analytics'
+    assert chosen.metrics_ports["limiter"] == (9190, 9193, 9194)
+    assert chosen.metrics_ports["gateway"][:2] == (9180, 9181)
+    every = [p for ports in (*chosen.ports.values(), *chosen.metrics_ports.values()) for p in ports]
+    assert len(every) == len(set(every))
 
 
 def test_each_replica_gets_its_port_consumer_name_and_own_qdrant_edge_folder() -> None:
@@ -57,8 +64,11 @@ def test_each_replica_gets_its_port_consumer_name_and_own_qdrant_edge_folder() -
     assert replicas[1].env["WATCHLLM_QDRANT_EDGE_PATH"] == "/data/qdrant-edge-2"
     assert replicas[1].env["WATCHLLM_CACHE_CONSUMER_NAME"].endswith("-cache-2")
     assert replicas[1].url == f"http://127.0.0.1:{replicas[1].port}"
+    assert replicas[1].metrics_url == f"http://127.0.0.1:{replicas[1].metrics_port}/metrics"
+    assert replicas[1].env["WATCHLLM_CACHE_METRICS_PORT"] == str(replicas[1].metrics_port)
     single = plan({}).replicas("limiter")
-    assert single[0].env == {"WATCHLLM_LIMITER_PORT": "8090"}  # one replica: as before
+    assert single[0].env == {"WATCHLLM_LIMITER_PORT": "8090",
+                             "WATCHLLM_LIMITER_METRICS_PORT": "9190"}  # one replica  # fmt: skip
     shared = plan({"cache": 2}, qdrant_url="http://qdrant:6333").replicas("cache")
     assert all("WATCHLLM_QDRANT_EDGE_PATH" not in r.env for r in shared)
     assert any("own qdrant-edge index" in n for n in plan({"cache": 2}).notes())

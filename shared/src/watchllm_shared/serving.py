@@ -11,10 +11,15 @@ was cut short. Here that re-raised signal is caught, and the process exits:
   its flushes and acknowledgements);
 - 1 when a second Ctrl-C forced the exit, skipping the lifespan's shutdown;
 - 3 (uvicorn's code) when start-up failed; 0 if a stop signal came before uvicorn ran.
+
+With ``metrics``, the service's Prometheus metrics are served on a listener of their
+own on the same host (``metrics_listener``), started before uvicorn (a taken port is a
+start-up failure, 3) and closed after it.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from types import FrameType
@@ -22,6 +27,15 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+
+from watchllm_shared.metrics_listener import (
+    MetricsEndpoint,
+    MetricsListener,
+    MetricsPortInUse,
+    start_metrics_listener,
+)
+
+log = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -34,10 +48,19 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
     raise _Stopped(signum)
 
 
-def serve(app: Any, *, host: str, port: int, **options: Any) -> None:
+def serve(
+    app: Any, *, host: str, port: int, metrics: MetricsEndpoint | None = None, **options: Any
+) -> None:
     """Run ``app`` until SIGTERM/SIGINT; exit as the module says. ``options`` go to
     ``uvicorn.Config``."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+    listener: MetricsListener | None = None
+    if metrics is not None:
+        try:
+            listener = start_metrics_listener(metrics, host)
+        except MetricsPortInUse as exc:
+            log.error("%s", exc.strerror)
+            sys.exit(STARTUP_FAILURE)
     # Installed before uvicorn runs: it restores them after its shutdown and re-raises.
     previous = {sig: signal.signal(sig, _stopped) for sig in _STOP_SIGNALS}
     stopped = False
@@ -48,6 +71,8 @@ def serve(app: Any, *, host: str, port: int, **options: Any) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if listener is not None:
+            listener.close()
     if not server.started:
         sys.exit(0 if stopped else STARTUP_FAILURE)
     if server.force_exit:

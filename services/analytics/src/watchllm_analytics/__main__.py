@@ -9,6 +9,7 @@ from __future__ import annotations
 from watchllm_analytics.main import create_app
 from watchllm_analytics.pipeline import tune_garbage_collector
 from watchllm_analytics.settings import AnalyticsSettings
+from watchllm_shared.metrics_listener import MetricsEndpoint
 from watchllm_shared.serving import serve
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
@@ -28,6 +29,11 @@ def main() -> None:
         app,
         host=settings.analytics_host,
         port=settings.analytics_port,
+        metrics=MetricsEndpoint(
+            app.state.metrics_registry,
+            settings.analytics_metrics_port,
+            "WATCHLLM_ANALYTICS_METRICS_PORT",
+        ),
         loop="uvloop",
         http="httptools",
         access_log=False,

@@ -1,10 +1,10 @@
-"""HTTP: probes, metrics, and the dashboard's read-only queries.
+"""HTTP: probes and the dashboard's read-only queries (metrics have a port of their own,
+``WATCHLLM_ANALYTICS_METRICS_PORT``: ``__main__``).
 
 - ``GET /livez``: the process runs (no I/O).
 - ``GET /readyz``: schema applied, ClickHouse and Redis answer; 503 otherwise.
 - ``GET /health``: ClickHouse, Redis, and the consumer group's lag, pending entries and
   dead-letter size (200, or 503 while the store is not open).
-- ``GET /metrics``: Prometheus text.
 - ``GET /v1/queries``: the query definitions (name, description, parameter schema).
 - ``POST /v1/queries/{name}``: run one with the JSON body as its parameters; answers a
   ``QueryResult``. 404 unknown name, 422 invalid parameters, 401 without the bearer
@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
@@ -67,11 +66,6 @@ async def readyz(service: ServiceDep) -> Response:
 async def health(service: ServiceDep) -> Response:
     report = service.health.report(service.consumer.group)
     return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)
-
-
-@router.get("/metrics")
-async def metrics(service: ServiceDep) -> Response:
-    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/queries", dependencies=[Depends(check_query_token)])

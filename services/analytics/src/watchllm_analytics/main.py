@@ -33,4 +33,5 @@ def create_app(
 
     app = FastAPI(title="WatchLLM analytics", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(api.router)
+    app.state.metrics_registry = service.metrics.registry  # served apart: ``__main__``
     return app

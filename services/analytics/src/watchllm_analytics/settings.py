@@ -19,6 +19,9 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 class AnalyticsSettings(WatchLLMSettings):
     analytics_host: str = "127.0.0.1"
     analytics_port: int = 8092
+    analytics_metrics_port: int = Field(
+        default=9192, description="/metrics, on a listener of its own (not the API port)."
+    )
     data_dir: Path = Field(
         default=Path(".watchllm"),
         description="Where the embedded ClickHouse (chdb) keeps its data, under clickhouse/.",

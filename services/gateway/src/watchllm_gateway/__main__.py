@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from watchllm_gateway.main import create_app
 from watchllm_gateway.settings import GatewaySettings
+from watchllm_shared.metrics_listener import MetricsEndpoint
 from watchllm_shared.serving import serve
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
@@ -32,6 +33,11 @@ def main() -> None:
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
+        metrics=MetricsEndpoint(
+            app.state.metrics_registry,
+            settings.gateway_metrics_port,
+            "WATCHLLM_GATEWAY_METRICS_PORT",
+        ),
         loop="uvloop",
         http="httptools",
         access_log=False,

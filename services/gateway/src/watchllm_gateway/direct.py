@@ -7,8 +7,8 @@ of the time the gateway adds before a stream's first byte (py-spy and
 ``make bench-gateway``). None of it does anything these three endpoints need: the
 proxy reads its own body under its own limit, answers its own errors in the caller's
 shape and has no dependencies to inject. So ``GatewayApp`` hands POSTs to them
-straight to the proxy, and everything else (probes, ``/v1/models``, ``/metrics``,
-unknown paths, other methods) goes through FastAPI as usual.
+straight to the proxy, and everything else (probes, ``/v1/models``, unknown paths,
+other methods) goes through FastAPI as usual.
 
 With tracing on they go through FastAPI too: the OpenTelemetry ASGI middleware that
 ``FastAPIInstrumentor`` adds reads the caller's ``traceparent`` and opens the server

@@ -48,6 +48,7 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
     app.include_router(operations.router)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.state.metrics_registry = metrics.registry  # served apart: ``__main__``
     return app
 
 

@@ -90,6 +90,9 @@ DEFAULT_ROUTES: tuple[RouteConfig, ...] = (
 class GatewaySettings(WatchLLMSettings, DatabaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    gateway_metrics_port: int = Field(
+        default=9180, description="/metrics, on a listener of its own (not the API port)."
+    )
     routes: tuple[RouteConfig, ...] = Field(
         default=DEFAULT_ROUTES,
         description="JSON list of routes; the first whose pattern matches the model and"

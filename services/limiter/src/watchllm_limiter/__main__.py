@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from watchllm_limiter.main import create_app
 from watchllm_limiter.settings import LimiterSettings
+from watchllm_shared.metrics_listener import MetricsEndpoint
 from watchllm_shared.serving import serve
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
@@ -24,10 +25,15 @@ def main() -> None:
         app,
         host=settings.limiter_host,
         port=settings.limiter_port,
+        metrics=MetricsEndpoint(
+            app.state.metrics_registry,
+            settings.limiter_metrics_port,
+            "WATCHLLM_LIMITER_METRICS_PORT",
+        ),
         loop="uvloop",
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=2,  # probes and /metrics only; then the lifespan stops
+        timeout_graceful_shutdown=2,  # probes only; then the lifespan stops
     )
 
 

@@ -17,7 +17,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import asyncpg
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse, Response
 
@@ -131,8 +130,5 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
         }  # fmt: skip
         return JSONResponse(body, status_code=200 if healthy else 503)
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.state.metrics_registry = metrics.registry  # served apart: ``__main__``
     return app

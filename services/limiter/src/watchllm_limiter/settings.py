@@ -18,6 +18,9 @@ def _default_consumer() -> str:
 class LimiterSettings(WatchLLMSettings, DatabaseSettings):
     limiter_host: str = "127.0.0.1"
     limiter_port: int = 8090
+    limiter_metrics_port: int = Field(
+        default=9190, description="/metrics, on a listener of its own (not the API port)."
+    )
     events_stream: str = Field(default=Stream.REQUESTS_COMPLETED.value)
     limiter_consumer_group: str = "limiter"
     limiter_consumer_name: str = Field(default_factory=_default_consumer)

@@ -7,6 +7,8 @@ What a replica gets (``ReplicaPlan.replicas``):
   replica *i* takes the next port above replica *i-1* that no other service is
   configured to use and that is free now. Gateway replicas are independent entry
   points (nothing balances between them on one machine): ``up`` prints every URL;
+- its own metrics port, chosen the same way from ``WATCHLLM_<SERVICE>_METRICS_PORT``
+  (every service serves ``/metrics`` on a listener apart from its API port);
 - its own consumer name (``<host>-<service>-<i>``), stable across restarts so a
   restarted replica takes its own pending entries back at once, in the *same*
   consumer group as its siblings: Redis hands each stream entry to one of them;
@@ -72,10 +74,12 @@ def plan_for(settings: CliSettings, counts: Mapping[str, int]) -> ReplicaPlan:
         counts, {service: ports[service] for service in SCALABLE}, settings.data_dir,
         clickhouse_url=settings.clickhouse_url, qdrant_url=settings.qdrant_url,
         reserved=ports.values(),
+        metrics_ports={service: ports[f"{service}_metrics"] for service in SCALABLE},
     )  # fmt: skip
-    first = {service: plan.ports[service][0] for service in SCALABLE}
-    busy = [f"{port} ({service}, WATCHLLM_{service.upper()}_PORT)"
-            for service, port in first.items() if not is_port_free(port)]  # fmt: skip
+    first = {(service, "PORT"): plan.ports[service][0] for service in SCALABLE}
+    first |= {(service, "METRICS_PORT"): plan.metrics_ports[service][0] for service in SCALABLE}
+    busy = [f"{port} ({service}, WATCHLLM_{service.upper()}_{variable})"
+            for (service, variable), port in first.items() if not is_port_free(port)]  # fmt: skip
     if busy:
         raise click.ClickException(
             f"port in use: {'; '.join(busy)}. Stop what listens there (another `watchllm "
@@ -98,11 +102,25 @@ def is_port_free(port: int) -> bool:
     return True
 
 
+def _choose(first: int, count: int, taken: set[int]) -> tuple[int, ...]:
+    """``first``, then for each further replica the next port above the last that is
+    neither ``taken`` (which it joins) nor busy now."""
+    chosen = [first]
+    for _ in range(count - 1):
+        port = chosen[-1] + 1
+        while port in taken or not is_port_free(port):
+            port += 1
+        chosen.append(port)
+        taken.add(port)
+    return tuple(chosen)
+
+
 @dataclass(frozen=True)
 class Replica:
     service: str
     index: int  # 1-based
     port: int
+    metrics_port: int
     env: dict[str, str]
 
     @property
@@ -115,11 +133,16 @@ class Replica:
     def url(self) -> str:
         return f"http://{_HOST}:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_HOST}:{self.metrics_port}/metrics"
+
 
 @dataclass(frozen=True)
 class ReplicaPlan:
     counts: Mapping[str, int]
     ports: Mapping[str, tuple[int, ...]]
+    metrics_ports: Mapping[str, tuple[int, ...]]
     data_dir: Path
     shared_qdrant: bool
     host: str
@@ -133,9 +156,10 @@ class ReplicaPlan:
         *,
         clickhouse_url: str | None,
         qdrant_url: str | None,
+        metrics_ports: Mapping[str, int],
         reserved: Iterable[int] = (),
     ) -> ReplicaPlan:
-        """Check the counts and choose every replica's port (see the module docstring)."""
+        """Check the counts and choose every replica's ports (see the module docstring)."""
         if counts.get("analytics", 1) > 1 and not (clickhouse_url or "").startswith("http"):
             raise click.UsageError(
                 "analytics can run only one replica on embedded ClickHouse (chdb opens "
@@ -143,18 +167,11 @@ class ReplicaPlan:
                 "dashboard's queries). Set WATCHLLM_CLICKHOUSE_URL=http://HOST:8123 to a "
                 "ClickHouse server to run several, or drop analytics from --replicas."
             )
-        taken = {*base_ports.values(), *reserved}
-        ports: dict[str, tuple[int, ...]] = {}
-        for service in SCALABLE:
-            chosen = [base_ports[service]]
-            for _ in range(counts.get(service, 1) - 1):
-                port = chosen[-1] + 1
-                while port in taken or not is_port_free(port):
-                    port += 1
-                chosen.append(port)
-                taken.add(port)
-            ports[service] = tuple(chosen)
-        return cls(dict(counts), ports, data_dir, bool(qdrant_url), socket.gethostname())
+        taken = {*base_ports.values(), *metrics_ports.values(), *reserved}
+        ports = {s: _choose(base_ports[s], counts.get(s, 1), taken) for s in SCALABLE}
+        metrics = {s: _choose(metrics_ports[s], counts.get(s, 1), taken) for s in SCALABLE}
+        return cls(dict(counts), ports, metrics, data_dir, bool(qdrant_url),
+                   socket.gethostname())  # fmt: skip
 
     def count(self, service: str) -> int:
         return self.counts.get(service, 1)
@@ -163,20 +180,24 @@ class ReplicaPlan:
         return [self._replica(service, i) for i in range(1, self.count(service) + 1)]
 
     def _replica(self, service: str, index: int) -> Replica:
-        port = self.ports[service][index - 1]
-        env = {f"WATCHLLM_{service.upper()}_PORT": str(port)}
+        port, metrics_port = self.ports[service][index - 1], self.metrics_ports[service][index - 1]
+        env = {f"WATCHLLM_{service.upper()}_PORT": str(port),
+               f"WATCHLLM_{service.upper()}_METRICS_PORT": str(metrics_port)}  # fmt: skip
         if self.count(service) > 1 and service != "gateway":
             env[f"WATCHLLM_{service.upper()}_CONSUMER_NAME"] = f"{self.host}-{service}-{index}"
         if service == "cache" and not self.shared_qdrant:
             folder = "qdrant-edge" if index == 1 else f"qdrant-edge-{index}"
             env["WATCHLLM_QDRANT_EDGE_PATH"] = str(self.data_dir / folder)
-        return Replica(service, index, port, env)
+        return Replica(service, index, port, metrics_port, env)
 
     def notes(self) -> list[str]:
         """What an operator should know about this plan, printed by ``up``."""
         notes = [
             f"{service + ':':<10} {self.count(service)} replicas at "
             + ", ".join(replica.url for replica in self.replicas(service))
+            + " (metrics at "
+            + ", ".join(replica.metrics_url for replica in self.replicas(service))
+            + ")"
             for service in SCALABLE
             if self.count(service) > 1
         ]

@@ -26,6 +26,12 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
     limiter_port: int = 8090
     cache_port: int = 8091
     analytics_port: int = 8092
+    # Each service's /metrics listener (apart from its API port); `watchllm check`
+    # reads the gateway's.
+    gateway_metrics_port: int = 9180
+    limiter_metrics_port: int = 9190
+    cache_metrics_port: int = 9191
+    analytics_metrics_port: int = 9192
     fake_provider_port: int = 9000
     dashboard_port: int = 3000
     # `watchllm up`'s supervisor (cli/restart_policy.py, cli/supervisor.py).

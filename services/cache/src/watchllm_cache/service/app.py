@@ -25,7 +25,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse, Response
 
@@ -116,8 +115,5 @@ def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready" if ready else "loading"},
                             status_code=200 if ready else 503)  # fmt: skip
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.state.metrics_registry = metrics.registry  # served apart: ``serve``
     return app

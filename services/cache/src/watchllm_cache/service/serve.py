@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from watchllm_cache.service.app import create_app
 from watchllm_cache.service.settings import CacheServiceSettings
+from watchllm_shared.metrics_listener import MetricsEndpoint
 from watchllm_shared.serving import serve as serve_app
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
@@ -18,8 +19,10 @@ def serve() -> None:
 
         FastAPIInstrumentor.instrument_app(app, **HTTP_SERVER_OPTIONS)
         RedisInstrumentor().instrument()
+    metrics = MetricsEndpoint(app.state.metrics_registry, settings.cache_metrics_port,
+                              "WATCHLLM_CACHE_METRICS_PORT")  # fmt: skip
     serve_app(
-        app, host=settings.cache_host, port=settings.cache_port, loop="uvloop",
-        access_log=False, log_config=None,
-        timeout_graceful_shutdown=2,  # probes and /metrics only; then the lifespan stops
+        app, host=settings.cache_host, port=settings.cache_port, metrics=metrics,
+        loop="uvloop", access_log=False, log_config=None,
+        timeout_graceful_shutdown=2,  # probes only; then the lifespan stops
     )  # fmt: skip

@@ -13,6 +13,9 @@ from watchllm_cache.settings import SemanticSettings
 class CacheServiceSettings(SemanticSettings):
     cache_host: str = "127.0.0.1"
     cache_port: int = 8091
+    cache_metrics_port: int = Field(
+        default=9191, description="/metrics, on a listener of its own (not the API port)."
+    )
     cache_consumer_name: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
     )

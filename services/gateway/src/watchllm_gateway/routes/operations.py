@@ -1,9 +1,12 @@
-"""Probes and metrics for operators and Kubernetes.
+"""Probes for operators and Kubernetes.
 
 - ``/livez``: the process runs (no I/O; a failing liveness probe restarts the pod).
 - ``/readyz``: Postgres and Redis answer, so requests can be served; 503 otherwise.
 - ``/health``: the full report of DESIGN.md (see ``health``).
-- ``/metrics``: Prometheus text.
+
+``/metrics`` is not here: it is served on a port of its own
+(``WATCHLLM_GATEWAY_METRICS_PORT``, ``watchllm_shared.metrics_listener``), so the API
+port, which faces callers, does not expose it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from watchllm_gateway.deps import RuntimeDep
@@ -38,8 +40,3 @@ async def readyz(runtime: RuntimeDep) -> Response:
 async def health(runtime: RuntimeDep) -> Response:
     report = await runtime.health.report()
     return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)
-
-
-@router.get("/metrics")
-async def metrics(runtime: RuntimeDep) -> Response:
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

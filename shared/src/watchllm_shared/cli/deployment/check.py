@@ -14,7 +14,8 @@ In order, each a ``CheckResult`` (pass, fail with what to do, or skip):
   they were sent, so it is asked again (backing off) for up to ``CACHE_WAIT`` seconds.
   ``bypass`` on the first answer means the cache is off for the key's project (or the
   gateway): reported, and not a failure.
-- metrics: ``GET /metrics`` exposes the gateway's four core metrics.
+- metrics: ``GET /metrics`` on the gateway's metrics listener (its own port, apart from
+  the API: ``metrics_url``) exposes the gateway's four core metrics.
 - analytics (with an analytics URL): the first request is found in the request log by
   its ``x-request-id`` within ``ANALYTICS_WAIT`` seconds.
 
@@ -63,7 +64,10 @@ _CACHE_HINT = (
     " (/health: cache; its lag: XINFO GROUPS watchllm.cache.stores.v1; its log)"
 )
 _FLUSH_HINT = "flush the project's cache: watchllm cache flush --project NAME"
-_METRICS_HINT = "the gateway serves Prometheus text at /metrics: is a proxy hiding it?"
+_METRICS_HINT = (
+    "the gateway serves /metrics on its metrics port (WATCHLLM_GATEWAY_METRICS_PORT, 9180 by"
+    " default), not on its API port: pass --metrics-url"
+)
 _ANALYTICS_HINT = "see the analytics service's /health (consumer lag, dead letters) and its log"
 
 Status = Literal["pass", "fail", "skip"]
@@ -88,6 +92,7 @@ class CheckOptions:
     analytics_token: str | None = None
     project_id: UUID | None = None  # else learnt from the answers' cache key
     budget_seconds: float = 30.0
+    metrics_url: str | None = None  # the gateway's metrics listener; None: not checked
 
 
 @dataclass
@@ -236,12 +241,19 @@ class _Checker:
             pause = min(pause * 2, 1.0)
 
     async def _metrics(self) -> _Outcome:
-        response = await self._http.get("/metrics")
+        if self._options.metrics_url is None:
+            return _skip("not checked: no --metrics-url")
+        url = f"{self._options.metrics_url}/metrics"
+        try:  # another port than the gateway's: its failure is not the gateway's
+            async with httpx.AsyncClient(timeout=min(5.0, self._remaining())) as http:
+                response = await http.get(url)
+        except httpx.HTTPError as exc:
+            return _fail(probe.unreachable(exc, url), _METRICS_HINT)
         if response.status_code != 200:
-            return _fail(f"/metrics answered HTTP {response.status_code}", _METRICS_HINT)
+            return _fail(f"{url} answered HTTP {response.status_code}", _METRICS_HINT)
         missing = [m for m in REQUIRED_METRICS if not exposes(response.text, m)]
         if missing:
-            return _fail(f"/metrics lacks {', '.join(missing)}", _METRICS_HINT)
+            return _fail(f"{url} lacks {', '.join(missing)}", _METRICS_HINT)
         return _pass(f"exposes {', '.join(REQUIRED_METRICS)}")
 
     async def _analytics(self) -> _Outcome:

@@ -16,6 +16,8 @@ from uuid import UUID
 
 import click
 
+from watchllm_shared.cli.settings import CliSettings
+
 
 def http_url(url: str) -> str:
     """``url`` without a trailing slash; ValueError unless it is http(s)://host…"""
@@ -30,17 +32,26 @@ def gateway_base(url: str) -> str:
     return http_url(url).removesuffix("/v1")
 
 
+def metrics_beside(url: str, port: int) -> str:
+    """The metrics listener of the gateway at ``url``: the same scheme and host, ``port``."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 class _HttpUrl(click.ParamType[str]):
     name = "URL"
 
-    def __init__(self, gateway: bool = False) -> None:
+    def __init__(self, gateway: bool = False, suffix: str = "") -> None:
         self._gateway = gateway
+        self._suffix = suffix  # dropped when given: the root URL is kept
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         import httpx  # here, not at the top: every `watchllm` command imports this module
 
         try:
             url = gateway_base(str(value)) if self._gateway else http_url(str(value))
+            url = url.removesuffix(self._suffix) if self._suffix else url
             httpx.URL(url)
         except (ValueError, httpx.InvalidURL) as exc:
             self.fail(str(exc), param, ctx)
@@ -83,6 +94,11 @@ class _Number(click.ParamType[float]):
         return number
 
 
+def _settings(ctx: click.Context) -> CliSettings:
+    """The ``watchllm`` group's settings (read once), or the environment's."""
+    return ctx.find_object(CliSettings) or CliSettings()
+
+
 _POSITIVE = _Number(0, low_open=True)
 _SHARE = _Number(0, 1)
 
@@ -112,16 +128,23 @@ def _common(command: Any) -> Any:
 
 @click.command("check")
 @_common
+@click.option("--metrics-url", type=_HttpUrl(suffix="/metrics"), default=None,
+              help="The gateway's metrics listener (/metrics is not on its API port)."
+              " Default: --url's host on WATCHLLM_GATEWAY_METRICS_PORT (9180).")  # fmt: skip
 @click.pass_context
 def check(ctx: click.Context, url: str, key: str, model: str, analytics_url: str | None,
-          analytics_token: str | None, project_id: UUID | None, as_json: bool) -> None:  # fmt: skip
+          analytics_token: str | None, project_id: UUID | None, as_json: bool,
+          metrics_url: str | None) -> None:  # fmt: skip
     """Sanity-check a running deployment in ≤ 30 s: health, a chat request, a stream,
     the exact cache, rate-limit headers, /metrics, and (with --analytics-url) that the
     request was stored. One line per check; exits 0 only when all pass."""
     from watchllm_shared.cli.deployment import console
     from watchllm_shared.cli.deployment.check import CheckOptions
 
-    options = CheckOptions(url, key, model, analytics_url, analytics_token, project_id)
+    settings = _settings(ctx)
+    metrics_url = metrics_url or metrics_beside(url, settings.gateway_metrics_port)
+    options = CheckOptions(url, key, model, analytics_url, analytics_token, project_id,
+                           metrics_url=metrics_url)  # fmt: skip
     ctx.exit(console.check(options, as_json))
 
 
