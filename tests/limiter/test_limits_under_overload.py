@@ -28,6 +28,7 @@ from tests.e2e.conftest import gateway_env
 from tests.limiter.test_limits_across_replicas import chat, new_key
 from tests.support.processes import ServiceProcess, start_gateway
 from watchllm_shared.accounts import AccountStore
+from watchllm_shared.contracts.cache import CACHE_STORE_STREAM
 from watchllm_shared.contracts.limits import limits_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -56,6 +57,20 @@ def _statuses(run: Run) -> Counter[str]:
     return Counter(r.error or str(r.status) for r in run.records)
 
 
+async def _forget_stores(redis: aioredis.Redis, projects: list[uuid.UUID]) -> None:
+    """Delete the stores this gateway published for its misses. No cache service runs
+    here, and the store stream's name is fixed: thousands of them left on it were the
+    next cache service's work on this Redis, minutes of embeddings before the first
+    store of its own (other tests' "answer never stored")."""
+    needles = [f'"project_id":"{p}"'.encode() for p in projects]
+    after = "-"
+    while page := await redis.xrange(CACHE_STORE_STREAM, min=after, count=1000):
+        ours = [i for i, fields in page if any(n in fields.get(b"data", b"") for n in needles)]
+        if ours:
+            await redis.xdel(CACHE_STORE_STREAM, *ours)
+        after = "(" + page[-1][0].decode()
+
+
 @pytest.mark.timeout(300)
 async def test_an_overloaded_gateway_admits_exactly_the_limit_and_never_fails_open(
     fake_provider: ServiceProcess,
@@ -72,8 +87,10 @@ async def test_an_overloaded_gateway_admits_exactly_the_limit_and_never_fails_op
     )  # fmt: skip
     gateway = start_gateway(env, log_dir)
     redis = aioredis.Redis.from_url(redis_url)
+    projects: list[uuid.UUID] = []
     try:
-        _, unlimited, _, _ = await new_key(account_store)
+        _, unlimited, warm_project, _ = await new_key(account_store)
+        projects.append(warm_project)
         warm = await run_closed_loop(_target(gateway, unlimited), 32, CAPACITY_SECONDS)
         capacity = sum(r.status == 200 for r in warm.records) / CAPACITY_SECONDS
         in_flight = min(max(int(2 * capacity), 200), 3000)  # two seconds' worth at once
@@ -82,6 +99,7 @@ async def test_an_overloaded_gateway_admits_exactly_the_limit_and_never_fails_op
         limit = in_flight // 2
 
         _, key, project_id, _ = await new_key(account_store)
+        projects.append(project_id)
         # The limiter service's part (it copies limits from Postgres into this hash),
         # played by the test so the two cores go to the gateway.
         await redis.hset(limits_key(project_id), mapping={"rpm": limit})
@@ -91,9 +109,10 @@ async def test_an_overloaded_gateway_admits_exactly_the_limit_and_never_fails_op
         )
         after = _metrics(gateway)
     finally:
+        gateway.stop()  # its last stores are written before it exits
+        await _forget_stores(redis, projects)
         await redis.delete(stream)
         await redis.aclose()
-        gateway.stop()
 
     statuses = _statuses(run)
     seen = f"{statuses} with {in_flight} in flight, capacity {capacity:.0f}/s, limit {limit}"
