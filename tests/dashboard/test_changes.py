@@ -16,7 +16,16 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import unique
-from tests.dashboard.conftest import PASSWORD, Accounts, Stack, app, assert_clean, chat, shown
+from tests.dashboard.conftest import (
+    PASSWORD,
+    Accounts,
+    Stack,
+    app,
+    assert_clean,
+    chat,
+    entry_cached,
+    shown,
+)
 from tests.dashboard.conftest import wait_for as wait_until
 from watchllm_dashboard.actions import Actions
 from watchllm_dashboard.main import shared_runtime
@@ -213,21 +222,28 @@ async def test_cache_entries_are_deleted_and_the_project_flushed_from_the_page(
     question = "Which river flows through Vienna?"
 
     def cached() -> bool:
+        """The gateway answers from the cache; a miss stores the answer again."""
         return chat(stack.gateway, key, question).headers["x-watchllm-cache"] == "hit"
 
-    wait_until(cached, what="the answer cached")
+    # Waits are on the entry in Redis, then one request says what a caller sees.
+    entry = chat(stack.gateway, key, question).headers["x-watchllm-cache-key"]
+    wait_until(lambda: entry_cached(stack, entry), what="the answer cached")
+    assert cached()
     at = await page(tokens["admin"], "Cache", project)
     assert question in set(at.dataframe[0].value["question"])
     at = await click(at, "cache_delete")
     assert "Deletion sent" in shown(at)
-    wait_until(lambda: not cached(), what="the entry deleted")
-    wait_until(cached, what="the answer cached again")
+    wait_until(lambda: not entry_cached(stack, entry), what="the entry deleted")
+    assert not cached()
+    wait_until(lambda: entry_cached(stack, entry), what="the answer cached again")
+    assert cached()
     at = await page(tokens["admin"], "Cache", project)
     at.checkbox(key="cache_flush_confirm").check()
     at = await asyncio.to_thread(run, at)  # the box enables the button
     at = await click(at, "cache_flush")
     assert f"Flush of {project} sent" in shown(at)
-    wait_until(lambda: not cached(), what="the project flushed")
+    wait_until(lambda: not entry_cached(stack, entry), what="the project flushed")
+    assert not cached()
     done = await actions_of(account_store.pool, f"dashboard:{accounts.admin}")
     assert {"cache.delete", "cache.flush"} <= set(done)
 
