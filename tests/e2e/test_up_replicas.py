@@ -1,6 +1,11 @@
-"""`watchllm up --replicas gateway=2,limiter=2,cache=2` on the test servers: every
-replica answers, siblings share their consumer groups (each entry handled by one of
-them, work spread over both), and limits stay exact across the two gateways.
+"""`watchllm up --replicas gateway=2,limiter=2,cache=2` on the test Postgres and a Redis
+of its own (embedded by `up`): every replica answers, siblings share their consumer
+groups (each entry handled by one of them, work spread over both), and limits stay
+exact across the two gateways.
+
+The Redis is the stack's own because the cache streams' names are fixed: on a shared
+Redis, any other cache service (another test run's) joins the same groups and takes
+some of the asks and stores this test counts.
 
 tests/limiter/test_limits_across_replicas.py covers limits through gateways started
 one by one beside a single limiter; here everything is started by `up` itself, with
@@ -45,6 +50,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 WATCHLLM = str(Path(sys.executable).with_name("watchllm"))
 HOST = socket.gethostname()
 STORES = 'watchllm_cache_stores_total{layer="exact"}'
+ASKS = "watchllm_cache_asks_total"  # every outcome
 # Eight unrelated questions: none may be a semantic hit for another.
 QUESTIONS = [
     "What is the capital of France?", "How do I bake sourdough bread at home?",
@@ -60,6 +66,7 @@ class Up:
     metrics: dict[str, list[str]]  # service -> replica metrics URLs, the same order
     stream: str
     log: Path
+    redis: str  # the stack's own Redis, embedded by `up`
 
 
 def _replica_urls(text: str, service: str) -> tuple[list[str], list[str]]:
@@ -71,18 +78,18 @@ def _replica_urls(text: str, service: str) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def up(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+def up(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     tmp = tmp_path_factory.mktemp("up-replicas")
     stream = f"test.requests.{uuid.uuid4().hex}"
     env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
+        **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WATCHLLM_REDIS_URL")},
         "DATABASE_URL": database_url,
         "WATCHLLM_DATA_DIR": str(tmp / "data"),
         "WATCHLLM_EVENTS_STREAM": stream,
-        # Deadline of one semantic ask: generous, so that on a loaded 2-core machine
-        # every ask is answered in time and can be counted.
-        "WATCHLLM_CACHE_TIMEOUT_SECONDS": "2",
+        # Deadline of one semantic ask: far above a healthy ask, so that however slow the
+        # machine every ask is answered in time and none is skipped (three timeouts in a
+        # row pause a gateway's asks: cache_client.py).
+        "WATCHLLM_CACHE_TIMEOUT_SECONDS": "10",
         **up_ports(),
     }  # fmt: skip
     log = tmp / "up.log"
@@ -98,12 +105,14 @@ def up(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFacto
             time.sleep(0.2)
         text = log.read_text()
         printed = {s: _replica_urls(text, s) for s in ("gateway", "limiter", "cache")}
+        embedded = re.search(r"^redis:\s+embedded at (\S+)$", text, re.MULTILINE)
+        assert embedded is not None, text
     except BaseException:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
         raise
     yield Up({s: p[0] for s, p in printed.items()}, {s: p[1] for s, p in printed.items()},
-             stream, log)  # fmt: skip
+             stream, log, embedded.group(1))  # fmt: skip
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0, log.read_text()
 
@@ -121,6 +130,14 @@ def per_replica(up: Up, service: str, name: str) -> list[float]:
     return [metric(url, name) for url in up.metrics[service]]
 
 
+def cached(redis_url: str, keys: list[str]) -> bool:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return client.exists(*keys) == len(keys)
+    finally:
+        client.close()
+
+
 def consumers(redis_url: str, stream: str, group: str) -> set[str]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -130,18 +147,24 @@ def consumers(redis_url: str, stream: str, group: str) -> set[str]:
 
 
 async def test_every_replica_answers_and_siblings_share_their_groups(
-    up: Up, account_store: AccountStore, redis_url: str
+    up: Up, account_store: AccountStore
 ) -> None:
     _, key, project_id, key_id = await new_key(account_store)
     await LimitStore(account_store.pool).set_key_limits(key_id, tpm=1_000_000)
-    await until_synced(redis_url, project_id, f"k:{key_id}:tpm", 1_000_000)
-    asks = ['watchllm_cache_asks_total{outcome="hit"}', 'watchllm_cache_asks_total{outcome="miss"}']
-    asks_before = [sum(metric(u, a) for a in asks) for u in up.metrics["cache"]]
+    await until_synced(up.redis, project_id, f"k:{key_id}:tpm", 1_000_000)
+    # Every ask a replica read, whatever its outcome (an ask read past its deadline is
+    # counted as "expired"): the 8 asks of the misses, each handled by one replica.
+    asks_before = per_replica(up, "cache", ASKS)
     stores_before = per_replica(up, "cache", STORES)
     events_before = per_replica(up, "limiter", "watchllm_limiter_events_total")
 
-    tokens, contents = 0, dict[str, str]()
+    tokens, contents, entries = 0, dict[str, str](), list[str]()
     for round_ in ("miss", "hit"):
+        if round_ == "hit":  # a state, not a race with the cache services' stores
+            deadline = time.monotonic() + 120
+            while not cached(up.redis, entries):
+                assert time.monotonic() < deadline, "the 8 answers never stored"
+                await asyncio.sleep(0.1)
         for i, question in enumerate(QUESTIONS):
             gateway = up.urls["gateway"][i % 2]
             sdk = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=key, max_retries=0)
@@ -157,12 +180,13 @@ async def test_every_replica_answers_and_siblings_share_their_groups(
             if round_ == "miss":
                 assert answer.usage is not None
                 tokens += answer.usage.total_tokens
+                entries.append(raw.headers["x-watchllm-cache-key"])
             await asyncio.sleep(0.05)  # let both consumers of each group block again
 
     # Limiter: the 16 events (8 misses charged, 8 hits with nothing to charge) each
     # handled once, by one of the two replicas.
-    await until_charged(redis_url, project_id, key_id, tokens)
-    deadline = time.monotonic() + 5
+    await until_charged(up.redis, project_id, key_id, tokens)
+    deadline = time.monotonic() + 60  # only bounds a failure: 16 is checked exactly below
     while True:
         events = per_replica(up, "limiter", "watchllm_limiter_events_total")
         handled = [a - b for a, b in zip(events, events_before, strict=True)]
@@ -171,30 +195,29 @@ async def test_every_replica_answers_and_siblings_share_their_groups(
         await asyncio.sleep(0.1)
     assert sum(handled) == 16 and min(handled) > 0, handled
     # Cache: every miss asked once and stored once, the work spread over both replicas.
-    asked = [sum(metric(u, a) for a in asks) - b
-             for u, b in zip(up.metrics["cache"], asks_before, strict=True)]  # fmt: skip
+    asked = [a - b for a, b in zip(per_replica(up, "cache", ASKS), asks_before, strict=True)]
     stored = [a - b for a, b in zip(per_replica(up, "cache", STORES), stores_before, strict=True)]
     assert sum(asked) == 8 and min(asked) > 0, asked
     assert sum(stored) == 8 and min(stored) > 0, stored  # the second round hit all 8
 
     names = {f"{HOST}-{service}-{i}" for service in ("limiter", "cache") for i in (1, 2)}
-    assert consumers(redis_url, up.stream, "limiter") == {f"{HOST}-limiter-1", f"{HOST}-limiter-2"}
-    assert len(consumers(redis_url, up.stream, "analytics")) == 1
+    assert consumers(up.redis, up.stream, "limiter") == {f"{HOST}-limiter-1", f"{HOST}-limiter-2"}
+    assert len(consumers(up.redis, up.stream, "analytics")) == 1
     for stream, group in [
         (SEMANTIC_ASK_STREAM, SEMANTIC_ASK_GROUP),
         (CACHE_STORE_STREAM, CACHE_STORE_GROUP),
         (CACHE_COMMAND_STREAM, "cache"),
     ]:
-        found = consumers(redis_url, stream, group) & names
+        found = consumers(up.redis, stream, group) & names
         assert found == {f"{HOST}-cache-1", f"{HOST}-cache-2"}, (stream, found)
 
 
 async def test_an_rpm_limit_is_exact_across_the_two_gateways(
-    up: Up, account_store: AccountStore, redis_url: str
+    up: Up, account_store: AccountStore
 ) -> None:
     _, key, project_id, key_id = await new_key(account_store)
     await LimitStore(account_store.pool).set_key_limits(key_id, rpm=25)
-    await until_synced(redis_url, project_id, f"k:{key_id}:rpm", 25)
+    await until_synced(up.redis, project_id, f"k:{key_id}:rpm", 25)
     headers = {"authorization": f"Bearer {key}", "cache-control": "no-cache, no-store"}
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200)) as http:
         responses = await asyncio.gather(*(
