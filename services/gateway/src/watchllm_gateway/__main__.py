@@ -8,8 +8,10 @@ exits 0 (``watchllm_shared.serving``).
 
 from __future__ import annotations
 
+from watchllm_gateway.http_protocol import guarded_protocol
 from watchllm_gateway.main import create_app
 from watchllm_gateway.settings import GatewaySettings
+from watchllm_shared.heap import give_back_large_blocks
 from watchllm_shared.metrics_listener import MetricsEndpoint
 from watchllm_shared.serving import serve
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
@@ -18,6 +20,7 @@ from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, co
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    give_back_large_blocks()  # request bodies of several MiB come and go
     app = create_app(settings)
     if configure_tracing("gateway", settings) is not None:  # else nothing is instrumented
         from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
@@ -39,7 +42,12 @@ def main() -> None:
             "WATCHLLM_GATEWAY_METRICS_PORT",
         ),
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(  # httptools, bounded: see ``http_protocol``
+            settings.max_header_bytes,
+            settings.header_read_timeout_seconds,
+            settings.body_read_timeout_seconds,
+            settings.gateway_max_connections,
+        ),
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=settings.shutdown_split()[0],

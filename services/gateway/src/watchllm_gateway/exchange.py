@@ -107,6 +107,8 @@ def status_for_http(http_status: int) -> RequestStatus:
         return RequestStatus.OK
     if http_status == 429:
         return RequestStatus.RATE_LIMITED
+    if http_status == 499:  # hung up before the answer (e.g. mid-body, ``intake``)
+        return RequestStatus.CLIENT_DISCONNECTED
     if http_status == 503:
         return RequestStatus.GATEWAY_ERROR
     if http_status == 504:

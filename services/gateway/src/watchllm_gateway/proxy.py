@@ -3,8 +3,10 @@
 Every exit, success or error, goes through ``_finish`` (unary) or the stream
 generator's ``finally``, which records metrics and publishes exactly one
 ``RequestCompleted`` event after the last byte was handed to the server. A refused
-request's event still says what is known: a revoked key's project and key, the model
-the body named.
+request's event still says what is known: a revoked key's project and key, and the
+model its body named when the body is small (``intake.peek``). A body is read only
+after its key was found (``intake``): a caller without a working key never gets the
+gateway to hold its body.
 
 Upstream answers are mapped as follows: 2xx are relayed byte for byte (streams event
 by event); 3xx (never followed, see ``upstream``) → 502; 401/403 from the provider
@@ -51,6 +53,7 @@ from watchllm_gateway.errors import GatewayError, bad_request
 from watchllm_gateway.event_stream import EventStreamResponse
 from watchllm_gateway.events import StreamPublisher
 from watchllm_gateway.exchange import Exchange, status_for_http
+from watchllm_gateway.intake import Intake
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.ratelimit import RateLimiter
@@ -78,20 +81,6 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, "request_too_large", f"Request body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, "request_too_large", f"Request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def parse_object(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
@@ -102,7 +91,7 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def named_model(body: bytes | dict[str, Any]) -> str | None:
+def named_model(body: bytes | dict[str, Any] | None) -> str | None:
     """The model a request body names, if it is a JSON object naming one as a string."""
     if isinstance(body, bytes):
         try:
@@ -126,7 +115,7 @@ class Proxy:
         prices: PriceTable,
         events: StreamPublisher,
         metrics: GatewayMetrics,
-        max_body_bytes: int,
+        intake: Intake,
         limiter: RateLimiter | None = None,
         cache: CacheSupport | None = None,
         log_bodies: bool = False,
@@ -138,7 +127,7 @@ class Proxy:
         self._prices = prices
         self._events = events
         self._metrics = metrics
-        self._max_body = max_body_bytes
+        self._intake = intake
         self._log_bodies = log_bodies
         self._limiter = limiter
         self._cache = cache
@@ -184,18 +173,14 @@ class Proxy:
         spec = exchange.spec
         headers = request.headers
         key = extract_key(headers.get("authorization"), headers.get("x-api-key"))
-        refused: GatewayError | None = None
-        try:
-            exchange.grant = await self._auth.authenticate(key)
+        try:  # before any of the body is read (``intake``)
+            grant = exchange.grant = await self._auth.authenticate(key)
         except KeyRevoked as revoked:  # still the project's and the key's request
-            exchange.grant, refused = revoked.grant, revoked
-        except GatewayError as error:  # unknown key, or the key store is down
-            refused = error
-        raw = await read_body(request, self._max_body)
-        if refused is not None:
-            exchange.model = named_model(raw)  # what was asked for, for the record
-            raise refused
-        assert exchange.grant is not None
+            exchange.grant = revoked.grant
+            small_body = await self._intake.peek(request, revoked.grant.project_id)
+            exchange.model = named_model(small_body)  # what was asked for, for the record
+            raise
+        raw = await self._intake.read(request, grant.project_id)
         if self._log_bodies:
             log.info("request %s %s body: %s", exchange.request_id, spec.path, raw[:65536])
         body = parse_object(raw)
@@ -206,7 +191,7 @@ class Proxy:
         exchange.stream = body.get("stream") is True
         if exchange.span is not None:
             describe_request(exchange.span, spec, model, body)
-        if not model_allowed(model, exchange.grant.allowed_models):
+        if not model_allowed(model, grant.allowed_models):
             raise GatewayError(
                 403, "model_not_allowed", f"This project may not use the model {model!r}"
             )

@@ -18,6 +18,7 @@ from watchllm_gateway.cache_client import CacheClient
 from watchllm_gateway.cache_flow import CacheSupport
 from watchllm_gateway.events import StreamPublisher, close_all
 from watchllm_gateway.health import HealthChecker
+from watchllm_gateway.intake import BodyBudget, Intake
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.proxy import Proxy
@@ -101,7 +102,11 @@ async def open_runtime(
         events=events,
         cache=cache,
         metrics=metrics,
-        max_body_bytes=settings.max_body_bytes,
+        intake=Intake(
+            settings.max_body_bytes,
+            settings.body_read_timeout_seconds,
+            BodyBudget(settings.max_body_bytes_in_flight),
+        ),
         limiter=(
             RateLimiter(
                 commands,

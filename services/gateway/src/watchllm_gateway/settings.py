@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from watchllm_shared.contracts import Stream
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
@@ -107,6 +107,27 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         default=None, description="A JSON file with the same shape as WATCHLLM_PRICES."
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # What a caller can make the gateway hold (``intake``, ``http_protocol``).
+    max_body_bytes_in_flight: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Bytes of request bodies being read at once, per process; one project"
+        " may hold a quarter of it. Past it: 503 server_busy with retry-after.",
+    )
+    body_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A request body must arrive within this; else 408."
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=4096, description="Request line and headers; larger: 431."
+    )
+    header_read_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A request head must arrive within this; else 408."
+    )
+    gateway_max_connections: int = Field(
+        default=2048,
+        gt=0,
+        description="Open connections per process; one past it is closed before it is read.",
+    )
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     upstream_read_timeout_seconds: float = Field(
         default=120.0, gt=0, description="Longest wait for the next upstream byte."
@@ -167,6 +188,17 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         description="When the limiter cannot answer: 'open' serves the request, 'closed'"
         " answers 503.",
     )
+
+    @model_validator(mode="after")
+    def _a_whole_body_fits_a_project_share(self) -> GatewaySettings:
+        share = self.max_body_bytes_in_flight // 4  # ``intake``'s per-project share
+        if share < self.max_body_bytes:
+            raise ValueError(
+                f"WATCHLLM_MAX_BODY_BYTES_IN_FLIGHT ({self.max_body_bytes_in_flight}) must be"
+                f" at least 4 x WATCHLLM_MAX_BODY_BYTES ({self.max_body_bytes}): one project"
+                " may hold a quarter of it, and a body of the largest size must fit"
+            )
+        return self
 
     def shutdown_split(self) -> tuple[float, float]:
         """(seconds for requests in flight to finish, seconds to flush what they
