@@ -49,6 +49,13 @@ def entries_read(client: redis.Redis, stream: str, group: str) -> int:
     return 0
 
 
+def unread(client: redis.Redis, stream: str, group: str) -> int:
+    """How many of the stream's entries the group was not handed yet (for a stream
+    nothing is deleted from; a missing group has read nothing)."""
+    added = int(client.xinfo_stream(stream)["entries-added"]) if client.exists(stream) else 0
+    return added - entries_read(client, stream, group)
+
+
 def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
