@@ -22,7 +22,9 @@ import clickhouse_connect
 import pytest
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
+from pydantic import SecretStr
 
+from tests.support.processes import SERVICE_SECRETS
 from watchllm_analytics.metrics import AnalyticsMetrics
 from watchllm_analytics.runtime import AnalyticsService
 from watchllm_analytics.settings import AnalyticsSettings
@@ -30,6 +32,7 @@ from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestSta
 from watchllm_shared.contracts.health import heartbeat_key
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-haiku-4-5")
+QUERY_TOKEN = SERVICE_SECRETS["WATCHLLM_ANALYTICS_QUERY_TOKEN"]
 
 
 def make_event(
@@ -102,6 +105,7 @@ def settings(redis_url: str, chdb_dsn: str, tmp_path: Path) -> AnalyticsSettings
         analytics_max_deliveries=3,
         analytics_monitor_seconds=0.2,
         analytics_shutdown_seconds=3.0,
+        analytics_query_token=SecretStr(QUERY_TOKEN),
     )
 
 

@@ -15,13 +15,20 @@ import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
 from pydantic import SecretStr
 
-from tests.analytics.conftest import RunningService, eventually, make_event, publish
+from tests.analytics.conftest import (
+    QUERY_TOKEN,
+    RunningService,
+    eventually,
+    make_event,
+    publish,
+)
 from watchllm_analytics.main import create_app
 from watchllm_analytics.settings import AnalyticsSettings
 from watchllm_shared.contracts import RequestStatus
 from watchllm_shared.contracts.analytics_queries import ANALYTICS_QUERIES
 from watchllm_shared.contracts.health import Heartbeat, heartbeat_key
 from watchllm_shared.metrics_listener import MetricsEndpoint, start_metrics_listener
+from watchllm_shared.settings import MissingSecret
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +40,10 @@ async def http(running: RunningService) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(running.service.settings, running.service)
     app.state.service = running.service  # the lifespan ran already (the fixture started it)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as client:
+    headers = {"Authorization": f"Bearer {QUERY_TOKEN}"}  # as the dashboard sends it
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://analytics", headers=headers
+    ) as client:
         yield client
 
 
@@ -112,20 +122,31 @@ async def test_bad_requests_are_refused_before_clickhouse(http: httpx.AsyncClien
     assert {q["name"] for q in listing} == set(ANALYTICS_QUERIES)
 
 
-async def test_the_query_token_is_required_when_configured(
+async def test_the_query_api_answers_only_the_token(
     running: RunningService, settings: AnalyticsSettings
 ) -> None:
-    guarded = settings.model_copy(update={"analytics_query_token": SecretStr("s3cret-token-value")})
-    running.service.settings = guarded
-    app = create_app(guarded, running.service)
+    """(tests/analytics/test_query_token.py attacks the real service; here the rules.)"""
+    app = create_app(settings, running.service)
     app.state.service = running.service
+    body = {"start": (NOW - timedelta(hours=1)).isoformat(), "end": NOW.isoformat()}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
-        assert (await c.get("/v1/queries")).status_code == 401
-        wrong = {"Authorization": "Bearer nope"}
-        assert (await c.get("/v1/queries", headers=wrong)).status_code == 401
-        right = {"Authorization": "Bearer s3cret-token-value"}
+        refused = [{}, {"Authorization": "Bearer nope"}, {"Authorization": QUERY_TOKEN},
+                   {"Authorization": f"Basic {QUERY_TOKEN}"},
+                   {"Authorization": f"Bearer {QUERY_TOKEN}x"},
+                   {"Authorization": f"Bearer {QUERY_TOKEN[:-1]}"}]  # fmt: skip
+        for headers in refused:
+            assert (await c.get("/v1/queries", headers=headers)).status_code == 401, headers
+            answer = await c.post("/v1/queries/usage_by_project", json=body, headers=headers)
+            assert answer.status_code == 401 and "rows" not in answer.json(), headers
+        right = {"Authorization": f"bearer {QUERY_TOKEN}"}  # the scheme is case-blind
         assert (await c.get("/v1/queries", headers=right)).status_code == 200
+        assert (await c.post("/v1/queries/usage_by_project", json=body,
+                             headers=right)).status_code == 200  # fmt: skip
         assert (await c.get("/livez")).status_code == 200  # probes stay open
+    # Without a token (or with a short one) there is no app to ask.
+    for token in (None, SecretStr("short-token")):
+        with pytest.raises(MissingSecret, match="WATCHLLM_ANALYTICS_QUERY_TOKEN"):
+            create_app(settings.model_copy(update={"analytics_query_token": token}))
 
 
 async def test_usage_queries_read_the_hourly_projection(inspector: Client, project) -> None:

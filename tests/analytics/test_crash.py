@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tests.analytics.conftest import make_event
-from tests.support.processes import ServiceProcess, free_port, start_process
+from tests.support.processes import SERVICE_SECRETS, ServiceProcess, free_port, start_process
 from watchllm_shared.contracts import RequestCompleted
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,7 +36,7 @@ DATABASE = "watchllm"
 def start_analytics(env: dict[str, str], consumer: str, log_dir: Path) -> ServiceProcess:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    full_env = {**env, "WATCHLLM_ANALYTICS_PORT": str(port),
+    full_env = {**env, **SERVICE_SECRETS, "WATCHLLM_ANALYTICS_PORT": str(port),
                 "WATCHLLM_ANALYTICS_METRICS_PORT": str(free_port()),
                 "WATCHLLM_ANALYTICS_CONSUMER_NAME": consumer}  # fmt: skip
     log = log_dir / f"analytics-{port}.log"

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import free_port
+from tests.support.processes import SERVICE_SECRETS, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,7 +45,8 @@ runpy.run_module("watchllm_analytics", run_name="__main__", alter_sys=True)
 
 def service_env(redis_url: str, **variables: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHLLM_")}
-    return {**env, "REDIS_URL": redis_url, "WATCHLLM_ANALYTICS_PORT": str(free_port()),
+    return {**env, **SERVICE_SECRETS, "REDIS_URL": redis_url,
+            "WATCHLLM_ANALYTICS_PORT": str(free_port()),
             "WATCHLLM_ANALYTICS_METRICS_PORT": str(free_port()),
             "WATCHLLM_EVENTS_STREAM": "test.analytics.without-chdb", **variables}  # fmt: skip
 

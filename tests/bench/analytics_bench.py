@@ -37,7 +37,13 @@ import redis
 from tests.analytics.conftest import make_event
 from tests.bench.analytics_ingest import PROJECTS, Ingestion, summarise
 from tests.bench.stats import distribution, percentile
-from tests.support.processes import ServiceProcess, free_port, start_process
+from tests.support.processes import (
+    ANALYTICS_AUTH,
+    SERVICE_SECRETS,
+    ServiceProcess,
+    free_port,
+    start_process,
+)
 from tests.support.servers import provide_redis
 from watchllm_analytics.settings import AnalyticsSettings
 from watchllm_analytics.store import open_store
@@ -65,7 +71,7 @@ class Bench:
         self.stream = f"bench.analytics.{uuid.uuid4().hex[:8]}"
         self.env = {"REDIS_URL": redis_url, "WATCHLLM_DATA_DIR": str(data_dir),
                     "WATCHLLM_EVENTS_STREAM": self.stream,
-                    "WATCHLLM_ANALYTICS_CONSUMER_NAME": "bench"}  # fmt: skip
+                    "WATCHLLM_ANALYTICS_CONSUMER_NAME": "bench", **SERVICE_SECRETS}  # fmt: skip
         self.settings = AnalyticsSettings(data_dir=data_dir, events_stream=self.stream)
         self.redis = redis.Redis.from_url(redis_url)
         self.logs = data_dir / "logs"
@@ -103,7 +109,8 @@ class Bench:
 
     def query(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         assert self.service is not None
-        reply = httpx.post(f"{self.service.url}/v1/queries/{name}", json=params, timeout=30)
+        reply = httpx.post(f"{self.service.url}/v1/queries/{name}", json=params,
+                           headers=ANALYTICS_AUTH, timeout=30)  # fmt: skip
         if reply.status_code != 200:
             raise RuntimeError(f"{name} answered {reply.status_code}: {reply.text[:2000]}")
         return reply.json()  # type: ignore[no-any-return]
@@ -144,7 +151,7 @@ def bench_lag(bench: Bench, seconds: float, rate: int = 1000) -> dict[str, Any]:
     stop = threading.Event()
 
     def poll() -> None:
-        with httpx.Client(base_url=service.url) as client:
+        with httpx.Client(base_url=service.url, headers=ANALYTICS_AUTH) as client:
             while not stop.is_set():
                 body = client.post("/v1/queries/project_totals", json=window).json()
                 polls.append((time.monotonic(), int(body["rows"][0][0])))

@@ -27,7 +27,7 @@ import asyncpg
 from streamlit.testing.v1 import AppTest
 
 import watchllm_dashboard
-from tests.support.processes import free_port, start_process
+from tests.support.processes import SERVICE_SECRETS, free_port, start_process
 from tests.support.servers import fresh_database
 from watchllm_analytics.settings import AnalyticsSettings
 from watchllm_analytics.store import open_store
@@ -124,7 +124,7 @@ def bench(rows: int, runs: int, redis_url: str, admin_url: str) -> dict[str, Any
         analytics = start_process(
             "watchllm_analytics", [], {"REDIS_URL": redis_url, "WATCHLLM_DATA_DIR": str(data_dir),
             "WATCHLLM_ANALYTICS_PORT": str(port), "WATCHLLM_EVENTS_STREAM": f"bench.dash.{port}",
-            "WATCHLLM_ANALYTICS_METRICS_PORT": str(free_port())},
+            "WATCHLLM_ANALYTICS_METRICS_PORT": str(free_port()), **SERVICE_SECRETS},
             f"http://127.0.0.1:{port}/readyz", f"http://127.0.0.1:{port}",
             data_dir / "analytics.log", timeout=120,
         )  # fmt: skip
@@ -132,6 +132,7 @@ def bench(rows: int, runs: int, redis_url: str, admin_url: str) -> dict[str, Any
         os.environ.update({
             "DATABASE_URL": database_url, "REDIS_URL": redis_url,
             "WATCHLLM_ANALYTICS_URL": analytics.url, "WATCHLLM_DASHBOARD_CACHE_SECONDS": "0",
+            **SERVICE_SECRETS,
             "WATCHLLM_GATEWAY_URL": f"http://127.0.0.1:{free_port()}",  # none: a fast refusal
         })  # fmt: skip
         labels = [f"key-{i:02d} ({p}…)" for i, p in enumerate(_prefixes(database_url, keys))]

@@ -153,7 +153,8 @@ def _stored(stack: EmbeddedStack, project_id: str, start: datetime) -> Counter[s
     ids: Counter[str] = Counter()
     for offset in range(0, 10_000_000, 500):
         page = httpx.post(f"{stack.analytics_url}/v1/queries/project_request_log",
-                          json={**params, "offset": offset}, timeout=60).json()  # fmt: skip
+                          json={**params, "offset": offset}, headers=stack.analytics_auth,
+                          timeout=60).json()  # fmt: skip
         columns = [c["name"] if isinstance(c, dict) else c for c in page["columns"]]
         ids.update(str(row[columns.index("request_id")]) for row in page["rows"])
         if len(page["rows"]) < 500:

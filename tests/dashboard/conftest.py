@@ -31,7 +31,7 @@ import watchllm_dashboard
 from tests.analytics.conftest import make_event
 from tests.conftest import unique
 from tests.e2e.conftest import gateway_env
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ANALYTICS_AUTH, SERVICE_SECRETS, ServiceProcess, start_service
 from watchllm_dashboard.main import shared_runtime
 from watchllm_shared.accounts import AccountStore, Plan, Role, SessionStore, UserStore
 from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
@@ -111,7 +111,7 @@ def dashboard_env(stack: Stack, redis_url: str, database_url: str) -> Iterator[d
     env = {
         "DATABASE_URL": database_url, "REDIS_URL": redis_url,
         "WATCHLLM_GATEWAY_URL": stack.gateway.url, "WATCHLLM_ANALYTICS_URL": stack.analytics.url,
-        "WATCHLLM_DASHBOARD_CACHE_SECONDS": "0",
+        "WATCHLLM_DASHBOARD_CACHE_SECONDS": "0", **SERVICE_SECRETS,
     }  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
@@ -164,7 +164,9 @@ def chat(gateway: ServiceProcess, key: str, text: str, **headers: str) -> httpx.
 
 
 def query(stack: Stack, name: str, **params: Any) -> dict[str, Any]:
-    reply = httpx.post(f"{stack.analytics.url}/v1/queries/{name}", json=params, timeout=30)
+    reply = httpx.post(
+        f"{stack.analytics.url}/v1/queries/{name}", json=params, headers=ANALYTICS_AUTH, timeout=30
+    )
     assert reply.status_code == 200, reply.text
     body: dict[str, Any] = reply.json()
     return body

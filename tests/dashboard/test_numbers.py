@@ -30,6 +30,7 @@ from tests.dashboard.conftest import (
     wait_for,
     wait_stored,
 )
+from tests.support.processes import ANALYTICS_AUTH
 from watchllm_shared.accounts import AccountStore
 from watchllm_shared.accounts.keys import generate_key
 from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
@@ -186,6 +187,7 @@ def _hit_rows(stack: Stack, tenant: Tenant) -> int:
     now = datetime.now(UTC)
     reply = httpx.post(
         f"{stack.analytics.url}/v1/queries/project_cache_entry_hits",
+        headers=ANALYTICS_AUTH,
         json={
             "project_id": str(tenant.project_id),
             "start": (now - timedelta(hours=2)).isoformat(),

@@ -31,12 +31,17 @@ OVERLAYS = ("dev", "prod")
 
 # Values for the variables docker-compose.yml requires (`${VAR:?…}`) when the tests
 # resolve it; distinct so that a URL built from the wrong one is visible.
-COMPOSE_TEST_ENV = {
+COMPOSE_PASSWORDS = {
     "POSTGRES_PASSWORD": "pg-test-pw",
     "REDIS_PASSWORD": "redis-test-pw",
     "CLICKHOUSE_PASSWORD": "ch-test-pw",
     "CLICKHOUSE_DASHBOARD_PASSWORD": "ch-dash-test-pw",
 }
+# The secrets the services themselves require (32+ characters, see shared settings).
+COMPOSE_SECRETS = {
+    "WATCHLLM_ANALYTICS_QUERY_TOKEN": "analytics-query-token-for-the-deploy-tests",
+}
+COMPOSE_TEST_ENV = {**COMPOSE_PASSWORDS, **COMPOSE_SECRETS}
 
 
 @dataclass(frozen=True)

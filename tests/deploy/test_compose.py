@@ -21,6 +21,7 @@ import yaml
 
 from tests.deploy.support import (
     COMPOSE_FILE,
+    COMPOSE_SECRETS,
     COMPOSE_TEST_ENV,
     SERVICES,
     compose_interpolated_variables,
@@ -188,6 +189,17 @@ def test_the_collector_is_optional(resolved: dict[str, Any]) -> None:
         assert set(pipeline[kind]) <= set(config[kind]), kind
 
 
-def test_required_variables_are_the_passwords() -> None:
+def test_required_variables_are_the_passwords_and_secrets() -> None:
     required = {name for name, req in compose_interpolated_variables().items() if req}
     assert required == set(COMPOSE_TEST_ENV)
+
+
+@pytest.mark.parametrize("secret", list(COMPOSE_SECRETS))
+def test_docker_compose_refuses_to_start_without_a_secret(
+    docker_compose: str, empty_env_file: Path, secret: str
+) -> None:
+    """Issue 22: the analytics query API answered anyone while its token was empty."""
+    without = {k: v for k, v in COMPOSE_TEST_ENV.items() if k != secret}
+    result = docker_compose_config(without, "--env-file", str(empty_env_file), "config", "-q")
+    assert result.returncode != 0
+    assert f"set {secret} in .env" in result.stderr, result.stderr

@@ -94,7 +94,8 @@ def stored_request_ids(stack: EmbeddedStack, project_id: str) -> Counter[str]:
     ids: Counter[str] = Counter()
     for offset in range(0, 100_000, 500):
         page = httpx.post(f"{stack.analytics_url}/v1/queries/project_request_log",
-                          json={**params, "offset": offset}, timeout=30).json()  # fmt: skip
+                          json={**params, "offset": offset}, headers=stack.analytics_auth,
+                          timeout=30).json()  # fmt: skip
         columns = [c["name"] if isinstance(c, dict) else c for c in page["columns"]]
         ids.update(row[columns.index("request_id")] for row in page["rows"])
         if len(page["rows"]) < 500:

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.processes import up_ports
+from watchllm_shared.cli.local_secrets import ANALYTICS_QUERY_TOKEN, read_secret
 
 WATCHLLM = str(Path(sys.executable).with_name("watchllm"))
 START_TIMEOUT = 180.0
@@ -47,6 +48,11 @@ class EmbeddedStack:
     @property
     def analytics_url(self) -> str:
         return f"http://127.0.0.1:{self.env['WATCHLLM_ANALYTICS_PORT']}"
+
+    @property
+    def analytics_auth(self) -> dict[str, str]:
+        """The header the analytics query API wants: the token `up` generated."""
+        return {"Authorization": f"Bearer {analytics_token(self.data_dir)}"}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -110,6 +116,13 @@ class EmbeddedStack:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def analytics_token(data_dir: Path) -> str:
+    """The query token a ``watchllm up`` on ``data_dir`` generated (and keeps)."""
+    token = read_secret(data_dir, ANALYTICS_QUERY_TOKEN)
+    assert token is not None, f"no analytics token under {data_dir}"
+    return token
 
 
 def stack_env(root: Path) -> dict[str, str]:

@@ -15,6 +15,14 @@ from pathlib import Path
 
 import httpx
 
+# The secrets a deployment must give the services that need them (compose and k8s
+# require them; the services refuse to start without): fixed test values, 32+ characters.
+SERVICE_SECRETS = {
+    "WATCHLLM_ANALYTICS_QUERY_TOKEN": "test-analytics-query-token-0123456789abcdef",
+}
+# What a reader of the analytics query API sends (the dashboard, `watchllm check`).
+ANALYTICS_AUTH = {"Authorization": f"Bearer {SERVICE_SECRETS['WATCHLLM_ANALYTICS_QUERY_TOKEN']}"}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -109,13 +117,14 @@ def start_service(
     wrapper: Sequence[str] = (),
 ) -> ServiceProcess:
     """Run ``python -m watchllm_<name>`` on a free port (``WATCHLLM_<NAME>_PORT``), its
-    metrics on another (``WATCHLLM_<NAME>_METRICS_PORT``)."""
+    metrics on another (``WATCHLLM_<NAME>_METRICS_PORT``), with ``SERVICE_SECRETS``
+    unless ``env`` says otherwise."""
     port, metrics_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     ports = {f"WATCHLLM_{name.upper()}_PORT": str(port),
              f"WATCHLLM_{name.upper()}_METRICS_PORT": str(metrics_port)}  # fmt: skip
     service = start_process(
-        f"watchllm_{name}", [], {**ports, **env},
+        f"watchllm_{name}", [], {**SERVICE_SECRETS, **ports, **env},
         base + ready, base, log_dir / f"{name}-{port}.log", timeout=timeout, wrapper=wrapper,
     )  # fmt: skip
     service.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"

@@ -23,7 +23,7 @@ import logging
 import signal
 import sys
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -48,6 +48,13 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
     raise _Stopped(signum)
 
 
+def refuse_start(reason: str) -> NoReturn:
+    """Stop a service before it serves, for a reason its operator must fix (a missing
+    secret): one log line, exit 3 as for any start-up failure."""
+    log.error("%s", reason)
+    sys.exit(STARTUP_FAILURE)
+
+
 def serve(
     app: Any, *, host: str, port: int, metrics: MetricsEndpoint | None = None, **options: Any
 ) -> None:
@@ -59,8 +66,7 @@ def serve(
         try:
             listener = start_metrics_listener(metrics, host)
         except MetricsPortInUse as exc:
-            log.error("%s", exc.strerror)
-            sys.exit(STARTUP_FAILURE)
+            refuse_start(str(exc.strerror))
     # Installed before uvicorn runs: it restores them after its shutdown and re-raises.
     previous = {sig: signal.signal(sig, _stopped) for sig in _STOP_SIGNALS}
     stopped = False

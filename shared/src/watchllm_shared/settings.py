@@ -10,10 +10,32 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# Secrets a service needs to start (a token, a key): at least this long, so that a
+# placeholder ("changeme", "secret") is refused along with a missing one.
+MIN_SECRET_CHARS = 32
+
+
+class MissingSecret(ValueError):
+    """A secret a service needs is unset or too short; ``str()`` names the variable and
+    says how to make one."""
+
+
+def required_secret(value: SecretStr | None, variable: str, purpose: str) -> str:
+    """The secret's value; ``MissingSecret`` when it is unset or shorter than
+    ``MIN_SECRET_CHARS``. ``purpose``: what it protects, for the message."""
+    secret = value.get_secret_value() if value is not None else ""
+    if len(secret) >= MIN_SECRET_CHARS:
+        return secret
+    state = "is not set" if not secret else f"has {len(secret)} characters"
+    raise MissingSecret(
+        f"{variable} {state}: it must be at least {MIN_SECRET_CHARS} characters ({purpose})."
+        " Generate one with `openssl rand -hex 32`; `watchllm up` generates its own."
+    )
 
 
 # One config for every settings class, so that combining them keeps the prefix.

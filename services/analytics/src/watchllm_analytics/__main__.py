@@ -10,14 +10,18 @@ from watchllm_analytics.main import create_app
 from watchllm_analytics.pipeline import tune_garbage_collector
 from watchllm_analytics.settings import AnalyticsSettings
 from watchllm_shared.metrics_listener import MetricsEndpoint
-from watchllm_shared.serving import serve
+from watchllm_shared.serving import refuse_start, serve
+from watchllm_shared.settings import MissingSecret
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
 def main() -> None:
     settings = AnalyticsSettings()
     configure_logging("analytics", settings.log_level)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except MissingSecret as exc:
+        refuse_start(str(exc))
     tune_garbage_collector()
     if configure_tracing("analytics", settings) is not None:  # else nothing is instrumented
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor

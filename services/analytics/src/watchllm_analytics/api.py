@@ -7,8 +7,14 @@
   dead-letter size (200, or 503 while the store is not open).
 - ``GET /v1/queries``: the query definitions (name, description, parameter schema).
 - ``POST /v1/queries/{name}``: run one with the JSON body as its parameters; answers a
-  ``QueryResult``. 404 unknown name, 422 invalid parameters, 401 without the bearer
-  token when ``WATCHLLM_ANALYTICS_QUERY_TOKEN`` is set, 503 when ClickHouse cannot answer.
+  ``QueryResult``. 404 unknown name, 422 invalid parameters, 503 when ClickHouse cannot
+  answer.
+
+Both ``/v1/queries`` routes need ``Authorization: Bearer <WATCHLLM_ANALYTICS_QUERY_TOKEN>``
+and answer 401 (before anything is read) without it or with another: their answers hold
+every project's usage, key ids, models, costs and cache keys. The token is required
+(``create_app`` refuses to build the app without one, ``MissingSecret``); were it
+missing anyway, every query is refused, never answered. Probes stay open.
 """
 
 from __future__ import annotations
@@ -40,11 +46,19 @@ ServiceDep = Annotated[AnalyticsService, Depends(get_service)]
 
 async def check_query_token(service: ServiceDep, authorization: str | None = Header(None)) -> None:
     token = service.settings.analytics_query_token
-    if token is None:
-        return
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise HTTPException(401, "missing or wrong bearer token")
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = token.get_secret_value().encode() if token is not None else b""
+    if not (
+        expected
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode(), expected)
+    ):
+        raise HTTPException(
+            401,
+            "missing or wrong bearer token: send 'Authorization: Bearer"
+            " <WATCHLLM_ANALYTICS_QUERY_TOKEN>'",
+            headers={"www-authenticate": "Bearer"},
+        )
 
 
 @router.get("/livez")

@@ -20,8 +20,10 @@ from watchllm_analytics.settings import AnalyticsSettings
 def create_app(
     settings: AnalyticsSettings | None = None, service: AnalyticsService | None = None
 ) -> FastAPI:
-    """``service`` lets a test choose how a pipeline failure is handled."""
+    """``service`` lets a test choose how a pipeline failure is handled. Refuses
+    (``MissingSecret``) without a query token: the API answers every project's usage."""
     settings = settings or AnalyticsSettings()
+    settings.query_token()
     service = service or AnalyticsService(settings, AnalyticsMetrics())
 
     @asynccontextmanager

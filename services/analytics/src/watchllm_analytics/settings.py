@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from watchllm_shared.contracts import Stream
-from watchllm_shared.settings import WatchLLMSettings
+from watchllm_shared.settings import WatchLLMSettings, required_secret
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 
@@ -54,7 +54,10 @@ class AnalyticsSettings(WatchLLMSettings):
     )
     analytics_retention_days: int = Field(default=365, ge=1, le=36_500)
     analytics_query_token: SecretStr | None = Field(
-        default=None, description="When set, POST /v1/queries needs 'Authorization: Bearer …'."
+        default=None,
+        description="Required to serve: /v1/queries needs 'Authorization: Bearer <it>'"
+        " (at least 32 characters). The answers hold every project's usage, keys and cache"
+        " keys; the service refuses to start without it.",
     )
     analytics_query_timeout_seconds: float = Field(default=10.0, gt=0)
     analytics_monitor_seconds: float = Field(
@@ -63,6 +66,11 @@ class AnalyticsSettings(WatchLLMSettings):
     analytics_shutdown_seconds: float = Field(
         default=15.0, gt=0, description="Longest SIGTERM drain; what is left stays pending."
     )
+
+    def query_token(self) -> str:
+        """The read-query API's bearer token; ``MissingSecret`` when unset or short."""
+        return required_secret(self.analytics_query_token, "WATCHLLM_ANALYTICS_QUERY_TOKEN",
+                               "the bearer token of the read-query API")  # fmt: skip
 
     def clickhouse_dsn(self) -> str:
         if self.clickhouse_url:

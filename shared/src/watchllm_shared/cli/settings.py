@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
 
@@ -54,6 +54,11 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
         validation_alias=AliasChoices("QDRANT_URL", "WATCHLLM_QDRANT_URL"),
         description="A Qdrant server gives several cache replicas one shared index.",
     )
+    analytics_query_token: SecretStr | None = Field(
+        default=None,
+        description="`up` hands it to analytics and the dashboard (unset: one it generates"
+        " once under the data folder, cli/local_secrets.py); check/loadtest send it.",
+    )
 
     def explicit(self, field: str) -> bool:
         return field in self.model_fields_set
@@ -71,6 +76,15 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
         if self.explicit("database_url"):
             return self.database_url
         return self.runtime_urls().get("database_url", self.database_url)
+
+    def analytics_token(self) -> str | None:
+        """The analytics query token to send: the environment's, else the one a
+        ``watchllm up`` keeps in this data folder (None when there is neither)."""
+        from watchllm_shared.cli.local_secrets import ANALYTICS_QUERY_TOKEN, read_secret
+
+        if self.analytics_query_token is not None:
+            return self.analytics_query_token.get_secret_value()
+        return read_secret(self.data_dir, ANALYTICS_QUERY_TOKEN)
 
     def effective_redis_url(self) -> str:
         if self.explicit("redis_url"):

@@ -9,6 +9,9 @@
    folder: it alone opens it), the limiter (it loads the rate-limit library and syncs
    limits), then the gateway. ``--replicas gateway=2,…`` runs several processes of a
    service, started together, each on its own port (see ``replicas.py``).
+   Secrets the services need (the analytics query token) are the environment's, else
+   generated once and kept under ``<data dir>/secrets/`` (``local_secrets.py``), so a
+   restart keeps them.
 5. Writes ``runtime.json`` in the data folder (so ``watchllm keys create`` in another
    terminal finds this stack), prints the URLs, then supervises.
 
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 import click
 
 from watchllm_shared.cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from watchllm_shared.cli.local_secrets import ANALYTICS_QUERY_TOKEN, SecretFileError, resolve
 from watchllm_shared.cli.replicas import ReplicaPlan, plan_for
 from watchllm_shared.cli.restart_policy import RestartPolicy
 from watchllm_shared.cli.settings import RUNTIME_FILE, CliSettings
@@ -106,6 +110,11 @@ def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
     from watchllm_shared.accounts import migrate as migrations
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        query_token = resolve(settings.data_dir, ANALYTICS_QUERY_TOKEN,
+                              settings.analytics_query_token)  # fmt: skip
+    except SecretFileError as exc:
+        raise click.ClickException(str(exc)) from exc
     with _stores(settings) as stores:
         migrations.upgrade(stores.database_url)
         click.echo(f"schema:    migrated to revision {migrations.head_revision()}")
@@ -126,7 +135,8 @@ def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
             # Each service: its replicas (one unless --replicas), ports and consumer
             # names from the plan (see cli/replicas.py).
             _start_replicas(supervisor, plan, "cache", "watchllm_cache", base_env)
-            analytics_env = {**base_env, "WATCHLLM_DATA_DIR": str(settings.data_dir)}
+            analytics_env = {**base_env, "WATCHLLM_DATA_DIR": str(settings.data_dir),
+                             **query_token}  # fmt: skip
             _start_replicas(supervisor, plan, "analytics", "watchllm_analytics", analytics_env)
             _start_replicas(supervisor, plan, "limiter", "watchllm_limiter", base_env)
             gateway_url = _start_replicas(supervisor, plan, "gateway", "watchllm_gateway",
@@ -135,7 +145,8 @@ def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
                 click.echo(note)
             runtime_file.write_text(json.dumps({"redis_url": stores.redis_url,
                 "database_url": stores.database_url, "gateway_url": gateway_url}))  # fmt: skip
-            _start_dashboard(supervisor, settings, base_env, gateway_url)  # the CLI works meanwhile
+            _start_dashboard(supervisor, settings, {**base_env, **query_token},
+                             gateway_url)  # the CLI works meanwhile  # fmt: skip
             for name, server in stores.embedded.items():
                 supervisor.watch_store(name, server)
             publisher.publish(supervisor.report())

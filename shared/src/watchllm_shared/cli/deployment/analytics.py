@@ -125,7 +125,9 @@ def _window(project_id: UUID, start: datetime, end: datetime) -> dict[str, Any]:
 def _refusal(response: httpx.Response, name: str, base: str) -> str:
     status = response.status_code
     if status == 401:
-        return "analytics API: 401, it wants a token: pass --analytics-token"
+        return ("analytics API: 401, a missing or wrong token: pass --analytics-token (its"
+                " WATCHLLM_ANALYTICS_QUERY_TOKEN; run from the folder of a `watchllm up`,"
+                " its token is found)")  # fmt: skip
     if status == 404:
         return (f"analytics API: {base} has no query {name!r} (404); is --analytics-url the"
                 " analytics service, and as new as this CLI?")  # fmt: skip

@@ -99,6 +99,21 @@ def _settings(ctx: click.Context) -> CliSettings:
     return ctx.find_object(CliSettings) or CliSettings()
 
 
+def _analytics_token(
+    ctx: click.Context, given: str | None, analytics_url: str | None
+) -> str | None:
+    """``--analytics-token``, else the environment's or the local ``up``'s (only when
+    analytics is read at all)."""
+    from watchllm_shared.cli.local_secrets import SecretFileError
+
+    if given or analytics_url is None:
+        return given
+    try:
+        return _settings(ctx).analytics_token()
+    except SecretFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 _POSITIVE = _Number(0, low_open=True)
 _SHARE = _Number(0, 1)
 
@@ -115,7 +130,8 @@ def _common(command: Any) -> Any:
                      help="The analytics service (e.g. http://127.0.0.1:8092): also check that"
                      " requests were stored."),
         click.option("--analytics-token", default=None,
-                     help="Its WATCHLLM_ANALYTICS_QUERY_TOKEN, when it has one."),
+                     help="Its WATCHLLM_ANALYTICS_QUERY_TOKEN. Default: that variable, else"
+                     " the token a `watchllm up` keeps in this folder's data directory."),
         click.option("--project-id", type=_Uuid(), default=None,
                      help="The key's project; only needed for analytics when the project's"
                      " cache is off (the answers then do not name it)."),
@@ -143,7 +159,8 @@ def check(ctx: click.Context, url: str, key: str, model: str, analytics_url: str
 
     settings = _settings(ctx)
     metrics_url = metrics_url or metrics_beside(url, settings.gateway_metrics_port)
-    options = CheckOptions(url, key, model, analytics_url, analytics_token, project_id,
+    token = _analytics_token(ctx, analytics_token, analytics_url)
+    options = CheckOptions(url, key, model, analytics_url, token, project_id,
                            metrics_url=metrics_url)  # fmt: skip
     ctx.exit(console.check(options, as_json))
 
@@ -177,4 +194,5 @@ def loadtest(ctx: click.Context, url: str, key: str, model: str, analytics_url: 
 
     options = LoadOptions(url, key, model, rate, duration, stream_share, repeat_share,
                           timeout, max_connections, seed)  # fmt: skip
-    ctx.exit(console.loadtest(options, analytics_url, analytics_token, project_id, as_json))
+    token = _analytics_token(ctx, analytics_token, analytics_url)
+    ctx.exit(console.loadtest(options, analytics_url, token, project_id, as_json))
