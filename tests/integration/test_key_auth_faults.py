@@ -31,8 +31,13 @@ T = TypeVar("T")
 
 TTL = 0.5
 STALE = 300.0
-DEADLINE = 0.5  # key lookup deadline in these tests (the gateway's default is 1 s)
-AT_ONCE = 0.05  # an answer that did not wait for Postgres
+DEADLINE = 1.0  # key lookup deadline in these tests (the gateway's default)
+# Bounds that hold on a machine several times slower, and still fail on what they
+# catch: a request that waits for Postgres waits a whole deadline (more than AT_ONCE);
+# one that is not bounded by the deadline waits for the pool's 5 s command timeout or
+# for another lookup's deadline first (at least two deadlines, more than IN_TIME).
+AT_ONCE = DEADLINE / 2  # an answer that did not wait for Postgres
+IN_TIME = DEADLINE + 0.9  # the deadline plus scheduling, under two deadlines
 
 
 def _with_address(url: str, host: str, port: int) -> str:
@@ -124,10 +129,10 @@ async def test_hung_postgres_costs_at_most_the_deadline_then_answers_at_once(
     await asyncio.sleep(0.05)
     first_took, first = await _timed(auth.authenticate(seen))
     assert isinstance(first, KeyGrant) and first.active, first
-    assert first_took < DEADLINE + 0.3, f"the first request waited {first_took:.2f} s"
+    assert first_took < IN_TIME, f"the first request waited {first_took:.2f} s"
     for took, result in await asyncio.gather(*unknown):
         assert _status(result) == 503, result
-        assert took < DEADLINE + 0.3, f"an unknown key waited {took:.2f} s for its 503"
+        assert took < IN_TIME, f"an unknown key waited {took:.2f} s for its 503"
 
     for _ in range(8):  # the outage goes on: nobody waits for Postgres again
         await asyncio.sleep(0.2)
@@ -135,12 +140,12 @@ async def test_hung_postgres_costs_at_most_the_deadline_then_answers_at_once(
         assert isinstance(result, KeyGrant), result
         assert took < AT_ONCE, f"a request for a known key waited {took:.2f} s"
         took, result = await _timed(auth.authenticate(generate_key()))  # may be the probe
-        assert _status(result) == 503 and took < DEADLINE + 0.3, (result, took)
+        assert _status(result) == 503 and took < IN_TIME, (result, took)
 
     # Postgres answers again: a key never seen before works, a revocation is seen
     never_seen = await _new_key(account_store)
     proxy.thaw()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # only bounds a failure
     while True:
         try:
             assert (await auth.authenticate(never_seen)).active
@@ -168,7 +173,7 @@ async def test_a_new_connection_that_is_never_answered_is_an_outage_too(
         auth = _authenticator(AccountStore(pool, actor="tests"))
         with caplog.at_level(logging.ERROR, logger=auth_module.__name__):
             took, result = await _timed(auth.authenticate(generate_key()))
-        assert _status(result) == 503 and took < DEADLINE + 0.3, (result, took)
+        assert _status(result) == 503 and took < IN_TIME, (result, took)
         assert f"TimeoutError: no answer within {DEADLINE:g} s" in caplog.text
     finally:
         proxy.thaw()
@@ -218,7 +223,7 @@ async def test_a_flood_of_random_keys_does_not_evict_a_real_one(
         await asyncio.sleep(TTL + 0.1)
         took, result = await _timed(auth.authenticate(real))
         assert isinstance(result, KeyGrant) and result.active, result
-        assert took < DEADLINE + 0.3
+        assert took < IN_TIME
     finally:
         dead.terminate()
 
