@@ -24,10 +24,12 @@ CLAUDE: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 1024,
           "messages": [{"role": "user", "content": "Summarise this document."}]}  # fmt: skip
 GPT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi."}]}
 V = {"anthropic-version": "2023-06-01"}
+SECRET = b"cache-key-secret-of-these-tests-0123456789"
 
 
 def plan(spec: EndpointSpec, body: dict[str, Any], headers: dict[str, str]) -> CachePlan:
-    planned = plan_cache(GRANT, spec, body, headers, provider_headers(spec.api, headers))
+    planned = plan_cache(GRANT, spec, body, headers, provider_headers(spec.api, headers),
+                         secret=SECRET)  # fmt: skip
     assert planned is not None and planned.semantic is not None
     return planned
 
@@ -77,5 +79,5 @@ def test_the_key_covers_exactly_what_upstream_sends(spec: EndpointSpec) -> None:
     to_provider = {k: v for k, v in sent.items() if k.startswith(("anthropic-", "openai-"))}
     assert forwarded == to_provider
     assert plan(spec, CLAUDE if spec is MESSAGES else GPT, incoming).exact_key == plan_cache(
-        GRANT, spec, CLAUDE if spec is MESSAGES else GPT, {}, to_provider
+        GRANT, spec, CLAUDE if spec is MESSAGES else GPT, {}, to_provider, secret=SECRET
     ).exact_key  # fmt: skip

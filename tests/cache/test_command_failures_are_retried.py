@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.processes import CACHE_KEY_SECRET
 from watchllm_cache.embedding import DIMENSIONS, Embedder
 from watchllm_cache.index.edge import EdgeIndex
 from watchllm_cache.semantic import SemanticCache
@@ -67,7 +68,12 @@ async def cached(redis: aioredis.Redis, cache: SemanticCache, question: str) -> 
     """An exact entry plus its index point, as a store leaves them; the exact key."""
     project = uuid.uuid4()
     messages = [{"role": "user", "content": question}]
-    key = exact_cache_key(project, "/v1/chat/completions", {"model": "m", "messages": messages})
+    key = exact_cache_key(
+        project,
+        "/v1/chat/completions",
+        {"model": "m", "messages": messages},
+        secret=CACHE_KEY_SECRET,
+    )
     await redis.set(key, "{}", ex=600)
     await cache.store(project, "s", question, key, 600, None)
     return key

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.processes import CACHE_KEY_SECRET
 from watchllm_cache.embedding import DIMENSIONS, Embedder
 from watchllm_cache.index.edge import EdgeIndex
 from watchllm_cache.semantic import SemanticCache
@@ -47,7 +48,12 @@ class Streams:
 
     async def store(self, project: uuid.UUID, question: str, body: str = "{}") -> str:
         messages = [{"role": "user", "content": question}]
-        key = exact_cache_key(project, "/v1/chat/completions", {"model": "m", "messages": messages})
+        key = exact_cache_key(
+            project,
+            "/v1/chat/completions",
+            {"model": "m", "messages": messages},
+            secret=CACHE_KEY_SECRET,
+        )
         answer = CachedAnswer(endpoint="/v1/chat/completions", model="m", body=body,
                               prompt_tokens=1, completion_tokens=1, cost_usd="0")  # fmt: skip
         store = CacheStore(request_id=uuid.uuid4().hex, project_id=project, exact_key=key,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.processes import free_port, start_cache_service
+from tests.support.processes import CACHE_KEY_SECRET, free_port, start_cache_service
 from tests.support.shutdown import (
     STOP_BOUND_SECONDS,
     entries_read,
@@ -53,7 +53,12 @@ def backlog(client: redis.Redis) -> None:
     for i in range(BACKLOG):
         question = f"What is the capital of country number {i}?"
         messages = [{"role": "user", "content": question}]
-        key = exact_cache_key(project, "/v1/chat/completions", {"model": "m", "messages": messages})
+        key = exact_cache_key(
+            project,
+            "/v1/chat/completions",
+            {"model": "m", "messages": messages},
+            secret=CACHE_KEY_SECRET,
+        )
         answer = CachedAnswer(endpoint="/v1/chat/completions", model="m", body="{}",
                               prompt_tokens=1, completion_tokens=1, cost_usd="0")  # fmt: skip
         semantic = i % 10 == 0

@@ -4,6 +4,7 @@ opt-outs, TTL, and the cache service dying mid-traffic."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,9 +22,19 @@ from tests.conftest import unique
 from tests.e2e.conftest import gateway_env
 from tests.support.cache_streams import store_done, store_id
 from tests.support.events import wait_for_events
-from tests.support.processes import ServiceProcess, start_cache_service, start_gateway
+from tests.support.processes import (
+    CACHE_KEY_SECRET,
+    ServiceProcess,
+    start_cache_service,
+    start_gateway,
+)
 from watchllm_shared.cli.main import cli
 from watchllm_shared.contracts import CacheOutcome
+from watchllm_shared.contracts.cache_keys import (
+    canonical_request,
+    exact_cache_key,
+    project_of_exact_key,
+)
 from watchllm_shared.contracts.limits import limits_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -115,6 +126,41 @@ def test_exact_repeat_is_served_from_cache_and_records_the_saving(
     assert event.cache is CacheOutcome.HIT and event.cost_usd == 0
     assert event.cost_saved_usd > 0 and event.prompt_tokens == 0 and event.upstream_attempts == 0
     assert event.cache_key == headers["x-watchllm-cache-key"]  # the entry that answered
+
+
+def test_cache_keys_are_keyed_yet_gateway_and_cache_service_agree(
+    stack: Stack, database_url: str, redis_url: str
+) -> None:
+    """Issue 22: an exact key was the plain SHA-256 of the request, and keys are shown (the
+    request log, the dashboard, this header), so anyone could confirm what a tenant asked
+    by hashing a guess. The key is now an HMAC with the gateways' secret: the plain hash of
+    the very request is not it, nor stored anywhere; and the key the gateway looks up is
+    the one the cache service stored under: the same request again is a hit."""
+    key = new_key(database_url)
+    question = f"my symptoms are {uuid.uuid4()}"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}]}
+    auth = {"Authorization": f"Bearer {key}"}
+    url = f"{stack.gateway.url}/v1/chat/completions"
+    first = httpx.post(url, json=body, headers=auth, timeout=30)
+    assert first.status_code == 200 and first.headers["x-watchllm-cache"] == "miss"
+    cache_key = first.headers["x-watchllm-cache-key"]
+    project = project_of_exact_key(cache_key)
+    assert project is not None
+    plain = hashlib.sha256(canonical_request("/v1/chat/completions", body, {})).hexdigest()
+    assert plain not in cache_key  # what an attacker recomputes from a guess
+    assert cache_key == exact_cache_key(project, "/v1/chat/completions", body, {},
+                                        secret=CACHE_KEY_SECRET)  # fmt: skip
+    until_stored(redis_url, dict(first.headers))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.exists(cache_key)  # the cache service stored under the gateway's key
+        assert not [k for k in client.scan_iter(match=f"*{plain}*", count=1000)]
+    finally:
+        client.close()
+    again = httpx.post(url, json=body, headers=auth, timeout=30)
+    assert again.headers["x-watchllm-cache"] == "hit"
+    assert again.headers["x-watchllm-cache-key"] == cache_key
+    assert again.json()["choices"] == first.json()["choices"]
 
 
 def test_a_rephrased_question_is_a_semantic_hit_in_the_same_project_only(

@@ -40,6 +40,7 @@ COMPOSE_PASSWORDS = {
 # The secrets the services themselves require (32+ characters, see shared settings).
 COMPOSE_SECRETS = {
     "WATCHLLM_ANALYTICS_QUERY_TOKEN": "analytics-query-token-for-the-deploy-tests",
+    "WATCHLLM_CACHE_KEY_SECRET": "cache-key-secret-for-the-deploy-tests-0000",
 }
 COMPOSE_TEST_ENV = {**COMPOSE_PASSWORDS, **COMPOSE_SECRETS}
 

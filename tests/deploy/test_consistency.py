@@ -178,7 +178,7 @@ def test_kubernetes_sets_only_variables_the_service_reads(
 
 
 # The secrets a service refuses to start without: its settings method that checks them.
-REQUIRED_SECRETS = {"analytics": "query_token"}
+REQUIRED_SECRETS = {"analytics": "query_token", "gateway": "cache_key"}
 
 
 def test_compose_and_the_dev_overlay_give_each_service_the_secrets_it_requires(

@@ -19,7 +19,10 @@ import httpx
 # require them; the services refuse to start without): fixed test values, 32+ characters.
 SERVICE_SECRETS = {
     "WATCHLLM_ANALYTICS_QUERY_TOKEN": "test-analytics-query-token-0123456789abcdef",
+    "WATCHLLM_CACHE_KEY_SECRET": "test-cache-key-secret-0123456789abcdef-0000",
 }
+# What the test gateways key exact-cache entries with (``contracts.cache_keys``).
+CACHE_KEY_SECRET = SERVICE_SECRETS["WATCHLLM_CACHE_KEY_SECRET"].encode()
 # What a reader of the analytics query API sends (the dashboard, `watchllm check`).
 ANALYTICS_AUTH = {"Authorization": f"Bearer {SERVICE_SECRETS['WATCHLLM_ANALYTICS_QUERY_TOKEN']}"}
 

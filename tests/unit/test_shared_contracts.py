@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import hmac
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -12,7 +15,13 @@ from pydantic import BaseModel, ConfigDict
 
 from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key, looks_like_key
 from watchllm_shared.contracts import RequestCompleted, RequestStatus
-from watchllm_shared.contracts.cache_keys import CACHE_KEY_VERSION, exact_cache_key
+from watchllm_shared.contracts.cache_keys import (
+    CACHE_KEY_VERSION,
+    canonical_request,
+    exact_cache_key,
+    project_cache_pattern,
+    project_of_exact_key,
+)
 from watchllm_shared.contracts.health import Heartbeat, heartbeat
 from watchllm_shared.telemetry import RedactingFilter, redact
 
@@ -29,14 +38,40 @@ def test_generated_keys_are_unique_well_formed_and_hashed_to_32_bytes() -> None:
     assert not looks_like_key("lgw_short") and not looks_like_key("sk-" + key[4:])
 
 
+SECRET = b"cache-key-secret-of-these-tests-0123456789"
+
+
 def test_exact_cache_key_ignores_transport_fields_but_not_answer_shaping_ones() -> None:
     project = uuid.uuid4()
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
-    key = exact_cache_key(project, "/v1/chat/completions", body)
-    assert key == exact_cache_key(project, "/v1/chat/completions", {**body, "stream": True})
-    assert key != exact_cache_key(project, "/v1/chat/completions", {**body, "temperature": 1})
-    assert key != exact_cache_key(uuid.uuid4(), "/v1/chat/completions", body)
+
+    def key_of(project: uuid.UUID, body: dict[str, object]) -> str:
+        return exact_cache_key(project, "/v1/chat/completions", body, secret=SECRET)
+
+    key = key_of(project, body)
+    assert key == key_of(project, {**body, "stream": True})
+    assert key != key_of(project, {**body, "temperature": 1})
+    assert key != key_of(uuid.uuid4(), body)
     assert key.startswith(f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project}}}:")
+
+
+def test_an_exact_key_cannot_be_recomputed_without_the_secret() -> None:
+    """Issue 22: v2 keys were the plain SHA-256 of the canonical request, so anyone who saw
+    one (request log, dashboard) could confirm a guessed question. v3 keys are HMACs."""
+    project = uuid.uuid4()
+    body = {"model": "m", "messages": [{"role": "user", "content": "my diagnosis is …"}]}
+    key = exact_cache_key(project, "/v1/chat/completions", body, secret=SECRET)
+    canonical = canonical_request("/v1/chat/completions", body)
+    assert hashlib.sha256(canonical).hexdigest() not in key
+    assert key.rsplit(":", 1)[1] == hmac.new(SECRET, canonical, hashlib.sha256).hexdigest()
+    assert key != exact_cache_key(project, "/v1/chat/completions", body, secret=SECRET + b"x")
+    assert CACHE_KEY_VERSION == 3 and project_of_exact_key(key) == project
+    # A flush finds the project's entries of every version, the old ones' too.
+    pattern = project_cache_pattern(project)
+    old = f"watchllm:cache:exact:v2:{{{project}}}:{hashlib.sha256(canonical).hexdigest()}"
+    other = exact_cache_key(uuid.uuid4(), "/v1/chat/completions", body, secret=SECRET)
+    assert fnmatch.fnmatchcase(key, pattern) and fnmatch.fnmatchcase(old, pattern)
+    assert not fnmatch.fnmatchcase(other, pattern)
 
 
 def test_event_round_trips_through_stream_fields_and_ignores_unknown_fields() -> None:

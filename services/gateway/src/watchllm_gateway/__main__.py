@@ -13,13 +13,19 @@ from watchllm_gateway.main import create_app
 from watchllm_gateway.settings import GatewaySettings
 from watchllm_shared.heap import give_back_large_blocks
 from watchllm_shared.metrics_listener import MetricsEndpoint
-from watchllm_shared.serving import serve
+from watchllm_shared.serving import refuse_start, serve
+from watchllm_shared.settings import MissingSecret
 from watchllm_shared.telemetry import HTTP_SERVER_OPTIONS, configure_logging, configure_tracing
 
 
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    try:
+        if settings.cache_enabled:
+            settings.cache_key()  # checked again where the cache opens (``runtime``)
+    except MissingSecret as exc:
+        refuse_start(str(exc))
     give_back_large_blocks()  # request bodies of several MiB come and go
     app = create_app(settings)
     if configure_tracing("gateway", settings) is not None:  # else nothing is instrumented

@@ -11,6 +11,10 @@ list for the endpoint's provider: ``anthropic-version`` — with the default the
 sends when it is absent — and ``anthropic-beta``; ``openai-beta``) change the answer, so
 they are part of the exact key and of the semantic scope (``forwarded_headers``):
 requests that differ in them never share an entry.
+
+Exact keys are keyed with the server secret ``WATCHLLM_CACHE_KEY_SECRET``
+(``contracts.cache_keys``): the gateway alone computes them, the cache service stores
+under the key the store message names, so only gateways need the secret.
 """
 
 from __future__ import annotations
@@ -35,12 +39,28 @@ from watchllm_shared.contracts.cache import CachedAnswer, CacheStore
 from watchllm_shared.contracts.cache_keys import exact_cache_key, semantic_parts
 
 _CACHED_ENDPOINTS = (CHAT_COMPLETIONS.path, MESSAGES.path)
+# The semantic layer's question travels in the ask and the store streams: a longer one
+# is not asked about (four times what the embedding model reads, 256 tokens; past that
+# two questions differ where the model cannot see).
+MAX_SEMANTIC_QUESTION_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
 class CacheSupport:
     client: CacheClient
     stores: StreamPublisher
+    key_secret: bytes  # WATCHLLM_CACHE_KEY_SECRET: exact keys are keyed with it
+
+    def plan(
+        self,
+        grant: KeyGrant,
+        spec: EndpointSpec,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        forwarded: Mapping[str, str],
+    ) -> CachePlan | None:
+        """``plan_cache`` with this deployment's key secret."""
+        return plan_cache(grant, spec, body, headers, forwarded, secret=self.key_secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +79,23 @@ def plan_cache(
     body: dict[str, Any],
     headers: Mapping[str, str],
     forwarded: Mapping[str, str],
+    *,
+    secret: bytes,
 ) -> CachePlan | None:
     """None when the cache stays out of this request (then it is a ``bypass``).
     ``forwarded``: the provider headers sent upstream (``upstream.provider_headers``),
-    part of the key and the scope since they select API versions and beta features."""
+    part of the key and the scope since they select API versions and beta features;
+    ``secret``: the exact keys' (``WATCHLLM_CACHE_KEY_SECRET``)."""
     if spec.path not in _CACHED_ENDPOINTS:
         return None
     policy = cache_policy(grant.cache, headers)  # raises 400 on a malformed header
     if not policy.active:
         return None
     semantic = semantic_parts(spec.path, body, forwarded) if policy.semantic else None
+    if semantic is not None and len(semantic[1]) > MAX_SEMANTIC_QUESTION_CHARS:
+        semantic = None  # the exact layer only: the question is not sent or stored
     return CachePlan(policy, grant.project_id,
-                     exact_cache_key(grant.project_id, spec.path, body, forwarded),
+                     exact_cache_key(grant.project_id, spec.path, body, forwarded, secret=secret),
                      semantic)  # fmt: skip
 
 

@@ -43,7 +43,6 @@ from watchllm_gateway.cache_flow import (
     CachePlan,
     CacheSupport,
     hit_response,
-    plan_cache,
     store_request,
     wants_usage,
 )
@@ -198,7 +197,8 @@ class Proxy:
         route = self._router.resolve(model, spec.api)
         exchange.provider = route.provider.value
         forwarded = provider_headers(spec.api, headers)  # the route's provider is spec.api
-        plan = plan_cache(exchange.grant, spec, body, headers, forwarded) if self._cache else None
+        cache = self._cache
+        plan = cache.plan(exchange.grant, spec, body, headers, forwarded) if cache else None
         exchange.cache_plan = plan
         hit = await self._admit(exchange, plan)
         if hit is not None:

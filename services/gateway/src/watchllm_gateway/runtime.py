@@ -74,6 +74,7 @@ async def open_runtime(
     stack.push_async_callback(close_all, publishers, settings.shutdown_split()[1])
     cache: CacheSupport | None = None
     if settings.cache_enabled:
+        key_secret = settings.cache_key()  # MissingSecret: no cache without it
         stores = StreamPublisher(
             commands, metrics.cache_stores, settings.event_buffer_size, CACHE_STORE_STREAM,
             CACHE_STORE_MAXLEN,
@@ -84,7 +85,7 @@ async def open_runtime(
                              settings.cache_timeout_seconds, tracer)  # fmt: skip
         client.start()
         stack.push_async_callback(client.close)
-        cache = CacheSupport(client, stores)
+        cache = CacheSupport(client, stores, key_secret)
     router = ModelRouter(settings.resolved_routes())
     proxy = Proxy(
         auth=KeyAuthenticator(

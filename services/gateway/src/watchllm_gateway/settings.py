@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from watchllm_shared.contracts import Stream
-from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
+from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings, required_secret
 
 # Shares of ``gateway_shutdown_seconds``. Flushing with Redis up takes milliseconds (the
 # publishers write all along); the 2 s are for a slow Redis. Closing the clients and the
@@ -175,6 +175,13 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
     cache_timeout_seconds: float = Field(
         default=0.15, gt=0, description="Deadline of one cache lookup; then it is a miss."
     )
+    cache_key_secret: SecretStr | None = Field(
+        default=None,
+        description="Required with the cache on (32+ characters, the same in every gateway):"
+        " exact-cache keys are HMACs keyed with it, so a key seen in the request log or on"
+        " the dashboard cannot be matched to a guessed question. Changing it turns every"
+        " exact entry into a miss.",
+    )
     instance_name: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         description="This replica's name (its cache reply channel).",
@@ -199,6 +206,11 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
                 " may hold a quarter of it, and a body of the largest size must fit"
             )
         return self
+
+    def cache_key(self) -> bytes:
+        """The exact-cache key secret; ``MissingSecret`` when unset or short."""
+        return required_secret(self.cache_key_secret, "WATCHLLM_CACHE_KEY_SECRET",
+                               "the exact cache's key secret").encode()  # fmt: skip
 
     def shutdown_split(self) -> tuple[float, float]:
         """(seconds for requests in flight to finish, seconds to flush what they

@@ -38,6 +38,11 @@ ANALYTICS_QUERY_TOKEN = LocalSecret(
     "WATCHLLM_ANALYTICS_QUERY_TOKEN",
     "the bearer token of analytics' read-query API (analytics, dashboard, watchllm check)",
 )
+CACHE_KEY_SECRET = LocalSecret(
+    "cache-key-secret",
+    "WATCHLLM_CACHE_KEY_SECRET",
+    "the exact cache's key secret (every gateway); a new one turns cached answers into misses",
+)
 
 
 class SecretFileError(Exception):

@@ -59,6 +59,11 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
         description="`up` hands it to analytics and the dashboard (unset: one it generates"
         " once under the data folder, cli/local_secrets.py); check/loadtest send it.",
     )
+    cache_key_secret: SecretStr | None = Field(
+        default=None,
+        description="`up` hands it to the gateways (unset: one it generates once under the"
+        " data folder, so restarts keep their cache hits).",
+    )
 
     def explicit(self, field: str) -> bool:
         return field in self.model_fields_set

@@ -9,7 +9,8 @@
    folder: it alone opens it), the limiter (it loads the rate-limit library and syncs
    limits), then the gateway. ``--replicas gateway=2,…`` runs several processes of a
    service, started together, each on its own port (see ``replicas.py``).
-   Secrets the services need (the analytics query token) are the environment's, else
+   Secrets the services need (the analytics query token for analytics and the
+   dashboard, the exact cache's key secret for the gateways) are the environment's, else
    generated once and kept under ``<data dir>/secrets/`` (``local_secrets.py``), so a
    restart keeps them.
 5. Writes ``runtime.json`` in the data folder (so ``watchllm keys create`` in another
@@ -34,7 +35,12 @@ from dataclasses import dataclass
 import click
 
 from watchllm_shared.cli.embedded import EmbeddedPostgres, EmbeddedRedis
-from watchllm_shared.cli.local_secrets import ANALYTICS_QUERY_TOKEN, SecretFileError, resolve
+from watchllm_shared.cli.local_secrets import (
+    ANALYTICS_QUERY_TOKEN,
+    CACHE_KEY_SECRET,
+    SecretFileError,
+    resolve,
+)
 from watchllm_shared.cli.replicas import ReplicaPlan, plan_for
 from watchllm_shared.cli.restart_policy import RestartPolicy
 from watchllm_shared.cli.settings import RUNTIME_FILE, CliSettings
@@ -113,6 +119,7 @@ def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
     try:
         query_token = resolve(settings.data_dir, ANALYTICS_QUERY_TOKEN,
                               settings.analytics_query_token)  # fmt: skip
+        cache_key = resolve(settings.data_dir, CACHE_KEY_SECRET, settings.cache_key_secret)
     except SecretFileError as exc:
         raise click.ClickException(str(exc)) from exc
     with _stores(settings) as stores:
@@ -124,7 +131,7 @@ def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
         runtime_file = settings.data_dir / RUNTIME_FILE
         try:
             base_env = {"REDIS_URL": stores.redis_url, "DATABASE_URL": stores.database_url}
-            gateway_env = dict(base_env)
+            gateway_env = {**base_env, **cache_key}
             if fake_provider:
                 fake_url = f"http://127.0.0.1:{settings.fake_provider_port}"
                 port_args = ("--port", str(settings.fake_provider_port))

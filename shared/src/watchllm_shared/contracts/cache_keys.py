@@ -1,10 +1,23 @@
 """The exact-cache key scheme, shared by the cache service (writer) and the gateway
 (reader, one GET).
 
-A key is ``watchllm:cache:exact:v2:{<project_id>}:<sha256 of the canonical request>``.
-The project id is the Redis Cluster hash tag, so one project's entries live together and
-``cache flush --project`` is a scan of one tag. Bump ``CACHE_KEY_VERSION`` whenever the
-canonical form changes: old entries then simply stop matching and expire.
+A key is ``watchllm:cache:exact:v3:{<project_id>}:<HMAC-SHA256 of the canonical request>``,
+keyed by the server secret ``WATCHLLM_CACHE_KEY_SECRET``. The project id is the Redis
+Cluster hash tag, so one project's entries live together and ``cache flush --project`` is
+a scan of one tag. Bump ``CACHE_KEY_VERSION`` whenever the canonical form or the digest
+changes: old entries then simply stop matching (misses) and expire with their TTL.
+
+Why keyed (v3): keys are not secret. The request log keeps the key that answered each
+hit, the dashboard's Cache page lists them, callers get theirs in
+``x-watchllm-cache-key``. A plain SHA-256 (v2) let anyone who saw one confirm what a
+tenant asked by hashing a guess; without the secret a key says nothing. Only the gateway
+computes keys (the cache service stores under the key the gateway's store message
+names), so every gateway replica needs the same secret and nothing else does. Gateways
+with another secret, or of another version during a rolling upgrade, compute other keys:
+their entries miss each other until all agree, and never answer each other wrongly.
+Changing the secret therefore empties the exact cache in effect (the semantic layer
+still finds the old entries it indexed); ``watchllm up`` keeps its secret across
+restarts.
 
 The canonical request is the JSON body with the fields that cannot change the answer
 removed, plus the provider headers the gateway forwards upstream (``anthropic-version``,
@@ -24,6 +37,7 @@ store queued before a flush or a deletion from bringing the entry back
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -31,7 +45,7 @@ from uuid import UUID
 
 import orjson
 
-CACHE_KEY_VERSION = 2
+CACHE_KEY_VERSION = 3  # v3: HMAC with the server secret; v2: plain SHA-256
 
 _EXACT_KEY = re.compile(r"^watchllm:cache:exact:v\d+:\{([0-9a-f-]{36})\}:[0-9a-f]{64}$")
 
@@ -58,15 +72,20 @@ def exact_cache_key(
     endpoint: str,
     body: Mapping[str, Any],
     headers: Mapping[str, str] | None = None,
+    *,
+    secret: bytes,
 ) -> str:
-    """``headers``: the provider headers forwarded upstream with the request."""
-    digest = hashlib.sha256(canonical_request(endpoint, body, headers)).hexdigest()
+    """``headers``: the provider headers forwarded upstream with the request; ``secret``:
+    the server's ``WATCHLLM_CACHE_KEY_SECRET`` (the same in every gateway)."""
+    canonical = canonical_request(endpoint, body, headers)
+    digest = hmac.new(secret, canonical, hashlib.sha256).hexdigest()
     return f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project_id}}}:{digest}"
 
 
 def project_cache_pattern(project_id: UUID) -> str:
-    """SCAN pattern matching every exact entry of one project (for flushes)."""
-    return f"watchllm:cache:exact:v{CACHE_KEY_VERSION}:{{{project_id}}}:*"
+    """SCAN pattern matching every exact entry of one project, of every key version (a
+    flush also drops what an older scheme left until its TTL)."""
+    return f"watchllm:cache:exact:v*:{{{project_id}}}:*"
 
 
 def flush_marker_key(project_id: UUID) -> str:
@@ -106,6 +125,9 @@ def semantic_parts(
     a hash of everything else that shapes the answer — endpoint, forwarded provider
     headers, model, system prompt, every earlier turn, tools, temperature, n, seed,
     response format… — so a semantic hit can only ever match within an identical context.
+    The scope is a plain SHA-256, not keyed like exact keys: it is kept only in the ask
+    and store streams and the index, beside the question itself in clear, and is shown
+    to no one.
     """
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
