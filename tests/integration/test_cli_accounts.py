@@ -57,6 +57,15 @@ def test_key_lifecycle_create_list_rotate_revoke(database_url: str) -> None:
     assert listing.count("\n") == 2  # the rotated key and its (revoked) replacement only
 
 
+def test_a_rotated_key_keeps_working_for_an_hour_unless_told(database_url: str) -> None:
+    """The same default as the dashboard's: rolling a new key out takes time."""
+    project = unique("cli")
+    run(database_url, "projects", "create", project)
+    created = run(database_url, "keys", "create", "--project", project)
+    key_id = re.search(r"key id: (\S+)", created).group(1)  # type: ignore[union-attr]
+    assert "stops working in 3600 s" in run(database_url, "keys", "rotate", key_id)
+
+
 def test_bad_input_gets_a_clear_error_and_changes_nothing(database_url: str) -> None:
     project = unique("cli")
     run(database_url, "projects", "create", project)

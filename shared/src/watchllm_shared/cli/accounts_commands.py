@@ -12,6 +12,7 @@ import asyncpg
 import click
 
 from watchllm_shared.accounts import (
+    DEFAULT_ROTATION_GRACE_SECONDS,
     MAX_ROTATION_GRACE_SECONDS,
     AccountError,
     AccountStore,
@@ -145,7 +146,7 @@ def keys_revoke(settings: CliSettings, key_id: str) -> None:
 
 @keys.command("rotate")
 @click.argument("key_id")
-@click.option("--grace", default=0, show_default=True,
+@click.option("--grace", default=DEFAULT_ROTATION_GRACE_SECONDS, show_default=True,
               type=click.IntRange(0, MAX_ROTATION_GRACE_SECONDS),
               help="Seconds the old key keeps working, to roll the new one out"
                    " (at most 30 days).")  # fmt: skip
