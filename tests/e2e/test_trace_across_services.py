@@ -77,7 +77,9 @@ def traced(
         "gateway": lambda: start_service("gateway", env, log_dir, ready="/livez", timeout=90),
         "cache": lambda: start_cache_service(
             {**env, "WATCHLLM_QDRANT_EDGE_PATH": str(data / "qdrant")}, log_dir),
-        "limiter": lambda: start_service("limiter", env, log_dir, timeout=90),
+        # Events are read back from the stream here: the limiter must not trim them.
+        "limiter": lambda: start_service("limiter", {**env, "WATCHLLM_EVENTS_STREAM_GROUPS": "[]"},
+                                         log_dir, timeout=90),
         "analytics": lambda: start_service("analytics", analytics_env, log_dir, timeout=90),
     })  # fmt: skip
     try:

@@ -1,4 +1,5 @@
-"""The limiter service process: library, sync, token charges, heartbeat, HTTP probes.
+"""The limiter service process: library, sync, token charges, heartbeat, trimming the
+events stream to what its groups still need (``stream_trim``), HTTP probes.
 
 ``create_app(settings)`` builds it; nothing happens at import. Background tasks run
 in the lifespan. On shutdown (SIGTERM) the sync and the heartbeat are cancelled (nothing
@@ -28,6 +29,7 @@ from watchllm_limiter.sync import LimitSync
 from watchllm_shared.contracts.health import publish_heartbeat
 from watchllm_shared.redis_io import create_redis
 from watchllm_shared.stopping import stop_tasks
+from watchllm_shared.stream_trim import keep_trimmed
 from watchllm_shared.telemetry import active_tracer
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,10 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
                 asyncio.create_task(sync.run(), name="limit-sync"),
                 asyncio.create_task(_heartbeat(redis, settings, metrics, sync), name="heartbeat"),
             ]
+            if settings.events_stream_groups:  # processed events go (``stream_trim``)
+                trim = keep_trimmed(redis, settings.events_stream, settings.events_stream_groups,
+                                    "events stream")  # fmt: skip
+                others.append(asyncio.create_task(trim, name="events-trim"))
             app.state.redis, app.state.pool, app.state.sync = redis, pool, sync
             try:
                 yield

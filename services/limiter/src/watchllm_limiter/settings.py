@@ -23,6 +23,12 @@ class LimiterSettings(WatchLLMSettings, DatabaseSettings):
     )
     events_stream: str = Field(default=Stream.REQUESTS_COMPLETED.value)
     limiter_consumer_group: str = "limiter"
+    events_stream_groups: tuple[str, ...] = Field(
+        default=("analytics", "limiter"),
+        description="Every consumer group of the events stream: an event is trimmed once all"
+        " of them processed it (the limiter trims; see watchllm_shared.stream_trim). A JSON"
+        " list; [] leaves the stream to its MAXLEN cap.",
+    )
     limiter_consumer_name: str = Field(default_factory=_default_consumer)
     limiter_full_sync_seconds: float = Field(
         default=30.0, gt=0, description="Full resync of every project's limits (safety net)."

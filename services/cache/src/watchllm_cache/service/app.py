@@ -6,9 +6,12 @@ consumer and the command consumer run as tasks until shutdown. ``/readyz`` answe
 only once the model is loaded, so Kubernetes sends no traffic to a replica still
 warming up.
 
-Shutdown (SIGTERM): the heartbeat is cancelled; the three consumers end after their
-current round (an XREADGROUP block of ≤ 1 s, then what it read, handled and
-acknowledged), within ``STOP_GRACE_SECONDS``, then are cancelled (what they held stays
+A background task trims the ask stream to the asks not read yet (``stream_trim``): the
+ask server acknowledges each ask as it reads it.
+
+Shutdown (SIGTERM): the heartbeat and the trimming are cancelled; the three consumers
+end after their current round (an XREADGROUP block of ≤ 1 s, then what it read, handled
+and acknowledged), within ``STOP_GRACE_SECONDS``, then are cancelled (what they held stays
 pending and is reclaimed); ``watchllm_shared.stopping`` says why not a plain
 cancellation. Then the index is closed (qdrant-edge flushes).
 
@@ -36,10 +39,12 @@ from watchllm_cache.service.commands import CommandConsumer
 from watchllm_cache.service.metrics import CacheServiceMetrics
 from watchllm_cache.service.settings import CacheServiceSettings
 from watchllm_cache.service.stores import StoreConsumer
+from watchllm_shared.contracts.cache import SEMANTIC_ASK_GROUP, SEMANTIC_ASK_STREAM
 from watchllm_shared.contracts.health import publish_heartbeat
 from watchllm_shared.heap import freeze_startup_heap
 from watchllm_shared.redis_io import create_redis
 from watchllm_shared.stopping import stop_tasks
+from watchllm_shared.stream_trim import keep_trimmed
 from watchllm_shared.telemetry import active_tracer
 
 log = logging.getLogger(__name__)
@@ -93,13 +98,18 @@ def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
                 asyncio.create_task(CommandConsumer(redis, cache, metrics, name)
                                     .run(stopping), name="cache-commands"),
             ]  # fmt: skip
-            heartbeat = asyncio.create_task(_heartbeat(redis, cache, settings), name="heartbeat")
+            background = [
+                asyncio.create_task(_heartbeat(redis, cache, settings), name="heartbeat"),
+                # Asks are acknowledged when read: once read, they go (``stream_trim``).
+                asyncio.create_task(keep_trimmed(redis, SEMANTIC_ASK_STREAM, (SEMANTIC_ASK_GROUP,),
+                                                 "semantic asks"), name="asks-trim"),
+            ]  # fmt: skip
             app.state.ready = True
             try:
                 yield
             finally:
                 stopping.set()
-                await stop_tasks([heartbeat], 0)
+                await stop_tasks(background, 0)
                 await stop_tasks(consumers, STOP_GRACE_SECONDS)
 
     app = FastAPI(title="WatchLLM cache", lifespan=lifespan, docs_url=None, redoc_url=None)
