@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.dashboard.conftest import Accounts, Stack
-from tests.support.processes import free_port
+from tests.support.processes import SERVICE_SECRETS, free_port
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data.analytics import (
     AnalyticsUnavailable,
@@ -25,6 +25,8 @@ from watchllm_dashboard.data.analytics import (
 )
 from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.settings import DashboardSettings
+
+QUERY_TOKEN = SERVICE_SECRETS["WATCHLLM_ANALYTICS_QUERY_TOKEN"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +83,7 @@ def test_settings_refuse_a_chdb_path_for_direct_reads() -> None:
 def test_the_service_reader_refuses_bad_questions_and_reports_a_missing_service(
     stack: Stack, accounts: Accounts
 ) -> None:
-    reader = ServiceReader(stack.analytics.url, None, 5)
+    reader = ServiceReader(stack.analytics.url, QUERY_TOKEN, 5)
     with pytest.raises(QueryRejected):
         reader.query("no_such_query", {})
     with pytest.raises(QueryRejected):
@@ -107,7 +109,7 @@ def test_direct_clickhouse_reads_give_the_frames_the_service_gives(
     assert (direct["requests"], direct["rate_limited"], direct["hours"]) == (20, 5, 3)
     assert direct["cost"] == pytest.approx(0.02) and direct["log_rows"] == 5
     now = datetime.now(UTC)
-    reader = ServiceReader(stack.analytics.url, None, 5)
+    reader = ServiceReader(stack.analytics.url, QUERY_TOKEN, 5)
     log = reader.query(
         "project_request_log",
         {
