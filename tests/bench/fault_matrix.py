@@ -162,23 +162,34 @@ def _stored(stack: EmbeddedStack, project_id: str, start: datetime) -> Counter[s
     return ids
 
 
+def _count(stack: EmbeddedStack, project_id: str, start: datetime) -> int:
+    params = {"project_id": project_id, "start": start.isoformat(),
+              "end": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()}  # fmt: skip
+    answer = httpx.post(f"{stack.analytics_url}/v1/queries/project_request_log_count",
+                        json=params, headers=stack.analytics_auth, timeout=60).json()  # fmt: skip
+    return int(answer["rows"][0][0])
+
+
 def _settle(stack: EmbeddedStack, project_id: str, start: datetime, answered: set[str],
             within: float = 120.0) -> Counter[str]:  # fmt: skip
-    """The stored ids once every answered one is there, or after ``within`` seconds
-    without progress."""
+    """The stored ids once ingestion is over: every answered one is there (or no
+    progress for ``within`` seconds) and the row count held still for 3 s. Paging while
+    rows still arrive would shift the pages and count rows twice."""
     deadline, last = time.monotonic() + within, -1
     while True:
         try:
-            stored = _stored(stack, project_id, start)
-        except (httpx.HTTPError, ValueError, KeyError):
-            stored = Counter()
-        if answered <= set(stored):
-            return stored
-        if len(stored) != last:
-            deadline, last = time.monotonic() + within, len(stored)
-        if time.monotonic() > deadline:
-            return stored
-        time.sleep(1.0)
+            count = _count(stack, project_id, start)
+            if count == last:
+                stored = _stored(stack, project_id, start)
+                if answered <= set(stored) or time.monotonic() > deadline:
+                    return stored
+            else:
+                deadline, last = time.monotonic() + within, count
+        except (httpx.HTTPError, ValueError, KeyError, IndexError):
+            pass  # analytics restarting
+        if time.monotonic() > deadline + within:
+            return Counter()
+        time.sleep(3.0)
 
 
 Loaded = tuple[list[str], Counter[str], float | None]
@@ -210,7 +221,8 @@ def run_scenario(root: Path, scenario: Scenario, rate: float, duration: float,
         stack = start_up(root, env, own_group=True)
         stack.wait_healthy()
     started = datetime.now(UTC) - timedelta(minutes=1)
-    project = stack.create_project(f"faults-{int(time.time() * 1000)}")
+    # PRO: 100,000 requests a day, so the plan's quota never refuses the load.
+    project = stack.create_project(f"faults-{int(time.time() * 1000)}", plan="PRO")
     options = LoadOptions(url=stack.gateway_url, key=project.key, rate=rate, duration=duration)
     answered, errors, healthy = asyncio.run(_load_with_fault(stack, scenario, options, fault_at))
     if scenario.stops_stack:
