@@ -70,8 +70,15 @@ class Scenario:
 
 def _kill(module: str) -> Callable[[EmbeddedStack], None]:
     def inject(stack: EmbeddedStack) -> None:
-        for pid in stack.service_pids(module):
+        killed = stack.service_pids(module)
+        for pid in killed:
             os.kill(pid, signal.SIGKILL)
+        # Back means a new process (the old one's socket may answer for a moment).
+        deadline = time.monotonic() + _HEALTHY_WITHIN
+        while not set(stack.service_pids(module)) - set(killed):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
 
     return inject
 
@@ -128,9 +135,10 @@ SCENARIOS = [
 
 
 def _time_to_healthy(stack: EmbeddedStack, scenario: Scenario, since: float) -> float | None:
-    """Seconds until the killed service answers again (its new process) and ``/health``
-    says healthy. (A heartbeat outlives its process by up to 15 s, so ``/health`` alone
-    would call a stack healthy while the killed service is still starting.)"""
+    """Seconds until the killed service answers again (its new process: ``inject``
+    returns once it exists) and ``/health`` says healthy. (A heartbeat outlives its
+    process by up to 15 s, so ``/health`` alone would call a stack healthy while the
+    killed service is still starting.)"""
     deadline = since + _HEALTHY_WITHIN
     back = scenario.ready is None
     while time.monotonic() < deadline:
