@@ -10,12 +10,13 @@ bytes keep coming. ``GuardedHttpProtocol`` adds, per connection:
 - a head size cap (``max_header_bytes``): a head that does not end within it → 431,
   checked before the bytes are parsed; what the caller still sends is dropped unparsed
   for a second, then the connection is closed;
-- a head deadline (``header_read_timeout_seconds``): a connection that opened, or began
-  a request, and has not finished its head within it → 408 and closed (a keep-alive
-  connection between requests is uvicorn's ``timeout_keep_alive``, 5 s);
-- no body read ahead: reading pauses once a head is complete, until the app asks for
-  the body (after the key was checked, see ``intake``); what the last network read
-  brought stays, at most one read;
+- a head deadline (``header_read_timeout_seconds``): a connection that opened, or a
+  request whose head did not come in one read, and has not finished its head within it
+  → 408 and closed (a keep-alive connection between requests is uvicorn's
+  ``timeout_keep_alive``, 5 s);
+- no body read ahead: when a head ends and its body has not all come with it, reading
+  pauses until the app asks for the body (after the key was checked, see ``intake``);
+  what that network read brought stays, at most one read;
 - a discard deadline: when the app answered without reading the whole body (a refused
   key, a 413), uvicorn reads the rest and drops it without keeping it; if the rest has
   not arrived within ``body_read_timeout_seconds`` the connection is closed;
@@ -25,17 +26,21 @@ bytes keep coming. ``GuardedHttpProtocol`` adds, per connection:
 So the memory a caller without a key can hold is bounded by the connection cap times
 (head cap + one read), and the time by the two deadlines.
 
+Cost: a request that arrives whole in one read (nearly all of them) arms no timer and
+pauses nothing; timers and pauses are for the slow and the large.
+
 These hooks are uvicorn internals, pinned by ``uv.lock``; ``tests/e2e/
 test_gateway_memory.py`` drives each of them through real sockets, so an upgrade that
-moves them fails there.
+moves them fails there. ``body_received`` is one too.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 
 def _status(code: int, reason: str) -> bytes:
@@ -65,6 +70,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # of this head, so far
         self._timer: asyncio.TimerHandle | None = None  # the head's or the discard's
         self._refused = False  # answered 431: what comes is dropped unparsed
+        self._pause_after_read = False  # a head ended in this read: pause if the body did not
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -77,38 +83,49 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    # On every request: kept to a few attribute reads (``make bench-gateway-instructions``).
+
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # read and dropped until the close, so the answer is not lost to a reset
-        in_head = self._in_head
-        if in_head:
+        if not self._in_head:
+            _feed(self, data)
+            return
+        room = self.max_header_bytes - self._head_bytes
+        if len(data) > room and data.find(b"\r\n\r\n", 0, room + 4) < 0:
+            self._refuse(_HEAD_TOO_LARGE)  # the head does not end within the cap
+            return
+        _feed(self, data)
+        if self._in_head:  # all of it was head, and the head goes on
+            self._head_bytes += len(data)
             if self._timer is None and self._idle():
-                self._arm(self.header_timeout)  # a request begins on a kept-alive connection
-            room = self.max_header_bytes - self._head_bytes
-            if len(data) > room and data.find(b"\r\n\r\n", 0, room + 4) < 0:
-                self._refuse(_HEAD_TOO_LARGE)  # the head does not end within the cap
-                return
-        super().data_received(data)
-        if in_head and self._in_head:
-            self._head_bytes += len(data)  # all of it was head
+                self._arm(self.header_timeout)
+        elif self._pause_after_read:
+            self._pause_after_read = False
+            cycle = self.cycle  # None after a WebSocket upgrade: nothing to pause
+            if cycle is not None and cycle.more_body and not self.transport.is_closing():
+                self.flow.pause_reading()  # until the app asks for the body (uvicorn resumes)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
-        self._disarm()
-        super().on_headers_complete()
-        if not self.transport.is_closing() and not self.parser.should_upgrade():
-            self.flow.pause_reading()  # until the app asks for the body (uvicorn resumes)
+        if self._timer is not None:
+            self._disarm()
+        _headers_complete(self)
+        # Pausing here would cost every request two system calls; after the read, only
+        # a request whose body did not come with its head is paused.
+        self._pause_after_read = True
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        _message_complete(self)
         self._in_head = True
-        self._disarm()  # a discard deadline, if one ran: the body is all in
+        if self._timer is not None:
+            self._disarm()  # a discard deadline: the body is all in
         if self._idle() and not self.transport.is_closing():
             self._arm(self.header_timeout)  # answered already: wait for the next head
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        _response_complete(self)
         if not self._in_head and not self.transport.is_closing():
             # Answered before the body ended: uvicorn discards the rest, for so long.
             self._arm(self.body_timeout)
@@ -145,6 +162,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(_HEAD_TIMEOUT)
         else:
             self.transport.close()
+
+
+_feed = HttpToolsProtocol.data_received
+_headers_complete = HttpToolsProtocol.on_headers_complete
+_message_complete = HttpToolsProtocol.on_message_complete
+_response_complete = HttpToolsProtocol.on_response_complete
+
+
+def body_received(receive: Callable[[], Awaitable[Any]]) -> bool:
+    """Whether uvicorn already holds the whole request body (it came with the head):
+    reading it then cannot stall, and the memory is already spent. False when in doubt
+    (another server, or ``receive`` wrapped by middleware)."""
+    cycle = getattr(receive, "__self__", None)
+    return isinstance(cycle, RequestResponseCycle) and not cycle.more_body
 
 
 def guarded_protocol(

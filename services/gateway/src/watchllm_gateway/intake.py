@@ -21,6 +21,10 @@ A revoked key's request is still recorded with the model it named (the dashboard
 it): ``peek`` reads a body of at most ``REFUSED_PEEK_BYTES`` (declared), under the same
 deadline and the project's share, and nothing larger.
 
+A body that came whole with its head (``http_protocol.body_received``: nearly every
+request) is taken as it is, with no timer and no reservation: it cannot stall, and its
+memory is spent already (at most one network read).
+
 A caller that hangs up mid-body: 499 ``client_disconnected`` (recorded; nobody reads
 the answer). Before, Starlette's ``ClientDisconnect`` escaped as an unhandled error: a
 traceback in the log per hung-up upload.
@@ -34,6 +38,7 @@ from uuid import UUID
 from starlette.requests import ClientDisconnect, Request
 
 from watchllm_gateway.errors import GatewayError
+from watchllm_gateway.http_protocol import body_received
 
 REFUSED_PEEK_BYTES = 64 * 1024
 _PROJECT_SHARE = 4  # one project holds at most 1/4 of the budget
@@ -88,6 +93,8 @@ class Intake:
         declared = _declared_length(request)
         if declared is not None and declared > limit:
             raise _too_large(limit)
+        if body_received(request.receive):  # came with the head: no wait, no new memory
+            return await _all_of(request, limit)
         held = declared or 0
         if held and not self.budget.reserve(project, held):
             raise _busy()
@@ -117,6 +124,13 @@ class Intake:
             if held:
                 self.budget.release(project, held)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
+
+
+async def _all_of(request: Request, limit: int) -> bytes:
+    chunks = [chunk async for chunk in request.stream() if chunk]
+    if sum(map(len, chunks)) > limit:
+        raise _too_large(limit)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _declared_length(request: Request) -> int | None:
