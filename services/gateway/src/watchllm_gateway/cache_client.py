@@ -34,6 +34,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
@@ -57,6 +58,18 @@ log = logging.getLogger(__name__)
 
 _BREAKER_AFTER = 3
 _BREAKER_SECONDS = 1.0
+
+
+async def _admitted(admission: asyncio.Future[Any] | None) -> bool:
+    """Whether the limiter admitted the request (True when nobody asks it). Shielded:
+    the lookup's deadline must not cancel the limiter's ask, which the proxy awaits."""
+    if admission is None:
+        return True
+    try:
+        await asyncio.shield(admission)
+    except Exception:  # noqa: BLE001 - its 429 or 503 reaches the caller through the proxy
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +112,17 @@ class CacheClient:
         semantic: tuple[str, str] | None,
         threshold: float | None,
         min_threshold: float | None = None,
+        admission: asyncio.Future[Any] | None = None,
     ) -> CacheHit | None:
-        """The cached answer for this request, or None (a miss, whatever the reason)."""
+        """The cached answer for this request, or None (a miss, whatever the reason).
+        ``admission``: the limiter's answer; the semantic layer is asked only once it
+        admitted the request (a refusal raises there), so a refused request's question
+        never reaches Redis."""
         bars = (threshold, min_threshold)
         if self._tracer is None:
-            return await self._lookup(request_id, project_id, exact_key, semantic, bars)
+            return await self._lookup(request_id, project_id, exact_key, semantic, bars, admission)
         with self._tracer.start_as_current_span("cache lookup") as span:
-            hit = await self._lookup(request_id, project_id, exact_key, semantic, bars)
+            hit = await self._lookup(request_id, project_id, exact_key, semantic, bars, admission)
             span.set_attribute("watchllm.cache", "miss" if hit is None else "hit")
             if hit is not None:
                 span.set_attribute("watchllm.cache.layer",
@@ -121,13 +138,17 @@ class CacheClient:
         exact_key: str,
         semantic: tuple[str, str] | None,
         bars: tuple[float | None, float | None],
+        admission: asyncio.Future[Any] | None,
     ) -> CacheHit | None:
         started = time.perf_counter()
         asked = False
         try:
             async with asyncio.timeout(self._timeout):
                 hit = await self._exact(exact_key)
-                if hit is None and semantic is not None and self._semantic_allowed():
+                if (
+                    hit is None and semantic is not None and await _admitted(admission)
+                    and self._semantic_allowed()
+                ):  # fmt: skip
                     asked = True
                     hit = await self._semantic(request_id, project_id, semantic, bars)
         except (RedisError, OSError, TimeoutError) as exc:

@@ -2,9 +2,9 @@
 how usage is read, and how the upstream body is prepared.
 
 Validation is deliberately shallow: it rejects what the gateway itself needs to be
-right (a JSON object, a model name, the messages or input list, a boolean ``stream``)
-and leaves the rest of the schema to the provider, whose 400 is passed through in the
-same shape.
+right (a JSON object, a model name of at most ``MAX_MODEL_CHARS``, the messages or
+input list, a boolean ``stream``) and leaves the rest of the schema to the provider,
+whose 400 is passed through in the same shape.
 """
 
 from __future__ import annotations
@@ -19,11 +19,17 @@ from watchllm_gateway.errors import bad_request
 from watchllm_gateway.settings import ProviderKind
 from watchllm_gateway.usage import Usage, usage_from_anthropic, usage_from_openai
 
+# Longer than any provider's model id (OpenAI fine-tunes ~80, Bedrock ARNs ~140): the
+# name is recorded in every event, so the caller's string is bounded before that.
+MAX_MODEL_CHARS = 256
+
 
 def _require_model(body: dict[str, Any]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required and must be a non-empty string", "missing_model")
+    if len(model) > MAX_MODEL_CHARS:
+        raise bad_request(f"'model' is longer than {MAX_MODEL_CHARS} characters", "invalid_model")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean", "invalid_stream")

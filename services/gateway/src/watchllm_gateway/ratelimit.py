@@ -15,6 +15,15 @@ library not loaded yet), the configured policy applies: fail-open (default) lets
 request through without headers, fail-closed answers 503. Either way it is counted in
 ``watchllm_limiter_unavailable_total{policy}``; never a 500.
 
+When Redis answers but refuses to write (``OOM`` at ``maxmemory``, ``MISCONF`` when it
+cannot persist), it is not a passing outage but a state a caller may have brought about
+(fill Redis, and the limits are off): ``limiter_write_refused_policy`` applies, closed
+(503) unless the operator chooses open. The library's functions are flagged
+``allow-oom`` (``library.lua``, version 6), so a Redis at ``maxmemory`` with
+``noeviction`` still counts and refuses: this policy decides only for a library loaded
+by an older limiter, or a Redis that cannot persist. A ``READONLY`` reply (a replica,
+during a failover) is an outage like any other.
+
 An *episode* begins with the first failure and ends when an ask that began after it is
 answered; it is logged once when it begins (with the error's type and what timed out)
 and once when it ends, however many asks were in flight. A failure of an ask that began
@@ -41,7 +50,7 @@ import time
 from typing import Any, Literal
 
 from opentelemetry.trace import SpanKind, Tracer
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.metrics import GatewayMetrics
@@ -68,6 +77,12 @@ def format_reset(milliseconds: int) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+def _refuses_writes(exc: ResponseError) -> bool:
+    """Redis is there and answering, but will not write: full (``OOM``, which redis-py
+    raises as ``OutOfMemoryError``) or unable to persist (``MISCONF``)."""
+    return isinstance(exc, OutOfMemoryError) or str(exc).startswith("MISCONF")
+
+
 def limit_headers(decision: LimitDecision) -> dict[str, str]:
     headers: dict[str, str] = {}
     if decision.request_limit is not None:
@@ -89,12 +104,15 @@ class RateLimiter:
         timeout_seconds: float,
         policy: FailurePolicy,
         tracer: Tracer | None = None,
+        write_refused_policy: FailurePolicy = "closed",
     ) -> None:
         self._commands = commands
         self._tracer = tracer
         self._metrics = metrics
         self._timeout = timeout_seconds
-        self._policy = policy
+        self._policy = policy  # Redis unreachable or late
+        self._refused_policy = write_refused_policy  # Redis answers, refusing to write
+        self._episode_policy = policy
         self._failing = False  # an episode is on (see the module docstring)
         self._episode_began = 0.0
         self._answered_at = 0.0  # when Redis last answered an ask
@@ -121,6 +139,9 @@ class RateLimiter:
                     attributes={"db.system": "redis", "db.statement": f"FCALL {CHECK_FUNCTION}"},
                 ):  # fmt: skip
                     reply = await self._ask(grant, request_id)
+        except ResponseError as exc:
+            refused = _refuses_writes(exc)
+            return self._unavailable(exc, started, self._refused_policy if refused else None)
         except (RedisError, OSError, TimeoutError) as exc:
             return self._unavailable(exc, started)
         finally:
@@ -158,19 +179,24 @@ class RateLimiter:
             log.warning("rate limiter answering again")
             self._failing = False
 
-    def _unavailable(self, exc: BaseException, started: float) -> dict[str, str]:
+    def _unavailable(
+        self, exc: BaseException, started: float, policy: FailurePolicy | None = None
+    ) -> dict[str, str]:
+        policy = policy or self._policy
         if not self._failing and started >= self._answered_at:
             log.error("rate limiter unavailable (%s: %s); failing %s", type(exc).__name__,
-                      str(exc) or "no detail", self._policy)  # fmt: skip
+                      str(exc) or "no detail", policy)  # fmt: skip
             self._failing = True
             self._episode_began = time.perf_counter()
         if self._failing:
             self._next_probe = time.perf_counter() + _PROBE_EVERY_SECONDS
-        return self._apply_policy()
+            self._episode_policy = policy  # what the requests that do not probe get
+        return self._apply_policy(policy)
 
-    def _apply_policy(self) -> dict[str, str]:
-        self._metrics.limiter_unavailable.labels(self._policy).inc()
-        if self._policy == "closed":
+    def _apply_policy(self, policy: FailurePolicy | None = None) -> dict[str, str]:
+        policy = policy or self._episode_policy
+        self._metrics.limiter_unavailable.labels(policy).inc()
+        if policy == "closed":
             raise GatewayError(
                 503, "rate_limiter_unavailable", "Rate limiting is unavailable; retry shortly"
             )

@@ -115,6 +115,7 @@ async def open_runtime(
                 settings.limiter_timeout_seconds,
                 settings.limiter_failure_policy,
                 tracer,
+                settings.limiter_write_refused_policy,
             )
             if settings.limiter_enabled
             else None

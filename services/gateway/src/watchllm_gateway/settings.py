@@ -195,6 +195,11 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         description="When the limiter cannot answer: 'open' serves the request, 'closed'"
         " answers 503.",
     )
+    limiter_write_refused_policy: Literal["open", "closed"] = Field(
+        default="closed",
+        description="When Redis answers the limiter but refuses to write (OOM at maxmemory,"
+        " MISCONF): 'closed' answers 503, 'open' serves the request unlimited.",
+    )
 
     @model_validator(mode="after")
     def _a_whole_body_fits_a_project_share(self) -> GatewaySettings:

@@ -16,7 +16,7 @@
 -- before any is charged, inside one atomic function call.
 -- All keys of one call share the project's hash tag, so Redis Cluster works.
 
-local VERSION = 5
+local VERSION = 6
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
 -- Largest charge taken: a Lua number (a double) holds every integer up to 2^53 - 1
@@ -241,7 +241,15 @@ local function version()
   return VERSION
 end
 
-redis.register_function('watchllm_limit_check', check)
-redis.register_function('watchllm_limit_charge', charge)
+-- allow-oom (version 6): at maxmemory Redis refuses every write of a script without it,
+-- and the gateway then applies its failure policy: limits off or everyone refused. The
+-- limits' own keys are small and bounded (a day counter, logs of at most a minute's
+-- admissions and charges per project and key), so they may pass maxmemory by that much;
+-- what fills Redis (streams, cache entries) stays refused. Every write here still
+-- happens only after all checks passed (see check).
+redis.register_function{function_name = 'watchllm_limit_check', callback = check,
+                        flags = {'allow-oom'}}
+redis.register_function{function_name = 'watchllm_limit_charge', callback = charge,
+                        flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_limiter_version', callback = version,
                         flags = {'no-writes'}}
