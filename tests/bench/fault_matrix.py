@@ -155,21 +155,6 @@ def _time_to_healthy(stack: EmbeddedStack, scenario: Scenario, since: float) -> 
     return None
 
 
-def _stored(stack: EmbeddedStack, project_id: str, start: datetime) -> Counter[str]:
-    params = {"project_id": project_id, "limit": 500, "start": start.isoformat(),
-              "end": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()}  # fmt: skip
-    ids: Counter[str] = Counter()
-    for offset in range(0, 10_000_000, 500):
-        page = httpx.post(f"{stack.analytics_url}/v1/queries/project_request_log",
-                          json={**params, "offset": offset}, headers=stack.analytics_auth,
-                          timeout=60).json()  # fmt: skip
-        columns = [c["name"] if isinstance(c, dict) else c for c in page["columns"]]
-        ids.update(str(row[columns.index("request_id")]) for row in page["rows"])
-        if len(page["rows"]) < 500:
-            return ids
-    return ids
-
-
 def _count(stack: EmbeddedStack, project_id: str, start: datetime) -> int:
     params = {"project_id": project_id, "start": start.isoformat(),
               "end": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()}  # fmt: skip
@@ -188,7 +173,7 @@ def _settle(stack: EmbeddedStack, project_id: str, start: datetime, answered: se
         try:
             count = _count(stack, project_id, start)
             if count == last:
-                stored = _stored(stack, project_id, start)
+                stored = stack.stored_request_ids(project_id, start)
                 if answered <= set(stored) or time.monotonic() > deadline:
                     return stored
             else:

@@ -13,9 +13,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -53,6 +55,22 @@ class EmbeddedStack:
     def analytics_auth(self) -> dict[str, str]:
         """The header the analytics query API wants: the token `up` generated."""
         return {"Authorization": f"Bearer {analytics_token(self.data_dir)}"}
+
+    def stored_request_ids(self, project_id: str, since: datetime) -> Counter[str]:
+        """Every request id analytics stored for the project since ``since``, with how
+        often (read while rows still arrive, pages shift: read once they settled)."""
+        params = {"project_id": project_id, "limit": 500, "start": since.isoformat(),
+                  "end": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()}  # fmt: skip
+        ids: Counter[str] = Counter()
+        for offset in range(0, 10_000_000, 500):
+            page = httpx.post(f"{self.analytics_url}/v1/queries/project_request_log",
+                              json={**params, "offset": offset}, headers=self.analytics_auth,
+                              timeout=60).json()  # fmt: skip
+            columns = [c["name"] if isinstance(c, dict) else c for c in page["columns"]]
+            ids.update(str(row[columns.index("request_id")]) for row in page["rows"])
+            if len(page["rows"]) < 500:
+                break
+        return ids
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
