@@ -92,6 +92,7 @@ from watchllm_shared.cli.embedded_os import (
     file_size,
     log_tail,
     pid_exists,
+    process_running,
     read_first_int,
     send_signal,
     server_processes,
@@ -297,15 +298,7 @@ class EmbeddedPostgres(_EmbeddedServer):
     def alive(self) -> bool:
         """The postmaster still runs (a zombie counts as gone). Cheap: one ``/proc`` read."""
         pid = read_first_int(self.pgdata / "postmaster.pid")
-        if pid is None:
-            return False
-        if not PROC.is_dir():
-            return pid_exists(pid)
-        try:
-            state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return False
-        return state != "Z"
+        return pid is not None and process_running(pid)
 
     def _shutdown(self) -> None:
         """A fast shutdown, then wait until every server process is gone."""

@@ -111,6 +111,17 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
+def process_running(pid: int) -> bool:
+    """``pid`` is a live process (a zombie counts as gone; without ``/proc``, any pid)."""
+    if not PROC.is_dir():
+        return pid_exists(pid)
+    try:
+        state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def send_signal(pid: int, signum: signal.Signals) -> None:
     try:
         os.kill(pid, signum)
