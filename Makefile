@@ -45,8 +45,12 @@ up: install
 demo: install
 	$(BIN)/watchllm up --fake-provider $(UP_ARGS)
 
+# Two workers (pytest-xdist), a test file per worker at a time (--dist loadfile keeps a
+# module's shared stack on one worker); most tests wait on subprocesses and sockets, so
+# two workers halve the wall time even on two cores. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install deploy-tools browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: install deploy-tools
 	$(BIN)/pytest -m unit

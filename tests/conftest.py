@@ -10,11 +10,13 @@ denied". The folder is removed when the session passes and kept for a look when 
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -50,7 +52,20 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with provide_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
+        yield worker_database(url)
+
+
+def worker_database(url: str) -> str:
+    """Under pytest-xdist (``make test`` runs two workers), worker ``gwN`` gets Redis
+    database N + 1 of the given server: the services' stream and group names are fixed
+    (``watchllm.cache.asks.v1``…), so two workers on one database would read each
+    other's asks and stores — a cache service answering another stack's question "miss".
+    Redis Functions are server-wide, but every worker loads the same library."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{int(worker[2:]) + 1}"))
 
 
 @pytest.fixture(scope="session")
