@@ -3,7 +3,9 @@ processes configured by environment, on free loopback ports, with logs kept to c
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,10 +29,30 @@ CACHE_KEY_SECRET = SERVICE_SECRETS["WATCHLLM_CACHE_KEY_SECRET"].encode()
 ANALYTICS_AUTH = {"Authorization": f"Bearer {SERVICE_SECRETS['WATCHLLM_ANALYTICS_QUERY_TOKEN']}"}
 
 
+# Ports for the servers tests start: below the kernel's ephemeral range (32768+ here),
+# so that no client connection of a test running beside it is given the port between
+# our check and the server's bind (that race made `watchllm up` fail with "address
+# already in use" under two workers), and a slice of its own for each pytest-xdist
+# worker, so that two workers never hand out the same port. A random start in the
+# slice keeps two sessions without xdist apart, and a port in use is skipped.
+_PORTS_FROM, _SLICE = 12_000, 4_000
+_SLICES = (32_768 - _PORTS_FROM) // _SLICE
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_slice_start = _PORTS_FROM + (int(_worker[2:] or 0) % _SLICES) * _SLICE
+_next_port = itertools.count(random.randrange(_SLICE))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nobody listens on, not handed out before in this worker."""
+    for _ in range(_SLICE):
+        port = _slice_start + next(_next_port) % _SLICE
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_slice_start}..{_slice_start + _SLICE - 1}")
 
 
 def up_ports() -> dict[str, str]:
