@@ -3,10 +3,18 @@
 Names from DESIGN.md: ``watchllm_requests_total{status}``, ``watchllm_cache_hits_total``,
 ``watchllm_cache_misses_total``, ``watchllm_latency_seconds``; the rest explain the
 gateway's own moving parts (upstream, events, key cache).
+
+No label takes a string a caller chose (issue 22, finding 5): each series costs memory
+and every scrape, so a key holder sending many or long names must not grow /metrics.
+Labels are the gateway's own words (endpoint paths, outcomes, provider kinds, exception
+class names), HTTP statuses, or model names through ``ModelLabel``: a model the operator
+configured (priced, listed in a route's ``models``, or a route's literal pattern) keeps
+its name, any other is ``other``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -16,6 +24,19 @@ from watchllm_gateway.events import PublisherMetrics
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
 )  # fmt: skip
+
+
+OTHER_MODEL = "other"
+
+
+class ModelLabel:
+    """The ``model`` label for a model name: itself when configured, else ``other``."""
+
+    def __init__(self, configured: Iterable[str]) -> None:
+        self._configured = frozenset(configured)
+
+    def __call__(self, model: str) -> str:
+        return model if model in self._configured else OTHER_MODEL
 
 
 class GatewayMetrics:
@@ -102,7 +123,9 @@ class GatewayMetrics:
             ["policy"], registry=r,
         )  # fmt: skip
         self.unpriced = Counter(
-            "watchllm_unpriced_requests", "Requests for models missing from the price table.",
+            "watchllm_unpriced_requests",
+            "Requests for models missing from the price table; models the operator did not"
+            " configure are counted as model=\"other\".",
             ["model"], registry=r,
         )  # fmt: skip
 

@@ -5,7 +5,8 @@ or extends it with ``WATCHLLM_PRICES`` (JSON) or ``WATCHLLM_PRICE_TABLE_PATH`` (
 file), later sources winning. A model matches its exact entry, else the longest entry
 that prefixes it followed by ``-`` (so dated snapshots such as ``gpt-4o-2024-08-06``
 price as ``gpt-4o``). A model with no entry costs 0 and is counted in
-``watchllm_unpriced_requests_total`` so the gap is visible.
+``watchllm_unpriced_requests_total`` so the gap is visible (under its own name when
+the operator configured it, else as ``other``: see ``metrics``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class PriceTable:
             prices.update({m: ModelPrice.model_validate(p) for m, p in raw.items()})
         prices.update(overrides)
         return cls(prices)
+
+    def models(self) -> set[str]:
+        """The names with a price of their own (not the snapshots priced by prefix)."""
+        return set(self._prices)
 
     def price_of(self, model: str) -> ModelPrice | None:
         exact = self._prices.get(model)

@@ -53,7 +53,7 @@ from watchllm_gateway.event_stream import EventStreamResponse
 from watchllm_gateway.events import StreamPublisher
 from watchllm_gateway.exchange import Exchange, status_for_http
 from watchllm_gateway.intake import Intake
-from watchllm_gateway.metrics import GatewayMetrics
+from watchllm_gateway.metrics import GatewayMetrics, ModelLabel
 from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_gateway.routing import ModelRouter
@@ -125,6 +125,8 @@ class Proxy:
         self._router = router
         self._upstream = upstream
         self._prices = prices
+        # A caller's model name labels a metric only when configured (``metrics``).
+        self._model_label = ModelLabel(prices.models() | router.configured_models())
         self._events = events
         self._metrics = metrics
         self._intake = intake
@@ -349,7 +351,7 @@ class Proxy:
         )
         exchange.unpriced = cost is None
         if cost is None:
-            self._metrics.unpriced.labels(exchange.model).inc()
+            self._metrics.unpriced.labels(self._model_label(exchange.model)).inc()
         else:
             exchange.cost_usd = cost
 

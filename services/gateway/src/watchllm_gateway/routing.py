@@ -7,11 +7,13 @@ that serves it; a model no route matches gets a 404 (OpenAI's ``model_not_found`
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.settings import ProviderKind, Route
 
+_WILDCARD = re.compile(r"[*?\[]")
 _ENDPOINT_OF = {
     ProviderKind.OPENAI: "/v1/chat/completions",
     ProviderKind.ANTHROPIC: "/v1/messages",
@@ -38,6 +40,13 @@ class ModelRouter:
                 f" call {_ENDPOINT_OF[other.provider]} instead",
             )
         raise GatewayError(404, "model_not_found", f"The model {model!r} does not exist")
+
+    def configured_models(self) -> set[str]:
+        """Model names the operator wrote down: each route's ``models`` and its pattern
+        when it is a literal name (no ``*``, ``?`` or ``[``)."""
+        names = {model for route in self._routes for model in route.models}
+        names.update(r.pattern for r in self._routes if not _WILDCARD.search(r.pattern))
+        return names
 
     def listed_models(self) -> list[tuple[str, ProviderKind]]:
         seen: dict[str, ProviderKind] = {}
