@@ -1,5 +1,6 @@
 """What a key holder's own strings can do to a real gateway process (issue 22): model
-names never become metric labels (finding 5)."""
+names never become metric labels (finding 5), secrets in logged bodies are masked
+(finding 10)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,23 @@ async def test_caller_model_names_do_not_grow_metrics(
     assert "gpt-zz-" not in after and "xxxxxxxx" not in after and "yyyyyyyy" not in after
     # Two series (each a _total and a _created line) for 302 requests and 302 names.
     assert len(after) - len(before) < 1024, len(after) - len(before)
+
+
+async def test_secrets_in_logged_bodies_are_masked(
+    gateway: Gateway, account_store: AccountStore
+) -> None:
+    key = await new_key(account_store)
+    leaked_key = await new_key(account_store)  # a real, full WatchLLM key, pasted in a prompt
+    provider_key = "sk-proj-" + secrets.token_urlsafe(48)
+    marker = f"marker-{uuid.uuid4().hex}"
+    prompt = f"{marker} please use {leaked_key} and {provider_key} for me"
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        answer = await chat(client, key, "gpt-4o-mini", prompt, NO_CACHE)
+    assert answer.status_code == 200
+    body_lines = [line for line in gateway.process.log().splitlines() if marker in line]
+    assert body_lines, "the request body was not logged"  # bodies are logged: not vacuous
+    logged = "\n".join(body_lines)
+    assert f"{leaked_key[:10]}…[redacted]" in logged and "sk-pr…[redacted]" in logged
+    log = gateway.process.log()
+    for secret in (key, leaked_key, leaked_key[10:], provider_key, provider_key[10:]):
+        assert secret not in log

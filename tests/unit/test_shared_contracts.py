@@ -98,6 +98,32 @@ def test_secrets_are_masked_in_log_records(caplog: pytest.LogCaptureFixture) -> 
     assert key not in caplog.text and key[:10] in caplog.text
 
 
+def test_secrets_in_arguments_of_any_type_are_masked(caplog: pytest.LogCaptureFixture) -> None:
+    """Bodies are logged as bytes (``WATCHLLM_LOG_BODIES``); secrets also hide in
+    mappings, objects and tracebacks (issue 22, finding 10)."""
+    key, provider = generate_key(), "sk-proj-" + "Ab3" * 16
+
+    class Holder:
+        def __str__(self) -> str:
+            return f"holder of {provider}"
+
+    logger = logging.getLogger("test.redaction.types")
+    logger.addFilter(RedactingFilter())
+    body = f'{{"messages":[{{"content":"use {key} and {provider}"}}]}}'.encode()
+    with caplog.at_level(logging.INFO, logger="test.redaction.types"):
+        logger.info("body: %s %r", body, bytearray(body))
+        logger.info("%(who)s sent %(n)d: %(what)s", {"who": Holder(), "n": 3, "what": body})
+        try:
+            raise ValueError(f"bad key {key}")
+        except ValueError:
+            logger.exception("failed %d", 1)
+    assert key not in caplog.text and provider not in caplog.text
+    assert key[10:] not in caplog.text and provider[10:] not in caplog.text
+    assert f'body: {{"messages":[{{"content":"use {key[:10]}…[redacted]' in caplog.text
+    assert "holder of sk-pr…[redacted] sent 3:" in caplog.text and "failed 1" in caplog.text
+    assert f"ValueError: bad key {key[:10]}…[redacted]" in caplog.text
+
+
 class FirstHeartbeat(BaseModel):
     """The heartbeat as gateways before ``stores`` read it."""
 

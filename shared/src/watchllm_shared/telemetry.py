@@ -2,8 +2,12 @@
 
 Logging: one line per record, with a filter that masks anything shaped like a secret
 (WatchLLM keys ``lgw_…``, provider keys ``sk-…``/``sk-ant-…``, bearer tokens) in the
-message and its arguments, so a key can never reach the logs even by mistake. Bodies
-are logged only when the operator sets ``WATCHLLM_LOG_BODIES=true``.
+message and its arguments, so a key can never reach the logs even by mistake. Every
+argument is looked at, not only strings (issue 22, finding 10): bytes (request and
+response bodies, logged only when the operator sets ``WATCHLLM_LOG_BODIES=true``) are
+decoded as UTF-8 and logged as text; any other object is masked through its ``str()``
+when that holds a secret (numbers stay numbers, for ``%d``); the traceback and stack
+of a record are masked too.
 
 Tracing: a real ``TracerProvider`` exporting over OTLP/HTTP when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and
@@ -26,7 +30,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -68,15 +72,33 @@ def redact(text: str) -> str:
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact(str(record.msg))
-        if record.args:
-            record.args = tuple(
-                redact(a) if isinstance(a, str) else a for a in _as_tuple(record.args)
-            )
+        args = record.args
+        if isinstance(args, Mapping):  # ``log.info("%(name)s", {...})``: keep the mapping
+            record.args = {name: _redact_arg(value) for name, value in args.items()}
+        elif args:
+            record.args = tuple(_redact_arg(a) for a in args)
+        if record.exc_info and not record.exc_text:  # what the formatter would print
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
-def _as_tuple(args: Any) -> tuple[Any, ...]:
-    return tuple(args.values()) if isinstance(args, dict) else tuple(args)
+_TRACEBACKS = logging.Formatter()
+
+
+def _redact_arg(arg: Any) -> Any:
+    if isinstance(arg, str):
+        return redact(arg)
+    if isinstance(arg, bytes | bytearray | memoryview):
+        return redact(bytes(arg).decode("utf-8", "backslashreplace"))
+    if arg is None or isinstance(arg, int | float):
+        return arg
+    text = str(arg)
+    masked = redact(text)
+    return arg if masked == text else masked
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
