@@ -1,23 +1,27 @@
 """What a key holder's own strings can do to a real gateway process (issue 22): model
 names never become metric labels (finding 5), secrets in logged bodies are masked
-(finding 10)."""
+(finding 10), and a per-request cache TTL never outlives the project's (finding 11)."""
 
 from __future__ import annotations
 
 import json
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import unique
 from tests.e2e.conftest import Gateway, gateway_env
+from tests.support.cache_streams import store_id
 from tests.support.processes import ServiceProcess, start_gateway
 from watchllm_shared.accounts import AccountStore, Plan
+from watchllm_shared.contracts.cache import CACHE_STORE_STREAM, CacheStore
 
 pytestmark = pytest.mark.e2e
 
@@ -120,3 +124,35 @@ async def test_secrets_in_logged_bodies_are_masked(
     log = gateway.process.log()
     for secret in (key, leaked_key, leaked_key[10:], provider_key, provider_key[10:]):
         assert secret not in log
+
+
+def stored_ttl(redis_url: str, request_id: str) -> int:
+    """The TTL of the store the gateway published for ``request_id`` (the cache service
+    writes the entry with exactly this TTL, ``watchllm_cache.service.stores``)."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 30  # published after the last byte; bounds a failure
+    try:
+        while (entry_id := store_id(client, request_id)) is None:
+            assert time.monotonic() < deadline, f"no store published for {request_id}"
+            time.sleep(0.02)
+        ((_, fields),) = client.xrange(CACHE_STORE_STREAM, entry_id, entry_id)
+    finally:
+        client.close()
+    return CacheStore.model_validate_json(fields[b"data"]).ttl_seconds
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(str(30 * 86_400), 60), ("61", 60), ("5", 5), (None, 60)],
+    ids=["30-days-capped", "just-over-capped", "shorter-kept", "no-header"],
+)
+async def test_cache_ttl_header_never_outlives_the_project(
+    gateway: Gateway, account_store: AccountStore, redis_url: str,
+    header: str | None, expected: int,
+) -> None:  # fmt: skip
+    key = await new_key(account_store, mode="exact", ttl_seconds=60)
+    headers = {"x-watchllm-cache-ttl": header} if header is not None else {}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        answer = await chat(client, key, "gpt-4o-mini", f"ttl {uuid.uuid4().hex}", headers)
+    assert answer.status_code == 200 and answer.headers["x-watchllm-cache"] == "miss"
+    assert stored_ttl(redis_url, answer.headers["x-request-id"]) == expected

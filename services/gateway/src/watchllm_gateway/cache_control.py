@@ -4,7 +4,10 @@ Per-request headers (documented in the README):
 - ``Cache-Control: no-cache`` or ``x-watchllm-no-cache: true``: do not answer from the
   cache (the answer may still be stored);
 - ``Cache-Control: no-store`` or ``x-watchllm-no-store: true``: do not store the answer;
-- ``x-watchllm-cache-ttl: SECONDS``: keep this answer that long (1 s to 30 days);
+- ``x-watchllm-cache-ttl: SECONDS``: keep this answer that long (1 s to 30 days), but
+  never longer than the project's TTL: the smaller of the two applies, so a caller can
+  shorten how long its answer is kept, never lengthen it past what the operator set
+  (issue 22, finding 11);
 - ``x-watchllm-cache-threshold: 0.0-1.0``: the semantic similarity this request needs
   (it may only raise the bar — the project's, or the cache service's default when the
   project has none, which only the service knows: so it travels as ``min_threshold``
@@ -56,7 +59,7 @@ def cache_policy(settings: CacheSettings, headers: Mapping[str, str]) -> CachePo
                 f"x-watchllm-cache-ttl must be whole seconds from 1 to {_MAX_TTL_SECONDS}",
                 "invalid_cache_header",
             )
-        ttl = int(raw)
+        ttl = min(int(raw), settings.ttl_seconds)  # may shorten the project's, not extend
     asked: float | None = None
     if "x-watchllm-cache-threshold" in headers:
         try:
