@@ -9,6 +9,11 @@ Embedding is CPU-bound (~4 ms a short question on one thread); callers in the ev
 loop run it in a worker thread (``SemanticCache`` does). onnxruntime sessions are
 safe to call from several threads.
 
+The model reads the first 256 tokens of a text; its tokenizer still splits the whole
+text first (a 4 MB text: ~3.4 s), so ``embed`` reads at most ``MAX_TEXT_CHARS`` of
+each (256 tokens are ~1,200 characters of English): the vector is the same, the cost
+bounded.
+
 Failure modes: a missing or incomplete model folder raises ``ModelMissingError`` at
 construction (the service does not start: run ``make models``); an empty text list
 returns an empty (0, 384) array.
@@ -23,7 +28,10 @@ from pathlib import Path
 import numpy as np
 from fastembed import TextEmbedding
 
+from watchllm_shared.contracts.cache import MAX_SEMANTIC_QUESTION_CHARS
+
 DIMENSIONS = 384
+MAX_TEXT_CHARS = MAX_SEMANTIC_QUESTION_CHARS
 _REQUIRED = ("model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -52,7 +60,8 @@ class Embedder:
         started = time.perf_counter()
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
-        rows = list(self._model.embed(list(texts), batch_size=batch_size))
+        cut = [text[:MAX_TEXT_CHARS] for text in texts]
+        rows = list(self._model.embed(cut, batch_size=batch_size))
         vectors: np.ndarray = np.asarray(rows, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.where(norms == 0, 1.0, norms)

@@ -35,14 +35,17 @@ from watchllm_gateway.endpoints import CHAT_COMPLETIONS, MESSAGES, EndpointSpec
 from watchllm_gateway.event_stream import EventStreamResponse
 from watchllm_gateway.events import StreamPublisher
 from watchllm_shared.accounts import KeyGrant
-from watchllm_shared.contracts.cache import CachedAnswer, CacheStore
+from watchllm_shared.contracts.cache import (
+    MAX_SEMANTIC_QUESTION_CHARS,
+    CachedAnswer,
+    CacheStore,
+)
 from watchllm_shared.contracts.cache_keys import exact_cache_key, semantic_parts
 
 _CACHED_ENDPOINTS = (CHAT_COMPLETIONS.path, MESSAGES.path)
-# The semantic layer's question travels in the ask and the store streams: a longer one
-# is not asked about (four times what the embedding model reads, 256 tokens; past that
-# two questions differ where the model cannot see).
-MAX_SEMANTIC_QUESTION_CHARS = 4096
+# Why a request in a semantic project did not ask the semantic layer: the
+# ``x-watchllm-cache-semantic-skipped`` header and ``watchllm_cache_semantic_skipped_total``.
+QUESTION_TOO_LONG = "question-too-long"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class CachePlan:
     project_id: UUID
     exact_key: str
     semantic: tuple[str, str] | None  # (scope, question)
+    semantic_skipped: str | None = None  # why a semantic project's request skips the layer
 
 
 def plan_cache(
@@ -92,11 +96,15 @@ def plan_cache(
     if not policy.active:
         return None
     semantic = semantic_parts(spec.path, body, forwarded) if policy.semantic else None
+    skipped = None
     if semantic is not None and len(semantic[1]) > MAX_SEMANTIC_QUESTION_CHARS:
-        semantic = None  # the exact layer only: the question is not sent or stored
+        # The exact layer only: the question is neither sent to be embedded nor stored
+        # (``contracts.cache``: the model reads 256 tokens; a 4 MB question cost the cache
+        # service seconds, and every tenant's asks waited behind it).
+        semantic, skipped = None, QUESTION_TOO_LONG
     return CachePlan(policy, grant.project_id,
                      exact_cache_key(grant.project_id, spec.path, body, forwarded, secret=secret),
-                     semantic)  # fmt: skip
+                     semantic, skipped)  # fmt: skip
 
 
 def wants_usage(body: dict[str, Any]) -> bool:

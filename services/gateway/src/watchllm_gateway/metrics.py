@@ -67,6 +67,12 @@ class GatewayMetrics:
             Gauge("watchllm_cache_stores_buffered", "Answers waiting to be sent.", registry=r),
             Counter("watchllm_cache_store_publish_errors", "Failed store writes.", registry=r),
         )  # fmt: skip
+        self.cache_semantic_skipped = Counter(
+            "watchllm_cache_semantic_skipped",
+            "Requests of semantic projects that skipped the semantic layer, by reason "
+            "(question-too-long: over contracts.cache.MAX_SEMANTIC_QUESTION_CHARS).",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.cache_misses = Counter(
             "watchllm_cache_misses", "Cache lookups that found nothing.", registry=r
         )

@@ -203,6 +203,8 @@ class Proxy:
         cache = self._cache
         plan = cache.plan(grant, spec, body, headers, forwarded) if cache else None
         exchange.cache_plan = plan
+        if plan is not None and plan.semantic_skipped is not None:
+            self._metrics.cache_semantic_skipped.labels(plan.semantic_skipped).inc()
         hit = await self._admit(exchange, plan)
         if hit is not None:
             return self._serve_hit(exchange, hit, wants_usage(body))
@@ -363,6 +365,11 @@ class Proxy:
             **(
                 {"x-watchllm-cache-key": exchange.cache_plan.exact_key}
                 if exchange.cache_plan is not None
+                else {}
+            ),
+            **(
+                {"x-watchllm-cache-semantic-skipped": exchange.cache_plan.semantic_skipped}
+                if exchange.cache_plan is not None and exchange.cache_plan.semantic_skipped
                 else {}
             ),
         }

@@ -25,6 +25,8 @@ Failure modes:
 - The index fails: the exact entry is written, the message stays pending and is
   retried after ``reclaim_idle_ms``; after ``max_deliveries`` it goes to
   ``<stream>.dlq`` with its error. An unreadable message goes there at once.
+- A question longer than ``MAX_SEMANTIC_QUESTION_CHARS`` (the gateway sends none): the
+  exact entry only, never embedded (``stores{layer="question_too_long"}``).
 - Entries expire with their TTL in Redis; the index ignores expired points (their
   payload carries the expiry).
 
@@ -49,6 +51,7 @@ from watchllm_cache.service.metrics import CacheServiceMetrics
 from watchllm_shared.contracts.cache import (
     CACHE_STORE_GROUP,
     CACHE_STORE_STREAM,
+    MAX_SEMANTIC_QUESTION_CHARS,
     CacheStore,
     lookup_embedding_key,
 )
@@ -167,7 +170,11 @@ class StoreConsumer:
             await self._redis.xack(self._stream, CACHE_STORE_GROUP, entry_id)
             return "discarded"
         self._metrics.stores.labels("exact").inc()
-        if store.scope is not None and store.question is not None:
+        semantic = store.scope is not None and store.question is not None
+        if semantic and len(store.question or "") > MAX_SEMANTIC_QUESTION_CHARS:
+            semantic = False  # the gateway sends none; asks about it are refused too
+            self._metrics.stores.labels("question_too_long").inc()
+        if semantic and store.scope is not None and store.question is not None:
             embedding = await self._parked_embedding(store.request_id)
             try:
                 await self._cache.store(store.project_id, store.scope, store.question,
@@ -180,7 +187,7 @@ class StoreConsumer:
                 return "exact, index failed"
             self._metrics.stores.labels("semantic").inc()
         await self._redis.xack(self._stream, CACHE_STORE_GROUP, entry_id)
-        return "exact" if store.scope is None or store.question is None else "exact+semantic"
+        return "exact+semantic" if semantic else "exact"
 
     async def _discarded_since(self, entry_id: bytes, project: UUID, exact_key: str) -> bool:
         markers: Any = await self._redis.mget(flush_marker_key(project),
