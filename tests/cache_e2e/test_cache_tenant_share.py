@@ -6,9 +6,15 @@ Real gateway, real cache service (real model, qdrant-edge), real Redis.
 
 - A question over ``MAX_SEMANTIC_QUESTION_CHARS`` skips the semantic layer in the
   gateway (header and metric say why; the exact layer still answers) and never reaches
-  the cache service.
+  the cache service; a cache service handed one anyway (an older gateway, or anything
+  that can write the stream) refuses it unembedded.
+- The cache service serves asks round-robin across projects with a bounded queue per
+  project, so a burst of one project's asks leaves another's paraphrase a hit.
 
-The gateway's deadline is generous (5 s): these tests are not about it.
+The gateway's deadline is generous (5 s) where a test is not about it; where it is
+(the burst), the burst holds far more work than that deadline (a thousand asks of
+4,000 characters, ≥ 20 ms each on two threads), so without fairness the paraphrase is
+a miss by a wide margin, not by a race.
 """
 
 from __future__ import annotations
@@ -29,12 +35,18 @@ from tests.support.cache_streams import store_done, store_id
 from tests.support.processes import ServiceProcess, start_cache_service, start_gateway
 from watchllm_shared.contracts.cache import (
     CACHE_STORE_STREAM,
+    MAX_SEMANTIC_QUESTION_CHARS,
+    SEMANTIC_ASK_STREAM,
+    CachedAnswer,
     CacheStore,
+    SemanticAnswer,
+    SemanticAsk,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HUGE = 3_900_000  # characters: a ~4 MB question, under the gateway's body limit
+BURST = 1_000
 QUESTION = "How do I reset my password?"
 PARAPHRASE = "how do I reset my password"
 
@@ -112,3 +124,74 @@ def test_huge_questions_skip_the_semantic_layer_and_leave_others_a_hit(
     skipped = metric(stack.gateway.metrics_url, "watchllm_cache_semantic_skipped_total",
                      reason="question-too-long")  # fmt: skip
     assert skipped == 7
+
+
+def test_the_cache_service_refuses_an_over_long_question_unembedded(
+    stack: Stack, redis_url: str
+) -> None:
+    """What a gateway without the cap (or anything that can write the streams) sends."""
+    client = redis.Redis.from_url(redis_url)
+    project, channel, request_id = uuid.uuid4(), f"test:replies:{uuid.uuid4().hex}", "huge-ask"
+    question = "why " * (HUGE // 4)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel)
+    ask_ = SemanticAsk(request_id=request_id, reply_to=channel, project_id=project, scope="s",
+                       question=question,
+                       deadline_unix_ms=int((time.time() + 60) * 1000))  # fmt: skip
+    client.xadd(SEMANTIC_ASK_STREAM, {"data": ask_.model_dump_json()})
+    reply = None
+    deadline = time.monotonic() + 60
+    while reply is None and time.monotonic() < deadline:
+        reply = pubsub.get_message(timeout=1.0)
+    assert reply is not None, "no reply"
+    answer = SemanticAnswer.model_validate_json(reply["data"])
+    assert answer.hit is False and answer.reason == "question too long"
+    assert metric(stack.cache.metrics_url, "watchllm_cache_asks_total", outcome="too_long") == 1
+
+    store = CacheStore(request_id="huge-store", project_id=project, exact_key=f"test:{project}",
+                       scope="s", question=question, ttl_seconds=60,
+                       answer=CachedAnswer(endpoint="/v1/chat/completions", model="m", body="{}",
+                                           prompt_tokens=1, completion_tokens=1,
+                                           cost_usd="0"))  # fmt: skip
+    entry_id = client.xadd(CACHE_STORE_STREAM, {"data": store.model_dump_json()})
+    while not store_done(client, entry_id):
+        assert time.monotonic() < deadline, "store never done"
+        time.sleep(0.05)
+    assert client.get(f"test:{project}") is not None  # the exact entry is written
+    layers = "watchllm_cache_stores_total"
+    assert metric(stack.cache.metrics_url, layers, layer="question_too_long") == 1
+    pubsub.close()
+    client.close()
+    assert len(question) > MAX_SEMANTIC_QUESTION_CHARS
+
+
+def test_a_burst_of_one_projects_asks_leaves_another_projects_paraphrase_a_hit(
+    stack: Stack, database_url: str, redis_url: str
+) -> None:
+    victim = new_key(database_url)
+    client = redis.Redis.from_url(redis_url)
+    with sdk(stack, victim) as small:
+        answer, headers = ask(small, "What is the capital city of France?")
+        until_stored(redis_url, headers)
+        # One project's burst, as many gateway replicas would send it: questions at the
+        # cap (the costliest the gateway lets through), deadlines far off, all queued
+        # ahead of the victim's ask.
+        attacker, channel = uuid.uuid4(), f"test:replies:{uuid.uuid4().hex}"
+        deadline_ms = int((time.time() + 120) * 1000)
+        pipe = client.pipeline(transaction=False)
+        for n in range(BURST):
+            question = (f"{n} " + "Tell me about the history of Rome. " * 200)[
+                :MAX_SEMANTIC_QUESTION_CHARS
+            ]
+            burst_ask = SemanticAsk(request_id=f"burst-{n}", reply_to=channel,
+                                    project_id=attacker, scope="burst", question=question,
+                                    deadline_unix_ms=deadline_ms)  # fmt: skip
+            pipe.xadd(SEMANTIC_ASK_STREAM, {"data": burst_ask.model_dump_json()})
+        pipe.execute()
+        again, hit = ask(small, "what is the capital city of France")
+        assert hit["x-watchllm-cache"] == "hit" and again == answer
+    # The attacker's project kept at most its share waiting (32): most of the burst was
+    # answered a miss at once, unembedded.
+    shed = metric(stack.cache.metrics_url, "watchllm_cache_asks_total", outcome="shed")
+    assert shed > BURST / 2
+    client.close()

@@ -40,7 +40,7 @@ LOOKUP_EMBEDDING_TTL_SECONDS = 300
 # the first 256 tokens only, so past this two questions differ where it cannot see, and
 # embedding more is pure cost (a 4 MB question: ~3.4 s of the cache service's CPU). The
 # gateway sends no ask and no question to store past it (exact layer only); the cache
-# service indexes no such question, for a gateway that did.
+# service refuses such an ask and indexes no such question, for a gateway that did.
 MAX_SEMANTIC_QUESTION_CHARS = 4096
 CACHE_COMMAND_STREAM = "watchllm.cache.commands.v1"
 

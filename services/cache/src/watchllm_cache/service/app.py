@@ -92,7 +92,9 @@ def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
             stores = StoreConsumer(redis, cache, metrics, name, settings.cache_reclaim_idle_ms,
                                    settings.cache_max_deliveries, tracer)  # fmt: skip
             consumers = [
-                asyncio.create_task(AskServer(redis, cache, metrics, name, tracer)
+                asyncio.create_task(AskServer(redis, cache, metrics, name, tracer,
+                                              workers=settings.cache_ask_workers,
+                                              per_project=settings.cache_ask_queue_per_project)
                                     .run(stopping), name="semantic-asks"),
                 asyncio.create_task(stores.run(stopping), name="cache-stores"),
                 asyncio.create_task(CommandConsumer(redis, cache, metrics, name)

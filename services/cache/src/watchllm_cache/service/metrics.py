@@ -11,8 +11,14 @@ class CacheServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.asks = Counter("watchllm_cache_asks", "Semantic asks answered, by outcome.",
-                            ["outcome"], registry=r)  # fmt: skip
+        self.asks = Counter(
+            "watchllm_cache_asks",
+            "Semantic asks, by outcome: hit, miss, error, expired, unreadable; not looked up: "
+            "too_long (question over the cap), shed (project's queue full), stopped.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.asks_waiting = Gauge("watchllm_cache_asks_waiting",
+                                  "Asks read, waiting for a worker.", registry=r)  # fmt: skip
         self.ask_latency = Histogram(
             "watchllm_cache_ask_service_seconds", "Ask read to reply published (embed+search).",
             buckets=_BUCKETS, registry=r,

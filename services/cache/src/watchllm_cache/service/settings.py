@@ -22,3 +22,12 @@ class CacheServiceSettings(SemanticSettings):
     cache_reclaim_idle_ms: int = Field(default=30_000, gt=0)
     cache_max_deliveries: int = Field(default=5, gt=0)
     cache_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    cache_ask_workers: int = Field(
+        default=2, gt=0,
+        description="Asks looked up at once (the semantic core embeds on 2 threads).",
+    )  # fmt: skip
+    cache_ask_queue_per_project: int = Field(
+        default=32, gt=0,
+        description="Asks one project may have waiting; a newer one sheds its oldest (a "
+        "miss). Waiting asks are served round-robin across projects (``service.asks``).",
+    )  # fmt: skip
