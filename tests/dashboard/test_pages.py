@@ -117,7 +117,7 @@ def check_health(at: AppTest, accounts: Accounts, traffic: Traffic) -> None:
     states = dict(zip(at.dataframe[0].value["part"], at.dataframe[0].value["state"], strict=True))
     assert states == {
         **dict.fromkeys(("database", "redis", "qdrant", "clickhouse"), "connected"),
-        **dict.fromkeys(("limiter", "cache", "analytics"), "up"),
+        **dict.fromkeys(("limiter", "cache", "analytics", "events"), "up"),
     }
 
 

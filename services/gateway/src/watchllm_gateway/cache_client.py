@@ -94,6 +94,15 @@ class CacheClient:
         self._listener: asyncio.Task[None] | None = None
         self._semantic_timeouts = 0
         self._semantic_paused_until = 0.0
+        # Since start, for the state report (``state_report``): plain ints, no lock.
+        self.semantic_timeouts_total = 0
+        self.lookup_failures_total = 0
+
+    @property
+    def semantic_breaker_open(self) -> bool:
+        """Semantic asks are paused (or down to one probe a second) after timeouts in a
+        row; closed again once an ask is answered."""
+        return self._semantic_paused_until != 0.0
 
     def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="cache-replies")
@@ -153,6 +162,7 @@ class CacheClient:
                     hit = await self._semantic(request_id, project_id, semantic, bars)
         except (RedisError, OSError, TimeoutError) as exc:
             self._metrics.cache_unavailable.labels(type(exc).__name__).inc()
+            self.lookup_failures_total += 1
             if asked and isinstance(exc, TimeoutError):
                 self._semantic_answered(False)
             hit = None
@@ -180,6 +190,7 @@ class CacheClient:
             self._semantic_timeouts = 0
             return
         self._semantic_timeouts += 1
+        self.semantic_timeouts_total += 1
         if self._semantic_timeouts >= _BREAKER_AFTER:
             if self._semantic_paused_until == 0.0:
                 log.warning("semantic cache not answering; asking again every %.0f s",

@@ -104,6 +104,17 @@ class StreamPublisher:
         self._last_error: BaseException | None = None
         self._closing = asyncio.Event()  # set by close: a backoff wait ends at once
         self._closed = False
+        self.dropped = 0  # since start, for the state report (``state_report``)
+
+    @property
+    def buffered(self) -> int:
+        """Entries in memory, not yet written: the queue and the batch in flight."""
+        return self._queue.qsize() + len(self._in_flight)
+
+    @property
+    def write_error(self) -> str | None:
+        """Why Redis does not take the batch now (None while writes succeed)."""
+        return _describe(self._last_error) if self._failing else None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"publisher:{self._stream}")
@@ -111,12 +122,14 @@ class StreamPublisher:
     def publish(self, fields: Fields) -> None:
         if self._closed:  # a request that finished after the flush: nobody will write it
             self._metrics.dropped.inc()
+            self.dropped += 1
             log.error("shutdown: an entry for %s came after the flush: dropped", self._stream)
             return
         try:
             self._queue.put_nowait(fields)
         except asyncio.QueueFull:
             self._metrics.dropped.inc()
+            self.dropped += 1
             return
         self._set_buffered()
 
@@ -139,6 +152,7 @@ class StreamPublisher:
         self._set_buffered()
         if left:
             self._metrics.dropped.inc(left)
+            self.dropped += left
             log.error(
                 "shutdown: %d entries not written to %s within the %.1f s flush: dropped"
                 " (Redis: %s)", left, self._stream, flush_seconds,

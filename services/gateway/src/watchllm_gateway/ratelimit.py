@@ -118,6 +118,8 @@ class RateLimiter:
         self._answered_at = 0.0  # when Redis last answered an ask
         self._next_probe = 0.0
         self._probing = False
+        # Requests decided by a policy since start, for the state report (plain ints).
+        self.policy_applied: dict[FailurePolicy, int] = {"open": 0, "closed": 0}
         # Bound once: ``labels()`` costs a lock and a dict lookup on every request.
         self._allowed = metrics.limiter_decisions.labels("allowed")
         self._refused = metrics.limiter_decisions.labels("refused")
@@ -193,9 +195,15 @@ class RateLimiter:
             self._episode_policy = policy  # what the requests that do not probe get
         return self._apply_policy(policy)
 
+    @property
+    def failing(self) -> bool:
+        """An episode is on: Redis has not answered an ask since it began."""
+        return self._failing
+
     def _apply_policy(self, policy: FailurePolicy | None = None) -> dict[str, str]:
         policy = policy or self._episode_policy
         self._metrics.limiter_unavailable.labels(policy).inc()
+        self.policy_applied[policy] += 1
         if policy == "closed":
             raise GatewayError(
                 503, "rate_limiter_unavailable", "Rate limiting is unavailable; retry shortly"

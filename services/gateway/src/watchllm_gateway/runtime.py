@@ -25,6 +25,7 @@ from watchllm_gateway.proxy import Proxy
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_gateway.routing import ModelRouter
 from watchllm_gateway.settings import GatewaySettings
+from watchllm_gateway.state_report import StateReporter
 from watchllm_gateway.upstream import UpstreamClient, create_http_session
 from watchllm_shared.accounts import AccountStore
 from watchllm_shared.contracts.cache import CACHE_STORE_MAXLEN, CACHE_STORE_STREAM
@@ -73,6 +74,7 @@ async def open_runtime(
     # Closed before Redis (flushing while it is open), all under one deadline.
     stack.push_async_callback(close_all, publishers, settings.shutdown_split()[1])
     cache: CacheSupport | None = None
+    cache_parts: tuple[CacheClient, StreamPublisher] | None = None
     if settings.cache_enabled:
         key_secret = settings.cache_key()  # MissingSecret: no cache without it
         stores = StreamPublisher(
@@ -86,6 +88,19 @@ async def open_runtime(
         client.start()
         stack.push_async_callback(client.close)
         cache = CacheSupport(client, stores, key_secret)
+        cache_parts = (client, stores)
+    limiter = (
+        RateLimiter(
+            commands,
+            metrics,
+            settings.limiter_timeout_seconds,
+            settings.limiter_failure_policy,
+            tracer,
+            settings.limiter_write_refused_policy,
+        )
+        if settings.limiter_enabled
+        else None
+    )
     router = ModelRouter(settings.resolved_routes())
     proxy = Proxy(
         auth=KeyAuthenticator(
@@ -108,22 +123,15 @@ async def open_runtime(
             settings.body_read_timeout_seconds,
             BodyBudget(settings.max_body_bytes_in_flight),
         ),
-        limiter=(
-            RateLimiter(
-                commands,
-                metrics,
-                settings.limiter_timeout_seconds,
-                settings.limiter_failure_policy,
-                tracer,
-                settings.limiter_write_refused_policy,
-            )
-            if settings.limiter_enabled
-            else None
-        ),
+        limiter=limiter,
         log_bodies=settings.log_bodies,
         tracer=tracer,
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
+    reporter = StateReporter(redis, settings.instance_name, settings.state_report_seconds,
+                             events, limiter, cache_parts)  # fmt: skip
+    reporter.start()
+    stack.push_async_callback(reporter.close)  # before the publishers flush: withdrawn
     return GatewayRuntime(settings, metrics, router, proxy, health)
 
 

@@ -186,6 +186,11 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         description="This replica's name (its cache reply channel).",
     )
+    state_report_seconds: float = Field(
+        default=5.0, gt=0,
+        description="How often this replica publishes what it sees of the cache, the limiter"
+        " and Redis (timeouts, breaker, fail-opens, buffered events) for the Health page.",
+    )  # fmt: skip
     limiter_enabled: bool = Field(default=True, description="Ask the limiter on every request.")
     limiter_timeout_seconds: float = Field(
         default=0.5, gt=0, description="Deadline of one limiter ask; then the policy applies."
