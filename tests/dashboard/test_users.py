@@ -36,7 +36,7 @@ from watchllm_shared.accounts.passwords import (
     needs_rehash,
     verify_password,
 )
-from watchllm_shared.accounts.sessions import LOCKOUT, MAX_FAILED_SIGN_INS
+from watchllm_shared.accounts.sessions import LOCKOUT, USER_MAX_FAILURES
 from watchllm_shared.cli.main import cli
 
 pytestmark = pytest.mark.integration
@@ -181,8 +181,9 @@ async def test_a_lockout_is_timed_from_the_refusal_not_from_the_sign_in_start(
     name = unique("cye")
     await UserStore(pool).create_user(name, PASSWORD, Role.VIEWER)
     await pool.execute(
-        "UPDATE users SET failed_sign_ins = $2 WHERE username = $1", name, MAX_FAILED_SIGN_INS - 1
-    )
+        "UPDATE users SET failed_sign_ins = $2, failures_since = now() WHERE username = $1",
+        name, USER_MAX_FAILURES - 1,
+    )  # fmt: skip
     async with user_row_locked(pool, name) as holder:
         guessing = asyncio.create_task(SessionStore(pool).sign_in(name, "a wrong guess, the last"))
         await wait_for_lock_waiters(pool, 1)
@@ -198,13 +199,13 @@ async def test_repeated_wrong_passwords_lock_the_account(account_store: AccountS
     users, sessions = UserStore(account_store.pool), SessionStore(account_store.pool)
     name = unique("dee")
     await users.create_user(name, PASSWORD, Role.VIEWER)
-    for _ in range(MAX_FAILED_SIGN_INS):
+    for i in range(USER_MAX_FAILURES):  # from several addresses: one alone is throttled first
         with pytest.raises(AuthenticationError):
-            await sessions.sign_in(name, "not the password at all")
+            await sessions.sign_in(name, "not the password at all", client=f"192.0.2.{i % 3}")
     with pytest.raises(AuthenticationError):  # locked: even the right password is refused
-        await sessions.sign_in(name, PASSWORD)
+        await sessions.sign_in(name, PASSWORD, client="198.51.100.7")
     await users.enable_user(name)  # an admin lifts the lock
-    assert (await sessions.sign_in(name, PASSWORD)).user.username == name
+    assert (await sessions.sign_in(name, PASSWORD, client="198.51.100.7")).user.username == name
 
 
 async def test_disabling_ends_sessions_and_refuses_sign_in(account_store: AccountStore) -> None:

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from tests.conftest import unique
-from tests.support.pg_locks import user_row_held, user_row_locked, wait_for_lock_waiters
+from tests.support.held_checks import HeldChecks
+from tests.support.pg_locks import user_row_locked, wait_for_lock_waiters
 from watchllm_shared.accounts import AuthenticationError, Role, SessionStore, UserStore
 from watchllm_shared.accounts.passwords import ScryptParams, hash_password, verify_password
-from watchllm_shared.accounts.sessions import MAX_FAILED_SIGN_INS
+from watchllm_shared.accounts.sessions import USER_MAX_FAILURES
+from watchllm_shared.accounts.sign_in_guard import SignInGuard
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +30,45 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await connections.close()
 
 
-async def test_a_burst_of_guesses_is_judged_five_at_a_time(pool: asyncpg.Pool) -> None:
+async def test_a_burst_of_guesses_is_counted_and_a_right_one_checked_meanwhile_refused(
+    pool: asyncpg.Pool,
+) -> None:
+    """Guesses checked at once (from several addresses) each count when they settle, in
+    turn on the user's row; the right password, read as "not locked" before the burst
+    and checked while it locked the user, is refused and does not clear the lock."""
     name = unique("victim")
     await UserStore(pool).create_user(name, OLD, Role.ADMIN)
-    sessions = SessionStore(pool)
-    guesses = 2 * MAX_FAILED_SIGN_INS + 1
-    async with user_row_locked(pool, name):  # the burst queues up, then the right one
-        wrong = [asyncio.create_task(sessions.sign_in(name, f"guess-{i}-xxxxxxxx"))
-                 for i in range(guesses)]  # fmt: skip
-        await wait_for_lock_waiters(pool, guesses)
-        right = asyncio.create_task(sessions.sign_in(name, OLD))
-        await wait_for_lock_waiters(pool, guesses + 1)
-    results = await asyncio.gather(*wrong, right, return_exceptions=True)
-    assert all(isinstance(r, AuthenticationError) for r in results)  # locked by then
+    cheap = await asyncio.to_thread(hash_password, OLD, ScryptParams(log2_n=10))
+    guesses = 5
+    await pool.execute(  # the window already holds all but the burst's wrong passwords
+        "UPDATE users SET password_hash = $2, failed_sign_ins = $3, failures_since = now()"
+        " WHERE username = $1",
+        name, cheap, USER_MAX_FAILURES - guesses,
+    )  # fmt: skip
+    checks = HeldChecks()
+    right = asyncio.create_task(
+        SessionStore(pool, guard=SignInGuard(verify=checks)).sign_in(name, OLD, "198.51.100.7")
+    )
+    try:
+        await checks.wait_for(1)  # it read the user unlocked and is checking the password
+        burst = SessionStore(pool, guard=SignInGuard(max_concurrent=guesses))
+        async with user_row_locked(pool, name):  # every guess checked before any settles
+            wrong = [asyncio.create_task(burst.sign_in(name, f"guess-{i}-xxxxxxxx", f"192.0.2.{i}"))
+                     for i in range(guesses)]  # fmt: skip
+            await wait_for_lock_waiters(pool, guesses)
+        results = await asyncio.gather(*wrong, return_exceptions=True)
+    finally:
+        checks.release.set()
+    assert all(isinstance(r, AuthenticationError) for r in results)
     assert await pool.fetchval("SELECT locked_until > now() FROM users WHERE username = $1", name)
+    with pytest.raises(AuthenticationError):
+        await right
+    assert await pool.fetchval("SELECT locked_until > now() FROM users WHERE username = $1", name)
+    reasons = await pool.fetch(
+        "SELECT details->>'reason' FROM audit_log WHERE details->>'username' = $1"
+        " AND action = 'user.sign_in_refused' ORDER BY id", name,
+    )  # fmt: skip
+    assert [r[0] for r in reasons] == ["wrong password"] * guesses + ["locked"]
     assert await pool.fetchval(
         "SELECT count(*) FROM dashboard_sessions s JOIN users u ON u.id = s.user_id"
         " WHERE u.username = $1", name,
@@ -50,22 +76,24 @@ async def test_a_burst_of_guesses_is_judged_five_at_a_time(pool: asyncpg.Pool) -
 
 
 async def test_a_password_change_during_a_sign_in_wins(pool: asyncpg.Pool) -> None:
+    """The change does not wait for the check in flight (it holds nothing), and the
+    sign-in, which checked the old hash, is refused and does not write its rehash."""
     name = unique("bob")
-    users, sessions = UserStore(pool), SessionStore(pool)
+    users = UserStore(pool)
     await users.create_user(name, OLD, Role.VIEWER)
-    # An older hash: the sign-in in flight also rewrites it (the rehash path).
+    # An older hash: the sign-in in flight would also rewrite it (the rehash path).
     older = await asyncio.to_thread(hash_password, OLD, ScryptParams(log2_n=16))
     await pool.execute("UPDATE users SET password_hash = $2 WHERE username = $1", name, older)
+    checks = HeldChecks()
+    sessions = SessionStore(pool, guard=SignInGuard(verify=checks))
     signing_in = asyncio.create_task(sessions.sign_in(name, OLD))
-    deadline = time.monotonic() + 30  # bounds a failure only
-    while not (signing_in.done() or await user_row_held(pool, name)):
-        assert time.monotonic() < deadline, "the sign-in never read the user"
-        await asyncio.sleep(0.005)
-    # The sign-in has read the old hash and is checking it (then rehashing): the change
-    # comes now, while it holds the row, unless that machine already finished it.
-    await users.set_password(name, NEW)
-    signed_in = await signing_in
-    assert await sessions.session_user(signed_in.token) is None  # ended by the change
+    try:
+        await checks.wait_for(1)  # it has read the old hash and is checking it
+        await asyncio.wait_for(users.set_password(name, NEW), 20)
+    finally:
+        checks.release.set()
+    with pytest.raises(AuthenticationError):
+        await signing_in
     stored = await pool.fetchval("SELECT password_hash FROM users WHERE username = $1", name)
     assert await asyncio.to_thread(verify_password, NEW, stored)
     assert (await sessions.sign_in(name, NEW)).user.username == name

@@ -1,16 +1,30 @@
 """Dashboard sign-in sessions, kept in Postgres so they expire and can be ended.
 
-- ``sign_in`` checks the password (scrypt, constant-time; an unknown username costs the
-  same time as a wrong password) and returns a random 256-bit token; Postgres keeps only
-  its SHA-256. After ``MAX_FAILED_SIGN_INS`` wrong passwords in a row the user is locked
-  for ``LOCKOUT``; every outcome for an existing user is written to ``audit_log``.
+- ``sign_in`` checks the password (scrypt, constant-time) and returns a random 256-bit
+  token; Postgres keeps only its SHA-256. Every attempt costs one check with the current
+  parameters, whatever the username: an unknown one is checked against ``DUMMY_HASH``,
+  a locked or disabled user's as usual. Every outcome for an existing user is written to
+  ``audit_log``.
+- Throttling (issue 22, finding 6). A ``SignInGuard`` (``sign_in_guard``) first admits
+  the attempt: per client, and at most two checks at once, refused at once otherwise.
+  Then, per user: ``USER_MAX_FAILURES`` (20) wrong passwords within ``USER_WINDOW`` (15
+  minutes, from the first of them) lock the user for ``LOCKOUT`` (5 minutes), for every
+  client. Attempts during the lock are refused and not counted, so guesses cannot
+  extend it: it ends when it was set to. The threshold is twice what one client may
+  fail in a window, so one client alone never locks a user; only guesses from several
+  addresses do, for five minutes at a time, each needing 20 new wrong passwords.
+- No lock and no connection is held while scrypt runs: the user is read, the password
+  checked, then the outcome settled in a short transaction holding the user's row
+  (``FOR UPDATE``), which reads the row again. A lock set meanwhile refuses a right
+  password too, and a password changed meanwhile (the hash is not the one checked)
+  refuses it, uncounted, and is never overwritten by the sign-in's rehash; a user
+  disabled meanwhile is refused. So a queue of sign-ins for one user costs nobody a
+  connection, and a real username answers as fast as an unknown one.
 - ``session_user`` is called on every page view: it answers the user only while the
   session is neither ended nor expired and the user is enabled, and slides the expiry
   (``idle`` after the last view, never past ``lifetime`` after sign-in).
 - A sign-in times what it writes (the session's start, a lockout's start) by the clock
-  at the write, ``clock_timestamp()``, never by ``now()``: that is the transaction's
-  start, before the wait for the user's row lock and the scrypt check, and a slow
-  check or a queue of sign-ins would take its time out of the session or the lockout.
+  at the write, ``clock_timestamp()``, never by ``now()``.
 - ``sign_out`` ends the session; disabling a user or changing their password ends all
   of theirs (``users``). Sessions that ended or expired a week ago are deleted at each
   successful sign-in (``purge_expired``), so the table does not grow without bound.
@@ -18,7 +32,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -28,15 +41,12 @@ import asyncpg
 
 from watchllm_shared.accounts.audit import audit
 from watchllm_shared.accounts.errors import AuthenticationError, InvalidInputError
-from watchllm_shared.accounts.passwords import (
-    DUMMY_HASH,
-    hash_password,
-    needs_rehash,
-    verify_password,
-)
+from watchllm_shared.accounts.passwords import DUMMY_HASH, needs_rehash
+from watchllm_shared.accounts.sign_in_guard import SignInGuard
 from watchllm_shared.accounts.users import User, normalise_username, user_from_row
 
-MAX_FAILED_SIGN_INS = 5
+USER_MAX_FAILURES = 20
+USER_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=5)
 _REFUSED = "wrong username or password, or the account is disabled or locked for a while"
 
@@ -61,75 +71,106 @@ def _token_hash(token: str) -> bytes:
 
 
 class SessionStore:
-    def __init__(self, pool: asyncpg.Pool, policy: SessionPolicy | None = None) -> None:
+    """Sessions. ``guard`` admits sign-ins; share one per process (the dashboard's
+    runtime does), or each store throttles on its own."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        policy: SessionPolicy | None = None,
+        guard: SignInGuard | None = None,
+    ) -> None:
         self._pool = pool
         self._policy = policy or SessionPolicy()
+        self._guard = guard or SignInGuard()
 
-    async def sign_in(self, username: str, password: str) -> SignedIn:
-        """A new session, or AuthenticationError (the same message whatever went wrong).
-
-        One sign-in per user at a time: the user's row stays locked (``FOR UPDATE``) from
-        reading its hash to opening the session. Without that, a burst of guesses all
-        read "not locked" before any scrypt ended — every guess was judged, not five, and
-        the right one cleared the lock the wrong ones had just set — and a password
-        change or disable committed during the scrypt was undone by the rehash or
-        outlived by the session opened with the old password. A change now waits for the
-        sign-in in flight, then ends its session like every other.
-        """
+    async def sign_in(self, username: str, password: str, client: str = "local") -> SignedIn:
+        """A new session, or AuthenticationError: the same message whatever went wrong
+        with the username or password; ``SignInThrottledError``/``SignInBusyError`` (its
+        subclasses) when the attempt was not even checked. ``client`` is the address the
+        attempt came from (the per-client throttle's key)."""
         try:
             name = normalise_username(username)
         except InvalidInputError:
             name = ""
-        signed_in: SignedIn | None = None
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT id, username, role, created_at, disabled_at, password_hash,"
-                " locked_until > now() AS locked FROM users WHERE username = $1 FOR UPDATE",
+        async with self._guard.attempt(client) as attempt:
+            row = await self._pool.fetchrow(  # no lock: its connection returns at once
+                "SELECT id, username, role, created_at, disabled_at, password_hash"
+                " FROM users WHERE username = $1",
                 name,
             )
             stored = row["password_hash"] if row is not None else DUMMY_HASH
-            matches = await asyncio.to_thread(verify_password, password, stored)
+            matches = await attempt.verify(password, stored)
             if row is None:
                 raise AuthenticationError(_REFUSED)
-            actor = f"dashboard:{row['username']}"
-            if not matches or row["locked"] or row["disabled_at"] is not None:
-                await self._refuse(conn, row, actor, wrong_password=not matches)
-            else:
-                if needs_rehash(stored):
-                    new_hash = await asyncio.to_thread(hash_password, password)
-                    await conn.execute(
-                        "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
-                    )
-                signed_in = await self._open_session(conn, row, actor)
-        if signed_in is None:  # raised after the commit: the refusal is counted and audited
-            raise AuthenticationError(_REFUSED)
+            new_hash = await attempt.hash(password) if matches and needs_rehash(stored) else None
+            signed_in = await self._settle(row, stored, matches, new_hash)
+            if signed_in is None:  # raised after the commit: the refusal is counted
+                raise AuthenticationError(_REFUSED)
+            attempt.succeeded()
         # Sign-ins are rare (people), and nothing else removes old rows: tidy here.
         await self.purge_expired()
         return signed_in
 
-    async def _refuse(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, actor: str, wrong_password: bool
-    ) -> None:
-        if wrong_password:
-            await conn.execute(
-                "UPDATE users SET"
-                " locked_until = CASE WHEN failed_sign_ins + 1 >= $2 THEN clock_timestamp() + $3"
-                " ELSE locked_until END,"
-                " failed_sign_ins = CASE WHEN failed_sign_ins + 1 >= $2 THEN 0"
-                " ELSE failed_sign_ins + 1 END WHERE id = $1",
-                row["id"], MAX_FAILED_SIGN_INS, LOCKOUT,
-            )  # fmt: skip
-        reason = "wrong password" if wrong_password else (
-            "disabled" if row["disabled_at"] is not None else "locked")  # fmt: skip
-        await audit(conn, actor, "user.sign_in_refused", None, None,
-                    {"username": row["username"], "reason": reason})  # fmt: skip
+    async def _settle(
+        self, read: asyncpg.Record, checked: str, matches: bool, new_hash: str | None
+    ) -> SignedIn | None:
+        """Count, refuse or open, holding the user's row only for these few statements."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT id, username, role, created_at, disabled_at, password_hash,"
+                " failed_sign_ins, failures_since, locked_until FROM users WHERE id = $1"
+                " FOR UPDATE",
+                read["id"],
+            )
+            if row is None:  # deleted meanwhile
+                return None
+            at = await conn.fetchval("SELECT clock_timestamp()")  # now that the row is ours
+            actor = f"dashboard:{row['username']}"
+            locked = row["locked_until"] is not None and row["locked_until"] > at
+            if row["password_hash"] != checked:
+                reason = "password changed during the sign-in"
+            elif locked:
+                reason = "locked"
+            elif not matches:
+                reason = "wrong password"
+                await self._count_failure(conn, row, at)
+            elif row["disabled_at"] is not None:
+                reason = "disabled"
+            else:
+                if new_hash is not None:
+                    await conn.execute(
+                        "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
+                    )
+                return await self._open_session(conn, row, actor)
+            await audit(conn, actor, "user.sign_in_refused", None, None,
+                        {"username": row["username"], "reason": reason})  # fmt: skip
+            return None
+
+    @staticmethod
+    async def _count_failure(conn: asyncpg.Connection, row: asyncpg.Record, at: datetime) -> None:
+        """One more wrong password in the user's window; the last one allowed locks."""
+        since = row["failures_since"]
+        in_window = since is not None and since > at - USER_WINDOW
+        failures = row["failed_sign_ins"] + 1 if in_window else 1
+        since = since if in_window else at
+        locked_until = row["locked_until"]
+        if failures >= USER_MAX_FAILURES:
+            failures, since, locked_until = 0, None, at + LOCKOUT
+        await conn.execute(
+            "UPDATE users SET failed_sign_ins = $2, failures_since = $3, locked_until = $4"
+            " WHERE id = $1",
+            row["id"], failures, since, locked_until,
+        )  # fmt: skip
 
     async def _open_session(
         self, conn: asyncpg.Connection, row: asyncpg.Record, actor: str
     ) -> SignedIn:
         token = secrets.token_urlsafe(32)
         await conn.execute(
-            "UPDATE users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1", row["id"]
+            "UPDATE users SET failed_sign_ins = 0, failures_since = NULL, locked_until = NULL"
+            " WHERE id = $1",
+            row["id"],
         )
         expires_at = await conn.fetchval(
             "INSERT INTO dashboard_sessions (token_hash, user_id, created_at, last_seen_at,"

@@ -171,7 +171,8 @@ class UserStore:
         name = normalise_username(username)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "UPDATE users SET disabled_at = NULL, failed_sign_ins = 0, locked_until = NULL"
+                "UPDATE users SET disabled_at = NULL, failed_sign_ins = 0, failures_since = NULL,"
+                " locked_until = NULL"
                 " WHERE username = $1 RETURNING id, username, role, created_at, disabled_at",
                 name,
             )
@@ -186,7 +187,8 @@ class UserStore:
         password_hash = await _password_hash(password)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "UPDATE users SET password_hash = $2, failed_sign_ins = 0, locked_until = NULL"
+                "UPDATE users SET password_hash = $2, failed_sign_ins = 0, failures_since = NULL,"
+                " locked_until = NULL"
                 " WHERE username = $1 RETURNING id, username, role, created_at, disabled_at",
                 name, password_hash,
             )  # fmt: skip
