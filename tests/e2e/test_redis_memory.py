@@ -48,7 +48,7 @@ def valkey(tmp_path: Path) -> Iterator[redis.Redis]:
 
 def url_of(client: redis.Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+    return f"redis://:{kwargs['password']}@{kwargs['host']}:{kwargs['port']}/0"
 
 
 def load_library(client: redis.Redis, allow_oom: bool = True) -> None:

@@ -54,7 +54,7 @@ def _postmaster_pid(server: EmbeddedPostgres) -> int:
 @pytest.mark.slow
 async def test_embedded_redis_stream_round_trip(tmp_path: Path) -> None:
     with EmbeddedRedis(tmp_path / "redis") as server:
-        assert server.url.startswith("redis://127.0.0.1:")
+        assert server.url.startswith(f"redis://:{server.password}@127.0.0.1:")
         client = aioredis.Redis.from_url(server.url)
         try:
             await client.xgroup_create("events", "workers", id="0", mkstream=True)
@@ -95,7 +95,8 @@ def test_one_owner_per_data_dir(tmp_path: Path) -> None:
 async def test_embedded_postgres_keeps_data_across_restarts(tmp_path: Path) -> None:
     server = EmbeddedPostgres(tmp_path / "pg")
     url = server.start()
-    assert url.startswith("postgresql://postgres@127.0.0.1:") and url.endswith("/watchllm")
+    assert url.startswith(f"postgresql://postgres:{server.password}@127.0.0.1:")
+    assert url.endswith("/watchllm")
     connection = await asyncpg.connect(url, timeout=10)
     try:
         await connection.execute(

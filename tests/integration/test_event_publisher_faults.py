@@ -60,10 +60,17 @@ class Server:
         self.valkey.stop()
 
 
+PASSWORD = "publisher-faults-password"  # known before a server starts (the URL a client is given)
+
+
+def url_at(port: int) -> str:
+    return f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+
+
 def start_server(port: int, data_dir: Path) -> Server:
-    valkey = EmbeddedRedis(data_dir, port=port)
+    valkey = EmbeddedRedis(data_dir, port=port, password=PASSWORD)
     valkey.start()
-    return Server(valkey, port, redis.Redis(host="127.0.0.1", port=port))
+    return Server(valkey, port, redis.Redis.from_url(valkey.url))
 
 
 def request_ids(client: redis.Redis) -> list[bytes]:
@@ -165,7 +172,7 @@ async def test_an_idle_publisher_writes_at_once_not_on_a_timer(
     can fire, and the event still reaches Redis (it used to wait 5 ms for company)."""
     server = start_server(free_port(), tmp_path / "redis")
     servers.append(server)
-    client = create_redis(f"redis://127.0.0.1:{server.port}/0", socket_timeout=False)
+    client = create_redis(url_at(server.port), socket_timeout=False)
     commands = PackedCommands(client)
     metrics = new_metrics()
     publisher = StreamPublisher(commands, metrics, buffer_size=100, stream=STREAM, maxlen=1000)
@@ -216,7 +223,7 @@ async def test_shutdown_during_a_long_backoff_tries_once_more(
     Valkey takes to start: only close can end it. (It was a race: Valkey's start
     against a 1.6 s backoff, and a timed close.)"""
     port = free_port()
-    client = create_redis(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.5)
+    client = create_redis(url_at(port), timeout_seconds=0.5)
     commands = PackedCommands(client)
     metrics = new_metrics()
     publisher = StreamPublisher(commands, metrics, buffer_size=100, stream=STREAM, maxlen=1000)
@@ -253,7 +260,7 @@ async def test_a_batch_partly_refused_at_maxmemory_is_written_exactly_once(
     used = int(server.client.info("memory")["used_memory"])
     server.client.config_set("maxmemory-policy", "noeviction")
     server.client.config_set("maxmemory", str(used + 300_000))
-    client: aioredis.Redis = create_redis(f"redis://127.0.0.1:{server.port}/0",
+    client: aioredis.Redis = create_redis(url_at(server.port),
                                           socket_timeout=False)  # fmt: skip
     commands = PackedCommands(client)
     metrics = new_metrics()

@@ -77,7 +77,7 @@ async def test_policy_applies_while_redis_is_down_and_everything_recovers_by_its
         assert _metric(str(fail_closed.metrics_url), name + '{policy="closed"}') >= 1
         # Redis returns empty (another data folder): no library, no limits, until the
         # limiter notices and reloads both, with no help.
-        second = EmbeddedRedis(tmp_path / "redis-b", port=port)
+        second = EmbeddedRedis(tmp_path / "redis-b", port=port, password=first.password)
         second.start()
         await until_limited(fail_closed, "no recovery")
         assert ask(fail_open).headers["x-ratelimit-limit-requests"] == "1000"

