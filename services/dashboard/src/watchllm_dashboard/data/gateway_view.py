@@ -48,17 +48,20 @@ class Verdict:
 
 
 async def read_gateway_view(redis: aioredis.Redis) -> GatewayView:
-    return GatewayView(await read_gateway_states(redis), await _store_backlog(redis))
+    return GatewayView(await read_gateway_states(redis), await store_backlog(redis))
 
 
-async def _store_backlog(redis: aioredis.Redis) -> StoreBacklog | None:
+async def store_backlog(
+    redis: aioredis.Redis, stream: str = CACHE_STORE_STREAM, group_name: str = CACHE_STORE_GROUP
+) -> StoreBacklog | None:
+    """What waits for the cache service on its store stream (None: no such group yet)."""
     try:
-        groups = await redis.xinfo_groups(CACHE_STORE_STREAM)
+        groups = await redis.xinfo_groups(stream)
     except ResponseError:  # no such stream yet
         return None
     for group in groups:
         name = group.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == CACHE_STORE_GROUP:
+        if (name.decode() if isinstance(name, bytes) else name) == group_name:
             lag = group.get("lag")
             return StoreBacklog(int(group.get("pending") or 0),
                                 None if lag is None else int(lag))  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from redis.exceptions import RedisError
 
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data.gateway_view import (
@@ -18,6 +19,7 @@ from watchllm_dashboard.data.gateway_view import (
     read_gateway_view,
 )
 from watchllm_dashboard.data.health import fetch_health
+from watchllm_dashboard.runtime import DashboardUnavailable
 from watchllm_dashboard.views.context import PageContext
 
 _BADGE = {  # a store says connected/disconnected, a service up/degraded/down
@@ -47,7 +49,11 @@ def render(ctx: PageContext) -> None:
     st.header("Health")
     settings = ctx.runtime.settings
     report = fetch_health(ctx.runtime.http, settings.gateway_url)
-    view = ctx.runtime.run(read_gateway_view(ctx.runtime.redis))
+    unread: str | None = None
+    try:
+        view = ctx.runtime.run(read_gateway_view(ctx.runtime.redis), timeout=5.0)
+    except (RedisError, DashboardUnavailable) as exc:  # /health's answer is still worth showing
+        view, unread = GatewayView([], None), f"{type(exc).__name__}: {exc}"
     verdicts = {"cache": judge_cache(view), "limiter": judge_limiter(view),
                 "events": judge_events(view)}  # fmt: skip
     status = report.status
@@ -61,7 +67,7 @@ def render(ctx: PageContext) -> None:
     for name, verdict in verdicts.items():
         for reason in verdict.reasons:
             st.warning(f"**{name}: degraded** — {reason}")
-    _gateways(view)
+    _gateways(view, unread)
     analytics = fetch_health(ctx.runtime.http, settings.analytics_url)
     st.subheader(f"{_BADGE.get(analytics.status, '⚪')} Analytics service: {analytics.status}")
     if analytics.error:
@@ -92,8 +98,11 @@ def _rows(services: dict[str, str], verdicts: dict[str, Verdict]) -> list[dict[s
     return rows
 
 
-def _gateways(view: GatewayView) -> None:
+def _gateways(view: GatewayView, unread: str | None) -> None:
     st.subheader("What the gateways see")
+    if unread is not None:
+        st.caption(f"The gateways' reports could not be read from Redis ({unread}).")
+        return
     if not view.states:
         st.caption("No gateway has reported in the last 15 s (gateways older than these"
                    " reports, or none running).")  # fmt: skip
