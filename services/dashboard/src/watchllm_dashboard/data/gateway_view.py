@@ -10,7 +10,7 @@ A heartbeat says a service runs; these say whether it answers. Judgement, per pa
   requests by its failure policy (fail-open: let through unchecked; fail-closed: 503) in
   its recent window.
 - events: ``degraded`` while a replica holds events Redis refused, or when one dropped
-  events in its recent window.
+  events in its recent window; ``unknown`` without reports.
 
 Each reason names the replica and the numbers, in words an operator can act on. No
 Streamlit here; the page shows it (``views/health.py``).
@@ -119,6 +119,8 @@ def judge_limiter(view: GatewayView) -> Verdict:
 
 
 def judge_events(view: GatewayView) -> Verdict:
+    if not view.states:  # nobody else reports on the gateways' writes
+        return Verdict("unknown")
     reasons = []
     for s in view.states:
         said = []

@@ -57,7 +57,7 @@ def render(ctx: PageContext) -> None:
     verdicts = {"cache": judge_cache(view), "limiter": judge_limiter(view),
                 "events": judge_events(view)}  # fmt: skip
     status = report.status
-    if status == "healthy" and any(v.state != "up" for v in verdicts.values()):
+    if status == "healthy" and any(v.state == "degraded" for v in verdicts.values()):
         status = "degraded"  # running, but not answering the gateways as they need
     st.subheader(f"{_BADGE.get(status, '⚪')} Gateway: {status}")
     if report.error:
@@ -88,9 +88,9 @@ def _rows(services: dict[str, str], verdicts: dict[str, Verdict]) -> list[dict[s
     """One row per part: /health's state, made ``degraded`` by what the gateways see."""
     rows = []
     for name in [*services, *(n for n in verdicts if n not in services)]:
-        state = services.get(name, "up")
         verdict = verdicts.get(name)
-        if verdict is not None and verdict.state != "up" and state == "up":
+        state = services.get(name) or (verdict.state if verdict else "unknown")
+        if verdict is not None and verdict.state == "degraded" and state == "up":
             state = verdict.state
         rows.append({"": _BADGE.get(state, "⚪"), "part": name, "state": state,
                      "why": "; ".join(verdict.reasons) if verdict else "",
