@@ -31,6 +31,7 @@ from watchllm_dashboard.data.analytics import AnalyticsReader, open_reader
 from watchllm_dashboard.settings import DashboardSettings
 from watchllm_dashboard.tracing import TRACER_NAME, TracedReader
 from watchllm_shared.accounts import SessionStore, UserStore
+from watchllm_shared.accounts.sign_in_guard import SignInGuard
 from watchllm_shared.telemetry import active_tracer
 
 T = TypeVar("T")
@@ -57,6 +58,9 @@ class Runtime:
             reader if self.tracer is None else TracedReader(reader, self.tracer)
         )
         self.http = httpx.Client(timeout=5.0)
+        # One per process: every browser session's sign-ins share its per-client counts
+        # and its cap on password checks running at once (used on the loop only).
+        self.sign_in_guard = SignInGuard()
         # "Now" for the pages' time windows; tests pin it to a moment of their choice.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -102,7 +106,7 @@ class Runtime:
 
     @property
     def sessions(self) -> SessionStore:
-        return SessionStore(self.pool, self.settings.session_policy)
+        return SessionStore(self.pool, self.settings.session_policy, self.sign_in_guard)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
         """Run ``coroutine`` on the runtime's loop, in a copy of this thread's context

@@ -49,6 +49,13 @@ class DashboardSettings(WatchLLMSettings, DatabaseSettings):
         " while no dashboard user exists (never changes an existing user).",
     )
     dashboard_admin_password: SecretStr | None = None
+    dashboard_trusted_proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        description="How many proxies in front of the dashboard append to X-Forwarded-For:"
+        " sign-in throttling counts failures per client address, the one the outermost"
+        " trusted proxy saw. 0: the connection's own address (nothing in between).",
+    )
 
     @field_validator("dashboard_clickhouse_url")
     @classmethod

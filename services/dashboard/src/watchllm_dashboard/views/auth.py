@@ -1,5 +1,14 @@
 """Signing in and out. The session token lives in this browser session's state only;
-Postgres holds its hash and decides, on every page view, whether it is still valid."""
+Postgres holds its hash and decides, on every page view, whether it is still valid.
+
+Sign-in attempts are throttled per client address (``accounts.sign_in_guard``). The
+address is the connection's peer (``st.context.ip_address``, which Streamlit takes
+from the socket, never from a header; loopback shows as ``local``). Behind proxies,
+every client would share the proxy's address, and one attacker's failures would
+throttle everyone: set ``WATCHLLM_DASHBOARD_TRUSTED_PROXY_HOPS`` to the number of
+proxies that append to ``X-Forwarded-For``, and the address the outermost of them saw
+is used (entries further left are the client's own claims, never trusted).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +39,30 @@ def sign_out(runtime: Runtime) -> None:
     st.session_state[NOTICE] = "Signed out."
 
 
+def client_address(peer: str | None, forwarded_for: list[str], trusted_hops: int) -> str:
+    """The address sign-in throttling counts for this browser session.
+
+    ``forwarded_for``: every X-Forwarded-For header's value, in order. Each trusted proxy
+    appends the address it saw, so the ``trusted_hops``-th entry from the right is the
+    one our outermost proxy saw. Too few entries (a request that bypassed a proxy): the
+    peer itself."""
+    peer = peer or "local"
+    if trusted_hops == 0:
+        return peer
+    hops = [a.strip() for value in forwarded_for for a in value.split(",") if a.strip()]
+    return hops[-trusted_hops] if len(hops) >= trusted_hops else peer
+
+
+def _this_client(runtime: Runtime) -> str:
+    peer = st.context.ip_address
+    forwarded = st.context.headers.get_all("X-Forwarded-For")
+    return client_address(  # only strings: AppTest's stand-in connection has mocks there
+        peer if isinstance(peer, str) else None,
+        [value for value in forwarded if isinstance(value, str)],
+        runtime.settings.dashboard_trusted_proxy_hops,
+    )
+
+
 def render_sign_in(runtime: Runtime) -> None:
     st.title("WatchLLM")
     notice = st.session_state.pop(NOTICE, None)
@@ -46,7 +79,9 @@ def render_sign_in(runtime: Runtime) -> None:
     if not submitted:
         return
     try:
-        signed_in = runtime.run(runtime.sessions.sign_in(username, password))
+        signed_in = runtime.run(
+            runtime.sessions.sign_in(username, password, client=_this_client(runtime))
+        )
     except AuthenticationError as exc:
         st.error(f"Could not sign in: {exc}.")
         return
