@@ -15,6 +15,7 @@ two limiters charging and two cache services storing and answering.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -105,14 +106,15 @@ def up(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             time.sleep(0.2)
         text = log.read_text()
         printed = {s: _replica_urls(text, s) for s in ("gateway", "limiter", "cache")}
-        embedded = re.search(r"^redis:\s+embedded at (\S+)$", text, re.MULTILINE)
-        assert embedded is not None, text
+        assert re.search(r"^redis:\s+embedded at ", text, re.MULTILINE), text
+        # The printed URL hides the password; the runtime file (0600) carries it.
+        redis_url = json.loads((tmp / "data" / "runtime.json").read_text())["redis_url"]
     except BaseException:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
         raise
     yield Up({s: p[0] for s, p in printed.items()}, {s: p[1] for s, p in printed.items()},
-             stream, log, embedded.group(1))  # fmt: skip
+             stream, log, redis_url)  # fmt: skip
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0, log.read_text()
 

@@ -1,17 +1,22 @@
 """`watchllm up` and the secrets the services require (issue 22): it generates them once,
 keeps them private under its data folder, hands each only to the services that use it,
 and a restart on the same folder reuses them, so the exact cache still hits (its keys are
-HMACs with the same secret) and the analytics token still opens the query API.
+HMACs with the same secret) and the analytics token still opens the query API. The
+embedded stores' passwords are kept the same way (finding 4): every URL `up` hands out
+carries them, a client without them is refused, and the restart opens the same stores.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -20,7 +25,7 @@ from tests.support.embedded_stack import EmbeddedStack, Project, embedded_stack,
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
-SECRETS = ("analytics-query-token", "cache-key-secret")
+SECRETS = ("analytics-query-token", "cache-key-secret", "valkey-password", "postgres-password")
 VARIABLES = {"WATCHLLM_ANALYTICS_QUERY_TOKEN", "WATCHLLM_CACHE_KEY_SECRET"}
 
 
@@ -58,6 +63,48 @@ def _kept(data_dir: Path) -> dict[str, str]:
     return kept
 
 
+def _runtime(data_dir: Path, kept: dict[str, str]) -> dict[str, str]:
+    """The URLs `up` wrote for the CLI: private, with the kept passwords in them. (`up`
+    writes the file once the gateway is ready: the stack may be healthy just before.)"""
+    path = data_dir / "runtime.json"
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, "runtime.json never written"
+        time.sleep(0.05)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    runtime: dict[str, str] = json.loads(path.read_text())
+    assert urlsplit(runtime["redis_url"]).password == kept["valkey-password"]
+    assert urlsplit(runtime["database_url"]).password == kept["postgres-password"]
+    return runtime
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{parts.hostname}:{parts.port}"))
+
+
+async def _postgres_answers(url: str) -> bool:
+    try:
+        connection = await asyncpg.connect(url, timeout=10)
+    except asyncpg.InvalidPasswordError:
+        return False
+    await connection.close()
+    return True
+
+
+def _stores_refuse_strangers(runtime: dict[str, str], cache_key: str) -> None:
+    """A local user who knows the ports, not the passwords: neither store lets them in."""
+    stranger = redis.Redis.from_url(_without_password(runtime["redis_url"]))
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            stranger.set(cache_key, "poisoned")
+    finally:
+        stranger.close()
+    assert asyncio.run(_postgres_answers(runtime["database_url"]))
+    assert not asyncio.run(_postgres_answers(_without_password(runtime["database_url"])))
+
+
 def _analytics_status(stack: EmbeddedStack, project: Project, token: str | None) -> int:
     params = {"project_id": project.project_id, "start": "2020-01-01T00:00:00Z",
               "end": "2020-01-02T00:00:00Z"}  # fmt: skip
@@ -87,8 +134,13 @@ def test_up_generates_the_secrets_once_and_a_restart_keeps_cache_hits(tmp_path: 
         _wait_stored(stack, cache_key)
         assert _ask(stack, project, question).headers["x-watchllm-cache"] == "hit"
         assert _analytics_status(stack, project, kept["analytics-query-token"]) == 200
+        _stores_refuse_strangers(_runtime(stack.data_dir, kept), cache_key)
+        printed = stack.log()
+        assert kept["valkey-password"] not in printed and "redis://:***@" in printed
+        assert kept["postgres-password"] not in printed
     with embedded_stack(tmp_path, env) as again:  # the same folder and ports
         assert _kept(again.data_dir) == kept  # reused, not generated anew
+        _stores_refuse_strangers(_runtime(again.data_dir, kept), cache_key)
         repeat = _ask(again, project, question)
         assert repeat.headers["x-watchllm-cache"] == "hit"  # the same key secret
         assert repeat.headers["x-watchllm-cache-key"] == cache_key

