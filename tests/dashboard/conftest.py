@@ -12,6 +12,7 @@ same stream for what a few requests cannot show (errors, 429s, a day of history)
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from watchllm_shared.contracts.health import HEARTBEAT_SERVICES, heartbeat_key
 
 APP = str(Path(watchllm_dashboard.__file__).with_name("app.py"))
 PASSWORD = "correct horse battery staple"
+ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")  # a backslash-escaped ASCII punctuation mark
 START_S = 120  # generous: on a loaded 2-core machine a cold start can take a while
 
 
@@ -336,7 +338,9 @@ def app(token: str | None = None, page: str | None = None, project: str | None =
 
 
 def shown(at: AppTest) -> str:
-    """Every text the page shows (markdown, captions, metrics, headers, alerts)."""
+    """Every text the page shows (markdown, captions, metrics, headers, alerts), with
+    Markdown's backslash escapes read as the characters they show (tenant text is
+    escaped, ``views.ui.plain``)."""
     parts: list[str] = []
     for kind in (
         "title",
@@ -353,7 +357,7 @@ def shown(at: AppTest) -> str:
         parts += [str(element.value) for element in getattr(at, kind)]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     parts += [p.proto.text for p in at.get("progress")]
-    return "\n".join(parts)
+    return ESCAPED.sub(r"\1", "\n".join(parts))
 
 
 def assert_clean(at: AppTest) -> None:

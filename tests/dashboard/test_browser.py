@@ -1,6 +1,8 @@
 """A real browser (Debian's chromium, driven by Playwright) against the dashboard process
 with data in it: sign in, visit every page, fail on any error shown, and save a
-screenshot of each page under docs/screenshots/ (the README shows them).
+screenshot of each page under docs/screenshots/ (the README shows them). Then a project
+whose key and model names are image and link Markdown: on every page nothing is fetched
+from them (a loopback receiver records every request) and no link is drawn.
 
 Chromium comes from Debian (`make browser`, a prerequisite of `make test`); Playwright's
 own browser download is never used.
@@ -9,15 +11,19 @@ own browser download is never used.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.dashboard.conftest import PASSWORD, Accounts, Traffic
+from tests.dashboard.conftest import PASSWORD, Accounts, Stack, Tenant, Traffic
+from tests.dashboard.test_tenant_text import markup_tenant
 from tests.support.processes import ServiceProcess, free_port, start_process
 from watchllm_dashboard.views.sidebar import PAGES
+from watchllm_shared.accounts import AccountStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -55,6 +61,26 @@ def settle(page: Page) -> None:
     page.wait_for_timeout(500)
 
 
+def sign_in(page: Page, url: str, username: str, project: str) -> None:
+    page.goto(url, timeout=60_000)
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible(timeout=30_000)
+    chooser = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
+    chooser.click()
+    page.keyboard.type(project)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text(f"Project {project}")).to_be_visible(timeout=30_000)
+
+
+def visit(page: Page, name: str) -> None:
+    radio = page.locator('[data-testid="stSidebar"] [data-testid="stRadio"]')
+    radio.get_by_text(name, exact=True).click()
+    expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible(timeout=30_000)
+    settle(page)
+
+
 def test_sign_in_and_every_page_in_a_real_browser(
     dashboard: ServiceProcess, accounts: Accounts, traffic: Traffic
 ) -> None:
@@ -64,25 +90,9 @@ def test_sign_in_and_every_page_in_a_real_browser(
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 2000})
-            page.goto(dashboard.url, timeout=60_000)
-            page.get_by_label("Username", exact=True).fill(accounts.admin)
-            page.get_by_label("Password", exact=True).fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible(
-                timeout=30_000
-            )
-            project = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
-            project.click()
-            page.keyboard.type(accounts.project)
-            page.keyboard.press("Enter")
-            expect(page.get_by_text(f"Project {accounts.project}")).to_be_visible(timeout=30_000)
+            sign_in(page, dashboard.url, accounts.admin, accounts.project)
             for name in PAGES:
-                radio = page.locator('[data-testid="stSidebar"] [data-testid="stRadio"]')
-                radio.get_by_text(name, exact=True).click()
-                expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible(
-                    timeout=30_000
-                )
-                settle(page)
+                visit(page, name)
                 problems = page.locator(PROBLEMS)
                 assert problems.count() == 0, f"{name}: {problems.all_inner_texts()}"
                 page.screenshot(path=str(SCREENSHOTS / f"{slug(name)}.png"), full_page=True)
@@ -90,3 +100,61 @@ def test_sign_in_and_every_page_in_a_real_browser(
         finally:
             browser.close()
     assert {p.stem for p in SCREENSHOTS.glob("*.png")} >= {slug(p) for p in PAGES}
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[int, list[str]]]:
+    """A loopback HTTP server that records the path of every request it gets."""
+    fetched: list[str] = []
+
+    class Record(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Record)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], fetched
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+async def marked_up(
+    account_store: AccountStore, stack: Stack, receiver: tuple[int, list[str]]
+) -> Tenant:
+    tenant, _ = await markup_tenant(account_store, stack, receiver[0])
+    return tenant
+
+
+def test_tenant_markdown_fetches_nothing_and_links_nowhere(
+    dashboard: ServiceProcess,
+    accounts: Accounts,
+    marked_up: Tenant,
+    receiver: tuple[int, list[str]],
+) -> None:
+    """A model named ``![t](http://127.0.0.1:PORT/model.png)`` made every viewer's browser
+    fetch it (key names too), and ``[click](http://evil…)`` drew a link (issue 22, 8)."""
+    port, fetched = receiver
+    planted = f'img[src*="127.0.0.1:{port}"], a[href*="evil.example"]'
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 2000})
+            sign_in(page, dashboard.url, accounts.viewer, marked_up.project)
+            for name in PAGES:
+                visit(page, name)
+                drawn = page.locator(planted).evaluate_all("all => all.map(e => e.outerHTML)")
+                assert drawn == [], name
+                if name == "Overview":  # the unpriced-model warning names it, as text
+                    words = f"127.0.0.1:{port}/model.png) [click]"
+                    expect(page.get_by_text(words).first).to_be_visible()
+        finally:
+            browser.close()
+    assert fetched == []

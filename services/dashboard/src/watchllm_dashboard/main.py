@@ -33,6 +33,7 @@ from watchllm_dashboard.views import (
     sidebar,
 )
 from watchllm_dashboard.views.context import CachedReader, PageContext
+from watchllm_dashboard.views.ui import plain
 from watchllm_shared.accounts import AccountError
 
 RENDER: dict[str, Callable[[PageContext], None]] = {
@@ -70,15 +71,15 @@ def run() -> None:
     try:
         runtime = shared_runtime()
     except STORE_ERRORS as exc:
-        st.error(f"The dashboard cannot reach Postgres or Redis: {exc}")
+        st.error(f"The dashboard cannot reach Postgres or Redis: {plain(exc)}")
         return
     try:
         with page_span(runtime.tracer) as span:
             _view(runtime, span)
     except AnalyticsUnavailable as exc:
-        st.warning(f"Analytics cannot answer right now: {exc}")
+        st.warning(f"Analytics cannot answer right now: {plain(exc)}")
     except STORE_ERRORS as exc:
-        st.error(f"A store did not answer: {type(exc).__name__}: {exc}")
+        st.error(f"A store did not answer: {type(exc).__name__}: {plain(exc)}")
 
 
 def _view(runtime: Runtime, span: Span) -> None:
@@ -96,4 +97,4 @@ def _view(runtime: Runtime, span: Span) -> None:
         RENDER[page](context)
     except AccountError as exc:  # e.g. a project deleted meanwhile
         failed(span, exc)
-        st.error(str(exc))
+        st.error(plain(exc))

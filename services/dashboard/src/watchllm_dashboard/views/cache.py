@@ -31,7 +31,9 @@ def _summary(ctx: PageContext, hourly: pd.DataFrame) -> None:
     settings = ctx.actions.cache_settings(ctx.project.name)
     state = (f"on, {settings.mode} mode, entries kept {settings.ttl_seconds:,} s"
              if settings.enabled else "off")  # fmt: skip
-    st.caption(f"Project **{ctx.project.name}** · cache {state} · {ctx.window.describe()}")
+    st.caption(
+        f"Project **{ui.plain(ctx.project.name)}** · cache {state} · {ctx.window.describe()}"
+    )
     cells = st.columns(4)
     hits = hourly["exact_hits"].sum() + hourly["semantic_hits"].sum()
     asked = hits + hourly["misses"].sum()  # bypassed and refused requests never asked
@@ -102,7 +104,7 @@ def _manage(ctx: PageContext, entries: list[CachedEntry]) -> None:
             )
     with right:
         sure = st.checkbox(
-            f"Yes, drop every cached answer of {ctx.project.name}",
+            f"Yes, drop every cached answer of {ui.plain(ctx.project.name)}",
             key="cache_flush_confirm",
             disabled=not ctx.is_admin,
         )
@@ -115,7 +117,7 @@ def _manage(ctx: PageContext, entries: list[CachedEntry]) -> None:
             project = ctx.project.name
             ui.attempt(
                 lambda: ctx.actions.flush_cache(project),
-                f"Flush of {project} sent to the cache service.",
+                f"Flush of {ui.plain(project)} sent to the cache service.",
             )
 
 

@@ -87,7 +87,7 @@ def _create(ctx: PageContext) -> None:
         ):
             created = ui.attempt(lambda: ctx.actions.create_key(project, label.strip() or None))
             if created is not None:
-                _reveal(created, f"New key {created.key.display_prefix}… for {project}")
+                _reveal(created, f"New key {created.key.display_prefix}… for {ui.plain(project)}")
                 st.rerun()
 
 
@@ -159,7 +159,7 @@ def render(ctx: PageContext) -> None:
     if keys:
         _table(ctx, keys)
     else:
-        st.info(f"{project.name} has no keys yet.")
+        st.info(f"{ui.plain(project.name)} has no keys yet.")
     st.subheader("Manage")
     ui.viewer_note(ctx.is_admin)
     _create(ctx)

@@ -11,7 +11,7 @@ import streamlit as st
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import usage
 from watchllm_dashboard.data.window import TimeWindow
-from watchllm_dashboard.views import charts
+from watchllm_dashboard.views import charts, ui
 from watchllm_dashboard.views.context import PageContext
 
 ALL = "All"
@@ -72,7 +72,9 @@ def _metrics(result: usage.Overview, window: TimeWindow) -> None:
         " and refused requests never ask it)."
     )
     if result.unpriced:
-        models = ", ".join(f"{model} ({fmt.count(n)})" for model, n in result.unpriced.items())
+        models = ", ".join(
+            f"{ui.plain(model)} ({fmt.count(n)})" for model, n in result.unpriced.items()
+        )
         st.warning(
             f"{fmt.count(totals['unpriced'])} requests used models without a price: {models}."
             f" Their cost counts as $0.00 in Spend (and their cached answers save $0.00)."
@@ -194,7 +196,7 @@ def render(ctx: PageContext) -> None:
     project = ctx.require_project()
     if project is None:
         return
-    st.caption(f"Project **{project.name}** · {ctx.window.describe()}")
+    st.caption(f"Project **{ui.plain(project.name)}** · {ctx.window.describe()}")
     models = usage.by_model(ctx.analytics, project.id, ctx.window)
     model, key = _filters(ctx, [str(m) for m in models["model"]])
     result = usage.overview(ctx.analytics, project.id, ctx.window, model, key)

@@ -62,14 +62,14 @@ def _projects(ctx: PageContext) -> None:
         ):
             ui.attempt(
                 lambda: ctx.actions.create_project(name.strip(), Plan(plan)),
-                f"Created project {name.strip()}.",
+                f"Created project {ui.plain(name.strip())}.",
             )
 
 
 def _plan_and_limits(ctx: PageContext, project: Project) -> None:
     limits = ctx.actions.limits(project)
     with st.form("project_limits"):
-        st.markdown(f"**Plan and limits of {project.name}** (0 = no per-minute limit)")
+        st.markdown(f"**Plan and limits of {ui.plain(project.name)}** (0 = no per-minute limit)")
         cells = st.columns(3)
         plans = [p.value for p in Plan]
         plan = cells[0].selectbox(
@@ -99,7 +99,7 @@ def _plan_and_limits(ctx: PageContext, project: Project) -> None:
 
             ui.attempt(
                 change,
-                f"Saved plan and limits of {project.name}; the limiter applies"
+                f"Saved plan and limits of {ui.plain(project.name)}; the limiter applies"
                 " them within a second.",
             )
 
@@ -127,7 +127,7 @@ def _key_limits(ctx: PageContext, project: Project) -> None:
             "Tokens per minute", min_value=0, key="key_limits_tpm", disabled=not ctx.is_admin
         )
         current = ", ".join(
-            f"{label}: rpm {k.rpm_limit or '—'}, tpm {k.tpm_limit or '—'}"
+            f"{ui.plain(label)}: rpm {k.rpm_limit or '—'}, tpm {k.tpm_limit or '—'}"
             for label, k in keys.items()
             if k.rpm_limit or k.tpm_limit
         )
@@ -149,7 +149,7 @@ def _cache_settings(ctx: PageContext, project: Project) -> None:
     current = ctx.actions.cache_settings(project.name)
     allowed = ctx.actions.allowed_models(project.name)
     with st.form("cache_settings"):
-        st.markdown(f"**Cache and models of {project.name}**")
+        st.markdown(f"**Cache and models of {ui.plain(project.name)}**")
         cells = st.columns(4)
         enabled = cells[0].toggle(
             "Cache on", value=current.enabled, key="cache_enabled", disabled=not ctx.is_admin
@@ -198,7 +198,8 @@ def _cache_settings(ctx: PageContext, project: Project) -> None:
 
             ui.attempt(
                 change,
-                f"Saved the cache settings of {project.name}; gateways apply them within a second.",
+                f"Saved the cache settings of {ui.plain(project.name)}; gateways apply them"
+                " within a second.",
             )
 
 
@@ -226,7 +227,7 @@ def _users(ctx: PageContext) -> None:
         if st.form_submit_button("Create user", key="user_create_submit"):
             ui.attempt(
                 lambda: ctx.actions.create_user(name, password, Role(role)),
-                f"Created {role} {name.strip().lower()}.",
+                f"Created {role} {ui.plain(name.strip().lower())}.",
             )
     with right, st.form("user_state"):
         others = [u.username for u in users if u.username != ctx.actions.user.username]
@@ -234,9 +235,9 @@ def _users(ctx: PageContext) -> None:
         disable = st.form_submit_button("Disable", key="user_disable", disabled=not others)
         enable = st.form_submit_button("Enable", key="user_enable", disabled=not others)
         if disable:
-            ui.attempt(lambda: ctx.actions.disable_user(str(who)), f"Disabled {who}.")
+            ui.attempt(lambda: ctx.actions.disable_user(str(who)), f"Disabled {ui.plain(who)}.")
         if enable:
-            ui.attempt(lambda: ctx.actions.enable_user(str(who)), f"Enabled {who}.")
+            ui.attempt(lambda: ctx.actions.enable_user(str(who)), f"Enabled {ui.plain(who)}.")
 
 
 def _details(entry: AuditEntry) -> str:
@@ -291,7 +292,7 @@ def render(ctx: PageContext) -> None:
     ui.viewer_note(ctx.is_admin)
     _projects(ctx)
     if ctx.project is not None:
-        st.subheader(f"Settings of {ctx.project.name}")
+        st.subheader(f"Settings of {ui.plain(ctx.project.name)}")
         _plan_and_limits(ctx, ctx.project)
         _key_limits(ctx, ctx.project)
         _cache_settings(ctx, ctx.project)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import usage
-from watchllm_dashboard.views import charts
+from watchllm_dashboard.views import charts, ui
 from watchllm_dashboard.views.context import PageContext
 
 
@@ -26,7 +26,7 @@ def _usage_now(ctx: PageContext) -> None:
         if item.resets_in_seconds is not None:
             reset = f" · resets in {fmt.span(item.resets_in_seconds)}"
         text = (
-            f"{item.scope} · {item.kind}: {item.used:,} of {item.limit:,} "
+            f"{ui.plain(item.scope)} · {item.kind}: {item.used:,} of {item.limit:,} "
             f"({fmt.percent(item.used, item.limit)}){reset}"
         )
         st.progress(item.share, text=text)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import usage
+from watchllm_dashboard.views import ui
 from watchllm_dashboard.views.context import PageContext
 from watchllm_shared.contracts import RequestStatus
 
@@ -66,10 +67,10 @@ def _cost(cost: float, unpriced: bool) -> str:
 
 
 def _detail(row: pd.Series, key_names: dict[str, str]) -> None:
-    st.subheader(f"Request {row['request_id']}")
+    st.subheader(f"Request {ui.plain(row['request_id'])}")
     # The status goes in a line of its own: in a quarter-width card "rate_limited (429)"
     # was cut off. The cards keep short values.
-    error = f" · error `{row['error_type']}`" if row["error_type"] else ""
+    error = f" · error {ui.plain(row['error_type'])}" if row["error_type"] else ""
     st.markdown(f"Status: **{row['status']}** (HTTP {row['http_status']}){error}")
     cells = st.columns(4)
     cells[0].metric("HTTP", str(row["http_status"]), border=True)
@@ -78,7 +79,7 @@ def _detail(row: pd.Series, key_names: dict[str, str]) -> None:
     cells[3].metric("Cache", str(row["cache"]), border=True)
     if row["unpriced"]:
         st.caption(
-            f"No price for {row['model']}: its cost counts as $0.00. Add one with"
+            f"No price for {ui.plain(row['model'])}: its cost counts as $0.00. Add one with"
             " WATCHLLM_PRICES or WATCHLLM_PRICE_TABLE_PATH (README, Configuration)."
         )
     similarity = row["cache_similarity"]
@@ -98,7 +99,8 @@ def _detail(row: pd.Series, key_names: dict[str, str]) -> None:
         "time to first byte": fmt.duration_ms(row["ttfb_ms"]),
         "upstream attempts": row["upstream_attempts"],
     }
-    st.table(pd.DataFrame({"value": [str(v) for v in fields.values()]}, index=list(fields)))
+    # st.table renders Markdown in every cell.
+    st.table(pd.DataFrame({"value": [ui.plain(v) for v in fields.values()]}, index=list(fields)))
 
 
 def render(ctx: PageContext) -> None:

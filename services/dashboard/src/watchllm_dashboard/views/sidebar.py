@@ -6,7 +6,7 @@ import streamlit as st
 
 from watchllm_dashboard.data.window import DEFAULT_RANGE, RANGES, TimeWindow
 from watchllm_dashboard.runtime import Runtime
-from watchllm_dashboard.views import auth
+from watchllm_dashboard.views import auth, ui
 from watchllm_shared.accounts import Project, User
 
 PAGES = (
@@ -40,7 +40,7 @@ def render(
         window = TimeWindow.last(str(label), runtime.clock())
         st.caption(window.describe())
         st.divider()
-        st.caption(f"Signed in as **{user.username}** ({user.role.value})")
+        st.caption(f"Signed in as **{ui.plain(user.username)}** ({user.role.value})")
         if st.button("Sign out", key="sign_out"):
             auth.sign_out(runtime)
             st.rerun()
