@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 import pandas as pd
@@ -217,7 +218,7 @@ async def test_spend_without_a_price_is_said_where_spend_is_shown(
     by_model = at.dataframe[0].value.set_index("model")["spend"]
     assert by_model["gpt-custom-tune"] == "$0.00 + 3 without a price"
     assert "without a price" not in by_model["gpt-4o-mini"]
-    every_project = at.dataframe[1].value.set_index("project")["spend"]
+    every_project = at.dataframe[2].value.set_index("project")["spend"]
     assert every_project[tenant.project].endswith(" + 3 without a price")
     at = await view(tokens["viewer"], "Requests", tenant.project)
     costs = dict(zip(at.dataframe[0].value["model"], at.dataframe[0].value["cost"], strict=False))
@@ -249,7 +250,7 @@ async def test_refused_requests_count_where_they_belong(
     at = await view(tokens["viewer"], "Rate limits", tenant.project)
     assert at.dataframe[0].value["requests"].tolist() == [str(total)]
     at = await view(tokens["viewer"], "Overview", tenant.project)
-    projects = at.dataframe[1].value["project"].tolist()
+    projects = at.dataframe[2].value["project"].tolist()
     assert "00000000-0000-0000-0000-000000000000" not in projects
     assert "(no project: key missing, malformed or unknown)" in projects
     assert "came with a key that is missing, malformed or unknown" in shown(at)
@@ -290,3 +291,40 @@ async def test_shares_say_what_they_are_of_and_429s_are_not_errors(
     assert "Status: **rate_limited** (HTTP 429) · error rate_limit_exceeded" in shown(at)
     # A quarter-width card holds about a dozen characters of its large type.
     assert all(len(str(m.value)) <= 12 for m in at.metric), [m.value for m in at.metric]
+
+
+async def test_spend_and_tokens_per_key_and_model_in_one_table(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """Who spent what on which model could only be seen key by key through the filter,
+    and the Overview showed no token totals."""
+    tenant = await new_tenant(account_store, "per-key")
+    second = (await account_store.create_key(tenant.project, "second")).key
+    first = await account_store.get_key(tenant.key_id)
+    when = datetime.now(UTC) - timedelta(minutes=10)
+    sent = [  # key, model, requests, tokens in and out each, cost each, without a price
+        (first, "gpt-4o-mini", 3, 100, 50, "0.001", False),
+        (first, "gpt-4o", 2, 200, 100, "0.01", False),
+        (second, "gpt-4o-mini", 1, 1000, 10, "0.5", False),
+        (second, "gpt-custom-tune", 2, 40, 4, "0", True),
+    ]
+    publish(stack, [
+        make_event(tenant.project_id, when, key_id=key.id, model=model, prompt_tokens=p,
+                   completion_tokens=c, cost_usd=Decimal(cost), cost_saved_usd=Decimal(0),
+                   cache=CacheOutcome.MISS, unpriced=unpriced)
+        for key, model, n, p, c, cost, unpriced in sent for _ in range(n)
+    ])  # fmt: skip
+    wait_stored(stack, tenant.project_id, 8)
+    at = await view(tokens["viewer"], "Overview", tenant.project, warned=True)
+    text = shown(at)
+    assert "Tokens in: 1,780" in text and "Tokens out: 368" in text
+    table = at.dataframe[1].value
+    rows = table[["key", "model", "requests", "tokens in", "tokens out", "spend"]]
+    assert rows.values.tolist() == [
+        [f"second ({second.display_prefix}…)", "gpt-4o-mini", "1", "1,000", "10", "$0.50"],
+        [f"first ({first.display_prefix}…)", "gpt-4o", "2", "400", "200", "$0.020"],
+        [f"first ({first.display_prefix}…)", "gpt-4o-mini", "3", "300", "150", "$0.0030"],
+        [f"second ({second.display_prefix}…)", "gpt-custom-tune", "2", "80", "8",
+         "$0.00 + 2 without a price"],
+    ]  # fmt: skip
+

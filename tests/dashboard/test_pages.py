@@ -70,7 +70,7 @@ def check_overview(at: AppTest, accounts: Accounts, traffic: Traffic) -> None:
     assert charts(at) == 4
     models = set(at.dataframe[0].value["model"])
     assert {"gpt-4o-mini", "gpt-4o"} <= models
-    assert accounts.project in set(at.dataframe[1].value["project"])
+    assert accounts.project in set(at.dataframe[2].value["project"])
 
 
 def check_requests(at: AppTest, accounts: Accounts, traffic: Traffic) -> None:

@@ -340,6 +340,22 @@ _DASHBOARD_QUERIES = (
         f"FROM requests\nWHERE {_PROJECT_WINDOW}\nGROUP BY key_id ORDER BY last_used DESC",
     ),
     AnalyticsQuery(
+        name="project_usage_by_key_and_model",
+        description="Per key and model of one project over the window: requests, tokens,"
+        " spend, what the cache saved, and requests to models without a price; the"
+        " ``limit`` pairs that spent most. Reads rows: the projection has no key.",
+        params=ProjectTopParams,
+        sql="SELECT key_id, model, count() AS requests,\n"
+        "    sum(prompt_tokens) AS prompt_tokens,\n"
+        "    sum(completion_tokens) AS completion_tokens,\n"
+        "    sum(cost_usd) AS cost_usd,\n"
+        "    sum(cost_saved_usd) AS cost_saved_usd,\n"
+        "    countIf(unpriced) AS unpriced_requests\n"
+        f"FROM requests\nWHERE {_PROJECT_WINDOW}\n"
+        "GROUP BY key_id, model\n"
+        "ORDER BY cost_usd DESC, requests DESC, key_id, model\nLIMIT {limit:UInt32}",
+    ),
+    AnalyticsQuery(
         name="project_cache_entry_hits",
         description="One project's cache entries by the hits they answered over the window:"
         " hits, what they saved, the last hit (most hits first).",

@@ -135,6 +135,17 @@ def with_flags(by_model: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+BY_KEY_AND_MODEL_LIMIT = 500
+
+
+def by_key_and_model(reader: AnalyticsReader, project_id: UUID, window: TimeWindow) -> pd.DataFrame:
+    """Requests, tokens, spend, savings and requests without a price per key and model
+    (reads the window's rows: the projection has no key), the pairs that spent most
+    first, at most ``BY_KEY_AND_MODEL_LIMIT``."""
+    params = {"project_id": project_id, **window.params(), "limit": BY_KEY_AND_MODEL_LIMIT}
+    return reader.query("project_usage_by_key_and_model", params)
+
+
 def by_project(reader: AnalyticsReader, window: TimeWindow) -> pd.DataFrame:
     """Every project's usage, with its own 429s and its requests without a price."""
     usage = reader.query("usage_by_project", window.params())

@@ -1,5 +1,6 @@
-"""Overview: how much traffic, how many errors, how well the cache works, what it costs,
-how fast it is — for one project, optionally one model or key, over the time range."""
+"""Overview: how much traffic, how many errors, how well the cache works, what it costs
+(and to whom: spend and tokens per key and model), how fast it is — for one project,
+optionally one model or key, over the time range."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def _failed(errors: float, rate_limited: float) -> float:
 def _metrics(result: usage.Overview, window: TimeWindow) -> None:
     totals = result.totals
     requests = totals["requests"]
-    first, second = st.columns(5), st.columns(4)
+    first, second = st.columns(5), st.columns(6)
     first[0].metric("Requests", fmt.count(requests), border=True)
     failed = _failed(totals["errors"], totals["rate_limited"])
     first[1].metric("Error rate", fmt.percent(failed, requests), border=True,
@@ -57,13 +58,17 @@ def _metrics(result: usage.Overview, window: TimeWindow) -> None:
                     " asked the cache (hits and misses).")  # fmt: skip
     first[4].metric("Spend", fmt.money(totals["cost_usd"]), border=True)
     second[0].metric("Saved by the cache", fmt.money(totals["cost_saved_usd"]), border=True)
+    second[1].metric("Tokens in", fmt.count(totals["prompt_tokens"]), border=True,
+                     help="Prompt tokens of the requests in the range.")  # fmt: skip
+    second[2].metric("Tokens out", fmt.count(totals["completion_tokens"]), border=True,
+                     help="Completion tokens of the requests in the range.")  # fmt: skip
     covers = (
         "the time range"
         if result.percentiles_exact
         else f"the whole hours {window.percentile_hours()} (percentiles come from the hourly"
         " rollup and cannot be cut at the range's ends)"
     )
-    for cell, q in zip(second[1:], ("p50", "p95", "p99"), strict=True):
+    for cell, q in zip(second[3:], ("p50", "p95", "p99"), strict=True):
         cell.metric(f"Latency {q}", fmt.duration_ms(totals[f"latency_{q}_ms"]), border=True,
                     help=f"Over {covers}.")  # fmt: skip
     st.caption(
@@ -157,6 +162,36 @@ def _by_model(frame: pd.DataFrame) -> None:
     st.dataframe(table, hide_index=True)
 
 
+def _by_key_and_model(ctx: PageContext, project_id: UUID) -> None:
+    """Who spent what on which model, in one table (not key by key through the filter)."""
+    assert ctx.project is not None
+    st.subheader("Spend and tokens by key and model")
+    frame = usage.by_key_and_model(ctx.analytics, project_id, ctx.window)
+    if frame.empty:
+        st.caption("No requests in this range.")
+        return
+    names = {str(k.id): f"{k.name or 'unnamed'} ({k.display_prefix}…)"
+             for k in ctx.actions.keys(ctx.project.name)}  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "key": frame["key_id"].map(lambda k: names.get(str(k), str(k)[:8])),
+            "model": frame["model"],
+            "requests": frame["requests"].map(fmt.count),
+            "tokens in": frame["prompt_tokens"].map(fmt.count),
+            "tokens out": frame["completion_tokens"].map(fmt.count),
+            "spend": [
+                _spend(c, u)
+                for c, u in zip(frame["cost_usd"], frame["unpriced_requests"], strict=True)
+            ],  # fmt: skip
+            "saved": frame["cost_saved_usd"].map(fmt.money),
+        }
+    )
+    st.dataframe(table, hide_index=True)
+    limit = usage.BY_KEY_AND_MODEL_LIMIT
+    note = f" Only the {limit} pairs that spent most are listed." if len(frame) >= limit else ""
+    st.caption(f"Every key and model with requests in the range, most spend first.{note}")
+
+
 NO_PROJECT = "00000000-0000-0000-0000-000000000000"  # refused before a key named one
 NO_PROJECT_LABEL = "(no project: key missing, malformed or unknown)"
 
@@ -206,4 +241,5 @@ def render(ctx: PageContext) -> None:
     if flags is None:
         flags = usage.refusals_and_unpriced(ctx.analytics, project.id, ctx.window)
     _by_model(usage.with_flags(models, flags))
+    _by_key_and_model(ctx, project.id)
     _all_projects(ctx)
