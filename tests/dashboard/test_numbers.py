@@ -328,3 +328,31 @@ async def test_spend_and_tokens_per_key_and_model_in_one_table(
          "$0.00 + 2 without a price"],
     ]  # fmt: skip
 
+
+async def test_requests_are_found_by_the_start_of_an_id(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """The search on Requests matched only a whole request, trace or event id."""
+    tenant = await new_tenant(account_store, "search")
+    when = datetime.now(UTC) - timedelta(minutes=10)
+    events = [
+        make_event(tenant.project_id, when + timedelta(seconds=i), key_id=tenant.key_id,
+                   request_id=request_id, trace_id=f"trace-{request_id}")
+        for i, request_id in enumerate(("feed0001aaaa", "feed0002bbbb", "beef0003cccc"))
+    ]  # fmt: skip
+    publish(stack, events)
+    wait_stored(stack, tenant.project_id, 3)
+
+    async def search(text: str) -> AppTest:
+        at = app(tokens["viewer"], "Requests", tenant.project)
+        at.session_state["requests_search"] = text
+        at = await asyncio.to_thread(at.run)
+        assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+        return at
+
+    at = await search("feed")
+    assert "2 requests match" in shown(at)
+    assert at.dataframe[0].value["request id"].tolist() == ["feed0002bbbb", "feed0001aaaa"]
+    for start in ("trace-beef", str(events[0].event_id)[:13], "beef0003cccc"):
+        assert "1 requests match" in shown(await search(start)), start
+    assert "0 requests match" in shown(await search("%"))  # text, not a LIKE pattern

@@ -80,7 +80,8 @@ class ProjectKeySpan(ProjectSpan):
 
 class RequestFilter(TimeSpan):
     """One project's requests between two instants, filtered by exact matches; '' (or
-    null for ``key_id``) means "any". ``search`` matches a request, trace or event id."""
+    null for ``key_id``) means "any". ``search`` is the start of a request, trace or
+    event id (a whole id is one too), matched as text: no character is a wildcard."""
 
     project_id: UUID
     status: str = Field(default="", max_length=40)
@@ -284,8 +285,9 @@ _LOG_WHERE = f"""
     AND ({{status:String}} = '' OR status = {{status:String}})
     AND ({{model:String}} = '' OR model = {{model:String}})
     AND ({{key_id:Nullable(UUID)}} IS NULL OR key_id = {{key_id:Nullable(UUID)}})
-    AND ({{search:String}} = '' OR request_id = {{search:String}} OR trace_id = {{search:String}}
-         OR toString(event_id) = {{search:String}})"""
+    AND ({{search:String}} = '' OR startsWith(request_id, {{search:String}})
+         OR startsWith(trace_id, {{search:String}})
+         OR startsWith(toString(event_id), {{search:String}}))"""
 _KEY_WINDOW = f"""{_PROJECT_WINDOW}
     AND key_id = {{key_id:UUID}} AND ({{model:String}} = '' OR model = {{model:String}})"""
 _LOG_COLUMNS = """event_id, occurred_at, request_id, key_id, model, provider, endpoint,

@@ -31,7 +31,11 @@ def _filters(ctx: PageContext, project_id: UUID) -> dict[str, Any]:
     )
     model = cells[1].selectbox("Model", [ANY, *models], key="requests_model")
     key = cells[2].selectbox("API key", [ANY, *keys], key="requests_key")
-    search = cells[3].text_input("Request, trace or event id", key="requests_search").strip()
+    search = cells[3].text_input(
+        "Request, trace or event id, or its start",
+        key="requests_search",
+        help="Matches the ids that begin with what you type, as typed (no wildcards).",
+    ).strip()
     return {
         "project_id": project_id,
         **ctx.window.params(),
