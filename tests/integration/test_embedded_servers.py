@@ -10,6 +10,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -206,6 +207,7 @@ def test_provide_redis_without_env_falls_back(
             client.close()
     if not docker_images_available(REDIS_IMAGE):
         assert (tmp_path / "redis" / "valkey.log").exists()
+        assert urlsplit(url).password  # the embedded Valkey wants one (issue 22, finding 4)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +218,7 @@ def fallback_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         with provide_postgres(data) as url:
             if not docker_images_available(POSTGRES_IMAGE):
                 assert (data / "postgres" / "pgdata" / "PG_VERSION").exists()
+                assert urlsplit(url).password  # TCP needs it (issue 22, finding 4)
             yield url
 
 
