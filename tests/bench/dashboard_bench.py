@@ -108,6 +108,7 @@ def _cases(keys: list[uuid.UUID], key_labels: list[str]) -> list[tuple[str, str,
         ("Overview", "Last 30 days", {"overview_key": key_labels[0]}),
         ("Requests", "Last 30 days", {"requests_page": 2000}),
         ("Requests", "Last 30 days", {"requests_status": "rate_limited"}),
+        ("Requests", "Last 30 days", {"requests_search": "AB"}),  # ids starting with it
     ]
     return cases
 
