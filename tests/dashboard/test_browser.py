@@ -140,14 +140,15 @@ def test_tenant_markdown_fetches_nothing_and_links_nowhere(
     receiver: tuple[int, list[str]],
 ) -> None:
     """A model named ``![t](http://127.0.0.1:PORT/model.png)`` made every viewer's browser
-    fetch it (key names too), and ``[click](http://evil…)`` drew a link (issue 22, 8)."""
+    fetch it (key names too), and ``[click](http://evil…)`` drew a link (issue 22, 8).
+    As an admin: a viewer sees the same pages, but the key chooser disabled."""
     port, fetched = receiver
     planted = f'img[src*="127.0.0.1:{port}"], a[href*="evil.example"]'
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 2000})
-            sign_in(page, dashboard.url, accounts.viewer, marked_up.project)
+            sign_in(page, dashboard.url, accounts.admin, marked_up.project)
             for name in PAGES:
                 visit(page, name)
                 drawn = page.locator(planted).evaluate_all("all => all.map(e => e.outerHTML)")
@@ -155,6 +156,14 @@ def test_tenant_markdown_fetches_nothing_and_links_nowhere(
                 if name == "Overview":  # the unpriced-model warning names it, as text
                     words = f"127.0.0.1:{port}/model.png) [click]"
                     expect(page.get_by_text(words).first).to_be_visible()
+                if name == "Projects & settings":  # options are text too: open the chooser
+                    label = page.get_by_text("Key", exact=True)
+                    page.locator('[data-testid="stSelectbox"]', has=label).click()
+                    words = f"127.0.0.1:{port}/key.png) [click]"
+                    expect(page.get_by_role("option").filter(has_text=words)).to_be_visible()
+                    drawn = page.locator(planted).evaluate_all("all => all.map(e => e.outerHTML)")
+                    assert drawn == [], "the key chooser's options"
+                    page.keyboard.press("Escape")
         finally:
             browser.close()
     assert fetched == []
