@@ -13,6 +13,7 @@ with the defaults.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 import uuid
@@ -303,3 +304,23 @@ def chat_or_none(url: str, key: str) -> httpx.Response | None:
         return chat(url, key)
     except httpx.TransportError:
         return None
+
+
+async def test_a_large_request_that_came_in_one_read_does_not_count_against_the_next_head(
+    gateway: Gateway,
+) -> None:
+    """A head and its whole 40 KiB body in one network read used to be counted as head
+    bytes of the *next* request on the connection, which then got 431."""
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "x" * (40 * 1024)}]}).encode()  # fmt: skip
+    for _ in range(3):  # a fresh connection each time: the first read is the whole request
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gateway))
+        try:
+            writer.write(head(random_key(), len(body)) + body)
+            first, _ = await asyncio.wait_for(read_answer(reader), 60)
+            assert first == 401
+            writer.write(b"GET /livez HTTP/1.1\r\nhost: g\r\n\r\n")
+            second, _ = await asyncio.wait_for(read_answer(reader), 60)
+            assert second == 200
+        finally:
+            writer.close()

@@ -96,15 +96,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(_HEAD_TOO_LARGE)  # the head does not end within the cap
             return
         _feed(self, data)
-        if self._in_head:  # all of it was head, and the head goes on
-            self._head_bytes += len(data)
-            if self._timer is None and self._idle():
-                self._arm(self.header_timeout)
-        elif self._pause_after_read:
+        if self._pause_after_read:  # a head ended in this read
             self._pause_after_read = False
             cycle = self.cycle  # None after a WebSocket upgrade: nothing to pause
             if cycle is not None and cycle.more_body and not self.transport.is_closing():
                 self.flow.pause_reading()  # until the app asks for the body (uvicorn resumes)
+        elif self._in_head:  # all of it was head, and the head goes on
+            self._head_bytes += len(data)
+            if self._timer is None and self._idle():
+                self._arm(self.header_timeout)
+        # (Asking ``_in_head`` first counted a read holding a head *and its whole body*
+        # as head bytes of the next request, which then got 431. The start of a next
+        # head pipelined behind a whole request in one read is not counted: one read.)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
