@@ -35,6 +35,12 @@ def serve(host: str, port: int, config: FakeProviderConfig) -> None:
         access_log=False,
         log_level="warning",
         lifespan="on",
+        # Idle connections are kept longer than the gateway's upstream pool keeps them
+        # (aiohttp, 30 s), as providers and their proxies do (nginx: 75 s). With
+        # uvicorn's 5 s, a pooled connection the fake closed while the gateway reused it
+        # broke after the request was sent: a 502 the gateway may not retry (seen once
+        # in a loaded CI run of tests/limiter/test_limits_across_replicas.py).
+        timeout_keep_alive=75,
     )
 
 
