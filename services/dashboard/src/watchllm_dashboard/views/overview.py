@@ -123,8 +123,11 @@ def _charts(hourly: pd.DataFrame) -> None:
                      "share", ".0%")  # fmt: skip
 
 
-def _spend(cost: float, unpriced: int) -> str:
-    return fmt.money(cost) + (f" + {fmt.count(unpriced)} without a price" if unpriced else "")
+def _spend(frame: pd.DataFrame) -> list[str]:
+    """Spend per row, and how many of its requests had no price (counted at $0)."""
+    rows = zip(frame["cost_usd"], frame["unpriced_requests"], strict=True)
+    return [fmt.money(cost) + (f" + {fmt.count(unpriced)} without a price" if unpriced else "")
+            for cost, unpriced in rows]  # fmt: skip
 
 
 def _rates(frame: pd.DataFrame) -> dict[str, list[str]]:
@@ -151,10 +154,7 @@ def _by_model(frame: pd.DataFrame) -> None:
                 fmt.percent(h, r)
                 for h, r in zip(frame["cache_hits"], frame["requests"], strict=True)
             ],
-            "spend": [
-                _spend(c, u)
-                for c, u in zip(frame["cost_usd"], frame["unpriced_requests"], strict=True)
-            ],  # fmt: skip
+            "spend": _spend(frame),
             "saved": frame["cost_saved_usd"].map(fmt.money),
             "p95 latency": frame["latency_p95_ms"].map(fmt.duration_ms),
         }
@@ -179,10 +179,7 @@ def _by_key_and_model(ctx: PageContext, project_id: UUID) -> None:
             "requests": frame["requests"].map(fmt.count),
             "tokens in": frame["prompt_tokens"].map(fmt.count),
             "tokens out": frame["completion_tokens"].map(fmt.count),
-            "spend": [
-                _spend(c, u)
-                for c, u in zip(frame["cost_usd"], frame["unpriced_requests"], strict=True)
-            ],  # fmt: skip
+            "spend": _spend(frame),
             "saved": frame["cost_saved_usd"].map(fmt.money),
         }
     )
@@ -209,10 +206,7 @@ def _all_projects(ctx: PageContext) -> None:
             "project": frame["project_id"].map(lambda i: names.get(i, i)),
             "requests": frame["requests"].map(fmt.count),
             **_rates(frame),
-            "spend": [
-                _spend(c, u)
-                for c, u in zip(frame["cost_usd"], frame["unpriced_requests"], strict=True)
-            ],  # fmt: skip
+            "spend": _spend(frame),
             "saved": frame["cost_saved_usd"].map(fmt.money),
         }
     )
