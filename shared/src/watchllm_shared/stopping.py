@@ -9,8 +9,9 @@ after another, so a cancellation lands there often: it vanishes, the loop reads 
 the lifespan awaiting the task hangs in uvicorn's "Waiting for application shutdown"
 until the supervisor kills the process, acknowledgements unsent. (SIGTERM of a limiter
 with a backlog hung in 5 of 10 runs; a task dump showed the charger task "cancelling"
-yet still reading, the cancellation lost in redis-py's ``send_packed_command``.) A cancellation also lands anywhere: between a batch's
-writes and its XACK, which leaves done work to be redone by another consumer later.
+yet still reading, the cancellation lost in redis-py's ``send_packed_command``.) A
+cancellation also lands anywhere: between a batch's writes and its XACK, which leaves
+done work to be redone by another consumer later.
 
 So:
 - a loop that holds work (read, handle, acknowledge) takes a ``stopping`` event and

@@ -303,6 +303,9 @@ class EmbeddedRedis(_EmbeddedServer):
                 if attempt == START_ATTEMPTS:
                     raise
                 log.info("valkey port race, retrying (attempt %d)", attempt)
+            except BaseException:  # e.g. `up` told to stop while Valkey was starting
+                server.stop(timeout=SHUTDOWN_TIMEOUT_S)
+                raise
         raise AssertionError("unreachable")
 
     def _shutdown(self) -> None:

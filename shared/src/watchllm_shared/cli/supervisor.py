@@ -47,6 +47,7 @@ from typing import Protocol
 import click
 import httpx
 
+from watchllm_shared.cli import stop_signals
 from watchllm_shared.cli.restart_policy import CrashHistory, RestartPolicy
 from watchllm_shared.contracts.supervision import ProcessState, ProcessStatus, SupervisorReport
 
@@ -166,7 +167,7 @@ class Supervisor:
         self._stores.append(_WatchedStore(name, server, CrashHistory(self.policy), self.clock()))
 
     def _spawn(self, unit: Supervised) -> None:
-        with unit.log_path.open("ab") as log:
+        with unit.log_path.open("ab") as log, stop_signals.spawning():
             unit.process = subprocess.Popen(
                 [sys.executable, "-m", unit.spec.module, *unit.spec.args],
                 env={**os.environ, **unit.spec.env}, stdout=log, stderr=log,

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import click
 
+from watchllm_shared.cli import stop_signals
 from watchllm_shared.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from watchllm_shared.cli.local_secrets import (
     ANALYTICS_QUERY_TOKEN,
@@ -128,7 +128,7 @@ def run_up(
 ) -> None:
 
     plan = plan_for(settings, replicas or {})  # refuses a bad --replicas before anything runs
-    _stop_on_signals()
+    stop_signals.install()  # from here on a signal stops what was started
     try:
         _run(settings, fake_provider, plan)
     except KeyboardInterrupt:
@@ -248,26 +248,8 @@ def _announce(gateway_url: str, settings: CliSettings) -> None:
     click.echo("Press Ctrl-C to stop everything.")
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM and SIGINT raise ``KeyboardInterrupt`` from the first step on, so the
-    ``finally`` blocks stop whatever was started — also while services are still
-    starting. Without this a SIGTERM during start-up ended ``up`` at once and left every
-    child running (they run in sessions of their own, so nothing else stops them), and
-    the next ``up`` then failed on the cache index's lock. SIGINT explicitly too: a shell
-    that started ``up`` in the background ignores it. A second signal during the
-    clean-up is ignored, so it cannot cut the clean-up short (SIGKILL still can)."""
-
-    def _raise(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _raise)
-    signal.signal(signal.SIGINT, _raise)
-
-
 def _supervise(supervisor: Supervisor) -> None:
-    """Until a signal (``KeyboardInterrupt``, see ``_stop_on_signals``) or a store is lost
+    """Until a signal (``KeyboardInterrupt``, see ``stop_signals``) or a store is lost
     for good (``StoreLost``)."""
     try:
         while True:
