@@ -50,7 +50,7 @@ demo: install
 # two workers halve the wall time even on two cores. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: install deploy-tools browser
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-unit: install deploy-tools
 	$(BIN)/pytest -m unit
