@@ -33,7 +33,14 @@ def create_app(
             app.state.service = service
             yield
 
-    app = FastAPI(title="WatchLLM analytics", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No /openapi.json, /docs or /redoc: nothing here is for browsing (issue 22).
+    app = FastAPI(
+        title="WatchLLM analytics",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.include_router(api.router)
     app.state.metrics_registry = service.metrics.registry  # served apart: ``__main__``
     return app

@@ -36,12 +36,10 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
             yield
             app.direct_proxy = None
 
+    # No /openapi.json, /docs or /redoc: callers use their provider's SDK, and the
+    # schema would only tell a scanner what is here (issue 22).
     app = GatewayApp(
-        title="WatchLLM gateway",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url="/openapi.json",
+        title="WatchLLM gateway", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
     )
     app.router.routes.extend(proxied.ROUTES)
     app.include_router(openai_api.router)

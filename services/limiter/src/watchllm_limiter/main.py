@@ -99,7 +99,10 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
                 await stop_tasks(others, 0)
                 await stop_tasks([charging], STOP_GRACE_SECONDS)
 
-    app = FastAPI(title="WatchLLM limiter", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No /openapi.json, /docs or /redoc: nothing here is for browsing (issue 22).
+    app = FastAPI(
+        title="WatchLLM limiter", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
 
     @app.get("/livez")
     async def livez() -> Response:

@@ -114,7 +114,10 @@ def create_app(settings: CacheServiceSettings | None = None) -> FastAPI:
                 await stop_tasks(background, 0)
                 await stop_tasks(consumers, STOP_GRACE_SECONDS)
 
-    app = FastAPI(title="WatchLLM cache", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No /openapi.json, /docs or /redoc: nothing here is for browsing (issue 22).
+    app = FastAPI(
+        title="WatchLLM cache", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.ready = False
 
     @app.get("/livez")
