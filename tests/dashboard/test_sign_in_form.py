@@ -4,6 +4,8 @@ throttled client is told why and when to come back (issue 22, finding 6)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -15,10 +17,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
 
 def submit(at: AppTest, username: str, password: str) -> str:
+    """The error shown, as read on screen (its Markdown escapes rendered)."""
     at.text_input(key="sign_in_username").input(username)
     at.text_input(key="sign_in_password").input(password)
     at.button(key="sign_in_submit").click().run()
-    return at.error[0].value if at.error else ""
+    return re.sub(r"\\(.)", r"\1", at.error[0].value) if at.error else ""
 
 
 def test_a_client_that_failed_too_often_is_told_to_wait(

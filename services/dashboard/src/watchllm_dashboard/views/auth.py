@@ -15,6 +15,7 @@ from __future__ import annotations
 import streamlit as st
 
 from watchllm_dashboard.runtime import Runtime
+from watchllm_dashboard.views.ui import plain
 from watchllm_shared.accounts import AuthenticationError, User
 
 TOKEN = "auth_token"
@@ -83,7 +84,7 @@ def render_sign_in(runtime: Runtime) -> None:
             runtime.sessions.sign_in(username, password, client=_this_client(runtime))
         )
     except AuthenticationError as exc:
-        st.error(f"Could not sign in: {exc}.")
+        st.error(f"Could not sign in: {plain(exc)}.")
         return
     st.session_state[TOKEN] = signed_in.token
     st.rerun()

@@ -21,6 +21,7 @@ from watchllm_dashboard.data.gateway_view import (
 from watchllm_dashboard.data.health import fetch_health
 from watchllm_dashboard.runtime import DashboardUnavailable
 from watchllm_dashboard.views.context import PageContext
+from watchllm_dashboard.views.ui import plain
 
 _BADGE = {  # a store says connected/disconnected, a service up/degraded/down
     "healthy": "🟢",
@@ -61,17 +62,18 @@ def render(ctx: PageContext) -> None:
         status = "degraded"  # running, but not answering the gateways as they need
     st.subheader(f"{_BADGE.get(status, '⚪')} Gateway: {status}")
     if report.error:
-        st.error(f"The gateway at {settings.gateway_url} did not answer: {report.error}")
+        st.error(f"The gateway at {plain(settings.gateway_url)} did not answer: "
+                 f"{plain(report.error)}")  # fmt: skip
     else:
         st.dataframe(pd.DataFrame(_rows(report.services, verdicts)), hide_index=True)
     for name, verdict in verdicts.items():
         for reason in verdict.reasons:
-            st.warning(f"**{name}: degraded** — {reason}")
+            st.warning(f"**{name}: degraded** — {plain(reason)}")
     _gateways(view, unread)
     analytics = fetch_health(ctx.runtime.http, settings.analytics_url)
     st.subheader(f"{_BADGE.get(analytics.status, '⚪')} Analytics service: {analytics.status}")
     if analytics.error:
-        st.caption(f"{settings.analytics_url} did not answer: {analytics.error}")
+        st.caption(f"{plain(settings.analytics_url)} did not answer: {plain(analytics.error)}")
         return
     group = analytics.detail.get("consumer_group") or {}
     cells = st.columns(4)
@@ -80,7 +82,7 @@ def render(ctx: PageContext) -> None:
     cells[2].metric("Being stored", fmt.count(group.get("pending")), border=True)
     cells[3].metric("Dead letters", fmt.count(group.get("dead_letters")), border=True)
     if analytics.detail.get("last_write_error"):
-        st.warning(f"Last ClickHouse write error: {analytics.detail['last_write_error']}")
+        st.warning(f"Last ClickHouse write error: {plain(analytics.detail['last_write_error'])}")
     st.caption(f"Checked {fmt.moment(pd.Timestamp.now(tz='UTC').to_pydatetime())}")
 
 
@@ -101,7 +103,7 @@ def _rows(services: dict[str, str], verdicts: dict[str, Verdict]) -> list[dict[s
 def _gateways(view: GatewayView, unread: str | None) -> None:
     st.subheader("What the gateways see")
     if unread is not None:
-        st.caption(f"The gateways' reports could not be read from Redis ({unread}).")
+        st.caption(f"The gateways' reports could not be read from Redis ({plain(unread)}).")
         return
     if not view.states:
         st.caption("No gateway has reported in the last 15 s (gateways older than these"
