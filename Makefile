@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models deploy-tools browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard fault-matrix clean
+.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard fault-matrix clean
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -31,6 +31,11 @@ models: $(UV)
 deploy-tools:
 	@command -v docker-compose >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; }
+
+# The k8s dev overlay's Secret values (random, 0600, never committed), written once to
+# k8s/overlays/dev/secrets.env; kubectl apply -k k8s/overlays/dev needs them.
+k8s-dev-secrets:
+	python3 k8s/overlays/dev/generate-secrets.py
 
 # Debian's chromium for the dashboard's real-browser test (Playwright from PyPI drives
 # it; no browser download). Installed only when missing.

@@ -6,10 +6,13 @@ rendering wrongly:
 
 - ``resources``: YAML files and directories holding a ``kustomization.yaml``;
 - ``namespace``: set on every object except Namespaces (all of ours are namespaced);
-- ``images``: ``newName``/``newTag`` for containers of Deployments, StatefulSets, Jobs;
+- ``images``: ``newName``/``newTag``/``digest`` for containers of Deployments, StatefulSets, Jobs;
 - ``replicas``: ``spec.replicas`` of the named Deployments/StatefulSets;
 - ``patches``: inline JSON6902 patches (a YAML list of add/replace/remove operations)
-  with a ``target`` of ``kind`` and an optional anchored-regex ``name``.
+  with a ``target`` of ``kind`` and an optional anchored-regex ``name``;
+- ``secretGenerator``: a Secret from ``envs`` files (``KEY=value`` lines), with
+  ``options.disableNameSuffixHash: true`` (so references need no rewriting) and
+  optional ``options.labels``; values base64-encoded under ``data``, as kustomize does.
 
 Where ``kubectl kustomize`` exists (this machine image has it), a test renders both
 ways and compares, so this renderer cannot drift from the real tool unnoticed.
@@ -17,6 +20,7 @@ ways and compares, so this renderer cannot drift from the real tool unnoticed.
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from pathlib import Path
@@ -26,7 +30,10 @@ import yaml
 
 Obj = dict[str, Any]
 
-_KNOWN_KEYS = {"apiVersion", "kind", "resources", "namespace", "images", "replicas", "patches"}
+_KNOWN_KEYS = {
+    "apiVersion", "kind", "resources", "namespace", "images", "replicas", "patches",
+    "secretGenerator",
+}  # fmt: skip
 
 
 class UnsupportedKustomization(Exception):
@@ -56,6 +63,9 @@ def render(directory: Path) -> list[Obj]:
             objects += copy.deepcopy(load_documents(target))
         else:
             raise UnsupportedKustomization(f"{directory}: resource {entry} does not exist")
+    objects += [
+        _generate_secret(generator, directory) for generator in spec.get("secretGenerator", [])
+    ]
     _check_unique(objects, directory)
     for patch in spec.get("patches", []):
         _apply_patch(objects, patch, directory)
@@ -68,6 +78,44 @@ def render(directory: Path) -> list[Obj]:
             if obj["kind"] != "Namespace":
                 obj.setdefault("metadata", {})["namespace"] = spec["namespace"]
     return objects
+
+
+def _generate_secret(generator: Obj, directory: Path) -> Obj:
+    unknown = set(generator) - {"name", "envs", "options"}
+    options = generator.get("options", {})
+    if unknown or set(options) - {"disableNameSuffixHash", "labels"}:
+        raise UnsupportedKustomization(f"{directory}: unsupported secretGenerator {generator}")
+    if options.get("disableNameSuffixHash") is not True:
+        raise UnsupportedKustomization(f"{directory}: only secretGenerator without a hash")
+    data: dict[str, str] = {}
+    for name in generator["envs"]:
+        path = directory / name
+        if not path.is_file():
+            raise UnsupportedKustomization(f"{directory}: secretGenerator file {name} is missing")
+        for line in path.read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                field, _, value = line.partition("=")
+                data[field.strip()] = _base64(value)
+    metadata: Obj = {"name": generator["name"]}
+    if "labels" in options:
+        metadata["labels"] = dict(options["labels"])
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
+            "data": data}  # fmt: skip
+
+
+def _base64(value: str) -> str:
+    """kustomize's encoding: lines of 70 characters, each ending in a newline, once the
+    text is longer than one line (kyaml ``encodeBase64``)."""
+    encoded = base64.b64encode(value.encode()).decode()
+    if len(encoded) <= 70:
+        return encoded
+    return "".join(encoded[i : i + 70] + "\n" for i in range(0, len(encoded), 70))
+
+
+def secret_values(obj: Obj) -> dict[str, str]:
+    """A Secret's values as text, whether written as ``stringData`` or ``data``."""
+    values = {k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()}
+    return {**values, **obj.get("stringData", {})}
 
 
 def key(obj: Obj) -> tuple[str, str]:
@@ -154,7 +202,7 @@ def pod_spec(obj: Obj) -> Obj | None:
 
 
 def _set_image(objects: list[Obj], image: Obj) -> None:
-    unknown = set(image) - {"name", "newName", "newTag"}
+    unknown = set(image) - {"name", "newName", "newTag", "digest"}
     if unknown:
         raise UnsupportedKustomization(f"unsupported image fields {sorted(unknown)}")
     for obj in objects:
@@ -162,7 +210,10 @@ def _set_image(objects: list[Obj], image: Obj) -> None:
         if spec is None:
             continue
         for container in spec.get("containers", []) + spec.get("initContainers", []):
-            name, _, tag = container["image"].partition(":")
+            name, _, digest = container["image"].partition("@")
+            name, _, tag = name.partition(":")
             if name != image["name"]:
                 continue
-            container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+            reference = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+            digest = image.get("digest", digest)
+            container["image"] = f"{reference}@{digest}" if digest else reference

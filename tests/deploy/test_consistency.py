@@ -133,7 +133,7 @@ def _k8s_secrets(objects: list[dict[str, Any]]) -> dict[str, str]:
     secrets: dict[str, str] = dict(template["stringData"])
     for obj in objects:
         if obj["kind"] == "Secret":
-            secrets.update(obj["stringData"])
+            secrets.update(kustomize.secret_values(obj))
     return secrets
 
 
@@ -213,11 +213,11 @@ def test_every_secret_key_a_workload_needs_is_in_the_dev_secret() -> None:
                 ref = item.get("valueFrom", {}).get("secretKeyRef")
                 if ref is None:
                     continue
-                assert ref["key"] in dev_secret["stringData"], ref["key"]
+                assert ref["key"] in kustomize.secret_values(dev_secret), ref["key"]
                 if obj["kind"] != "StatefulSet":
                     assert ref["key"] in template, f"{ref['key']} missing from the template"
     # the dev URLs carry the dev stores' passwords
-    data = dev_secret["stringData"]
+    data = kustomize.secret_values(dev_secret)
     assert f":{data['postgres-password']}@postgres:5432/" in data["database-url"]
     assert f":{data['redis-password']}@redis:6379/" in data["redis-url"]
     assert f"watchllm:{data['clickhouse-password']}@clickhouse:8123" in data["clickhouse-url"]
