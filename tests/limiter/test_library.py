@@ -234,11 +234,13 @@ async def test_upgrading_the_library_under_load_drops_no_request_and_keeps_count
     current = await loaded_version(redis)
     assert current is not None
 
+    keys = check_keys(subject.project, subject.key)
+
     async def hammer(worker: int) -> list[bool]:
         outcomes = []
         for i in range(60):
             reply = await redis.fcall(
-                CHECK_FUNCTION, 8, *check_keys(subject.project, subject.key), str(subject.key),
+                CHECK_FUNCTION, len(keys), *keys, str(subject.key),
                 10**9, f"w{worker}-{i}", T0 + i,
             )  # fmt: skip
             outcomes.append(LimitDecision.from_reply(reply).allowed)

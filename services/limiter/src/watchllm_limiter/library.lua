@@ -11,12 +11,13 @@
 --     after each response from the request-completed events. A request is admitted
 --     while the window's sum is under the limit, so requests in flight when the limit
 --     is reached may overshoot it by their own usage: tokens are unknown until then.
+--   * requests in flight (project, key): concurrency.lua, included below.
 -- Time is Redis's clock (TIME), one clock for every gateway replica; tests may pass
 -- their own milliseconds. A refused request consumes nothing: every limit is checked
 -- before any is charged, inside one atomic function call.
 -- All keys of one call share the project's hash tag, so Redis Cluster works.
 
-local VERSION = 6
+local VERSION = 7
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
 -- Largest charge taken: a Lua number (a double) holds every integer up to 2^53 - 1
@@ -123,6 +124,8 @@ local function check_sum(key, total_key, limit, now)
   end
 end
 
+-- include concurrency.lua
+
 local function check_day(key, limit, now)
   local day = math.floor(now / DAY_MS)
   local used = tonumber(redis.call('HGET', key, tostring(day)) or '0')
@@ -144,15 +147,18 @@ local function tighter(current, candidate, limit)
 end
 
 -- KEYS: limits, day, project rpm log, key rpm log, project tpm log, key tpm log,
---       project tpm total, key tpm total
--- ARGV: key id, fallback requests/day (the plan's), request member, [now ms]
+--       project tpm total, key tpm total, [project in-flight set, key in-flight set]
+-- ARGV: key id, fallback requests/day (the plan's), request member, [now ms],
+--       [fallback project concurrency ('' for none), lease ms]
 -- Returns {allowed, req_limit, req_remaining, req_reset_ms, tok_limit, tok_remaining,
---          tok_reset_ms, retry_after_ms}; limits are -1 when none applies.
+--          tok_reset_ms, retry_after_ms, conc_limit, conc_remaining, conc_refused};
+-- limits are -1 when none applies; conc_refused is 1 when only concurrency refused.
+-- Callers older than version 7 pass neither in-flight set: no concurrency limit.
 local function check(keys, args)
   local kid = args[1]
   local now = now_ms(args[4])
   local l = redis.call('HMGET', keys[1], 'day', 'rpm', 'tpm', 'k:' .. kid .. ':rpm',
-                       'k:' .. kid .. ':tpm')
+                       'k:' .. kid .. ':tpm', 'conc', 'k:' .. kid .. ':conc')
   local day_limit = tonumber(l[1]) or tonumber(args[2])
   local requests, tokens, allowed, retry = nil, nil, 1, 0
   local results = {}
@@ -178,10 +184,27 @@ local function check(keys, args)
       table.insert(results, r)
     end
   end
+  local rate_refused = 0
   for _, r in ipairs(results) do
     if r[1] == 0 then
-      allowed = 0
+      allowed, rate_refused = 0, 1
       if r[4] > retry then retry = r[4] end
+    end
+  end
+  local inflight, slots = nil, {}
+  local lease = tonumber(args[6])
+  if keys[9] and lease then
+    local scopes = {{keys[9], tonumber(l[6]) or tonumber(args[5])}, {keys[10], tonumber(l[7])}}
+    for _, spec in ipairs(scopes) do
+      if spec[2] then
+        local r = check_inflight(spec[1], spec[2], now)
+        inflight = tighter(inflight, r, spec[2])
+        table.insert(slots, spec[1])
+        if r[1] == 0 then
+          allowed = 0
+          if r[4] > retry then retry = r[4] end
+        end
+      end
     end
   end
   if allowed == 1 then
@@ -199,13 +222,20 @@ local function check(keys, args)
         redis.call('PEXPIRE', spec[1], MINUTE_MS)
       end
     end
+    for _, key in ipairs(slots) do take_slot(key, args[3], now, lease) end
   elseif requests ~= nil and requests[1] == 1 then
     -- Refused by a token limit: the request limits were not consumed after all.
     requests[2] = requests[2] + 1
   end
-  local out = {allowed, -1, -1, -1, -1, -1, -1, retry}
+  if allowed == 0 and inflight ~= nil and inflight[1] == 1 then
+    inflight[2] = inflight[2] + 1  -- refused by another limit: no slot was taken
+  end
+  local conc_refused = 0
+  if allowed == 0 and rate_refused == 0 then conc_refused = 1 end
+  local out = {allowed, -1, -1, -1, -1, -1, -1, retry, -1, -1, conc_refused}
   if requests then out[2], out[3], out[4] = requests[5], requests[2], requests[3] end
   if tokens then out[5], out[6], out[7] = tokens[5], tokens[2], tokens[3] end
+  if inflight then out[9], out[10] = inflight[5], inflight[2] end
   return out
 end
 
@@ -250,6 +280,8 @@ end
 redis.register_function{function_name = 'watchllm_limit_check', callback = check,
                         flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_limit_charge', callback = charge,
+                        flags = {'allow-oom'}}
+redis.register_function{function_name = 'watchllm_concurrency_renew', callback = renew,
                         flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_limiter_version', callback = version,
                         flags = {'no-writes'}}

@@ -20,11 +20,18 @@ from watchllm_shared.contracts.limits import VERSION_FUNCTION
 log = logging.getLogger(__name__)
 
 _VERSION_LINE = re.compile(r"^local VERSION = (\d+)$", re.MULTILINE)
+_INCLUDE_LINE = re.compile(r"^-- include ([a-z_]+\.lua)$", re.MULTILINE)
 
 
 def library_source(version: int | None = None) -> str:
-    """The library's Lua code; ``version`` replaces its number (for upgrade drills)."""
-    source = resources.files("watchllm_limiter").joinpath("library.lua").read_text()
+    """The library's Lua code; ``version`` replaces its number (for upgrade drills).
+    ``library.lua`` names the files it includes (``-- include NAME.lua``: concurrency
+    limits live apart in ``concurrency.lua``); one library, so one atomic check."""
+    package = resources.files("watchllm_limiter")
+    source = _INCLUDE_LINE.sub(
+        lambda line: package.joinpath(line.group(1)).read_text(),
+        package.joinpath("library.lua").read_text(),
+    )
     if version is not None:
         source = _VERSION_LINE.sub(f"local VERSION = {version}", source)
     return source

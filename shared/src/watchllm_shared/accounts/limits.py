@@ -1,5 +1,8 @@
-"""Rate limits in Postgres: project overrides, per-key overrides, and the snapshot the
-limiter service copies into Redis.
+"""Rate and concurrency limits in Postgres: project overrides, per-key overrides, and
+the snapshot the limiter service copies into Redis.
+
+``concurrency`` is how many requests may be in flight at once (project: all its keys
+together; absent, the gateways' default per-project limit applies).
 
 Every change notifies ``LIMITS_CHANGED_CHANNEL`` in its transaction, so limiter
 replicas resync the project as soon as the change commits (and a periodic full sync
@@ -38,47 +41,55 @@ class LimitStore:
         self._actor = actor
 
     async def set_project_limits(
-        self, project_name: str, rpm: int | None = KEEP, tpm: int | None = KEEP
-    ) -> ProjectLimits:
+        self, project_name: str, rpm: int | None = KEEP, tpm: int | None = KEEP,
+        concurrency: int | None = KEEP,
+    ) -> ProjectLimits:  # fmt: skip
         rpm, tpm = _validated("rpm", rpm), _validated("tpm", tpm)
+        concurrency = _validated("concurrency", concurrency)
         async with self._pool.acquire() as conn, conn.transaction():
             project_id = await conn.fetchval(
                 "UPDATE project_settings s SET"
                 " rpm_limit = CASE WHEN $2::int = -1 THEN s.rpm_limit ELSE $2 END,"
                 " tpm_limit = CASE WHEN $3::int = -1 THEN s.tpm_limit ELSE $3 END,"
+                " concurrency_limit = CASE WHEN $4::int = -1 THEN s.concurrency_limit"
+                " ELSE $4 END,"
                 " updated_at = now()"
                 " FROM projects p WHERE p.id = s.project_id AND p.name = $1 RETURNING p.id",
-                project_name, rpm, tpm,
+                project_name, rpm, tpm, concurrency,
             )  # fmt: skip
             if project_id is None:
                 raise NotFoundError(f"no project named {project_name!r}")
             await audit(conn, self._actor, "project.limits", project_id, None,
-                        _changed(rpm=rpm, tpm=tpm))  # fmt: skip
+                        _changed(rpm=rpm, tpm=tpm, concurrency=concurrency))  # fmt: skip
             await notify_limits_changed(conn, project_id)
         return await self.project_limits(project_id)
 
     async def set_key_limits(
-        self, key_id: uuid.UUID, rpm: int | None = KEEP, tpm: int | None = KEEP
-    ) -> ProjectLimits:
+        self, key_id: uuid.UUID, rpm: int | None = KEEP, tpm: int | None = KEEP,
+        concurrency: int | None = KEEP,
+    ) -> ProjectLimits:  # fmt: skip
         rpm, tpm = _validated("rpm", rpm), _validated("tpm", tpm)
+        concurrency = _validated("concurrency", concurrency)
         async with self._pool.acquire() as conn, conn.transaction():
             project_id = await conn.fetchval(
                 "UPDATE api_keys SET"
                 " rpm_limit = CASE WHEN $2::int = -1 THEN rpm_limit ELSE $2 END,"
-                " tpm_limit = CASE WHEN $3::int = -1 THEN tpm_limit ELSE $3 END"
+                " tpm_limit = CASE WHEN $3::int = -1 THEN tpm_limit ELSE $3 END,"
+                " concurrency_limit = CASE WHEN $4::int = -1 THEN concurrency_limit ELSE $4 END"
                 " WHERE id = $1 RETURNING project_id",
-                key_id, rpm, tpm,
+                key_id, rpm, tpm, concurrency,
             )  # fmt: skip
             if project_id is None:
                 raise NotFoundError(f"no key with id {key_id}")
             await audit(conn, self._actor, "key.limits", project_id, key_id,
-                        _changed(rpm=rpm, tpm=tpm))  # fmt: skip
+                        _changed(rpm=rpm, tpm=tpm, concurrency=concurrency))  # fmt: skip
             await notify_limits_changed(conn, project_id)
         return await self.project_limits(project_id)
 
     async def project_limits(self, project_id: uuid.UUID) -> ProjectLimits:
         row = await self._pool.fetchrow(
-            "SELECT pl.requests_per_day, s.rpm_limit, s.tpm_limit FROM projects p"
+            "SELECT pl.requests_per_day, s.rpm_limit, s.tpm_limit, s.concurrency_limit"
+            " FROM projects p"
             " JOIN plans pl ON pl.name = p.plan"
             " LEFT JOIN project_settings s ON s.project_id = p.id WHERE p.id = $1",
             project_id,
@@ -86,8 +97,9 @@ class LimitStore:
         if row is None:
             raise NotFoundError(f"no project with id {project_id}")
         keys = await self._pool.fetch(
-            "SELECT id, rpm_limit, tpm_limit FROM api_keys WHERE project_id = $1"
-            " AND revoked_at IS NULL AND (rpm_limit IS NOT NULL OR tpm_limit IS NOT NULL)",
+            "SELECT id, rpm_limit, tpm_limit, concurrency_limit FROM api_keys"
+            " WHERE project_id = $1 AND revoked_at IS NULL AND (rpm_limit IS NOT NULL"
+            " OR tpm_limit IS NOT NULL OR concurrency_limit IS NOT NULL)",
             project_id,
         )
         return ProjectLimits(
@@ -95,7 +107,15 @@ class LimitStore:
             requests_per_day=row["requests_per_day"],
             rpm=row["rpm_limit"],
             tpm=row["tpm_limit"],
-            key_limits={k["id"]: (k["rpm_limit"], k["tpm_limit"]) for k in keys},
+            key_limits={
+                k["id"]: (k["rpm_limit"], k["tpm_limit"])
+                for k in keys
+                if k["rpm_limit"] is not None or k["tpm_limit"] is not None
+            },
+            concurrency=row["concurrency_limit"],
+            key_concurrency={
+                k["id"]: k["concurrency_limit"] for k in keys if k["concurrency_limit"] is not None
+            },
         )
 
     async def project_ids(self) -> list[uuid.UUID]:

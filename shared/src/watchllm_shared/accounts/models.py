@@ -92,6 +92,9 @@ class ProjectLimits:
     rpm: int | None
     tpm: int | None
     key_limits: dict[UUID, tuple[int | None, int | None]]  # key id -> (rpm, tpm)
+    # Requests in flight at once; None: the gateways' default (project), none (key).
+    concurrency: int | None = None
+    key_concurrency: dict[UUID, int] = field(default_factory=dict)  # key id -> limit
 
     def as_hash(self) -> dict[str, int]:
         """Fields of the limits hash (watchllm_shared.contracts.limits)."""
@@ -100,6 +103,10 @@ class ProjectLimits:
             fields["rpm"] = self.rpm
         if self.tpm is not None:
             fields["tpm"] = self.tpm
+        if self.concurrency is not None:
+            fields["conc"] = self.concurrency
+        for key_id, limit in self.key_concurrency.items():
+            fields[f"k:{key_id}:conc"] = limit
         for key_id, (rpm, tpm) in self.key_limits.items():
             if rpm is not None:
                 fields[f"k:{key_id}:rpm"] = rpm

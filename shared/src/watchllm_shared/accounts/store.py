@@ -200,7 +200,7 @@ class AccountStore:
         async with self._pool.acquire() as conn, conn.transaction():
             old = await conn.fetchrow(
                 "SELECT project_id, name, revoked_at, replaced_by, expires_at, rpm_limit,"
-                " tpm_limit FROM api_keys WHERE id = $1 FOR UPDATE",
+                " tpm_limit, concurrency_limit FROM api_keys WHERE id = $1 FOR UPDATE",
                 key_id,
             )
             if old is None:
@@ -214,10 +214,12 @@ class AccountStore:
                 )
             created = await self._insert_key(conn, old["project_id"], old["name"])
             await conn.execute(
-                "UPDATE api_keys SET rpm_limit = $2, tpm_limit = $3 WHERE id = $1",
+                "UPDATE api_keys SET rpm_limit = $2, tpm_limit = $3, concurrency_limit = $4"
+                " WHERE id = $1",
                 created.key.id,
                 old["rpm_limit"],
                 old["tpm_limit"],
+                old["concurrency_limit"],
             )
             until = datetime.now(UTC) + timedelta(seconds=grace_seconds)
             await conn.execute(

@@ -1,4 +1,6 @@
-"""``watchllm projects limits`` and ``watchllm keys limits``: rate-limit overrides.
+"""``watchllm projects limits`` and ``watchllm keys limits``: rate and concurrency
+limit overrides (``--concurrency``: requests in flight at once; a project without its
+own gets the gateways' default, ``WATCHLLM_PROJECT_CONCURRENCY``).
 
 A limit option takes a positive integer, or ``none`` to remove that limit; an option
 left out keeps its current value. Limiter replicas apply a change within a second.
@@ -30,6 +32,8 @@ class LimitValue(click.ParamType[int | None]):
 
 
 def _options(function: click.decorators.FC) -> click.decorators.FC:
+    function = click.option("--concurrency", type=LimitValue(), default=KEEP,
+                            help="Requests in flight at once, or 'none'.")(function)  # fmt: skip
     function = click.option("--tpm", type=LimitValue(), default=KEEP,
                             help="Tokens per minute, or 'none'.")(function)  # fmt: skip
     return click.option("--rpm", type=LimitValue(), default=KEEP,
@@ -40,10 +44,14 @@ def _show(limits: ProjectLimits) -> str:
     def text(value: int | None) -> str:
         return "-" if value is None else str(value)
 
+    concurrency = "default" if limits.concurrency is None else str(limits.concurrency)
     lines = [f"project {limits.project_id}: requests/day {limits.requests_per_day}, "
-             f"rpm {text(limits.rpm)}, tpm {text(limits.tpm)}"]  # fmt: skip
-    for key_id, (rpm, tpm) in sorted(limits.key_limits.items()):
-        lines.append(f"  key {key_id}: rpm {text(rpm)}, tpm {text(tpm)}")
+             f"rpm {text(limits.rpm)}, tpm {text(limits.tpm)}, "
+             f"concurrency {concurrency}"]  # fmt: skip
+    for key_id in sorted(limits.key_limits.keys() | limits.key_concurrency.keys()):
+        rpm, tpm = limits.key_limits.get(key_id, (None, None))
+        lines.append(f"  key {key_id}: rpm {text(rpm)}, tpm {text(tpm)}, "
+                     f"concurrency {text(limits.key_concurrency.get(key_id))}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -51,10 +59,14 @@ def _show(limits: ProjectLimits) -> str:
 @click.argument("name")
 @_options
 @click.pass_obj
-def project_limits(settings: CliSettings, name: str, rpm: int | None, tpm: int | None) -> None:
-    """Set project NAME's per-minute request and token limits (all its keys together)."""
+def project_limits(
+    settings: CliSettings, name: str, rpm: int | None, tpm: int | None, concurrency: int | None
+) -> None:
+    """Set project NAME's per-minute request and token limits and its concurrency limit
+    (all its keys together)."""
     limits = run_with_store(
-        settings, lambda s: LimitStore(s.pool, actor="cli").set_project_limits(name, rpm, tpm)
+        settings,
+        lambda s: LimitStore(s.pool, actor="cli").set_project_limits(name, rpm, tpm, concurrency),
     )
     click.echo(_show(limits))
 
@@ -63,10 +75,13 @@ def project_limits(settings: CliSettings, name: str, rpm: int | None, tpm: int |
 @click.argument("key_id")
 @_options
 @click.pass_obj
-def key_limits(settings: CliSettings, key_id: str, rpm: int | None, tpm: int | None) -> None:
-    """Set KEY_ID's own per-minute request and token limits."""
+def key_limits(
+    settings: CliSettings, key_id: str, rpm: int | None, tpm: int | None, concurrency: int | None
+) -> None:
+    """Set KEY_ID's own per-minute request and token limits and concurrency limit."""
     key = parse_uuid(key_id)
     limits = run_with_store(
-        settings, lambda s: LimitStore(s.pool, actor="cli").set_key_limits(key, rpm, tpm)
+        settings,
+        lambda s: LimitStore(s.pool, actor="cli").set_key_limits(key, rpm, tpm, concurrency),
     )
     click.echo(_show(limits))

@@ -7,9 +7,14 @@ tokens with ``FCALL watchllm_limit_charge`` and keeps ``limits_key`` (a hash of 
 project's limits, fields below) in step with Postgres.
 
 Limits hash fields: ``day`` (requests per UTC day, from the plan), ``rpm``/``tpm``
-(project overrides), ``k:<key id>:rpm``/``k:<key id>:tpm`` (per-key overrides). An
-absent field means no such limit; an absent ``day`` falls back to the plan quota the
-gateway passes.
+(project overrides), ``k:<key id>:rpm``/``k:<key id>:tpm`` (per-key overrides),
+``conc``/``k:<key id>:conc`` (requests in flight at once). An absent field means no
+such limit; an absent ``day`` falls back to the plan quota the gateway passes, an
+absent ``conc`` to the gateway's default per-project concurrency.
+
+Requests in flight hold a slot in ``inflight_key`` (project, key): members are request
+ids, scored by the end of their lease; the gateway renews leases with
+``FCALL watchllm_concurrency_renew`` and releases a slot with ``ZREM``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ LIBRARY_NAME = "watchllm_limiter"
 CHECK_FUNCTION = "watchllm_limit_check"
 CHARGE_FUNCTION = "watchllm_limit_charge"
 VERSION_FUNCTION = "watchllm_limiter_version"
+RENEW_FUNCTION = "watchllm_concurrency_renew"
 
 # Postgres NOTIFY channel the accounts module signals on any change of limits; the
 # payload is the project id.
@@ -47,7 +53,16 @@ def check_keys(project_id: UUID, key_id: UUID) -> list[str]:
         f"{p}:k:{key_id}:tpm",
         f"{p}:tpm:total",
         f"{p}:k:{key_id}:tpm:total",
+        f"{p}:inflight",
+        f"{p}:k:{key_id}:inflight",
     ]
+
+
+def inflight_key(project_id: UUID, key_id: UUID | None = None) -> str:
+    """Sorted set of the requests in flight (members request ids, scored by the end of
+    their lease in ms), project or key."""
+    p = _prefix(project_id)
+    return f"{p}:inflight" if key_id is None else f"{p}:k:{key_id}:inflight"
 
 
 def day_counter_key(project_id: UUID) -> str:
@@ -91,6 +106,9 @@ class LimitDecision:
     tokens_remaining: int | None
     tokens_reset_ms: int | None
     retry_after_ms: int
+    concurrency_limit: int | None = None  # the tightest of project and key, if any
+    concurrency_remaining: int | None = None  # slots left after this request
+    refused_by_concurrency: bool = False  # refused, and by concurrency limits only
 
     @classmethod
     def from_reply(cls, reply: list[int]) -> LimitDecision:
@@ -99,6 +117,7 @@ class LimitDecision:
 
         requests = value(1) is not None
         tokens = value(4) is not None
+        concurrency = len(reply) > 10 and value(8) is not None  # library version 7+
         return cls(
             allowed=int(reply[0]) == 1,
             request_limit=value(1),
@@ -108,4 +127,7 @@ class LimitDecision:
             tokens_remaining=value(5) if tokens else None,
             tokens_reset_ms=value(6) if tokens else None,
             retry_after_ms=int(reply[7]),
+            concurrency_limit=value(8) if concurrency else None,
+            concurrency_remaining=value(9) if concurrency else None,
+            refused_by_concurrency=len(reply) > 10 and int(reply[10]) == 1,
         )
