@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard fault-matrix clean
+.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard fault-matrix clean train-verifier
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -42,6 +42,13 @@ k8s-dev-secrets:
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The cache's learned pair verifier (issue 18): pairs generated from the seed questions
+# in services/cache/src/watchllm_cache/training/, one model fitted and exported to
+# verify/pair_model.json with its report services/cache/eval/verifier-training.json
+# (data hash, held-out metrics). About a minute on one core; same seed, same model.
+train-verifier: install
+	HF_HUB_OFFLINE=1 nice -n 10 $(BIN)/python -m watchllm_cache.training.train
 
 up: install
 	$(BIN)/watchllm up $(UP_ARGS)

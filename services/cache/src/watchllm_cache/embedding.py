@@ -74,3 +74,22 @@ class Embedder:
         """(384,) float32, unit length."""
         vector: np.ndarray = self.embed([text])[0]
         return vector
+
+
+class WordVectors:
+    """Single-word embeddings from the same model, memoised (a bounded dict: the words
+    of questions repeat). For the learned verifier's alignment features; thread-safe
+    enough (a race embeds a word twice)."""
+
+    def __init__(self, embedder: Embedder, max_words: int = 100_000) -> None:
+        self._embedder = embedder
+        self._max_words = max_words
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, words: Sequence[str]) -> dict[str, np.ndarray]:
+        missing = [w for w in dict.fromkeys(words) if w not in self._vectors]
+        if missing:
+            if len(self._vectors) + len(missing) > self._max_words:
+                self._vectors.clear()
+            self._vectors.update(zip(missing, self._embedder.embed(missing), strict=True))
+        return {w: self._vectors[w] for w in words}

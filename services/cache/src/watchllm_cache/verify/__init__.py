@@ -56,6 +56,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from watchllm_cache.verify.features import WordVectorsFn
+from watchllm_cache.verify.learned import PairModel, score, veto
 from watchllm_cache.verify.rules import RULES
 from watchllm_cache.verify.text import Parsed, parse
 
@@ -83,4 +85,22 @@ def verify(question: str, candidate: str, similarity: float, threshold: float) -
         reason = rule(q, c)
         if reason is not None:
             return Verdict(False, rule.__name__, f"{rule.__name__}: {reason}")
+    return Verdict(True)
+
+
+def verify_learned(
+    question: str, candidate: str, similarity: float, threshold: float, model: PairModel,
+    words: WordVectorsFn | None = None,
+) -> Verdict:  # fmt: skip
+    """Hit when the cosine clears ``threshold`` (the candidate floor), no veto rule
+    objects and the pair model's probability clears its threshold (``learned.py``)."""
+    if similarity < threshold:
+        return Verdict(False, "threshold", f"similarity {similarity:.3f} < {threshold:.3f}")
+    q, c = parsed(question), parsed(candidate)
+    vetoed = veto(q, c)
+    if vetoed is not None:
+        return Verdict(False, vetoed[0], f"{vetoed[0]}: {vetoed[1]}")
+    p = score(model, q, c, similarity, words)
+    if p < model.threshold:
+        return Verdict(False, "learned", f"learned: p {p:.3f} < {model.threshold:.3f}")
     return Verdict(True)

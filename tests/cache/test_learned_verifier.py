@@ -1,0 +1,93 @@
+"""The learned pair verifier: its training data generator, its features, the exported
+model (format, reproducibility) and the learned path through ``SemanticCache``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from watchllm_cache.training.generate import data_hash, generate
+from watchllm_cache.verify import parsed, verify_learned
+from watchllm_cache.verify.features import NAMES, pair_features
+from watchllm_cache.verify.learned import DEFAULT_MODEL_PATH, ModelFileError, PairModel, Tree
+
+pytestmark = pytest.mark.unit
+
+
+def test_generation_is_reproducible_and_labelled() -> None:
+    pairs = generate(seed=18)
+    assert data_hash(pairs) == data_hash(generate(seed=18))
+    assert data_hash(pairs) != data_hash(generate(seed=19))
+    assert all(p.a != p.b for p in pairs)
+    kinds = {p.kind.split("+")[0] for p in pairs}
+    assert {"typo", "casing", "polite", "reword", "synonym", "numerals", "reorder"} <= kinds
+    assert {"swap", "number", "entity", "sibling", "language", "negation", "scope"} <= kinds
+    for p in pairs:
+        assert p.same == (p.kind.split("+")[0] not in {
+            "swap", "number", "entity", "sibling", "language", "negation", "scope",
+            "other-question"})  # fmt: skip
+    swaps = [p for p in pairs if p.kind == "swap"]
+    words = [
+        (sorted(re.findall(r"[\w']+", p.a)), sorted(re.findall(r"[\w']+", p.b))) for p in swaps
+    ]
+    assert swaps and all(a == b for a, b in words)
+
+
+def test_committed_model_matches_the_generator() -> None:
+    """Seeds or edits changed without `make train-verifier`: the model is stale."""
+    model = PairModel.load()
+    assert model.data_hash == data_hash(generate(seed=18))
+    assert 0.5 < model.threshold < 1.0
+    doc = json.loads(DEFAULT_MODEL_PATH.read_text())
+    assert doc["features"] == list(NAMES)
+    assert DEFAULT_MODEL_PATH.stat().st_size < 2_000_000
+
+
+def test_a_model_with_other_features_is_refused(tmp_path: Path) -> None:
+    doc = json.loads(DEFAULT_MODEL_PATH.read_text())
+    doc["features"] = doc["features"][:-1]
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="make train-verifier"):
+        PairModel.load(path)
+    with pytest.raises(ModelFileError):
+        PairModel.load(tmp_path / "missing.json")
+
+
+def test_trees_are_scored_like_gradient_boosting() -> None:
+    # one split on feature 0 at 0.5: left leaf -1, right leaf +2
+    tree = Tree((0, -1, -1), (0.5, 0.0, 0.0), (1, -1, -1), (2, -1, -1), (0.0, -1.0, 2.0))
+    model = PairModel(init=0.0, learning_rate=0.5, trees=(tree,), threshold=0.5, data_hash="")
+    assert model.probability(np.array([0.2])) == pytest.approx(1 / (1 + np.exp(0.5)))
+    assert model.probability(np.array([0.9])) == pytest.approx(1 / (1 + np.exp(-1.0)))
+
+
+def test_features_see_swapped_roles_and_typos() -> None:
+    a, b = (
+        "Can a landlord sue a tenant for unpaid rent?",
+        "Can a tenant sue a landlord for unpaid rent?",
+    )
+    swapped = dict(zip(NAMES, pair_features(parsed(a), parsed(b), 0.98), strict=True))
+    assert len(swapped) == len(NAMES)
+    assert swapped["order_discordant"] > 0 and swapped["content_jaccard"] == 1.0
+    typo = dict(zip(NAMES, pair_features(
+        parsed("How do I cancel my gym membership?"),
+        parsed("How do I cancle my gym membership?"), 0.8), strict=True))  # fmt: skip
+    assert typo["only_max"] == 0 and typo["char_ratio"] > 0.9
+
+
+def test_learned_verdicts() -> None:
+    model = PairModel.load()
+    refused = verify_learned("How do I convert 5 km to miles?", "How do I convert 8 km to miles?",
+                             0.97, 0.75, model)  # fmt: skip
+    assert not refused.hit and refused.rule == "numbers"  # a veto, whatever the model says
+    low = verify_learned("How do I bake bread?", "What is the capital of France?", 0.3, 0.75, model)
+    assert not low.hit and low.rule == "threshold"
+    same = verify_learned(
+        "How do I reset my router?", "how do i reset my router", 0.99, 0.75, model
+    )
+    assert same.hit
