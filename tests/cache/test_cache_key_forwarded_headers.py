@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from watchllm_gateway.cache_flow import CachePlan, plan_cache
 from watchllm_gateway.endpoints import CHAT_COMPLETIONS, MESSAGES, EndpointSpec
-from watchllm_gateway.settings import Route
+from watchllm_gateway.routing import Deployment
 from watchllm_gateway.upstream import UpstreamClient, provider_headers
 from watchllm_shared.accounts import KeyGrant, Plan
 from watchllm_shared.contracts.cache_keys import CACHE_KEY_VERSION
@@ -72,8 +72,7 @@ def test_openai_beta_counts_on_chat_completions_and_anthropic_headers_do_not() -
 def test_the_key_covers_exactly_what_upstream_sends(spec: EndpointSpec) -> None:
     incoming = {"anthropic-version": "2023-06-01", "anthropic-beta": "b1", "openai-beta": "o1",
                 "anthropic-other": "z", "openai-organization": "org"}  # fmt: skip
-    route = Route(pattern="*", provider=spec.api, base_url="http://127.0.0.1:1",
-                  api_key=SecretStr("k"), models=())  # fmt: skip
+    route = Deployment("d", spec.api, "http://127.0.0.1:1", SecretStr("k"))
     forwarded = provider_headers(spec.api, incoming)  # what the proxy hands to both
     sent = UpstreamClient._headers(route, forwarded)
     to_provider = {k: v for k, v in sent.items() if k.startswith(("anthropic-", "openai-"))}

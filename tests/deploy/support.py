@@ -149,15 +149,21 @@ def otel_standard_variables() -> frozenset[str]:
     )
 
 
+def _default_route_keys() -> set[str]:
+    """The provider key variables the default routes read."""
+    from watchllm_gateway.routing.schema import DEFAULT_DOCUMENT
+
+    return {d.api_key_env for m in DEFAULT_DOCUMENT.models for d in m.deployments
+            if d.api_key_env}  # fmt: skip
+
+
 @functools.cache
 def read_variables(service: str) -> frozenset[str]:
     """Every environment variable this service's code reads (all aliases)."""
     spec = ALL_IMAGES[service]
     names = {n for group in field_env_names(spec.settings_class).values() for n in group}
     if service == "gateway":
-        from watchllm_gateway.settings import DEFAULT_ROUTES
-
-        names |= {r.api_key_env for r in DEFAULT_ROUTES if r.api_key_env}
+        names |= _default_route_keys()
     return frozenset(names)
 
 
@@ -167,9 +173,7 @@ def documented_variables() -> frozenset[str]:
     names: set[str] = set()
     for spec in ALL_IMAGES.values():
         names |= {group[0] for group in field_env_names(spec.settings_class).values()}
-    from watchllm_gateway.settings import DEFAULT_ROUTES
-
-    names |= {r.api_key_env for r in DEFAULT_ROUTES if r.api_key_env}
+    names |= _default_route_keys()
     return frozenset(names)
 
 

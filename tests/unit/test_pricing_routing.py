@@ -9,8 +9,14 @@ import pytest
 
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.pricing import PriceTable
-from watchllm_gateway.routing import ModelRouter
-from watchllm_gateway.settings import GatewaySettings, ModelPrice, ProviderKind, RouteConfig
+from watchllm_gateway.routing import ModelRouter, load_routes
+from watchllm_gateway.settings import (
+    GatewaySettings,
+    ModelPrice,
+    ProviderKind,
+    RouteConfig,
+    secret_from_env,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +43,7 @@ def test_operator_overrides_beat_the_file_which_beats_built_ins(tmp_path: Path) 
 
 
 def _router(*routes: RouteConfig) -> ModelRouter:
-    return ModelRouter(GatewaySettings(routes=routes).resolved_routes())
+    return ModelRouter.from_document(load_routes(GatewaySettings(routes=routes)), secret_from_env)
 
 
 def test_first_matching_route_of_the_endpoint_protocol_wins() -> None:
@@ -45,8 +51,10 @@ def test_first_matching_route_of_the_endpoint_protocol_wins() -> None:
         RouteConfig(pattern="claude-*", provider=ProviderKind.ANTHROPIC, base_url="http://a"),
         RouteConfig(pattern="gpt-*", provider=ProviderKind.OPENAI, base_url="http://o/v1/"),
     )
-    assert router.resolve("gpt-4o", ProviderKind.OPENAI).base_url == "http://o/v1"
-    assert router.resolve("claude-haiku-4-5", ProviderKind.ANTHROPIC).base_url == "http://a"
+    (gpt,) = router.resolve("gpt-4o", ProviderKind.OPENAI).deployments
+    assert gpt.base_url == "http://o/v1"
+    (claude,) = router.resolve("claude-haiku-4-5", ProviderKind.ANTHROPIC).deployments
+    assert claude.base_url == "http://a"
     with pytest.raises(GatewayError) as wrong:
         router.resolve("claude-haiku-4-5", ProviderKind.OPENAI)
     assert wrong.value.status == 400 and "/v1/messages" in wrong.value.message
@@ -59,24 +67,22 @@ def test_routes_resolve_provider_keys_from_the_named_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MY_UPSTREAM_KEY", "sk-test-123")
-    settings = GatewaySettings(
-        routes=(
-            RouteConfig(
-                pattern="*",
-                provider=ProviderKind.OPENAI,
-                base_url="http://x",
-                api_key_env="MY_UPSTREAM_KEY",
-            ),
+    router = _router(
+        RouteConfig(
+            pattern="*", provider=ProviderKind.OPENAI, base_url="http://x",
+            api_key_env="MY_UPSTREAM_KEY",
         )
-    )
-    (route,) = settings.resolved_routes()
-    assert route.api_key is not None and route.api_key.get_secret_value() == "sk-test-123"
-    assert "sk-test-123" not in repr(route)
+    )  # fmt: skip
+    (deployment,) = router.deployments()
+    assert deployment.api_key is not None
+    assert deployment.api_key.get_secret_value() == "sk-test-123"
+    assert "sk-test-123" not in repr(deployment)
 
 
 def test_routes_are_read_from_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "WATCHLLM_ROUTES", '[{"pattern": "*", "provider": "openai", "base_url": "http://u/v1"}]'
     )
-    (route,) = GatewaySettings().resolved_routes()
-    assert route.base_url == "http://u/v1" and route.api_key is None
+    router = ModelRouter.from_document(load_routes(GatewaySettings()), secret_from_env)
+    (deployment,) = router.deployments()
+    assert deployment.base_url == "http://u/v1" and deployment.api_key is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from watchllm_gateway.http_protocol import guarded_protocol
 from watchllm_gateway.main import create_app
+from watchllm_gateway.routing import RoutesError, load_routes
 from watchllm_gateway.settings import GatewaySettings
 from watchllm_shared.heap import give_back_large_blocks
 from watchllm_shared.metrics_listener import MetricsEndpoint
@@ -24,7 +25,8 @@ def main() -> None:
     try:
         if settings.cache_enabled:
             settings.cache_key()  # checked again where the cache opens (``runtime``)
-    except MissingSecret as exc:
+        load_routes(settings)  # loaded again where routing is built (``runtime``)
+    except (MissingSecret, RoutesError) as exc:
         refuse_start(str(exc))
     give_back_large_blocks()  # request bodies of several MiB come and go
     app = create_app(settings)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from watchllm_gateway.cache_flow import CachePlan
     from watchllm_gateway.cache_shapes import StreamAssembler
+    from watchllm_gateway.routing import Dispatched
+    from watchllm_gateway.upstream import UpstreamResponse
 from watchllm_gateway.usage import Usage
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
@@ -45,6 +47,9 @@ class Exchange:
     unpriced: bool | None = None  # True: no price for the model (cost_usd stays 0)
     upstream_latency: float | None = None
     upstream_attempts: int = 0
+    deployment: str | None = None  # the deployment that answered (``routing``)
+    fallback_model: str | None = None  # the fallback model that answered, if one did
+    upstream_model: str | None = None  # the model name the answering deployment got
     ttfb: float | None = None
     trace_id: str | None = field(default_factory=current_trace_id)
     limit_headers: dict[str, str] = field(default_factory=dict)
@@ -64,6 +69,16 @@ class Exchange:
     def mark_first_byte(self) -> None:
         if self.ttfb is None:
             self.ttfb = self.elapsed()
+
+    def answered_by(self, dispatched: Dispatched) -> UpstreamResponse:
+        answer = dispatched.answer
+        self.upstream_attempts = answer.attempts
+        self.upstream_latency = answer.latency_seconds
+        self.deployment = dispatched.deployment.name
+        self.provider = dispatched.deployment.provider.value
+        self.fallback_model = dispatched.model if dispatched.fallback else None
+        self.upstream_model = dispatched.upstream_model
+        return answer
 
     def fail(self, http_status: int, status: RequestStatus, error_type: str) -> None:
         self.http_status = http_status
@@ -97,6 +112,8 @@ class Exchange:
             ttfb_ms=self.ttfb * 1000 if self.ttfb is not None else None,
             trace_id=self.trace_id,
             upstream_attempts=self.upstream_attempts,
+            deployment=self.deployment,
+            fallback_model=self.fallback_model,
             cache_key=self.cache_key,
             unpriced=self.unpriced,
         )

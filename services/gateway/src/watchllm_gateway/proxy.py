@@ -56,7 +56,7 @@ from watchllm_gateway.intake import Intake
 from watchllm_gateway.metrics import GatewayMetrics, ModelLabel
 from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.ratelimit import RateLimiter
-from watchllm_gateway.routing import ModelRouter
+from watchllm_gateway.routing import Dispatcher, ModelRouter
 from watchllm_gateway.streaming import relay_stream
 from watchllm_gateway.tracing import (
     describe_request,
@@ -64,12 +64,7 @@ from watchllm_gateway.tracing import (
     response_model,
     start_request_span,
 )
-from watchllm_gateway.upstream import (
-    UpstreamBodyError,
-    UpstreamClient,
-    UpstreamResponse,
-    provider_headers,
-)
+from watchllm_gateway.upstream import UpstreamBodyError, UpstreamResponse, provider_headers
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts import CacheOutcome, RequestStatus
 from watchllm_shared.contracts.cache import CacheStore
@@ -111,7 +106,7 @@ class Proxy:
         self,
         auth: KeyAuthenticator,
         router: ModelRouter,
-        upstream: UpstreamClient,
+        dispatcher: Dispatcher,
         prices: PriceTable,
         events: StreamPublisher,
         metrics: GatewayMetrics,
@@ -123,7 +118,7 @@ class Proxy:
     ) -> None:
         self._auth = auth
         self._router = router
-        self._upstream = upstream
+        self._dispatcher = dispatcher
         self._prices = prices
         # A caller's model name labels a metric only when configured (``metrics``).
         self._model_label = ModelLabel(prices.models() | router.configured_models())
@@ -197,9 +192,9 @@ class Proxy:
             raise GatewayError(
                 403, "model_not_allowed", f"This project may not use the model {model!r}"
             )
-        route = self._router.resolve(model, spec.api)
-        exchange.provider = route.provider.value
-        forwarded = provider_headers(spec.api, headers)  # the route's provider is spec.api
+        chain = self._router.chain(model, spec.api)  # deployments speaking spec.api
+        exchange.provider = spec.api.value
+        forwarded = provider_headers(spec.api, headers)
         cache = self._cache
         plan = cache.plan(grant, spec, body, headers, forwarded) if cache else None
         exchange.cache_plan = plan
@@ -209,9 +204,12 @@ class Proxy:
         if hit is not None:
             return self._serve_hit(exchange, hit, wants_usage(body))
         upstream_body, caller_wants_usage = spec.prepare(body)
-        answer = await self._upstream.send(route, spec.upstream_path, upstream_body, forwarded)
-        exchange.upstream_attempts = answer.attempts
-        exchange.upstream_latency = answer.latency_seconds
+
+        def encode(name: str) -> bytes:  # a fallback or a deployment's own model name
+            return upstream_body if name == model else spec.prepare({**body, "model": name})[0]
+
+        dispatched = await self._dispatcher.send(chain, spec.upstream_path, encode, forwarded)
+        answer = exchange.answered_by(dispatched)
         if answer.status >= 300:
             return await self._relay_error(exchange, answer)
         if exchange.stream:
@@ -280,8 +278,8 @@ class Proxy:
         return self._finish(exchange, Response(content, 200, media_type=_JSON))
 
     def _store_request(self, exchange: Exchange, parsed: Any) -> CacheStore | None:
-        if exchange.model is None:
-            return None
+        if exchange.model is None or exchange.fallback_model is not None:
+            return None  # a fallback's answer is not the requested model's to cache
         tokens = (exchange.usage.prompt_tokens, exchange.usage.completion_tokens)
         return store_request(exchange.cache_plan, exchange.spec, exchange.request_id,
                              exchange.model, parsed, tokens, exchange.cost_usd)  # fmt: skip
@@ -348,9 +346,10 @@ class Proxy:
     def _price(self, exchange: Exchange) -> None:
         if exchange.model is None:
             return
-        cost = self._prices.cost(
-            exchange.model, exchange.usage.prompt_tokens, exchange.usage.completion_tokens
-        )
+        cost = self._prices.cost(  # the model that answered
+            exchange.upstream_model or exchange.model,
+            exchange.usage.prompt_tokens, exchange.usage.completion_tokens,
+        )  # fmt: skip
         exchange.unpriced = cost is None
         if cost is None:
             self._metrics.unpriced.labels(self._model_label(exchange.model)).inc()

@@ -23,7 +23,7 @@ from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.proxy import Proxy
 from watchllm_gateway.ratelimit import RateLimiter
-from watchllm_gateway.routing import ModelRouter
+from watchllm_gateway.routing import ModelRouter, Routing
 from watchllm_gateway.settings import GatewaySettings
 from watchllm_gateway.state_report import StateReporter
 from watchllm_gateway.upstream import UpstreamClient, create_http_session
@@ -101,7 +101,10 @@ async def open_runtime(
         if settings.limiter_enabled
         else None
     )
-    router = ModelRouter(settings.resolved_routes())
+    routing = Routing.from_settings(
+        settings, UpstreamClient(http, metrics), metrics.registry, metrics.upstream_retries
+    )
+    router = routing.router
     proxy = Proxy(
         auth=KeyAuthenticator(
             AccountStore(pool, actor="gateway"),
@@ -111,9 +114,7 @@ async def open_runtime(
             timeout=settings.key_lookup_timeout_seconds,
         ),
         router=router,
-        upstream=UpstreamClient(
-            http, metrics, settings.upstream_max_retries, settings.upstream_retry_backoff_seconds
-        ),
+        dispatcher=routing.dispatcher,
         prices=PriceTable.load(settings.prices, settings.price_table_path),
         events=events,
         cache=cache,

@@ -11,9 +11,10 @@ import uuid
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import NoDecode
 
 from watchllm_shared.contracts import Stream
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings, required_secret
@@ -33,10 +34,9 @@ class ProviderKind(StrEnum):
 
 
 class RouteConfig(BaseModel):
-    """Models matching ``pattern`` (fnmatch) go to ``base_url`` with the key in ``api_key_env``.
-
-    ``base_url`` follows each SDK's convention: OpenAI's includes ``/v1``, Anthropic's
-    does not. ``models`` lists ids for ``GET /v1/models``.
+    """A route of the original ``WATCHLLM_ROUTES`` shape: models matching ``pattern``
+    (fnmatch) go to ``base_url`` with the key in ``api_key_env``. Still accepted; the
+    routes file (``routing.schema``) says the same with several deployments per model.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -48,18 +48,6 @@ class RouteConfig(BaseModel):
     models: tuple[str, ...] = ()
 
 
-class Route(BaseModel):
-    """A route with its provider key resolved from the environment."""
-
-    model_config = ConfigDict(frozen=True)
-
-    pattern: str
-    provider: ProviderKind
-    base_url: str
-    api_key: SecretStr | None
-    models: tuple[str, ...]
-
-
 class ModelPrice(BaseModel):
     """USD per million tokens."""
 
@@ -69,34 +57,21 @@ class ModelPrice(BaseModel):
     output_per_million: Decimal
 
 
-DEFAULT_ROUTES: tuple[RouteConfig, ...] = (
-    RouteConfig(
-        pattern="claude-*",
-        provider=ProviderKind.ANTHROPIC,
-        base_url="https://api.anthropic.com",
-        api_key_env="ANTHROPIC_API_KEY",
-        models=("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"),
-    ),
-    RouteConfig(
-        pattern="*",
-        provider=ProviderKind.OPENAI,
-        base_url="https://api.openai.com/v1",
-        api_key_env="OPENAI_API_KEY",
-        models=("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small"),
-    ),
-)
-
-
 class GatewaySettings(WatchLLMSettings, DatabaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_metrics_port: int = Field(
         default=9180, description="/metrics, on a listener of its own (not the API port)."
     )
-    routes: tuple[RouteConfig, ...] = Field(
-        default=DEFAULT_ROUTES,
-        description="JSON list of routes; the first whose pattern matches the model and"
-        " whose provider speaks the endpoint's protocol wins.",
+    routes: Annotated[Any, NoDecode] = Field(
+        default=None,
+        description='The routes document as JSON ({"models": [...]} or its list), or a'
+        " list of routes of the original shape; see routing.schema. Default: claude-*"
+        " to Anthropic, everything else to OpenAI.",
+    )
+    routes_file: Path | None = Field(
+        default=None,
+        description="A YAML routes file (routing.schema); instead of WATCHLLM_ROUTES.",
     )
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
@@ -132,8 +107,24 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
     upstream_read_timeout_seconds: float = Field(
         default=120.0, gt=0, description="Longest wait for the next upstream byte."
     )
-    upstream_max_retries: int = Field(default=2, ge=0, le=10)
+    upstream_max_retries: int = Field(
+        default=2, ge=0, le=10,
+        description="Attempts after the first, across a model's deployments and its"
+        " fallbacks (routing.dispatch).",
+    )  # fmt: skip
     upstream_retry_backoff_seconds: float = Field(default=0.2, ge=0)
+    upstream_retry_deadline_seconds: float = Field(
+        default=30.0, gt=0,
+        description="No new attempt starts this long after a request's first one began.",
+    )  # fmt: skip
+    upstream_cooldown_seconds: float = Field(
+        default=1.0, gt=0,
+        description="A failed deployment's first cooldown; doubled per failure in a row.",
+    )  # fmt: skip
+    upstream_cooldown_max_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Longest cooldown, a 429's retry-after included (routing.cooldown).",
+    )  # fmt: skip
     upstream_max_connections: int = Field(default=512, gt=0)
     key_cache_ttl_seconds: float = Field(
         default=0.5,
@@ -230,20 +221,8 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         flush = min(_FLUSH_SECONDS, total / 3)
         return total - flush - _CLOSE_SECONDS, flush
 
-    def resolved_routes(self) -> tuple[Route, ...]:
-        """Routes with provider keys read from the environment variables they name."""
-        return tuple(
-            Route(
-                pattern=r.pattern,
-                provider=r.provider,
-                base_url=r.base_url.rstrip("/"),
-                api_key=_secret_from_env(r.api_key_env),
-                models=r.models,
-            )
-            for r in self.routes
-        )
 
-
-def _secret_from_env(name: str | None) -> SecretStr | None:
+def secret_from_env(name: str | None) -> SecretStr | None:
+    """The provider key in the environment variable a route names (``routing``)."""
     value = os.environ.get(name) if name else None
     return SecretStr(value) if value else None

@@ -1,4 +1,4 @@
-"""Talking to providers: one pooled aiohttp session, timeouts, and retries.
+"""Talking to providers: one pooled aiohttp session, timeouts, one attempt per call.
 
 Why aiohttp and not httpx (which DESIGN.md and the foundation issue name): measured on
 this machine against the fake provider, 16 concurrent requests, httpx 0.28 spent
@@ -7,40 +7,45 @@ spent 0.07 ms (``make bench`` shows the gateway-level effect). The gateway's tar
 1,000 requests/s per worker, which httpx alone cannot reach. Nothing outside this
 module knows which client is used: callers get ``UpstreamResponse``.
 
-Retries happen only before any byte has reached the caller, and only for answers that
-a retry can fix: failures to connect (refused, DNS, connect timeout), 429 and 5xx
-(with capped exponential backoff with jitter, honouring a short ``retry-after``). A
-connection that breaks *after* the request was written (the provider may have accepted
-it, and would generate and bill it again) and a read timeout (the upstream may still
-be working on it) are not retried: 502 and 504, and the caller's SDK decides, as
-aiohttp itself does for non-idempotent requests.
+``UpstreamClient.attempt`` sends a request once to one deployment; what to do after a
+failure (another deployment, a fallback model, the same one after a backoff) is
+``routing.dispatch``'s choice. A failure before any answer raises ``AttemptFailed``,
+which says whether the request may be sent to the same deployment again:
+``resendable`` when nothing was sent (connection refused, DNS, connect timeout); not
+when the connection broke *after* the request was written (the provider may have
+accepted it, and would generate and bill it again) or the answer timed out (the
+upstream may still be working on it).
 
 Redirects are never followed: aiohttp would resend the request, with the provider key
 in ``x-api-key`` (it drops only ``Authorization``), to whatever origin the ``Location``
 names. A 3xx is returned like any answer and ``proxy`` maps it to 502.
 
-Failure mapping (the final attempt): connection failure → 502, timeout → 504; HTTP
-answers are returned as they are for ``proxy`` to map. Mid-body failures raise
-``UpstreamBodyError`` (``timed_out`` tells which).
+Failure mapping: connection failure → 502, timeout → 504 (``AttemptFailed.error``);
+HTTP answers are returned as they are. Mid-body failures raise ``UpstreamBodyError``
+(``timed_out`` tells which).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 import aiohttp
 from prometheus_client import Histogram
 
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.metrics import GatewayMetrics
-from watchllm_gateway.settings import GatewaySettings, ProviderKind, Route
+from watchllm_gateway.settings import GatewaySettings, ProviderKind
 
+if TYPE_CHECKING:
+    from watchllm_gateway.routing.table import Deployment
+
+# Answers another attempt can fix; any other answer is the caller's to have.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-_MAX_RETRY_AFTER_SECONDS = 5.0
 _PASSED_THROUGH_HEADERS = {
     ProviderKind.OPENAI: ("openai-beta",),
     ProviderKind.ANTHROPIC: ("anthropic-version", "anthropic-beta"),
@@ -91,8 +96,8 @@ class UpstreamResponse:
     """An upstream answer whose body is still to be read; ``close`` it when done."""
 
     _response: aiohttp.ClientResponse
-    attempts: int
-    latency_seconds: float  # request sent to response headers, last attempt
+    latency_seconds: float  # request sent to response headers
+    attempts: int = 1  # of the request, this one included (``routing.dispatch`` sets it)
 
     @property
     def status(self) -> int:
@@ -137,68 +142,84 @@ class UpstreamResponse:
             self._response.release()
 
 
+class AttemptFailed(Exception):
+    """One attempt got no answer. ``reason`` labels metrics: ``connect``, ``broken`` or
+    ``timeout``; ``error`` is what the caller gets if no other attempt answers."""
+
+    def __init__(self, reason: str, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.reason = reason
+        self.error = error
+
+    @property
+    def resendable(self) -> bool:
+        """Nothing reached the provider: the same deployment may be asked again."""
+        return self.reason == "connect"
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """What an answer asks to wait: ``retry-after-ms`` (OpenAI), else ``retry-after`` in
+    seconds or as an HTTP date; None when absent or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 class UpstreamClient:
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        metrics: GatewayMetrics,
-        max_retries: int,
-        backoff_seconds: float,
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, metrics: GatewayMetrics) -> None:
         self._session = session
         self._metrics = metrics
-        self._max_retries = max_retries
-        self._backoff = backoff_seconds
         self._bound_latency: dict[ProviderKind, Histogram] = {}
 
     @staticmethod
-    def _headers(route: Route, forwarded: Mapping[str, str]) -> dict[str, str]:
+    def _headers(deployment: Deployment, forwarded: Mapping[str, str]) -> dict[str, str]:
         out = {"content-type": "application/json", "accept-encoding": "identity", **forwarded}
-        if route.provider is ProviderKind.ANTHROPIC:
-            if route.api_key is not None:
-                out["x-api-key"] = route.api_key.get_secret_value()
-        elif route.api_key is not None:
-            out["authorization"] = f"Bearer {route.api_key.get_secret_value()}"
+        if deployment.provider is ProviderKind.ANTHROPIC:
+            if deployment.api_key is not None:
+                out["x-api-key"] = deployment.api_key.get_secret_value()
+        elif deployment.api_key is not None:
+            out["authorization"] = f"Bearer {deployment.api_key.get_secret_value()}"
         return out
 
-    async def send(
-        self, route: Route, path: str, body: bytes, forwarded: Mapping[str, str]
+    async def attempt(
+        self, deployment: Deployment, path: str, body: bytes, forwarded: Mapping[str, str]
     ) -> UpstreamResponse:
-        """``forwarded``: the caller's headers that go on, from ``provider_headers``."""
-        url, out = route.base_url + path, self._headers(route, forwarded)
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.perf_counter()
-            try:
-                response = await self._session.post(
-                    url, data=body, headers=out, allow_redirects=False
-                )
-            except aiohttp.ConnectionTimeoutError as exc:
-                if await self._may_retry(route, attempt, "connect", None):
-                    continue
-                raise _unreachable(504, "upstream_timeout", exc, attempt) from exc
-            except TimeoutError as exc:
-                raise _unreachable(504, "upstream_timeout", exc, attempt) from exc
-            except aiohttp.ClientConnectorError as exc:  # nothing was sent
-                if await self._may_retry(route, attempt, "connect", None):
-                    continue
-                raise _unreachable(502, "upstream_unreachable", exc, attempt) from exc
-            except aiohttp.ClientError as exc:  # sent, then the connection broke
-                raise GatewayError(
-                    502, "upstream_error",
-                    f"The upstream connection broke before its answer ({type(exc).__name__});"
-                    " not retried, as the provider may have received the request",
-                    upstream_attempts=attempt,
-                ) from exc  # fmt: skip
-            elapsed = time.perf_counter() - started
-            self._latency(route.provider).observe(elapsed)
-            if response.status in RETRYABLE_STATUSES:
-                retry_after = response.headers.get("retry-after")
-                if await self._may_retry(route, attempt, str(response.status), retry_after):
-                    response.release()
-                    continue
-            return UpstreamResponse(response, attempt, elapsed)
+        """Send once. ``forwarded``: the caller's headers that go on (``provider_headers``)."""
+        url, out = deployment.base_url + path, self._headers(deployment, forwarded)
+        started = time.perf_counter()
+        try:
+            response = await self._session.post(url, data=body, headers=out, allow_redirects=False)
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise AttemptFailed("connect", _unreachable(504, "upstream_timeout", exc)) from exc
+        except TimeoutError as exc:
+            raise AttemptFailed("timeout", _unreachable(504, "upstream_timeout", exc)) from exc
+        except aiohttp.ClientConnectorError as exc:  # nothing was sent
+            error = _unreachable(502, "upstream_unreachable", exc)
+            raise AttemptFailed("connect", error) from exc
+        except aiohttp.ClientError as exc:  # sent, then the connection broke
+            raise AttemptFailed("broken", GatewayError(
+                502, "upstream_error",
+                f"The upstream connection broke before its answer ({type(exc).__name__});"
+                " not retried, as the provider may have received the request",
+            )) from exc  # fmt: skip
+        elapsed = time.perf_counter() - started
+        self._latency(deployment.provider).observe(elapsed)
+        return UpstreamResponse(response, elapsed)
 
     def _latency(self, provider: ProviderKind) -> Histogram:
         bound = self._bound_latency.get(provider)
@@ -208,25 +229,7 @@ class UpstreamClient:
             )
         return bound
 
-    async def _may_retry(
-        self, route: Route, attempt: int, reason: str, retry_after: str | None
-    ) -> bool:
-        if attempt > self._max_retries:
-            return False
-        self._metrics.upstream_retries.labels(route.provider.value, reason).inc()
-        delay = self._backoff * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
-        if retry_after is not None:
-            try:
-                delay = max(delay, min(float(retry_after), _MAX_RETRY_AFTER_SECONDS))
-            except ValueError:
-                pass
-        await asyncio.sleep(delay)
-        return True
 
-
-def _unreachable(status: int, code: str, exc: BaseException, attempts: int) -> GatewayError:
+def _unreachable(status: int, code: str, exc: BaseException) -> GatewayError:
     what = "timed out" if status == 504 else "is unreachable"
-    return GatewayError(
-        status, code, f"The upstream provider {what} ({type(exc).__name__})",
-        upstream_attempts=attempts,
-    )  # fmt: skip
+    return GatewayError(status, code, f"The upstream provider {what} ({type(exc).__name__})")

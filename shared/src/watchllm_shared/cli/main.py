@@ -9,6 +9,7 @@ from watchllm_shared.cli.backup_commands import backup, restore
 from watchllm_shared.cli.cache_commands import cache
 from watchllm_shared.cli.deployment.commands import check, loadtest
 from watchllm_shared.cli.limits_commands import key_limits, project_limits
+from watchllm_shared.cli.routes_commands import routes
 from watchllm_shared.cli.settings import CliSettings
 from watchllm_shared.cli.users_commands import users
 from watchllm_shared.telemetry import configure_logging
@@ -98,3 +99,4 @@ cli.add_command(restore)
 cli.add_command(users)
 cli.add_command(check)
 cli.add_command(loadtest)
+cli.add_command(routes)

@@ -80,6 +80,17 @@ class RequestCompleted(BaseModel):
         " predates the field.",
     )
 
+    deployment: str | None = Field(
+        default=None,
+        description="The routes file's name of the deployment that answered (its"
+        " 'name', or '<model entry>[<index>]'); None when no deployment answered.",
+    )
+    fallback_model: str | None = Field(
+        default=None,
+        description="The fallback model that answered, when the requested model's"
+        " deployments all failed; None when the requested model answered.",
+    )
+
     def to_stream_fields(self) -> dict[str, bytes]:
         return {"data": self.model_dump_json().encode()}
 

@@ -52,6 +52,8 @@ def _parse_args(argv: list[str] | None = None) -> tuple[str, int, FakeProviderCo
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between events")
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--error-status", type=int, default=500)
+    parser.add_argument("--error-retry-after", type=float, default=None,
+                        help="seconds, in retry-after on error answers")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reply-words", type=int, default=24)
     args = parser.parse_args(argv)
@@ -60,6 +62,7 @@ def _parse_args(argv: list[str] | None = None) -> tuple[str, int, FakeProviderCo
         chunk_delay_seconds=args.chunk_delay,
         error_rate=args.error_rate,
         error_status=args.error_status,
+        error_retry_after=args.error_retry_after,
         seed=args.seed,
         reply_words=args.reply_words,
     )

@@ -182,7 +182,11 @@ class FakeProvider:
         if failure is None:
             return directives
         status, message = failure
-        await send_json(send, status, error_body(status, message))
+        retry_after = directives.retry_after
+        if retry_after is None and self.config.error_retry_after is not None:
+            retry_after = f"{self.config.error_retry_after:g}"
+        extra = [(b"retry-after", retry_after.encode())] if retry_after is not None else None
+        await send_json(send, status, error_body(status, message), extra)
         return None
 
     def _failure(self, directives: Directives) -> tuple[int, str] | None:

@@ -54,9 +54,13 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         parts.append(part)
 
 
-async def send_json(send: Send, status: int, payload: Any) -> None:
+async def send_json(
+    send: Send, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = orjson.dumps(payload)
     headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode()), EDGE_COOKIE]
+    if extra:
+        headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -6,6 +6,7 @@
 - ``error_rate``/``error_status``/``seed``: that fraction of generation and embeddings
   requests fail with ``error_status`` in the provider's error shape; the draw comes
   from ``random.Random(seed)``, so a given seed fails the same requests in order.
+  ``error_retry_after``: such answers carry ``retry-after`` with this many seconds.
 - ``reply_words``: every reply has exactly this many words, so ``completion_tokens``
   is known in advance (see ``replies``).
 - ``embedding_dims``: length of every embedding vector.
@@ -35,6 +36,7 @@ class FakeProviderConfig:
     error_rate: float = 0.0
     error_status: int = 500
     seed: int = 0
+    error_retry_after: float | None = None
     reply_words: int = 24
     embedding_dims: int = 8
     max_recorded_requests: int = 1000

@@ -5,6 +5,8 @@ The fake looks for them in the last user message (chat APIs) or in the inputs
 
 - ``[[fake:status=NNN]]``: answer with HTTP status NNN (400-599) and an error body in the
   endpoint's provider shape.
+- ``[[fake:retry_after=SECONDS]]``: an error answer (by ``status``, ``fail_times`` or
+  the error rate) carries ``retry-after: SECONDS``.
 - ``[[fake:delay=SECONDS]]``: sleep that long before the response headers (replaces
   ``default_delay_seconds`` for this request).
 - ``[[fake:fail_times=N:key=K]]``: the first N requests carrying key K get a 500, later
@@ -38,6 +40,7 @@ class Directives:
     fail_times: int = 0
     fail_key: str = ""
     stream_fail_after: int | None = None
+    retry_after: str | None = None
 
 
 NONE = Directives()
@@ -75,6 +78,10 @@ def _apply(directives: Directives, name: str, value: str) -> Directives:
         if match is None:
             raise ValueError("expected N:key=K")
         return replace(directives, fail_times=int(match[1]), fail_key=match[2])
+    if name == "retry_after":
+        if float(value) < 0:
+            raise ValueError("must be >= 0")
+        return replace(directives, retry_after=value)
     if name == "stream_fail_after":
         count = int(value)
         if count < 0:
