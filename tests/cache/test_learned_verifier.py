@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from watchllm_cache.embedding import DIMENSIONS, Embedder
+from watchllm_cache.eval import evaluate
+from watchllm_cache.index.edge import EdgeIndex
+from watchllm_cache.semantic import SemanticCache
+from watchllm_cache.settings import SemanticSettings
 from watchllm_cache.training.generate import data_hash, generate
 from watchllm_cache.verify import parsed, verify_learned
 from watchllm_cache.verify.features import NAMES, pair_features
@@ -91,3 +98,66 @@ def test_learned_verdicts() -> None:
         "How do I reset my router?", "how do i reset my router", 0.99, 0.75, model
     )
     assert same.hit
+
+
+@pytest.fixture
+async def learned_cache(
+    embedder: Embedder, semantic_settings: SemanticSettings, tmp_path: Path
+) -> AsyncIterator[SemanticCache]:
+    settings = semantic_settings.model_copy(update={"cache_verifier": "learned"})
+    cache = SemanticCache(embedder, EdgeIndex.open(tmp_path / "edge", DIMENSIONS), settings)
+    yield cache
+    await cache.close()
+
+
+def test_the_rules_stay_the_default(semantic_settings: SemanticSettings) -> None:
+    assert semantic_settings.cache_verifier == "rules"
+
+
+async def test_learned_path_through_the_cache(learned_cache: SemanticCache) -> None:
+    project = uuid.uuid4()
+    assert learned_cache.default_threshold == 0.75
+    question = "How do I renew my library card online?"
+    _, vector = await learned_cache.lookup(project, "s", question, None)
+    await learned_cache.store(project, "s", question, "k1", 60, vector)
+    hit, _ = await learned_cache.lookup(project, "s", "HOW DO I RENEW MY LIBRARY CARD ONLINE", None)
+    assert hit.hit and hit.exact_key == "k1"
+    swapped, _ = await learned_cache.lookup(
+        project, "s", "How do I renew my library card online in 2 days?", None
+    )
+    assert not swapped.hit and swapped.rule == "numbers"
+    strict, _ = await learned_cache.lookup(project, "s", "how do i renew my library card", 0.999)
+    assert not strict.hit and strict.rule == "threshold"  # a project's bar is the floor
+
+
+def test_a_broken_model_file_stops_the_cache(
+    embedder: Embedder, semantic_settings: SemanticSettings, tmp_path: Path
+) -> None:
+    settings = semantic_settings.model_copy(
+        update={"cache_verifier": "learned", "cache_verifier_model_path": tmp_path / "none.json"}
+    )
+    with pytest.raises(ModelFileError):
+        SemanticCache(embedder, EdgeIndex.open(tmp_path / "edge", DIMENSIONS), settings)
+
+
+def test_eval_reports_the_learned_path_beside_the_rules(
+    embedder: Embedder, semantic_settings: SemanticSettings, tmp_path: Path
+) -> None:
+    pairs = [
+        {"a": "How do I cancel my gym membership?", "b": "how do i cancel my gym membership",
+         "same": True, "kind": "casing"},
+        {"a": "Can a landlord sue a tenant?", "b": "Can a tenant sue a landlord?",
+         "same": False, "kind": "swap"},
+        {"a": "Is the museum free for children under 12?",
+         "b": "Is the museum free for children under 16?", "same": False, "kind": "number"},
+    ]  # fmt: skip
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    settings = semantic_settings.model_copy(update={"cache_verifier": "learned"})
+    report = evaluate(path, settings, embedder, compare=True)
+    assert report["settings"]["verifier"] == "learned" and report["settings"]["threshold"] == 0.75
+    assert report["overall"] == {"pairs": 3, "hit_rate": 1.0, "false_hit_rate": 0.0}
+    assert report["compare"]["verifier"] == "rules"
+    assert set(report["compare"]) == {"verifier", "overall", "by_kind", "by_source"}
+    plain = evaluate(path, semantic_settings, embedder)
+    assert "compare" not in plain and plain["settings"]["verifier"] == "rules"

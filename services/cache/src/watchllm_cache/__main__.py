@@ -14,25 +14,32 @@ def _table(report: dict[str, Any]) -> str:
     def pct(value: float | None) -> str:
         return "   -  " if value is None else f"{100 * value:5.1f}%"
 
-    lines = [f"{'':28} {'pairs':>6} {'hits':>7} {'false hits':>11}   baseline hits / false"]
+    other = report.get("compare")
+    extra = f"   {other['verifier']} hits / false" if other else ""
+    lines = [f"{'':28} {'pairs':>6} {'hits':>7} {'false hits':>11}   baseline hits / false"
+             + extra]  # fmt: skip
     base = report["baseline"]
     sections = [
-        ("overall", {"overall": report["overall"]}, {"overall": base["overall"]}),
-        ("by source", report["by_source"], base["by_source"]),
-        ("by kind", report["by_kind"], base["by_kind"]),
+        ("overall", {"overall": report["overall"]}, {"overall": base["overall"]}, "overall"),
+        ("by source", report["by_source"], base["by_source"], "by_source"),
+        ("by kind", report["by_kind"], base["by_kind"], "by_kind"),
     ]
-    for title, ours, theirs in sections:
+    for title, ours, theirs, key_of in sections:
         lines.append(f"-- {title}")
         for key, row in ours.items():
             b = theirs[key]
-            lines.append(f"{key:28} {row['pairs']:6d} {pct(row['hit_rate']):>7} "
-                         f"{pct(row['false_hit_rate']):>11}   {pct(b['hit_rate'])} / "
-                         f"{pct(b['false_hit_rate'])}")  # fmt: skip
+            line = (f"{key:28} {row['pairs']:6d} {pct(row['hit_rate']):>7} "
+                    f"{pct(row['false_hit_rate']):>11}   {pct(b['hit_rate'])} / "
+                    f"{pct(b['false_hit_rate'])}")  # fmt: skip
+            if other:
+                o = other[key_of] if key_of == "overall" else other[key_of][key]
+                line += f"      {pct(o['hit_rate'])} / {pct(o['false_hit_rate'])}"
+            lines.append(line)
     for step in report.get("steps", []):
         lines.append(f"step +{step['step']:22} hits {pct(step['hit_rate'])}  "
                      f"false hits {pct(step['false_hit_rate'])}")  # fmt: skip
     s = report["settings"]
-    lines.append(f"threshold {s['threshold']}; baseline: {s['baseline']} "
+    lines.append(f"verifier {s['verifier']}, threshold {s['threshold']}; baseline: {s['baseline']} "
                  f"(= {s['baseline_threshold']})")  # fmt: skip
     return "\n".join(lines)
 
@@ -41,9 +48,13 @@ def _eval(args: argparse.Namespace) -> None:
     from watchllm_cache.eval import evaluate
     from watchllm_cache.settings import SemanticSettings
 
-    overrides = {} if args.threshold is None else {"cache_threshold": args.threshold}
+    overrides: dict[str, Any] = (
+        {} if args.threshold is None else {"cache_threshold": args.threshold}
+    )
+    if args.verifier is not None:
+        overrides["cache_verifier"] = args.verifier
     settings = SemanticSettings(**overrides)
-    report = evaluate(args.pairs, settings, with_steps=args.steps)
+    report = evaluate(args.pairs, settings, with_steps=args.steps, compare=args.compare)
     out = json.dumps(report) if args.json else _table(report)
     sys.stdout.write(out + "\n")
 
@@ -56,6 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--steps", action="store_true", help="add each rule's cumulative effect")
     ev.add_argument("--threshold", type=float, default=None, help="override the threshold")
+    ev.add_argument(
+        "--verifier",
+        choices=("rules", "learned"),
+        default=None,
+        help="verification path (default: the setting)",
+    )
+    ev.add_argument("--compare", action="store_true", help="add the other verifier's numbers")
     args = parser.parse_args(argv)
     if args.command == "eval":
         _eval(args)

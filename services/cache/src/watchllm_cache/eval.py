@@ -13,6 +13,9 @@ Reported: ``hit_rate`` over ``same`` pairs (a true duplicate was served) and
 by source; and the bare-threshold baseline (cosine only) at the lowest threshold whose
 false-hit rate is not above ours (``settings.baseline_threshold``), so the two are
 compared at equal false hits. ``--steps`` adds the cumulative effect of each rule.
+``--verifier rules|learned`` picks the verification path (default: the setting,
+``WATCHLLM_CACHE_VERIFIER``); ``--compare`` adds the other one's numbers on the same
+vectors (key ``compare``; without it the report's keys are unchanged).
 
 Failure modes: a missing model folder stops the eval (``ModelMissingError``); a line
 that is not a JSON object with ``a``, ``b`` and ``same`` stops it with its number.
@@ -68,20 +71,23 @@ def embed_all(embedder: Embedder, texts: Iterable[str]) -> dict[str, np.ndarray]
 
 
 def run_pairs(
-    pairs: list[dict[str, Any]], embedder: Embedder, settings: SemanticSettings
-) -> list[Outcome]:
-    vectors = embed_all(embedder, (text for p in pairs for text in (p["a"], p["b"])))
+    pairs: list[dict[str, Any]], embedder: Embedder, settings: SemanticSettings,
+    vectors: dict[str, np.ndarray] | None = None,
+) -> list[Outcome]:  # fmt: skip
+    if vectors is None:
+        vectors = embed_all(embedder, (text for p in pairs for text in (p["a"], p["b"])))
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="watchllm-eval-") as tmp:
         index = EdgeIndex.open(Path(tmp) / "index", DIMENSIONS)
         cache = SemanticCache(embedder, index, settings, workers=1)
+        threshold = cache.default_threshold
         try:
             for i, pair in enumerate(pairs):
                 scope = f"eval-{i}"
                 cache.store_vector(_PROJECT, scope, pair["a"], f"pair-{i}", _TTL_SECONDS,
                                    vectors[pair["a"]])  # fmt: skip
                 result = cache.lookup_vector(_PROJECT, scope, pair["b"], vectors[pair["b"]],
-                                             settings.cache_threshold)  # fmt: skip
+                                             threshold)  # fmt: skip
                 outcomes.append(Outcome(
                     bool(pair["same"]), str(pair.get("kind", "-")), str(pair.get("source", "-")),
                     -1.0 if result.similarity is None else result.similarity,
@@ -138,12 +144,14 @@ def steps(outcomes: list[Outcome], threshold: float) -> list[dict[str, Any]]:
 
 def evaluate(
     path: Path, settings: SemanticSettings, embedder: Embedder | None = None,
-    *, with_steps: bool = False,
+    *, with_steps: bool = False, compare: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     embedder = embedder or Embedder(
         settings.embedding_model_path, settings.embedding_model_name, settings.embedding_threads
     )
-    outcomes = run_pairs(read_pairs(path), embedder, settings)
+    pairs = read_pairs(path)
+    vectors = embed_all(embedder, (text for p in pairs for text in (p["a"], p["b"])))
+    outcomes = run_pairs(pairs, embedder, settings, vectors)
     ours = breakdown(outcomes, [o.hit for o in outcomes])
     fh = ours["overall"]["false_hit_rate"] or 0.0
     base_threshold = matched_baseline(outcomes, fh)
@@ -151,7 +159,9 @@ def evaluate(
         "overall": ours["overall"], "by_kind": ours["by_kind"], "by_source": ours["by_source"],
         "baseline": breakdown(outcomes, [o.similarity >= base_threshold for o in outcomes]),
         "settings": {
-            "threshold": settings.cache_threshold,
+            "verifier": settings.cache_verifier,
+            "threshold": settings.cache_threshold if settings.cache_verifier == "rules"
+            else settings.cache_candidate_threshold,
             "baseline": "cosine only, at the lowest threshold with false_hit_rate <= ours",
             "baseline_threshold": round(base_threshold, 4),
             "model": settings.embedding_model_name,
@@ -160,6 +170,11 @@ def evaluate(
             "rules": [rule.__name__ for rule in RULES],
         },
     }  # fmt: skip
-    if with_steps:
+    if with_steps and settings.cache_verifier == "rules":
         report["steps"] = steps(outcomes, settings.cache_threshold)
+    if compare:  # the other verifier on the same vectors, side by side
+        other = "rules" if settings.cache_verifier == "learned" else "learned"
+        theirs = run_pairs(pairs, embedder, settings.model_copy(update={"cache_verifier": other}),
+                           vectors)  # fmt: skip
+        report["compare"] = {"verifier": other, **breakdown(theirs, [o.hit for o in theirs])}
     return report

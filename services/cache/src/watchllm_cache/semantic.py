@@ -32,10 +32,11 @@ from uuid import UUID
 
 import numpy as np
 
-from watchllm_cache.embedding import Embedder
+from watchllm_cache.embedding import Embedder, WordVectors
 from watchllm_cache.index import Candidate, VectorIndex, payload, point_id
 from watchllm_cache.settings import SemanticSettings
-from watchllm_cache.verify import Verdict, verify
+from watchllm_cache.verify import Verdict, verify, verify_learned
+from watchllm_cache.verify.learned import PairModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,10 +59,26 @@ class SemanticCache:
         self._embedder = embedder
         self._index = index
         self._settings = settings
+        learned = settings.cache_verifier == "learned"
+        self._model = PairModel.load(settings.cache_verifier_model_path) if learned else None
+        self._words = WordVectors(embedder)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semantic")
         self._next_purge = time.monotonic() + settings.cache_purge_interval_seconds
         self.index_errors = 0
         self.refusals: dict[str, int] = {}  # rule name -> candidates it refused
+
+    @property
+    def default_threshold(self) -> float:
+        """The cosine a candidate needs when neither project nor request sets one: the
+        rules' threshold, or the learned verifier's lower candidate threshold."""
+        if self._model is not None:
+            return self._settings.cache_candidate_threshold
+        return self._settings.cache_threshold
+
+    def _verify(self, question: str, candidate: str, similarity: float, bar: float) -> Verdict:
+        if self._model is not None:
+            return verify_learned(question, candidate, similarity, bar, self._model, self._words)
+        return verify(question, candidate, similarity, bar)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -78,7 +95,7 @@ class SemanticCache:
         one; and the question's embedding (float32, 384). ``threshold`` is the project's
         bar (None: this service's default); ``min_threshold``, a request's own, can only
         raise it."""
-        bar = self._settings.cache_threshold if threshold is None else threshold
+        bar = self.default_threshold if threshold is None else threshold
         if min_threshold is not None:
             bar = max(bar, min_threshold)
 
@@ -109,7 +126,7 @@ class SemanticCache:
             return LookupResult(hit=False, reason="no candidate")
         first: tuple[Candidate, Verdict] | None = None
         for candidate in sorted(candidates, key=lambda c: c.similarity, reverse=True):
-            verdict = verify(question, candidate.question, candidate.similarity, threshold)
+            verdict = self._verify(question, candidate.question, candidate.similarity, threshold)
             if verdict.hit:
                 return LookupResult(True, candidate.exact_key, candidate.similarity)
             if verdict.rule is not None:

@@ -9,6 +9,7 @@ server through qdrant-client when ``QDRANT_URL`` is set.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 
@@ -23,6 +24,12 @@ def default_model_path() -> Path:
     candidates = [Path.cwd() / ".models" / MODEL_DIR_NAME]
     candidates += [parent / ".models" / MODEL_DIR_NAME for parent in Path(__file__).parents]
     return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def default_pair_model_path() -> Path:
+    from watchllm_cache.verify.learned import DEFAULT_MODEL_PATH
+
+    return DEFAULT_MODEL_PATH
 
 
 class SemanticSettings(WatchLLMSettings):
@@ -42,6 +49,21 @@ class SemanticSettings(WatchLLMSettings):
         description="Cosine a candidate needs before verification looks at it; "
         "a project or a request may override it.",
     )  # fmt: skip
+    cache_verifier: Literal["rules", "learned"] = Field(
+        default="rules",
+        description="rules: cosine >= cache_threshold and every rule (verify/__init__.py); "
+        "learned: cosine >= cache_candidate_threshold, the certain rules as vetoes, then "
+        "the pair model's probability (verify/learned.py).",
+    )
+    cache_candidate_threshold: float = Field(
+        default=0.75, gt=0, le=1,
+        description="Cosine a candidate needs before the learned verifier scores it "
+        "(used when no project or request threshold is set).",
+    )  # fmt: skip
+    cache_verifier_model_path: Path = Field(
+        default_factory=lambda: default_pair_model_path(),
+        description="The learned verifier's exported model (make train-verifier).",
+    )
     cache_candidates: int = Field(
         default=4, gt=0, description="Nearest neighbours verified per lookup."
     )
