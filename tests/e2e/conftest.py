@@ -49,12 +49,13 @@ def gateway_env(
 
 
 def gateway_in_front_of(
-    upstream_url: str, redis_url: str, database_url: str, log_dir: Path
+    upstream_url: str, redis_url: str, database_url: str, log_dir: Path, **extra: str
 ) -> Iterator[Gateway]:
     """A gateway process routing every model to ``upstream_url``, with its own events
     stream; stopped when the generator is closed (a fixture's teardown)."""
     stream = f"test.requests.{uuid.uuid4().hex}"
-    process = start_gateway(gateway_env(upstream_url, redis_url, database_url, stream), log_dir)
+    env = gateway_env(upstream_url, redis_url, database_url, stream, **extra)
+    process = start_gateway(env, log_dir)
     yield Gateway(process, stream, process.url)
     process.stop()
 
@@ -91,5 +92,8 @@ def misbehaving_gateway(
     log_dir: Path,
     limiter_library: None,
 ) -> Iterator[Gateway]:
-    """A gateway whose routes (``gpt-*``, ``claude-*``) lead to the misbehaving provider."""
-    yield from gateway_in_front_of(misbehaving_provider.url, redis_url, database_url, log_dir)
+    """A gateway whose routes (``gpt-*``, ``claude-*``) lead to the misbehaving provider.
+    Its models (``gpt-redirect``, ``claude-nullusage``…) have no price: every model is
+    allowed, as before the default allow-list (``model_access``)."""
+    yield from gateway_in_front_of(misbehaving_provider.url, redis_url, database_url, log_dir,
+                                   WATCHLLM_DEFAULT_ALLOWED_MODELS='["*"]')  # fmt: skip

@@ -39,7 +39,9 @@ def gateway(
     log_dir: Path,
 ) -> Iterator[Gateway]:
     """Bodies logged, the cache on (no cache service: lookups are misses, stores are
-    published to Redis all the same), no limiter (hundreds of requests from one key)."""
+    published to Redis all the same), no limiter (hundreds of requests from one key),
+    every model allowed (as before the default allow-list: the metric's labels must stay
+    bounded whatever names reach pricing)."""
     stream = f"test.requests.{uuid.uuid4().hex}"
     routes = [{"pattern": "gpt-*", "provider": "openai", "base_url": f"{fake_provider.url}/v1",
                "api_key_env": "WATCHLLM_TEST_FAKE_KEY",
@@ -48,6 +50,7 @@ def gateway(
         fake_provider.url, redis_url, database_url, stream,
         WATCHLLM_ROUTES=json.dumps(routes), WATCHLLM_LOG_BODIES="true",
         WATCHLLM_CACHE_ENABLED="true", WATCHLLM_LIMITER_ENABLED="false",
+        WATCHLLM_DEFAULT_ALLOWED_MODELS='["*"]',
     )  # fmt: skip
     process = start_gateway(env, log_dir)
     yield Gateway(process, stream, process.url)

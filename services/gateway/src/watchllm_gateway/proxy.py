@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from decimal import Decimal
-from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
@@ -54,6 +53,7 @@ from watchllm_gateway.events import StreamPublisher
 from watchllm_gateway.exchange import Exchange, status_for_http
 from watchllm_gateway.intake import Intake
 from watchllm_gateway.metrics import GatewayMetrics, ModelLabel
+from watchllm_gateway.model_access import ModelAccess
 from watchllm_gateway.pricing import PriceTable
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_gateway.routing import Dispatcher, ModelRouter
@@ -64,6 +64,7 @@ from watchllm_gateway.tracing import (
     response_model,
     start_request_span,
 )
+from watchllm_gateway.unpriced import UnpricedUse
 from watchllm_gateway.upstream import UpstreamBodyError, UpstreamResponse, provider_headers
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts import CacheOutcome, RequestStatus
@@ -97,10 +98,6 @@ def named_model(body: bytes | dict[str, Any] | None) -> str | None:
     return model[:MAX_MODEL_CHARS] if isinstance(model, str) else None
 
 
-def model_allowed(model: str, patterns: tuple[str, ...] | None) -> bool:
-    return patterns is None or any(fnmatchcase(model, p) for p in patterns)
-
-
 class Proxy:
     def __init__(
         self,
@@ -115,6 +112,7 @@ class Proxy:
         cache: CacheSupport | None = None,
         log_bodies: bool = False,
         tracer: Tracer | None = None,
+        default_models: Sequence[str] = ("*",),
     ) -> None:
         self._auth = auth
         self._router = router
@@ -122,6 +120,9 @@ class Proxy:
         self._prices = prices
         # A caller's model name labels a metric only when configured (``metrics``).
         self._model_label = ModelLabel(prices.models() | router.configured_models())
+        self._unpriced = UnpricedUse(metrics.unpriced, self._model_label)
+        # Projects without a list of models get ``default_models`` (``model_access``).
+        self.access = ModelAccess(default_models, lambda m: prices.price_of(m) is not None)
         self._events = events
         self._metrics = metrics
         self._intake = intake
@@ -188,12 +189,9 @@ class Proxy:
         exchange.stream = body.get("stream") is True
         if exchange.span is not None:
             describe_request(exchange.span, spec, model, body)
-        if not model_allowed(model, grant.allowed_models):
-            raise GatewayError(
-                403, "model_not_allowed", f"This project may not use the model {model!r}"
-            )
         chain = self._router.chain(model, spec.api)  # deployments speaking spec.api
         exchange.provider = spec.api.value
+        self.access.check(model, grant)  # after routing: an unrouted model stays a 404
         forwarded = provider_headers(spec.api, headers)
         cache = self._cache
         plan = cache.plan(grant, spec, body, headers, forwarded) if cache else None
@@ -352,7 +350,7 @@ class Proxy:
         )  # fmt: skip
         exchange.unpriced = cost is None
         if cost is None:
-            self._metrics.unpriced.labels(self._model_label(exchange.model)).inc()
+            self._unpriced.record(exchange.model)
         else:
             exchange.cost_usd = cost
 

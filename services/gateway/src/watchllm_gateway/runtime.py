@@ -116,6 +116,7 @@ async def open_runtime(
         router=router,
         dispatcher=routing.dispatcher,
         prices=PriceTable.load(settings.prices, settings.price_table_path),
+        default_models=settings.default_allowed_models,
         events=events,
         cache=cache,
         metrics=metrics,

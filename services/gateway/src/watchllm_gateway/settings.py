@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
 from watchllm_shared.contracts import Stream
+from watchllm_shared.contracts.model_patterns import PRICED
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings, required_secret
 
 # Shares of ``gateway_shutdown_seconds``. Flushing with Redis up takes milliseconds (the
@@ -80,6 +81,12 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
     )
     price_table_path: Path | None = Field(
         default=None, description="A JSON file with the same shape as WATCHLLM_PRICES."
+    )
+    default_allowed_models: tuple[str, ...] = Field(
+        default=(PRICED,),
+        description="JSON list: the models a project without allowed models of its own may"
+        ' use, as fnmatch patterns and "@priced" (every model with a price). ["*"]: every'
+        " model, as before this setting (gateway/model_access.py).",
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     # What a caller can make the gateway hold (``intake``, ``http_protocol``).

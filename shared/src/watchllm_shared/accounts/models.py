@@ -68,7 +68,7 @@ class KeyGrant:
     project_name: str
     plan: Plan
     active: bool  # False once revoked or past its rotation grace period
-    allowed_models: tuple[str, ...] | None  # glob patterns; None allows every model
+    allowed_models: tuple[str, ...] | None  # contracts/model_patterns; None: gateway default
     requests_per_day: int  # the plan's quota (the limiter's fallback before its sync)
     cache: CacheSettings = field(default_factory=lambda: CacheSettings())
 

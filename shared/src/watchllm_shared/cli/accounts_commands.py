@@ -20,6 +20,7 @@ from watchllm_shared.accounts import (
     Plan,
 )
 from watchllm_shared.cli.settings import CliSettings
+from watchllm_shared.contracts.model_patterns import DEFAULT, PRICED, invalid_patterns
 
 T = TypeVar("T")
 
@@ -66,7 +67,7 @@ def _describe(key: ApiKey, now: datetime) -> str:
 
 @click.group()
 def projects() -> None:
-    """Create and list projects."""
+    """Create and list projects, change their plan and allowed models."""
 
 
 @projects.command("create")
@@ -101,6 +102,70 @@ def projects_set_plan(settings: CliSettings, name: str, plan: str) -> None:
     """Move project NAME to PLAN."""
     project = run_with_store(settings, lambda s: s.set_plan(name, Plan(plan)))
     click.echo(f"project {project.name} is now on {project.plan.value}")
+
+
+@projects.command("models")
+@click.argument("name")
+@click.option(
+    "--add",
+    "added",
+    multiple=True,
+    metavar="PATTERN",
+    help="Also allow PATTERN (fnmatch, or @priced); repeatable. On a project"
+    " without a list of its own, the list starts as @default.",
+)
+@click.option(
+    "--remove",
+    "removed",
+    multiple=True,
+    metavar="PATTERN",
+    help="Stop allowing PATTERN (as written in the list); repeatable.",
+)
+@click.option(
+    "--use-default",
+    is_flag=True,
+    help="Drop the project's list: the gateway's WATCHLLM_DEFAULT_ALLOWED_MODELS"
+    " applies (priced models unless the operator set it).",
+)
+@click.pass_obj
+def projects_models(
+    settings: CliSettings,
+    name: str,
+    added: tuple[str, ...],
+    removed: tuple[str, ...],
+    use_default: bool,
+) -> None:
+    """Show or change the models project NAME may use.
+
+    A list holds fnmatch patterns and the words @priced (every model the gateway prices)
+    and @default (the gateway's default list). Gateways apply a change within a second.
+    """  # fmt: skip
+    if use_default and (added or removed):
+        raise click.UsageError("--use-default drops the list: give it alone")
+    invalid = invalid_patterns(added)
+    if invalid:
+        raise click.BadParameter(f"{invalid}: not a pattern, {PRICED} or {DEFAULT}")
+
+    async def change(store: AccountStore) -> list[str] | None:
+        current = await store.get_allowed_models(name)
+        if use_default:
+            patterns = None
+        elif added or removed:
+            start = [DEFAULT] if current is None else current
+            patterns = [p for p in start if p not in removed]
+            patterns += [p for p in added if p not in patterns]
+        else:
+            return current
+        if patterns != current:
+            await store.set_allowed_models(name, patterns)
+        return patterns
+
+    patterns = run_with_store(settings, change)
+    if patterns is None:
+        click.echo(f"project {name} has no list of its own: the gateway's default applies"
+                   f" (WATCHLLM_DEFAULT_ALLOWED_MODELS, {PRICED} unless set)")  # fmt: skip
+    else:
+        click.echo(f"project {name} may use: {', '.join(patterns) or 'no model'}")
 
 
 @click.group()

@@ -179,7 +179,8 @@ def _cache_settings(ctx: PageContext, project: Project) -> None:
             disabled=not ctx.is_admin,
         )
         models = st.text_input(
-            "Allowed models (glob patterns, comma-separated; empty = all)",
+            "Allowed models (glob patterns, @priced, @default; comma-separated; empty = the"
+            " gateway's default, WATCHLLM_DEFAULT_ALLOWED_MODELS)",
             value=", ".join(allowed or []),
             key="allowed_models",
             disabled=not ctx.is_admin,

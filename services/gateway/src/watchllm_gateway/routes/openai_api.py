@@ -12,7 +12,6 @@ from starlette.responses import JSONResponse, Response
 from watchllm_gateway.auth import extract_key
 from watchllm_gateway.deps import RuntimeDep
 from watchllm_gateway.errors import GatewayError
-from watchllm_gateway.proxy import model_allowed
 from watchllm_gateway.settings import ProviderKind
 
 router = APIRouter()
@@ -20,7 +19,7 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def list_models(request: Request, runtime: RuntimeDep) -> Response:
-    """The models this key may use, from the configured routes."""
+    """The models this key may use (``model_access``), from the configured routes."""
     try:
         key = extract_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         grant = await runtime.proxy.authenticate(key)
@@ -30,6 +29,6 @@ async def list_models(request: Request, runtime: RuntimeDep) -> Response:
     data = [
         {"id": model, "object": "model", "created": created, "owned_by": provider.value}
         for model, provider in runtime.router.listed_models()
-        if model_allowed(model, grant.allowed_models)
+        if runtime.proxy.access.allows(model, grant.allowed_models)
     ]
     return JSONResponse({"object": "list", "data": data})
