@@ -100,3 +100,11 @@ def test_add_many_fills_batches_in_order_and_keeps_the_rest_open() -> None:
     assert len(batcher) == 2 and batcher.room == 1
     assert batcher.seconds_until_due() == pytest.approx(1.0)  # 6 opened the next one
     assert batcher.add_many([]) == []
+
+
+def test_an_item_read_earlier_opens_the_batch_at_its_read_time() -> None:
+    clock = FakeClock()
+    batcher: Batcher[str] = Batcher(max_items=100, max_seconds=2.0, clock=clock)
+    batcher.add("held", at=clock.now - 2.0)  # read two seconds ago, added only now
+    batch = batcher.take_due()
+    assert batch is not None and batch.items == ["held"]

@@ -57,10 +57,11 @@ class Batcher(Generic[T]):
         """How much fits before the batch is full."""
         return self._max_items - self._size
 
-    def add(self, item: T, size: int = 1) -> Batch[T] | None:
-        """Add one item counting as ``size``; the full batch when this item filled it."""
+    def add(self, item: T, size: int = 1, at: float | None = None) -> Batch[T] | None:
+        """Add one item counting as ``size``; the full batch when this item filled it.
+        ``at``: the clock time the item was read, when not now (it opens the batch then)."""
         if not self._items:
-            self._opened_at = self._clock()
+            self._opened_at = self._clock() if at is None else at
         self._items.append(item)
         self._size += size
         if self._size >= self._max_items:
