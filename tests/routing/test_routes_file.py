@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from watchllm_gateway.routing import ModelRouter, RoutesError, load_routes
+from watchllm_gateway.routing.__main__ import main as check_main
 from watchllm_gateway.routing.schema import parse_text
 from watchllm_gateway.settings import GatewaySettings, ProviderKind, secret_from_env
 
@@ -178,18 +179,24 @@ def test_a_file_and_the_shorthand_together_are_refused(
         load_routes(GatewaySettings(routes_file=tmp_path / "missing.yaml", routes=None))
 
 
-def test_watchllm_routes_check_prints_the_table_or_every_problem(tmp_path: Path) -> None:
+def test_routes_check_prints_the_table_or_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
     good.write_text(ROUTES_YAML)
     bad.write_text(
         "models:\n  - name: x\n    deployments: [{provider: openai, base_url: ftp://x}]\n"
     )
-    command = [str(Path(sys.executable).parent / "watchllm")]
-    ok = subprocess.run([*command, "routes", "check", str(good)], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    assert "gpt-4o-mini -> fallbacks gpt-4o, claude-haiku-4-5" in ok.stdout
-    assert "openai-b: openai http://127.0.0.1:9002/v1 weight 1" in ok.stdout
-    refused = subprocess.run([*command, "routes", "check", str(bad)], capture_output=True,
-                             text=True)  # fmt: skip
-    assert refused.returncode == 1
-    assert "models[0] 'x': deployments[0].base_url: must start with http://" in refused.stderr
+    assert check_main(["check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "gpt-4o-mini -> fallbacks gpt-4o, claude-haiku-4-5" in out
+    assert "openai-b: openai http://127.0.0.1:9002/v1 weight 1" in out
+    assert check_main(["check", str(bad)]) == 1
+    assert "models[0] 'x': deployments[0].base_url: must start with http://" in (
+        capsys.readouterr().err
+    )
+    # The operator's command runs the same check (in the gateway's package).
+    watchllm = str(Path(sys.executable).parent / "watchllm")
+    refused = subprocess.run([watchllm, "routes", "check", str(bad)], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 1 and "deployments[0].base_url" in refused.stderr

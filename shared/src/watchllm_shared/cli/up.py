@@ -175,6 +175,7 @@ def _run(settings: CliSettings, fake_provider: bool, plan: ReplicaPlan) -> None:
                 _start(supervisor, ProcessSpec("fake-provider", "watchllm_shared.fake_provider",
                        port_args, {}, fake_url, "/health", _UPSTREAM))  # fmt: skip
                 gateway_env["WATCHLLM_ROUTES"] = _fake_routes(fake_url)
+                gateway_env["WATCHLLM_ROUTES_FILE"] = ""  # the fake's routes, not a file's
                 click.echo(f"provider:  FAKE provider at {fake_url} (demo answers, not a real LLM)")
             # Each service: its replicas (one unless --replicas), ports and consumer
             # names from the plan (see cli/replicas.py).

@@ -64,9 +64,13 @@ class Candidates:
     deployments: tuple[Deployment, ...]
 
 
+_CHAINS_KEPT = 4096  # model names are the callers' strings: a bounded memo
+
+
 class ModelRouter:
     def __init__(self, routes: tuple[ModelRoute, ...]) -> None:
         self._routes = routes
+        self._chains: dict[tuple[str, ProviderKind], tuple[Candidates, ...]] = {}
         self._speaking = {
             api: [(r, r.speaking(api)) for r in routes] for api in ProviderKind
         }  # fmt: skip
@@ -112,9 +116,13 @@ class ModelRouter:
                 )
         raise GatewayError(404, "model_not_found", f"The model {model!r} does not exist")
 
-    def chain(self, model: str, api: ProviderKind) -> list[Candidates]:
+    def chain(self, model: str, api: ProviderKind) -> tuple[Candidates, ...]:
         """The model's deployments, then each fallback's that this endpoint can reach;
-        a model visited once is not visited again. Raises like ``resolve``."""
+        a model visited once is not visited again. Raises like ``resolve``. Memoised:
+        the table never changes, and matching patterns costs microseconds per request."""
+        known = self._chains.get((model, api))
+        if known is not None:
+            return known
         route = self.resolve(model, api)
         chain = [Candidates(model, route.speaking(api))]
         seen = {model}
@@ -123,7 +131,10 @@ class ModelRouter:
             if target is not None:
                 seen.add(fallback)
                 chain.append(Candidates(fallback, target.speaking(api)))
-        return chain
+        if len(self._chains) >= _CHAINS_KEPT:
+            self._chains.clear()
+        found = self._chains[(model, api)] = tuple(chain)
+        return found
 
     def _match(self, model: str, api: ProviderKind) -> ModelRoute | None:
         for route, speaking in self._speaking[api]:
