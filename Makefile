@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-dashboard fault-matrix clean train-verifier
+.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-analytics-steady bench-dashboard fault-matrix clean train-verifier
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -108,6 +108,11 @@ bench-cache: install
 # Analytics: ingestion rate, event-to-queryable lag, dashboard queries over 10M rows.
 bench-analytics: install
 	$(BIN)/python -m tests.bench.analytics_bench
+
+# Analytics at everyday rates (issue 21): CPU per event at a steady 50 and 200 events/s,
+# beside the code of BASELINE (a git revision) in one run when given. ~5 min, 10 with one.
+bench-analytics-steady: install
+	$(BIN)/python -m tests.bench.analytics_steady $(if $(BASELINE),--baseline $(BASELINE))
 
 # Dashboard: every page rendered against 1M request rows (AppTest, analytics service).
 bench-dashboard: install

@@ -12,7 +12,8 @@ working tree's, interleaved round by round (same Redis, same machine load), so t
 before/after comparison is one run: the baseline's ``watchllm_analytics`` package is
 exported with ``git archive`` and put first on the service's ``PYTHONPATH``.
 
-``--profile`` adds, for the working tree's service at the first rate, a py-spy summary
+``--candidate REV`` runs a revision's code instead of the working tree's (edit on while
+it runs). ``--profile`` adds, for the candidate's service at the first rate, a py-spy summary
 and the CPU of each of its threads (chdb's background pools show up by name there).
 
 Writes ``tests/bench/results/analytics-steady-latest.{json,md}``.
@@ -175,6 +176,8 @@ def profile(service: SteadyService, rate: float, seconds: float, work: Path) -> 
 
 def run(args: argparse.Namespace, work: Path, redis_url: str) -> dict[str, Any]:
     variants = [Variant("working tree", None)]
+    if args.candidate:
+        variants = [Variant.at_revision(args.candidate, work / "candidate")]
     if args.baseline:
         variants.insert(0, Variant.at_revision(args.baseline, work / "baseline"))
     rates = [0.0, *args.rates]
@@ -192,7 +195,7 @@ def run(args: argparse.Namespace, work: Path, redis_url: str) -> dict[str, Any]:
                 for rate in rates:
                     windows[variant.name][str(rate)].append(measure(service, rate, args.seconds))
                     time.sleep(args.settle)
-                if args.profile and profiled is None and variant.pythonpath is None:
+                if args.profile and profiled is None and variant is variants[-1]:
                     profiled = profile(service, args.rates[0], args.seconds, work)
             finally:
                 service.stop()
@@ -235,7 +238,7 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | {float(rate):.0f} | {median['core_percent']:.1f} |"
                          f" {per_event} |")  # fmt: skip
     if profiled := results.get("profile"):
-        lines += ["", f"Threads of the working tree's service at {profiled['rate']:.0f} events/s"
+        lines += ["", f"Threads of the candidate's service at {profiled['rate']:.0f} events/s"
                   f" ({profiled['seconds']:.0f} s), CPU seconds:", ""]  # fmt: skip
         lines += [f"- {name}: {cpu:.2f}" for name, cpu in profiled["thread_cpu_seconds"].items()]
         spy = profiled["py_spy"]
@@ -252,6 +255,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settle", type=float, default=2.0, help="pause between windows")
     parser.add_argument("--baseline", help="a git revision to run beside the working tree")
+    parser.add_argument("--candidate", help="a git revision to run instead of the working tree")
     parser.add_argument("--profile", action="store_true", help="py-spy and threads at rate 1")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment setting for the service (both variants)")  # fmt: skip
