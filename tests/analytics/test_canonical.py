@@ -98,6 +98,8 @@ def varied_event(rng: random.Random) -> RequestCompleted:
         trace_id=rng.choice([None, "0af7651916cd43dd8448eb211c80319c"]),
         cache_key=rng.choice([None, "", "watchllm:cache:exact:" + "ab" * 32]),
         unpriced=rng.choice([None, True, False]),
+        deployment=rng.choice([None, "", "gpt-4o-mini[0]", "openai-a"]),
+        fallback_model=rng.choice([None, "claude-haiku-4-5"]),
     )
 
 
@@ -196,6 +198,8 @@ NEAR_MISSES: dict[str, list[Any]] = {
     "trace_id": [1, ""],
     "cache_key": [1, "", ["k"], {"k": 1}],
     "unpriced": [1, 0, 1.0, "true", "false", "yes", ["x"], None, True, False],
+    "deployment": [1, ["d"], None, ""],
+    "fallback_model": [1.5, {"m": 1}, None, "gpt-4o"],
 }
 
 

@@ -61,6 +61,18 @@ def test_unpriced_is_stored_and_an_older_producers_event_reads_false() -> None:
     assert dict(zip(COLUMNS, older.values, strict=True))["unpriced"] is False
 
 
+def test_the_deployment_and_fallback_are_stored_and_an_older_event_reads_empty() -> None:
+    """The gateway names the deployment that answered and the fallback model taken."""
+    row = decode_entry(b"1-0", fields_of(deployment="openai-a", fallback_model="fb"))
+    values = dict(zip(COLUMNS, row.values, strict=True))
+    assert (values["deployment"], values["fallback_model"]) == ("openai-a", "fb")
+    document = make_event().model_dump(mode="json")
+    del document["deployment"], document["fallback_model"]  # a gateway from before them
+    older = dict(zip(COLUMNS, decode_entry(b"1-0", {b"data": orjson.dumps(document)}).values,
+                     strict=True))  # fmt: skip
+    assert (older["deployment"], older["fallback_model"]) == ("", "")
+
+
 def test_absent_project_key_and_strings_become_nil_and_empty() -> None:
     row = decode_entry(b"1-0", fields_of(project_id=None, key_id=None, model=None, trace_id=None))
     values = dict(zip(COLUMNS, row.values, strict=True))

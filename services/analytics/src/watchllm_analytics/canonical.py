@@ -56,7 +56,7 @@ STORED_FIELDS = frozenset({
     "model", "provider", "endpoint", "http_status", "status", "error_type", "cache",
     "cache_similarity", "stream", "prompt_tokens", "completion_tokens", "cost_usd",
     "cost_saved_usd", "latency_ms", "upstream_latency_ms", "ttfb_ms", "trace_id",
-    "upstream_attempts", "cache_key", "unpriced",
+    "upstream_attempts", "cache_key", "unpriced", "deployment", "fallback_model",
 })  # fmt: skip
 UNSTORED_STRINGS = tuple(
     name
@@ -96,7 +96,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
     similarity, upstream, ttfb = get("cache_similarity"), get("upstream_latency_ms"), get("ttfb_ms")
     model, provider = get("model"), get("provider")
     error_type, trace_id, cache_key = get("error_type"), get("trace_id"), get("cache_key")
-    unpriced = get("unpriced")
+    unpriced, deployment, fallback = get("unpriced"), get("deployment"), get("fallback_model")
     if not (
         type(schema_version) is int and schema_version == 1
         and type(request_id) is str and type(endpoint) is str
@@ -114,6 +114,8 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
         and (trace_id is None or type(trace_id) is str)
         and (cache_key is None or type(cache_key) is str)
         and (unpriced is None or type(unpriced) is bool)
+        and (deployment is None or type(deployment) is str)
+        and (fallback is None or type(fallback) is str)
     ):  # fmt: skip
         raise _NotCanonical
     return (
@@ -122,6 +124,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
         provider or "", endpoint, http_status, status, error_type or "", cache, similarity,
         stream, prompt, completion, _cost(get("cost_usd", "0")), _cost(get("cost_saved_usd", "0")),
         latency, upstream, ttfb, trace_id or "", attempts, cache_key or "", unpriced is True,
+        deployment or "", fallback or "",
     )  # fmt: skip
 
 

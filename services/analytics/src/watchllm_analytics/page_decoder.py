@@ -73,7 +73,7 @@ _STORED_FIELDS = pa.schema([
     ("completion_tokens", _INT), ("cost_usd", _STRING), ("cost_saved_usd", _STRING),
     ("latency_ms", _FLOAT), ("upstream_latency_ms", _FLOAT), ("ttfb_ms", _FLOAT),
     ("trace_id", _STRING), ("upstream_attempts", _INT), ("cache_key", _STRING),
-    ("unpriced", pa.bool_()),
+    ("unpriced", pa.bool_()), ("deployment", _STRING), ("fallback_model", _STRING),
 ])  # fmt: skip
 # Contract fields the log has no column for are still read (``canonical.UNSTORED_STRINGS``:
 # optional strings), so that the reader refuses what the contract would; a field of any
@@ -99,7 +99,8 @@ _CACHE = pa.array(sorted(outcome.value for outcome in CacheOutcome))
 _RANGES = {"http_status": 2**16, "prompt_tokens": 2**32, "completion_tokens": 2**32,
            "upstream_attempts": 2**8}  # fmt: skip
 _REQUIRED = ("request_id", "endpoint", "stream", "latency_ms")
-_EMPTY_IF_NULL = ("model", "provider", "error_type", "trace_id", "cache_key")
+_EMPTY_IF_NULL = ("model", "provider", "error_type", "trace_id", "cache_key", "deployment",
+                  "fallback_model")  # fmt: skip
 _COSTS = ("cost_usd", "cost_saved_usd")
 
 

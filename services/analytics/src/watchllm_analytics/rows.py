@@ -19,7 +19,8 @@ DateTime64 column instead, which does not overflow for any stored time and any
 retention the settings allow).
 
 Absent values: a missing project or key is the nil UUID (the sort key cannot be
-Nullable), missing strings are '', a missing ``unpriced`` is false. Costs are rounded
+Nullable), missing strings are '' (``deployment``, ``fallback_model`` too), a missing ``unpriced``
+is false. Costs are rounded
 half-even to 12 decimal places.
 
 Speed: pages of entries are decoded in one go by ``page_decoder`` (~4 µs an event);
@@ -63,7 +64,8 @@ ARROW_SCHEMA = pa.schema([
     ("cost_usd", _COST_TYPE), ("cost_saved_usd", _COST_TYPE),
     ("latency_ms", pa.float64()), ("upstream_latency_ms", pa.float64()),
     ("ttfb_ms", pa.float64()), ("trace_id", pa.string()), ("upstream_attempts", pa.uint8()),
-    ("cache_key", pa.string()), ("unpriced", pa.bool_()),
+    ("cache_key", pa.string()), ("unpriced", pa.bool_()), ("deployment", pa.string()),
+    ("fallback_model", pa.string()),
 ])  # fmt: skip
 COLUMNS = tuple(ARROW_SCHEMA.names)
 
@@ -125,6 +127,7 @@ def to_row(entry_id: bytes, fields: dict[bytes, bytes], event: RequestCompleted)
         _cost("cost_usd", event.cost_usd), _cost("cost_saved_usd", event.cost_saved_usd),
         event.latency_ms, event.upstream_latency_ms, event.ttfb_ms, event.trace_id or "",
         event.upstream_attempts, event.cache_key or "", event.unpriced is True,
+        event.deployment or "", event.fallback_model or "",
     )  # fmt: skip
     return EventRow(entry_id, fields, values)
 
