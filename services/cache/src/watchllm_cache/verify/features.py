@@ -4,7 +4,7 @@ One fixed-length vector per pair, from three sources: the frozen embedding model
 cosine of the two questions), the rules (which of them objects, and the word-level
 comparison they are built on: content words left unaligned after typos and variants
 are paired, rewording, the order of the shared content words) and the characters
-(similarity of the lower-cased texts, so a typo or a casing change costs little).
+(similarity of the parsed words, so a typo, casing or a greeting costs little).
 Pure functions over ``text.Parsed``: no failure modes, ~0.2 ms a pair.
 
 ``NAMES`` is the order of the vector; the exported model stores it and refuses to load
@@ -13,7 +13,6 @@ when it differs (a model trained on other features would answer nonsense).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from difflib import SequenceMatcher
 from itertools import combinations
@@ -29,8 +28,6 @@ from watchllm_cache.verify.compare import (
 from watchllm_cache.verify.rules import RULES
 from watchllm_cache.verify.text import Parsed
 
-_NON_WORD = re.compile(r"[^a-z0-9]+")
-
 # Word -> unit vector from the frozen embedding model, for many words at once
 # (``WordVectors``); None leaves the alignment features at their "all aligned" value.
 WordVectorsFn = Callable[[Sequence[str]], dict[str, np.ndarray]]
@@ -45,8 +42,10 @@ NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _normal(text: str) -> str:
-    return _NON_WORD.sub(" ", text.lower()).strip()
+def _words(p: Parsed) -> str:
+    """The parsed words, lower case: greetings, thanks and punctuation gone,
+    contractions expanded (what the rules compare, as characters)."""
+    return " ".join(t.text for t in p.tokens)
 
 
 def _trigrams(text: str) -> set[str]:
@@ -114,7 +113,7 @@ def pair_features(
     union = shared + len(only_q) + len(only_c)
     keys_q, keys_c = [t.key for t in q.tokens], [t.key for t in c.tokens]
     longest = max(len(keys_q), len(keys_c), 1)
-    nq, nc = _normal(q.text), _normal(c.text)
+    nq, nc = _words(q), _words(c)
     tq, tc = _trigrams(nq), _trigrams(nc)
     flipped, flipped_share = _discordant(content_sequence(q), content_sequence(c))
     values = [
