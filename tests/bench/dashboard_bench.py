@@ -57,6 +57,9 @@ SELECT generateUUIDv4(number), now64(3) - toIntervalMillisecond(rand64(1) % 2592
   if(rand(4) % 3 = 0, toDecimal128('0.0003', 12), toDecimal128(0, 12)),
   20 + rand(8) % 3000, '', 1
 FROM numbers({count:UInt64})"""
+# Several values of several filters at once (Requests), all pushed into one query.
+SEVERAL = {"requests_status": ["4xx", "5xx"], "requests_cache": ["semantic", "miss"],
+           "requests_stream": ["yes"]}  # fmt: skip
 PAGES = ("Overview", "Requests", "Cache", "Rate limits", "API keys", "Projects & settings",
          "Health")  # fmt: skip
 
@@ -107,7 +110,8 @@ def _cases(keys: list[uuid.UUID], key_labels: list[str]) -> list[tuple[str, str,
         ("Overview", "Last 30 days", {"overview_model": "gpt-4o"}),
         ("Overview", "Last 30 days", {"overview_key": key_labels[0]}),
         ("Requests", "Last 30 days", {"requests_page": 2000}),
-        ("Requests", "Last 30 days", {"requests_status": "rate_limited"}),
+        ("Requests", "Last 30 days", {"requests_status": ["429"]}),
+        ("Requests", "Last 30 days", SEVERAL),
         ("Requests", "Last 30 days", {"requests_search": "AB"}),  # ids starting with it
     ]
     return cases

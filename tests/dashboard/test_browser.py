@@ -1,6 +1,7 @@
 """A real browser (Debian's chromium, driven by Playwright) against the dashboard process
 with data in it: sign in, visit every page, fail on any error shown, and save a
-screenshot of each page under docs/screenshots/ (the README shows them). Then a project
+screenshot of each page under docs/screenshots/ (the README shows them). A custom time
+range and a filter travel in the page's address to another session. Then a project
 whose key and model names are image and link Markdown: on every page nothing is fetched
 from them (a loopback receiver records every request) and no link is drawn.
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from tests.dashboard.conftest import PASSWORD, Accounts, Stack, Tenant, Traffic
 from tests.dashboard.test_tenant_text import markup_tenant
@@ -61,17 +63,30 @@ def settle(page: Page) -> None:
     page.wait_for_timeout(500)
 
 
-def sign_in(page: Page, url: str, username: str, project: str) -> None:
+def sign_in(
+    page: Page, url: str, username: str, project: str | None, landing: str = "Overview"
+) -> None:
+    """Open ``url``, sign in, land on ``landing``, then choose ``project`` (if given)."""
     page.goto(url, timeout=60_000)
     page.get_by_label("Username", exact=True).fill(username)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible(timeout=30_000)
-    chooser = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
+    expect(page.get_by_role("heading", name=landing, exact=True)).to_be_visible(timeout=30_000)
+    if project is not None:
+        choose(page, sidebar(page, "Project"), project)
+        expect(page.get_by_text(f"Project {project}")).to_be_visible(timeout=30_000)
+
+
+def sidebar(page: Page, label: str) -> Locator:
+    """The sidebar's selectbox labelled ``label``."""
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]')
+    return box.filter(has=page.get_by_text(label, exact=True))
+
+
+def choose(page: Page, chooser: Locator, option: str) -> None:
     chooser.click()
-    page.keyboard.type(project)
+    page.keyboard.type(option)
     page.keyboard.press("Enter")
-    expect(page.get_by_text(f"Project {project}")).to_be_visible(timeout=30_000)
 
 
 def visit(page: Page, name: str) -> None:
@@ -100,6 +115,48 @@ def test_sign_in_and_every_page_in_a_real_browser(
         finally:
             browser.close()
     assert {p.stem for p in SCREENSHOTS.glob("*.png")} >= {slug(p) for p in PAGES}
+
+
+def test_a_custom_range_and_filters_travel_in_a_link(
+    dashboard: ServiceProcess, accounts: Accounts, traffic: Traffic
+) -> None:
+    """Issue 20: a custom range beside the presets, and a copied link that opens the same
+    view in another browser session, after its sign-in."""
+    now = datetime.now(UTC)
+    start, end = (
+        (now - timedelta(hours=20)).strftime("%Y-%m-%d %H:%M"),
+        now.strftime("%Y-%m-%d %H:%M"),
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 2000})
+            sign_in(page, dashboard.url, accounts.viewer, accounts.project)
+            visit(page, "Requests")
+            choose(page, sidebar(page, "Time range"), "Custom")
+            for label, value in (("From (UTC)", start), ("To (UTC)", end)):
+                field = page.get_by_label(label, exact=True)
+                field.fill(value)
+                field.press("Enter")
+                settle(page)
+            expect(page.get_by_text(f"Custom: {start} →").first).to_be_visible(timeout=30_000)
+            status = page.locator('[data-testid="stMultiSelect"]').first
+            choose(page, status, "4xx")
+            expect(page).to_have_url(re.compile(r"range=custom.*status=4xx"), timeout=30_000)
+            settle(page)
+            caption = page.get_by_text(re.compile(r"requests match · page 1 of"))
+            expect(caption).to_contain_text("Custom", timeout=30_000)
+            counted, address = caption.inner_text(), page.url
+            assert page.locator(PROBLEMS).count() == 0
+            shared = browser.new_context(viewport={"width": 1440, "height": 2000}).new_page()
+            sign_in(shared, address, accounts.admin, None, landing="Requests")
+            settle(shared)
+            expect(shared.get_by_text(counted, exact=True)).to_be_visible(timeout=30_000)
+            expect(shared.get_by_label("From (UTC)", exact=True)).to_have_value(start)
+            assert shared.locator(PROBLEMS).count() == 0
+            assert shared.url == address
+        finally:
+            browser.close()
 
 
 @pytest.fixture

@@ -285,7 +285,7 @@ async def test_shares_say_what_they_are_of_and_429s_are_not_errors(
     assert "2 hits of the 8 requests that asked the cache" in text
     assert "Of all 10 requests, 20.0% were answered from the cache" in text
     at = app(tokens["viewer"], "Requests", tenant.project)
-    at.session_state["requests_status"] = "rate_limited"
+    at.session_state["requests_status"] = ["429"]
     at = await asyncio.to_thread(at.run)
     assert_clean(at)
     assert "Status: **rate_limited** (HTTP 429) · error rate_limit_exceeded" in shown(at)

@@ -13,7 +13,7 @@ from tests.dashboard.conftest import PASSWORD, Accounts, Traffic, app, assert_cl
 from watchllm_dashboard.views.sidebar import PAGES
 from watchllm_shared.accounts import AccountStore, Plan, SessionStore
 
-FILTERS = {"requests_search"}  # inputs that only filter what is shown
+FILTERS = {"requests_search", "range_from", "range_to"}  # inputs that only filter what is shown
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env", "traffic")]
 
 
@@ -169,11 +169,11 @@ def test_the_request_log_pages_filters_and_finds_one_request(
     assert_clean(at)
     assert len(at.dataframe[0].value) == traffic.requests - 50
     at.number_input(key="requests_page").set_value(1)
-    at.selectbox(key="requests_status").set_value("rate_limited").run()
+    at.multiselect(key="requests_status").set_value(["429"]).run()
     log = at.dataframe[0].value
     assert "7 requests match" in shown(at) and set(log["status"]) == {"rate_limited"}
     wanted = log["request id"].iloc[3]
-    at.selectbox(key="requests_status").set_value("Any")
+    at.multiselect(key="requests_status").set_value([])
     at.text_input(key="requests_search").input(wanted).run()
     assert "1 requests match" in shown(at)
     assert at.dataframe[0].value["request id"].tolist() == [wanted]

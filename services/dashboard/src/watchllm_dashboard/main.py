@@ -2,9 +2,11 @@
 
 Order: page config → the process's runtime (opened once, with tracing installed first
 when it is on) → the signed-in user (the session is checked in Postgres on every view)
-→ sidebar → the chosen page. A store that fails mid-page shows an error on that page
-instead of a traceback. With tracing on, everything after the runtime is one trace per
-view, named after the page (``tracing.page_span``); a view that fails marks it an error.
+→ sidebar → the chosen page. The view's link (``views.link``) is read from the query
+string at the first signed-in view and written back after each. A store that fails
+mid-page shows an error on that page instead of a traceback. With tracing on, everything
+after the runtime is one trace per view, named after the page (``tracing.page_span``); a
+view that fails marks it an error.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from watchllm_dashboard.views import (
     cache,
     health,
     keys,
+    link,
     overview,
     projects,
     rate_limits,
@@ -89,12 +92,17 @@ def _view(runtime: Runtime, span: Span) -> None:
         auth.render_sign_in(runtime)
         return
     actions = Actions(runtime, user)
-    page, project, window = sidebar.render(runtime, user, actions.projects())
-    describe(span, page, project)
-    reader = CachedReader(runtime.analytics, runtime.settings.dashboard_cache_seconds > 0)
-    context = PageContext(runtime, actions, reader, project, window)
+    link.start()
+    notice = st.empty()  # where the link's unusable settings are named, above the page
     try:
-        RENDER[page](context)
-    except AccountError as exc:  # e.g. a project deleted meanwhile
-        failed(span, exc)
-        st.error(plain(exc))
+        page, project, window = sidebar.render(runtime, user, actions.projects())
+        describe(span, page, project)
+        reader = CachedReader(runtime.analytics, runtime.settings.dashboard_cache_seconds > 0)
+        context = PageContext(runtime, actions, reader, project, window)
+        try:
+            RENDER[page](context)
+        except AccountError as exc:  # e.g. a project deleted meanwhile
+            failed(span, exc)
+            st.error(plain(exc))
+    finally:
+        link.finish(notice)

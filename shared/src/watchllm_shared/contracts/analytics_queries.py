@@ -8,7 +8,9 @@
 
 Every value reaches ClickHouse as a server-side query parameter (``{name:Type}`` in the
 SQL); nothing from a caller is ever formatted into SQL text. Parameters are validated
-by a pydantic model first (types, ranges, span limits).
+by a pydantic model first (types, ranges, span limits). What a definition is made of
+lives in ``query_base``; the request log's queries (filters, page, count, export) in
+``request_log_queries``; this module holds the usage queries and the catalog.
 
 The SQL reads ``requests``, the request log whose schema the analytics service owns
 (its migrations). Every window is exact: from ``start`` to ``end``, both included, to the
@@ -34,39 +36,26 @@ Rows need no ``FINAL``: the writer never inserts an event id that is already sto
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-REQUEST_LOG_TABLE = "requests"
-MAX_RANGE = timedelta(days=400)
+from watchllm_shared.contracts.query_base import (
+    END,
+    IN_WINDOW,
+    MAX_RANGE,
+    PROJECT,
+    REQUEST_LOG_TABLE,
+    START,
+    AnalyticsQuery,
+    ProjectSpan,
+    QueryResult,
+    TimeSpan,
+)
+from watchllm_shared.contracts.request_log_queries import REQUEST_LOG_QUERIES
 
-
-class TimeSpan(BaseModel):
-    """``start`` to ``end`` in UTC (naive means UTC), ordered, at most ``MAX_RANGE``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    start: datetime
-    end: datetime
-
-    @model_validator(mode="after")
-    def _ordered_and_bounded(self) -> Self:
-        start, end = _utc(self.start), _utc(self.end)
-        if end < start:
-            raise ValueError("end is before start")
-        if end - start > MAX_RANGE:
-            raise ValueError(f"range longer than {MAX_RANGE.days} days")
-        object.__setattr__(self, "start", start)
-        object.__setattr__(self, "end", end)
-        return self
-
-
-class ProjectSpan(TimeSpan):
-    project_id: UUID
+__all__ = ["ANALYTICS_QUERIES", "MAX_RANGE", "REQUEST_LOG_TABLE", "AnalyticsQuery", "QueryResult",
+           "TimeSpan"]  # fmt: skip
 
 
 class ProjectModelSpan(ProjectSpan):
@@ -76,25 +65,6 @@ class ProjectModelSpan(ProjectSpan):
 class ProjectKeySpan(ProjectSpan):
     key_id: UUID
     model: str = Field(default="", max_length=200, description="'' for every model")
-
-
-class RequestFilter(TimeSpan):
-    """One project's requests between two instants, filtered by exact matches; '' (or
-    null for ``key_id``) means "any". ``search`` is the start of a request, trace or
-    event id (a whole id is one too), matched as text: no character is a wildcard."""
-
-    project_id: UUID
-    status: str = Field(default="", max_length=40)
-    model: str = Field(default="", max_length=200)
-    key_id: UUID | None = None
-    search: str = Field(default="", max_length=200)
-
-
-class RequestLogParams(RequestFilter):
-    """A page of the filtered request log, newest first."""
-
-    offset: int = Field(default=0, ge=0, le=1_000_000)
-    limit: int = Field(default=50, ge=1, le=500)
 
 
 class ProjectKeyFilter(ProjectSpan):
@@ -112,43 +82,6 @@ class RecentRequestsParams(BaseModel):
     project_id: UUID
     limit: int = Field(default=100, ge=1, le=1000)
     errors_only: bool = False
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class AnalyticsQuery:
-    name: str
-    description: str
-    params: type[BaseModel]
-    sql: str
-
-    def bind(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """Validated parameters for ``client.query(self.sql, parameters=...)``.
-
-        Raises ``pydantic.ValidationError`` for anything the definition does not accept.
-        """
-        return self.params.model_validate(dict(raw)).model_dump()
-
-    @property
-    def describe_sql(self) -> str:
-        """The result's column names and types, even when no row matches: chdb sends no
-        names or types with an empty result, so readers ask this once and keep it."""
-        return f"DESCRIBE TABLE ({self.sql})"
-
-
-class QueryResult(BaseModel):
-    """What ``POST /v1/queries/{name}`` answers. JSON encodes Decimal (money, exact) and
-    UUID as strings and datetimes as ISO 8601 in UTC; ``types`` are ClickHouse's."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    columns: list[str]
-    types: list[str]
-    rows: list[list[Any]]
 
 
 # The aggregate columns the usage queries return; they match the projection exactly.
@@ -172,21 +105,17 @@ _USAGE = f"""{_TOTALS},
 # Sums of the two sides' counts and sums (``_split``), under the same names.
 _SUMMED = ",\n    ".join(f"sum({name}) AS {name}" for name in _TOTAL_NAMES)
 
-_START = "{start:DateTime64(3, 'UTC')}"
-_END = "{end:DateTime64(3, 'UTC')}"
-_PROJECT = "project_id = {project_id:UUID}"
-_IN_WINDOW = f"occurred_at BETWEEN {_START} AND {_END}"
 # The whole hours inside the window: from the first hour that starts at or after
 # ``start`` up to, not including, the hour of ``end`` (which ends after ``end``).
-_FIRST_WHOLE_HOUR = f"toStartOfHour({_START} + INTERVAL 3599999 MILLISECOND)"
-_LAST_HOUR = f"toStartOfHour({_END})"
+_FIRST_WHOLE_HOUR = f"toStartOfHour({START} + INTERVAL 3599999 MILLISECOND)"
+_LAST_HOUR = f"toStartOfHour({END})"
 _WHOLE_HOURS = f"""toStartOfHour(occurred_at) >= {_FIRST_WHOLE_HOUR}
     AND toStartOfHour(occurred_at) < {_LAST_HOUR}"""
-_EDGE_ROWS = f"""{_IN_WINDOW}
+_EDGE_ROWS = f"""{IN_WINDOW}
     AND (occurred_at < {_FIRST_WHOLE_HOUR} OR occurred_at >= {_LAST_HOUR})"""
 # Every hour the window touches, whole (the projection alone): for percentiles.
 _TOUCHED_HOURS = f"""toStartOfHour(occurred_at)
-        BETWEEN toStartOfHour({_START}) AND toStartOfHour({_END})"""
+        BETWEEN toStartOfHour({START}) AND toStartOfHour({END})"""
 
 
 def _split(columns: str, scope: str, keys: str = "", group: str = "") -> str:
@@ -215,16 +144,16 @@ _QUERIES = (
         " whole hours it touches.",
         params=ProjectSpan,
         sql=f"SELECT *, {_PERCENTILES}\n"
-        f"FROM (\nSELECT {_SUMMED}\nFROM (\n{_split(_TOTALS, _PROJECT)}\n)\n) AS counted\n"
+        f"FROM (\nSELECT {_SUMMED}\nFROM (\n{_split(_TOTALS, PROJECT)}\n)\n) AS counted\n"
         f"CROSS JOIN (\nSELECT {_QUANTILES}\nFROM requests\n"
-        f"WHERE {_PROJECT} AND {_TOUCHED_HOURS}\n) AS touched",
+        f"WHERE {PROJECT} AND {_TOUCHED_HOURS}\n) AS touched",
     ),
     AnalyticsQuery(
         name="project_usage_by_hour",
         description="One project's usage per hour of the window (hours without requests are"
         " absent; the first and last hour only as far as the window covers them).",
         params=ProjectSpan,
-        sql=_by_hour(_PROJECT),
+        sql=_by_hour(PROJECT),
     ),
     AnalyticsQuery(
         name="project_usage_by_model",
@@ -233,16 +162,16 @@ _QUERIES = (
         params=ProjectSpan,
         sql=f"SELECT *, {_PERCENTILES}\n"
         f"FROM (\nSELECT model, {_SUMMED}\n"
-        f"FROM (\n{_split(_TOTALS, _PROJECT, 'model', 'model')}\n)\nGROUP BY model\n) AS counted\n"
+        f"FROM (\n{_split(_TOTALS, PROJECT, 'model', 'model')}\n)\nGROUP BY model\n) AS counted\n"
         f"LEFT JOIN (\nSELECT model, {_QUANTILES}\nFROM requests\n"
-        f"WHERE {_PROJECT} AND {_TOUCHED_HOURS}\nGROUP BY model\n) AS touched USING model\n"
+        f"WHERE {PROJECT} AND {_TOUCHED_HOURS}\nGROUP BY model\n) AS touched USING model\n"
         "ORDER BY requests DESC, model",
     ),
     AnalyticsQuery(
         name="project_usage_by_model_and_hour",
         description="One project's usage per model and hour of the window.",
         params=ProjectSpan,
-        sql=_by_hour(_PROJECT, "model", "hour, model"),
+        sql=_by_hour(PROJECT, "model", "hour, model"),
     ),
     AnalyticsQuery(
         name="usage_by_project",
@@ -259,7 +188,7 @@ _QUERIES = (
         description="One project's failed requests by status and error type.",
         params=ProjectSpan,
         sql="SELECT status, error_type, http_status, count() AS requests\nFROM requests\n"
-        f"WHERE {_PROJECT} AND {_IN_WINDOW} AND status != 'ok'\n"
+        f"WHERE {PROJECT} AND {IN_WINDOW} AND status != 'ok'\n"
         "GROUP BY status, error_type, http_status ORDER BY requests DESC",
     ),
     AnalyticsQuery(
@@ -278,30 +207,16 @@ _QUERIES = (
 # The dashboard's filtered and raw-row questions. Those filtering on a key, a status or
 # a cache layer read rows (the projection has no such columns); they are bounded by
 # project and time, the table's sort key, so they scan only that slice.
-_PROJECT_WINDOW = f"{_PROJECT} AND {_IN_WINDOW}"
-_LOG_WHERE = f"""
-    {_PROJECT}
-    AND {_IN_WINDOW}
-    AND ({{status:String}} = '' OR status = {{status:String}})
-    AND ({{model:String}} = '' OR model = {{model:String}})
-    AND ({{key_id:Nullable(UUID)}} IS NULL OR key_id = {{key_id:Nullable(UUID)}})
-    AND ({{search:String}} = '' OR startsWith(request_id, {{search:String}})
-         OR startsWith(trace_id, {{search:String}})
-         OR startsWith(toString(event_id), {{search:String}}))"""
+_PROJECT_WINDOW = f"{PROJECT} AND {IN_WINDOW}"
 _KEY_WINDOW = f"""{_PROJECT_WINDOW}
     AND key_id = {{key_id:UUID}} AND ({{model:String}} = '' OR model = {{model:String}})"""
-_LOG_COLUMNS = """event_id, occurred_at, request_id, key_id, model, provider, endpoint,
-    http_status, status, error_type, cache, cache_similarity, stream, prompt_tokens,
-    completion_tokens, cost_usd, cost_saved_usd, latency_ms, upstream_latency_ms, ttfb_ms,
-    trace_id, upstream_attempts, unpriced"""
-
 _DASHBOARD_QUERIES = (
     AnalyticsQuery(
         name="project_model_usage_by_hour",
         description="One project's usage of one model per hour of the window (reads the"
         " projection for the whole hours).",
         params=ProjectModelSpan,
-        sql=_by_hour(f"{_PROJECT} AND model = {{model:String}}"),
+        sql=_by_hour(f"{PROJECT} AND model = {{model:String}}"),
     ),
     AnalyticsQuery(
         name="project_key_usage_by_hour",
@@ -391,25 +306,11 @@ _DASHBOARD_QUERIES = (
         params=TimeSpan,
         sql="SELECT project_id, countIf(status = 'rate_limited') AS rate_limited,\n"
         "    countIf(unpriced) AS unpriced_requests\nFROM requests\n"
-        f"WHERE {_IN_WINDOW} AND (status = 'rate_limited' OR unpriced)\n"
+        f"WHERE {IN_WINDOW} AND (status = 'rate_limited' OR unpriced)\n"
         "GROUP BY project_id ORDER BY project_id",
-    ),
-    AnalyticsQuery(
-        name="project_request_log",
-        description="A page of one project's request log, newest first, with filters.",
-        params=RequestLogParams,
-        sql=f"SELECT {_LOG_COLUMNS}\nFROM requests\nWHERE {_LOG_WHERE}\n"
-        "ORDER BY occurred_at DESC, event_id DESC\n"
-        "LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
-    ),
-    AnalyticsQuery(
-        name="project_request_log_count",
-        description="How many requests the same filters match (for paging).",
-        params=RequestFilter,
-        sql=f"SELECT count() AS requests\nFROM requests\nWHERE {_LOG_WHERE}",
     ),
 )
 
 ANALYTICS_QUERIES: Mapping[str, AnalyticsQuery] = {
-    query.name: query for query in (*_QUERIES, *_DASHBOARD_QUERIES)
+    query.name: query for query in (*_QUERIES, *_DASHBOARD_QUERIES, *REQUEST_LOG_QUERIES)
 }

@@ -12,7 +12,7 @@ import streamlit as st
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import usage
 from watchllm_dashboard.data.window import TimeWindow
-from watchllm_dashboard.views import charts, ui
+from watchllm_dashboard.views import charts, link, ui
 from watchllm_dashboard.views.context import PageContext
 
 ALL = "All"
@@ -22,9 +22,13 @@ def _filters(ctx: PageContext, models: list[str]) -> tuple[str, UUID | None]:
     assert ctx.project is not None
     keys = ctx.actions.keys(ctx.project.name)
     labels = {f"{k.name or 'unnamed'} ({k.display_prefix}…)": k.id for k in keys}
+    link.choose("model", "overview_model", {m: m for m in models})
+    link.choose("key", "overview_key", {str(i): label for label, i in labels.items()})
     left, right = st.columns(2)
     model = left.selectbox("Model", [ALL, *models], key="overview_model")
     key = right.selectbox("API key", [ALL, *labels], key="overview_key")
+    link.keep("model", "" if model == ALL else str(model))
+    link.keep("key", "" if key == ALL else str(labels[str(key)]))
     return ("" if model == ALL else str(model)), (None if key == ALL else labels[str(key)])
 
 

@@ -1,7 +1,11 @@
-"""Requests: the request log, searchable and paged, with the detail of one request."""
+"""Requests: the request log, filtered (several statuses, cache outcomes, stream or not,
+endpoints at once; a model, a key, an id's start), paged, exported (CSV, JSONL), with
+the detail of one request. Every filter is part of the page's link (``views.link``) and
+is pushed down into the analytics query (``contracts.request_log_queries``)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -9,13 +13,46 @@ import pandas as pd
 import streamlit as st
 
 from watchllm_dashboard import format as fmt
-from watchllm_dashboard.data import usage
-from watchllm_dashboard.views import ui
+from watchllm_dashboard.data import export, usage
+from watchllm_dashboard.views import link, ui
 from watchllm_dashboard.views.context import PageContext
-from watchllm_shared.contracts import RequestStatus
 
 PAGE_SIZE = 50
 ANY = "Any"
+CACHE = {"exact": "exact hit", "semantic": "semantic hit", "miss": "miss", "bypass": "bypass"}
+STREAM = {"yes": True, "no": False}
+ENDPOINTS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings")
+ID_SEARCH = 200  # characters of an id's start
+
+
+def _statuses(ctx: PageContext, project_id: UUID) -> list[str]:
+    """ok, the classes, then each HTTP status a failure had in the window."""
+    failed = usage.errors(ctx.analytics, project_id, ctx.window)
+    codes = sorted({str(int(code)) for code in failed["http_status"]})
+    return ["ok", "4xx", "5xx", *codes]
+
+
+def _linked(name: str, key: str, choices: list[str]) -> list[str]:
+    """``choices``, plus what is chosen already or by the link though the window shows
+    none of it (a shared link's status code, an endpoint): a filter may match nothing.
+    The link's values for ``name`` set the widget; those it cannot accept are refused."""
+    values = link.take(name)
+    if values:
+        accepted = [v for v in values if v in choices or _acceptable(name, v)]
+        for value in values:
+            if value not in accepted:
+                link.refuse(name, value, "not one of the choices")
+        st.session_state[key] = list(dict.fromkeys(accepted))
+    chosen = [str(v) for v in st.session_state.get(key, [])]
+    return [*choices, *(v for v in chosen if v not in choices)]
+
+
+def _acceptable(name: str, value: str) -> bool:
+    if name == "status":
+        return value.isdigit() and len(value) == 3 and value[0] in "12345"
+    if name == "endpoint":
+        return value.startswith("/v1/") and len(value) <= 200
+    return False
 
 
 def _filters(ctx: PageContext, project_id: UUID) -> dict[str, Any]:
@@ -25,24 +62,58 @@ def _filters(ctx: PageContext, project_id: UUID) -> dict[str, Any]:
         f"{k.name or 'unnamed'} ({k.display_prefix}…)": k.id
         for k in ctx.actions.keys(ctx.project.name)
     }
-    cells = st.columns([1, 1, 1, 2])
-    status = cells[0].selectbox(
-        "Status", [ANY, *[s.value for s in RequestStatus]], key="requests_status"
+    statuses = _linked("status", "requests_status", _statuses(ctx, project_id))
+    _linked("cache", "requests_cache", list(CACHE))
+    _linked("stream", "requests_stream", list(STREAM))
+    endpoints = _linked("endpoint", "requests_endpoint", list(ENDPOINTS))
+    linked_model = link.take_one("model")
+    if linked_model is not None and len(linked_model) <= 200:
+        models += [] if linked_model in models else [linked_model]
+        st.session_state["requests_model"] = linked_model
+    elif linked_model is not None:
+        link.refuse("model", linked_model, "longer than 200 characters")
+    link.choose("key", "requests_key", {str(i): label for label, i in keys.items()})
+    search = link.take_one("q")
+    if search is not None:
+        st.session_state["requests_search"] = search[:ID_SEARCH]
+    first = st.columns([2, 2, 1, 2])
+    chosen = {
+        "status": first[0].multiselect("Status", statuses, key="requests_status",
+                                       placeholder="Any status"),
+        "cache": first[1].multiselect("Cache", list(CACHE), format_func=CACHE.__getitem__,
+                                      key="requests_cache", placeholder="Any outcome"),
+        "stream": first[2].multiselect("Stream", list(STREAM), key="requests_stream",
+                                       placeholder="Either"),
+        "endpoint": first[3].multiselect("Endpoint", endpoints, key="requests_endpoint",
+                                         placeholder="Any endpoint"),
+    }  # fmt: skip
+    second = st.columns([1, 1, 2])
+    model = second[0].selectbox("Model", [ANY, *models], key="requests_model")
+    key = second[1].selectbox("API key", [ANY, *keys], key="requests_key")
+    search = (
+        second[2]
+        .text_input(
+            "Request, trace or event id, or its start",
+            key="requests_search",
+            help="Matches the ids that begin with what you type, as typed (no wildcards).",
+        )
+        .strip()[:ID_SEARCH]
     )
-    model = cells[1].selectbox("Model", [ANY, *models], key="requests_model")
-    key = cells[2].selectbox("API key", [ANY, *keys], key="requests_key")
-    search = cells[3].text_input(
-        "Request, trace or event id, or its start",
-        key="requests_search",
-        help="Matches the ids that begin with what you type, as typed (no wildcards).",
-    ).strip()
+    for name, values in chosen.items():
+        link.keep(name, [str(v) for v in values])
+    link.keep("model", "" if model == ANY else str(model))
+    link.keep("key", "" if key == ANY else str(keys[str(key)]))
+    link.keep("q", search)
     return {
         "project_id": project_id,
         **ctx.window.params(),
-        "status": "" if status == ANY else status,
+        "statuses": list(chosen["status"]),
+        "caches": list(chosen["cache"]),
+        "streams": [STREAM[v] for v in chosen["stream"]],
+        "endpoints": list(chosen["endpoint"]),
         "model": "" if model == ANY else model,
         "key_id": None if key == ANY else keys[str(key)],
-        "search": search[:200],
+        "search": search,
     }
 
 
@@ -107,14 +178,51 @@ def _detail(row: pd.Series, key_names: dict[str, str]) -> None:
     st.table(pd.DataFrame({"value": [ui.plain(v) for v in fields.values()]}, index=list(fields)))
 
 
+def _linked_page_number() -> None:
+    wanted = link.take_one("p")
+    if wanted is None:
+        return
+    if wanted.isdigit() and 1 <= int(wanted) <= 1_000_000:
+        st.session_state["requests_page"] = int(wanted)
+    else:
+        link.refuse("p", wanted, "not a page number")
+
+
+def _export(ctx: PageContext, filters: dict[str, Any], matching: int) -> None:
+    """Two buttons; the file is made only when one is pressed (``data.export``)."""
+    plan = export.ExportPlan.of(matching)
+    if plan.capped:
+        note = (f"An export holds the newest {fmt.count(plan.rows)} of the"
+                f" {fmt.count(matching)} matching requests: narrow the time range or the"
+                " filters for the rest.")  # fmt: skip
+    else:
+        note = f"An export holds all {fmt.count(matching)} matching requests, newest first."
+    assert ctx.project is not None
+    stem = f"requests-{link.slug(ctx.project.name)}-{link.moment(ctx.window.end)}"
+    cells = st.columns([1, 1, 4])
+    kinds: tuple[export.Kind, ...] = ("csv", "jsonl")
+    for cell, kind in zip(cells, kinds, strict=False):
+        cell.download_button(
+            f"Export {kind.upper()}",
+            data=partial(export.build, ctx.runtime.analytics, dict(filters), kind),
+            file_name=plan.file_name(stem, kind),
+            mime=export.MIME[kind],
+            key=f"requests_export_{kind}",
+            on_click="ignore",
+        )
+    cells[2].caption(note)
+
+
 def render(ctx: PageContext) -> None:
     st.header("Requests")
     project = ctx.require_project()
     if project is None:
         return
     filters = _filters(ctx, project.id)
+    _linked_page_number()
     page_number = int(st.number_input("Page", min_value=1, value=1, step=1, key="requests_page"))
     page = usage.request_page(ctx.analytics, filters, page_number, PAGE_SIZE)
+    link.keep("p", "" if page.page == 1 else str(page.page))
     st.caption(
         f"{fmt.count(page.total)} requests match · page {page.page} of {page.pages} · "
         f"{ctx.window.describe()}, newest first"
@@ -122,6 +230,7 @@ def render(ctx: PageContext) -> None:
     if page.rows.empty:
         st.info("No request matches these filters in this time range.")
         return
+    _export(ctx, filters, page.total)
     key_names = {
         str(k.id): f"{k.name or 'unnamed'} ({k.display_prefix}…)"
         for k in ctx.actions.keys(project.name)
