@@ -18,6 +18,9 @@ and the same status, so SDKs still parse it; 5xx after retries → 502. A stream
 breaks after it started ends with an error event in the provider's stream format, so
 SDKs raise instead of returning a silently truncated answer.
 
+Requests in flight are counted from admission (``_admit``) until that same record, or
+an unexpected error, releases them (``concurrency``).
+
 Bodies are logged only when the operator sets ``WATCHLLM_LOG_BODIES=true`` (first
 64 KiB, through the redacting log filter); keys are never logged.
 """
@@ -46,6 +49,7 @@ from watchllm_gateway.cache_flow import (
     wants_usage,
 )
 from watchllm_gateway.cache_shapes import StreamAssembler
+from watchllm_gateway.concurrency import Concurrency
 from watchllm_gateway.endpoints import MAX_MODEL_CHARS, EndpointSpec
 from watchllm_gateway.errors import GatewayError, bad_request
 from watchllm_gateway.event_stream import EventStreamResponse
@@ -113,8 +117,10 @@ class Proxy:
         log_bodies: bool = False,
         tracer: Tracer | None = None,
         default_models: Sequence[str] = ("*",),
+        concurrency: Concurrency | None = None,
     ) -> None:
         self._auth = auth
+        self._concurrency = concurrency  # requests in flight: admitted, then left
         self._router = router
         self._dispatcher = dispatcher
         self._prices = prices
@@ -146,6 +152,9 @@ class Proxy:
             return await self._forward(request, exchange)
         except GatewayError as error:
             return self._refuse(exchange, error)
+        except BaseException:  # no record will run: the app's 500 handler answers
+            self._left(exchange)
+            raise
 
     async def _handle_traced(
         self, request: Request, exchange: Exchange, tracer: Tracer
@@ -160,6 +169,7 @@ class Proxy:
                     return self._refuse(exchange, error)
         except BaseException:  # no event either: the app's 500 handler answers
             span.end()
+            self._left(exchange)
             raise
 
     def _refuse(self, exchange: Exchange, error: GatewayError) -> Response:
@@ -218,6 +228,8 @@ class Proxy:
         """Ask the limiter and the cache at once (the semantic layer only once the limiter
         said yes); raises 429 when the limiter refuses."""
         assert exchange.grant is not None
+        if self._concurrency is not None:  # this replica's share of the pool, or 429
+            self._concurrency.enter(exchange.grant, exchange.request_id)
         limit = self._limiter.check(exchange.grant, exchange.request_id) if self._limiter else None
         if plan is None or not plan.policy.read or self._cache is None:
             exchange.limit_headers = await limit if limit is not None else {}  # no tasks
@@ -382,6 +394,7 @@ class Proxy:
 
     def _record(self, exchange: Exchange) -> None:
         """Runs after the last byte was handed over: metrics, then the event."""
+        self._left(exchange)
         latency = exchange.elapsed()
         self._metrics.observe_request(
             exchange.spec.path, exchange.http_status, latency, exchange.ttfb
@@ -394,6 +407,10 @@ class Proxy:
         self._events.publish({**fields, **context} if context else fields)
         if exchange.store is not None and self._cache is not None:
             self._cache.stores.publish({"data": exchange.store.model_dump_json(), **context})
+
+    def _left(self, exchange: Exchange) -> None:
+        if self._concurrency is not None:
+            self._concurrency.leave(exchange.request_id)
 
 
 def _is_json(content: bytes) -> bool:

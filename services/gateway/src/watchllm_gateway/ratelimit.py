@@ -8,7 +8,11 @@ span (``FCALL``), as redis-py's instrumentation would have made.
 The algorithm lives in the limiter service's Redis Functions library; the gateway only
 asks and turns the answer into OpenAI-style headers (``x-ratelimit-limit-requests``,
 ``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` and the ``-tokens``
-variants when a token limit applies) or a 429 with ``retry-after``.
+variants when a token limit applies) or a 429 with ``retry-after``. With ``concurrency``
+the same ask decides the concurrency limits too (``concurrency``: the in-flight sets,
+the default per-project limit and the lease go with it; ``x-ratelimit-limit-concurrency``
+and ``-remaining-concurrency`` on the answer, 429 ``concurrency_limit_exceeded`` when only
+they refused), and an admitted request's slot is handed to ``concurrency`` to renew.
 
 When Redis cannot answer within ``limiter_timeout_seconds`` (down, slow, or the
 library not loaded yet), the configured policy applies: fail-open (default) lets the
@@ -52,6 +56,7 @@ from typing import Any, Literal
 from opentelemetry.trace import SpanKind, Tracer
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
+from watchllm_gateway.concurrency import Concurrency, concurrency_refused
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_shared.accounts import KeyGrant
@@ -93,6 +98,9 @@ def limit_headers(decision: LimitDecision) -> dict[str, str]:
         headers["x-ratelimit-limit-tokens"] = str(decision.token_limit)
         headers["x-ratelimit-remaining-tokens"] = str(decision.tokens_remaining)
         headers["x-ratelimit-reset-tokens"] = format_reset(decision.tokens_reset_ms or 0)
+    if decision.concurrency_limit is not None:
+        headers["x-ratelimit-limit-concurrency"] = str(decision.concurrency_limit)
+        headers["x-ratelimit-remaining-concurrency"] = str(decision.concurrency_remaining)
     return headers
 
 
@@ -105,8 +113,14 @@ class RateLimiter:
         policy: FailurePolicy,
         tracer: Tracer | None = None,
         write_refused_policy: FailurePolicy = "closed",
+        concurrency: Concurrency | None = None,
+        default_concurrency: int | None = None,  # a project's, unless it has its own
     ) -> None:
         self._commands = commands
+        self._concurrency = concurrency
+        self._concurrency_args: tuple[str | int, ...] = (
+            (default_concurrency or "", concurrency.lease_ms) if concurrency else ()
+        )
         self._tracer = tracer
         self._metrics = metrics
         self._timeout = timeout_seconds
@@ -154,8 +168,12 @@ class RateLimiter:
         headers = limit_headers(decision)
         if decision.allowed:
             self._allowed.inc()
+            if decision.concurrency_limit is not None and self._concurrency is not None:
+                self._concurrency.hold(request_id)  # a slot in Redis: renewed until it ends
             return headers
         self._refused.inc()
+        if decision.refused_by_concurrency and decision.concurrency_limit is not None:
+            raise concurrency_refused(decision.concurrency_limit, "this key or project", headers)
         retry_after = max(1, math.ceil(decision.retry_after_ms / 1000))
         headers["retry-after"] = str(retry_after)
         headers["retry-after-ms"] = str(max(decision.retry_after_ms, 0))
@@ -170,7 +188,7 @@ class RateLimiter:
         return await self._commands.call(
             "FCALL", CHECK_FUNCTION, len(keys), *keys,
             str(grant.key_id), grant.requests_per_day, request_id, "",
-            reply_within=self._timeout,
+            *self._concurrency_args, reply_within=self._timeout,
         )  # fmt: skip
 
     def _answered(self, started: float) -> None:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from watchllm_gateway.auth import KeyAuthenticator
 from watchllm_gateway.cache_client import CacheClient
 from watchllm_gateway.cache_flow import CacheSupport
+from watchllm_gateway.concurrency import Concurrency
 from watchllm_gateway.events import StreamPublisher, close_all
 from watchllm_gateway.health import HealthChecker
 from watchllm_gateway.intake import BodyBudget, Intake
@@ -89,6 +90,12 @@ async def open_runtime(
         stack.push_async_callback(client.close)
         cache = CacheSupport(client, stores, key_secret)
         cache_parts = (client, stores)
+    # Requests in flight: this replica's pool share, and slots in Redis renewed by lease.
+    concurrency = Concurrency(
+        commands, settings.project_share(), settings.concurrency_lease_seconds
+    )
+    concurrency.start()
+    stack.push_async_callback(concurrency.close)  # before the Redis commands close
     limiter = (
         RateLimiter(
             commands,
@@ -97,6 +104,8 @@ async def open_runtime(
             settings.limiter_failure_policy,
             tracer,
             settings.limiter_write_refused_policy,
+            concurrency=concurrency,
+            default_concurrency=settings.default_project_concurrency(),
         )
         if settings.limiter_enabled
         else None
@@ -105,6 +114,7 @@ async def open_runtime(
         settings, UpstreamClient(http, metrics), metrics.registry, metrics.upstream_retries
     )
     router = routing.router
+    stack.callback(routing.watch_reload_signal())  # SIGHUP: read the routes again
     proxy = Proxy(
         auth=KeyAuthenticator(
             AccountStore(pool, actor="gateway"),
@@ -128,6 +138,7 @@ async def open_runtime(
         limiter=limiter,
         log_bodies=settings.log_bodies,
         tracer=tracer,
+        concurrency=concurrency,
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
     reporter = StateReporter(redis, settings.instance_name, settings.state_report_seconds,

@@ -203,6 +203,34 @@ class GatewaySettings(WatchLLMSettings, DatabaseSettings):
         description="When Redis answers the limiter but refuses to write (OOM at maxmemory,"
         " MISCONF): 'closed' answers 503, 'open' serves the request unlimited.",
     )
+    # Requests in flight per project (``concurrency``; issue 22, finding 7).
+    project_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight at once, across every replica, for a project without"
+        " a concurrency limit of its own (watchllm projects limits --concurrency); unset:"
+        " one replica's project share of the upstream pool.",
+    )
+    upstream_project_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="The share of this replica's upstream connections (requests in flight)"
+        " one project may hold; past it: 429 concurrency_limit_exceeded.",
+    )
+    concurrency_lease_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        description="A request's concurrency slot lapses this long after its replica last"
+        " renewed it: a replica killed without a word frees its slots within this time.",
+    )
+
+    def project_share(self) -> int:
+        """Requests in flight one project may have on this replica (``concurrency``)."""
+        return max(1, int(self.upstream_max_connections * self.upstream_project_share))
+
+    def default_project_concurrency(self) -> int:
+        return self.project_concurrency or self.project_share()
 
     @model_validator(mode="after")
     def _a_whole_body_fits_a_project_share(self) -> GatewaySettings:
