@@ -183,6 +183,9 @@ def test_direction_refuses_a_swapped_bare_target_after_to() -> None:
 
     swapped = verify("Convert 100 dollars to euros", "Convert 100 euros to dollars", 0.97, 0.9)
     assert not swapped.hit and swapped.rule == "direction"
+    into = verify("How do I convert metres into feet?", "How do I convert feet into metres?",
+                  0.99, 0.9)  # fmt: skip
+    assert not into.hit and into.rule == "direction"
     same = verify("How to download videos from YouTube?",
                   "How can I download videos from YouTube?", 0.95, 0.9)  # fmt: skip
     assert same.rule != "direction"

@@ -145,11 +145,12 @@ def _role_objects(p: Parsed) -> dict[str, str]:
 
 
 def _after_to(p: Parsed, shared: frozenset[str] | set[str]) -> set[str]:
-    """Shared content words right after a bare "to" (no determiner, no capital)."""
+    """Shared content words right after a bare "to" or "into" (no determiner, no
+    capital)."""
     tokens = p.tokens
     return {
         tokens[i + 1].key for i, token in enumerate(tokens[:-1])
-        if token.text == "to" and tokens[i + 1].key in shared
+        if token.text in ("to", "into") and tokens[i + 1].key in shared
     }  # fmt: skip
 
 
