@@ -4,6 +4,7 @@ brought back, fallbacks, a stream broken after its first byte, a bad file refuse
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -233,3 +234,41 @@ def test_a_bad_routes_file_keeps_the_gateway_from_starting(
     assert "models[0] 'm': deployments[0].weight: Input should be greater than 0" in str(
         refused.value
     )
+
+
+def test_sighup_reloads_the_routes_file_and_keeps_requests_in_flight(
+    stack: Stack, project_key: tuple[str, str], redis_url: str, database_url: str,
+    log_dir: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    a, b = stack.fakes["a"], stack.fakes["b"]
+    path = tmp_path / "routes.yaml"
+    entry = "models:\n  - name: m\n    deployments: [{{provider: openai, base_url: '{}/v1'}}]\n"
+    path.write_text(entry.format(a.url))
+    gateway = start_gateway({
+        "REDIS_URL": redis_url, "DATABASE_URL": database_url, "WATCHLLM_ROUTES_FILE": str(path),
+        "WATCHLLM_CACHE_ENABLED": "false", "WATCHLLM_DEFAULT_ALLOWED_MODELS": '["*"]',
+    }, log_dir)  # fmt: skip
+    try:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=project_key[1],
+                               max_retries=0, timeout=20)  # fmt: skip
+        clear(a, b)
+        slow: list[str] = []  # answered by a, though the routes change while it waits
+        waiting = threading.Thread(target=lambda: slow.append(ask(client, "m", "[[fake:delay=1]]")))
+        waiting.start()
+        wait_until(lambda: len(received(a)) == 1, "the slow request at a")
+        path.write_text(entry.format(b.url))
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: ask(client, "m") and len(received(b)) > 0, "requests at b")
+        waiting.join()
+        assert slow == ["m"] and len(received(a)) == 1
+        path.write_text("models: []\n")  # a bad file: logged, and the routes stay
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "routes not reloaded" in gateway.log(), "the refusal logged")
+        before = len(received(b))
+        ask(client, "m")
+        assert (
+            len(received(b)) == before + 1 and "models: needs at least one entry" in gateway.log()
+        )
+        client.close()
+    finally:
+        gateway.stop()

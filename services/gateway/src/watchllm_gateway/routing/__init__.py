@@ -10,12 +10,18 @@ when it fails.
 - ``metrics``: per-deployment counters.
 
 ``Routing.from_settings`` builds them all for one gateway process. Health state is per
-replica (``cooldown``). ``python -m watchllm_gateway.routing check FILE`` validates a
-routes file (``watchllm routes check FILE`` runs it).
+replica (``cooldown``). On SIGHUP (``watch_reload_signal``) the routes are read and
+checked again: a good table replaces the old one for requests routed from then on (those
+in flight keep theirs), a bad one is logged with its problems and the old table stays.
+``python -m watchllm_gateway.routing check FILE`` validates a routes file (``watchllm
+routes check FILE`` runs it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +57,9 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+
 def load_routes(settings: GatewaySettings) -> RoutesDocument:
     """The routes the settings name; ``RoutesError`` says everything wrong with them."""
     if settings.routes_file is not None and settings.routes is not None:
@@ -76,6 +85,8 @@ class Routing:
     router: ModelRouter
     cooldowns: Cooldowns
     dispatcher: Dispatcher
+    metrics: RoutingMetrics
+    settings: GatewaySettings
 
     @classmethod
     def from_settings(
@@ -100,4 +111,30 @@ class Routing:
             backoff_seconds=settings.upstream_retry_backoff_seconds,
             deadline_seconds=settings.upstream_retry_deadline_seconds,
         )  # fmt: skip
-        return cls(router, cooldowns, dispatcher)
+        return cls(router, cooldowns, dispatcher, metrics, settings)
+
+    def reload(self) -> bool:
+        """Read the routes again; False (logged, the old table kept) when they are bad."""
+        try:
+            fresh = ModelRouter.from_document(load_routes(self.settings), secret_from_env)
+        except RoutesError as exc:
+            log.error("routes not reloaded, the current ones stay: %s", exc)
+            return False
+        self.router.replace(fresh)
+        self.metrics.watch(self.cooldowns, fresh.deployments())
+        log.info("routes reloaded: %d deployments", len(fresh.deployments()))
+        return True
+
+    def watch_reload_signal(self) -> Callable[[], None]:
+        """Reload on SIGHUP (call from the running loop); returns what stops watching."""
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        except (ValueError, RuntimeError):  # not the main thread (an app inside a test)
+            log.info("routes will not reload on SIGHUP: not in the main thread")
+            return lambda: None
+
+        def stop() -> None:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+        return stop

@@ -69,11 +69,19 @@ _CHAINS_KEPT = 4096  # model names are the callers' strings: a bounded memo
 
 class ModelRouter:
     def __init__(self, routes: tuple[ModelRoute, ...]) -> None:
+        self._set(routes)
+
+    def _set(self, routes: tuple[ModelRoute, ...]) -> None:
         self._routes = routes
         self._chains: dict[tuple[str, ProviderKind], tuple[Candidates, ...]] = {}
         self._speaking = {
             api: [(r, r.speaking(api)) for r in routes] for api in ProviderKind
         }  # fmt: skip
+
+    def replace(self, other: ModelRouter) -> None:
+        """Route by ``other``'s table from now on (a reload). Requests already routed
+        keep the chain they got; deployments keep their health by name (``cooldown``)."""
+        self._set(other._routes)
 
     @classmethod
     def from_document(
