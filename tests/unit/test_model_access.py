@@ -10,7 +10,7 @@ import uuid
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from watchllm_gateway import unpriced
+from watchllm_gateway import model_access, unpriced
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.model_access import ModelAccess
 from watchllm_gateway.pricing import PriceTable
@@ -116,3 +116,11 @@ def test_unpriced_use_is_counted_every_time_and_logged_once_per_model(
     ]
     assert sum("further ones are only counted" in m for m in messages) == 1
     assert len(messages) == 4
+
+
+def test_remembered_answers_stay_right_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_access, "MAX_REMEMBERED", 2)
+    priced = access(("@priced",))
+    names = ["gpt-4o", "gpt-x-1", "gpt-4o-mini", "gpt-x-2", "gpt-4o", "gpt-x-1"]
+    assert [priced.allows(n, None) for n in names] == [True, False, True, False, True, False]
+    assert len(priced._by_default) <= 2

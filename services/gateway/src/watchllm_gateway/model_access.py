@@ -12,6 +12,11 @@ The check runs after routing (``proxy``), so a model no route serves is still a 
 ``model_not_found``; a routed model the project may not use is a 403
 ``model_not_allowed`` in the caller's API shape, whose message names the model, the
 project and how an operator allows it. ``GET /v1/models`` lists only allowed models.
+
+The default's answer for a model is remembered (at most ``MAX_REMEMBERED`` names, then
+forgotten all at once, so names a caller invents cannot grow the process): most
+requests come from projects without a list and ask for a few models, and the answer
+then costs one dict lookup instead of the price table's prefix scan (~5-13 µs measured).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from watchllm_shared.contracts.model_patterns import DEFAULT, PRICED, invalid_pa
 
 log = logging.getLogger(__name__)
 
+MAX_REMEMBERED = 10_000
+
 
 class ModelAccess:
     def __init__(self, default: Sequence[str], priced: Callable[[str], bool]) -> None:
@@ -39,6 +46,7 @@ class ModelAccess:
             )
         self._default = tuple(default)
         self._priced = priced
+        self._by_default: dict[str, bool] = {}  # model -> the default's answer
 
     @classmethod
     def everything(cls) -> ModelAccess:
@@ -51,7 +59,7 @@ class ModelAccess:
 
     def allows(self, model: str, project_patterns: Sequence[str] | None) -> bool:
         patterns = (DEFAULT,) if project_patterns is None else project_patterns
-        return any(self._matches(model, p, self._default) for p in patterns)
+        return any(self._matches(model, p) for p in patterns)
 
     def check(self, model: str, grant: KeyGrant) -> None:
         """Raise 403 ``model_not_allowed`` unless ``grant``'s project may use ``model``."""
@@ -78,9 +86,19 @@ class ModelAccess:
             )
         raise GatewayError(403, "model_not_allowed", message)
 
-    def _matches(self, model: str, pattern: str, default: Sequence[str]) -> bool:
+    def _matches(self, model: str, pattern: str) -> bool:
         if pattern == PRICED:
             return self._priced(model)
         if pattern == DEFAULT:
-            return any(self._matches(model, p, ()) for p in default)
+            return self._allowed_by_default(model)
         return not pattern.startswith("@") and fnmatchcase(model, pattern)
+
+    def _allowed_by_default(self, model: str) -> bool:
+        answer = self._by_default.get(model)
+        if answer is None:
+            if len(self._by_default) >= MAX_REMEMBERED:
+                self._by_default.clear()
+            answer = self._by_default[model] = any(  # the default holds no @default
+                self._matches(model, p) for p in self._default
+            )
+        return answer
