@@ -22,9 +22,10 @@ Failure modes enforced here:
   consumers that held it) is parked without another try. On its last allowed delivery
   it is stored alone, so a poison entry cannot take its batch-mates down with it.
 - Pending entries trimmed from the stream before being stored: acked and counted lost.
-- SIGTERM (``stop``): reading stops after the current XREADGROUP (≤ 0.5 s), what was
-  read is flushed as a last batch, stored and acked (see ``storing``), then ``run``
-  returns and the caller closes the clients.
+- SIGTERM (``stop``): reading stops after the current XREADGROUP (≤ 0.5 s; a gathering
+  sleep ends at once and the events it held are read into the batch), what was read is
+  flushed as a last batch, stored and acked (see ``storing``), then ``run`` returns and
+  the caller closes the clients.
 """
 
 from __future__ import annotations
