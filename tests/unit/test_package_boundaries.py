@@ -18,7 +18,7 @@ SERVICES = sorted(p for p in (ROOT / "services").iterdir() if (p / "pyproject.to
 DISTRIBUTIONS = {"redis": "redis", "prometheus_client": "prometheus-client",
                  "opentelemetry": "opentelemetry-api", "pydantic_settings": "pydantic-settings",
                  "starlette": "fastapi", "yaml": "pyyaml", "qdrant_edge": "qdrant-edge-py",
-                 "py_rust_stemmers": "py-rust-stemmers"}  # fmt: skip
+                 "py_rust_stemmers": "py-rust-stemmers", "sklearn": "scikit-learn"}  # fmt: skip
 
 
 def imported_top_levels(package_dir: Path) -> set[str]:
