@@ -186,6 +186,9 @@ async def test_slow_streams_of_one_tenant_leave_the_pool_to_the_others(
     error = refusal.json()["error"]
     assert error["code"] == "concurrency_limit_exceeded" and "in flight" in error["message"]
     assert a.in_flight(store) == SHARE
+    metrics = httpx.get(gateways[0].metrics_url or "").text
+    assert 'watchllm_concurrency_refused_total{scope="replica"} 17.0' in metrics
+    assert "watchllm_requests_in_flight 3.0" in metrics
     async with (
         openai_client(gateway, a.key) as as_a,
         openai_client(gateway, b.key) as as_b,

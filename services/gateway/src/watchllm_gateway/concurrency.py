@@ -54,6 +54,7 @@ from uuid import UUID
 from redis.exceptions import RedisError
 
 from watchllm_gateway.errors import GatewayError
+from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_shared.accounts import KeyGrant
 from watchllm_shared.contracts.limits import RENEW_FUNCTION, inflight_key
 from watchllm_shared.redis_packed import Argument, PackedCommands
@@ -87,7 +88,10 @@ class Concurrency:
     """This replica's requests in flight: its share of the pool, and their slots in
     Redis (leases renewed, released when they end)."""
 
-    def __init__(self, commands: PackedCommands, project_share: int, lease_seconds: float) -> None:
+    def __init__(
+        self, commands: PackedCommands, project_share: int, lease_seconds: float,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:  # fmt: skip
         self._commands = commands
         self.project_share = project_share  # requests in flight per project, here
         self.lease_ms = math.ceil(lease_seconds * 1000)
@@ -96,6 +100,10 @@ class Concurrency:
         self._released: list[tuple[_Slot, str]] = []
         self._releasing: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._refused = None
+        if metrics is not None:
+            self._refused = metrics.concurrency_refused.labels("replica")
+            metrics.in_flight.set_function(lambda: len(self._slots))
 
     def in_flight(self, project_id: UUID) -> int:
         return self._by_project.get(project_id, 0)
@@ -104,6 +112,8 @@ class Concurrency:
         """Take a place in the project's share of this replica, or raise 429."""
         held = self._by_project.get(grant.project_id, 0)
         if held >= self.project_share:
+            if self._refused is not None:
+                self._refused.inc()
             raise concurrency_refused(
                 self.project_share,
                 "this project on this gateway replica (its share of the upstream pool)",

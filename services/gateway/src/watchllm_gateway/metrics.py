@@ -123,6 +123,16 @@ class GatewayMetrics:
         self.limiter_decisions = Counter(
             "watchllm_limiter_decisions", "Rate-limit decisions.", ["decision"], registry=r
         )
+        self.concurrency_refused = Counter(
+            "watchllm_concurrency_refused",
+            "Requests refused for requests in flight: 'replica' by a project's share of this"
+            " replica's upstream pool, 'limit' by a project's or key's concurrency limit.",
+            ["scope"], registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "watchllm_requests_in_flight", "Requests admitted and not yet ended, this replica.",
+            registry=r,
+        )  # fmt: skip
         self.limiter_unavailable = Counter(
             "watchllm_limiter_unavailable",
             "Requests decided by the failure policy because the limiter did not answer.",

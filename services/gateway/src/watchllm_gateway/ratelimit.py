@@ -173,6 +173,7 @@ class RateLimiter:
             return headers
         self._refused.inc()
         if decision.refused_by_concurrency and decision.concurrency_limit is not None:
+            self._metrics.concurrency_refused.labels("limit").inc()
             raise concurrency_refused(decision.concurrency_limit, "this key or project", headers)
         retry_after = max(1, math.ceil(decision.retry_after_ms / 1000))
         headers["retry-after"] = str(retry_after)

@@ -92,7 +92,7 @@ async def open_runtime(
         cache_parts = (client, stores)
     # Requests in flight: this replica's pool share, and slots in Redis renewed by lease.
     concurrency = Concurrency(
-        commands, settings.project_share(), settings.concurrency_lease_seconds
+        commands, settings.project_share(), settings.concurrency_lease_seconds, metrics
     )
     concurrency.start()
     stack.push_async_callback(concurrency.close)  # before the Redis commands close
