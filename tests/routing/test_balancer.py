@@ -107,3 +107,18 @@ def test_a_probe_that_never_reports_does_not_keep_the_deployment_out() -> None:
     cooldowns.begin("a", clock.now)
     clock.now += 5  # lost without a word: after the cap, another probe
     assert cooldowns.available("a", clock.now)
+
+
+def test_deployments_of_similar_speed_split_by_weight_and_a_slow_one_loses_its_share() -> None:
+    balancer = Balancer(Cooldowns(1, 60, Clock()), random.Random(3).random, 0.05, 2.0)
+    a, b = deployment("a", 1), deployment("b", 1)
+    for _ in range(20):  # both under the floor: only weights count
+        balancer.observe("a", 0.004)
+        balancer.observe("b", 0.03)
+    even = Counter(balancer.choose([a, b], (), 0.0).name for _ in range(2000))  # type: ignore[union-attr]
+    assert abs(even["a"] / 2000 - 0.5) <= 0.05, even
+    for _ in range(20):  # b now answers in 1 s: 10 times the tolerated 0.1 s
+        balancer.observe("b", 1.0)
+    assert balancer.latency("b") == pytest.approx(1.0, rel=0.02)
+    slow = Counter(balancer.choose([a, b], (), 0.0).name for _ in range(2000))  # type: ignore[union-attr]
+    assert abs(slow["b"] / 2000 - 0.1 / 1.1) <= 0.03, slow  # weight 1 x 0.1 against 1

@@ -9,6 +9,9 @@ whose cooldown ends first is tried again, after a capped exponential backoff wit
 jitter that honours a short ``retry-after`` (at most ``_MAX_RETRY_WAIT_SECONDS``) —
 what the gateway did for its single upstream before deployments existed.
 
+Among a model's healthy deployments the ``Balancer`` weighs weight and observed latency
+(every answer's time to headers feeds it).
+
 What fails over, and what does not:
 - 429 and 5xx answers, refused connections, connect timeouts: cooled down, and the
   request moves on (the same deployment may be asked again, last);
@@ -133,6 +136,7 @@ class Dispatcher:
                 self._cooldowns.released(deployment.name)
                 raise
             answer.attempts = attempt
+            self._balancer.observe(deployment.name, answer.latency_seconds)
             done = Dispatched(answer, deployment, candidates.model, upstream_model, fallback)
             status = answer.status
             if status in RETRYABLE_STATUSES:
