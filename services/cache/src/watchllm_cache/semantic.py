@@ -6,9 +6,10 @@ the transport can park it for the store that follows a miss), asks the index for
 nearest stored questions of the same project AND scope, and hands each candidate, best
 first, to ``verify``; the first one verification accepts is the hit.
 
-Threads: embedding is CPU-bound (~4 ms) and index calls block, so each operation runs
-as one call on a small thread pool (``asyncio.to_thread`` would share the default
-pool with everything else); the event loop only awaits it.
+Threads: embedding is CPU-bound (~4 ms) and index calls block, so they run on a small
+thread pool (``asyncio.to_thread`` would share the default pool with everything
+else); the event loop only awaits them. Concurrent lookups' questions are embedded
+together, one model call per batch (``batching.EmbedBatcher``).
 
 Failure modes, as the transport sees them:
 - the index fails during a lookup: the lookup is a miss with reason
@@ -32,6 +33,7 @@ from uuid import UUID
 
 import numpy as np
 
+from watchllm_cache.batching import EmbedBatcher
 from watchllm_cache.embedding import Embedder, WordVectors
 from watchllm_cache.index import Candidate, VectorIndex, payload, point_id
 from watchllm_cache.settings import SemanticSettings
@@ -63,6 +65,7 @@ class SemanticCache:
         self._model = PairModel.load(settings.cache_verifier_model_path) if learned else None
         self._words = WordVectors(embedder)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semantic")
+        self._batcher = EmbedBatcher(embedder.embed, self._run)
         self._next_purge = time.monotonic() + settings.cache_purge_interval_seconds
         self.index_errors = 0
         self.refusals: dict[str, int] = {}  # rule name -> candidates it refused
@@ -99,11 +102,11 @@ class SemanticCache:
         if min_threshold is not None:
             bar = max(bar, min_threshold)
 
-        def work() -> tuple[LookupResult, np.ndarray]:
-            vector = self._embedder.embed_one(question)
-            return self.lookup_vector(str(project_id), scope, question, vector, bar), vector
-
-        return await self._run(work)
+        vector = await self._batcher.embed(question)
+        result = await self._run(
+            lambda: self.lookup_vector(str(project_id), scope, question, vector, bar)
+        )
+        return result, vector
 
     def lookup_vector(
         self, project_id: str, scope: str, question: str, vector: np.ndarray, threshold: float
