@@ -243,7 +243,8 @@ def test_sighup_reloads_the_routes_file_and_keeps_requests_in_flight(
     a, b = stack.fakes["a"], stack.fakes["b"]
     path = tmp_path / "routes.yaml"
     entry = "models:\n  - name: m\n    deployments: [{{provider: openai, base_url: '{}/v1'}}]\n"
-    path.write_text(entry.format(a.url))
+    gone = f"  - name: gone\n    deployments: [{{provider: openai, base_url: 'http://127.0.0.1:{free_port()}/v1'}}]\n"
+    path.write_text(entry.format(a.url) + gone)
     gateway = start_gateway({
         "REDIS_URL": redis_url, "DATABASE_URL": database_url, "WATCHLLM_ROUTES_FILE": str(path),
         "WATCHLLM_CACHE_ENABLED": "false", "WATCHLLM_DEFAULT_ALLOWED_MODELS": '["*"]',
@@ -251,6 +252,10 @@ def test_sighup_reloads_the_routes_file_and_keeps_requests_in_flight(
     try:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=project_key[1],
                                max_retries=0, timeout=20)  # fmt: skip
+        with pytest.raises(openai.InternalServerError):  # refused 3 times: cooled 1, 2, 4 s
+            ask(client, "gone")
+        cooling = httpx.get(f"{gateway.url}/health", timeout=10).json()["deployments_cooling_down"]
+        assert list(cooling) == ["gone[0]"] and 0 < cooling["gone[0]"] <= 4
         clear(a, b)
         slow: list[str] = []  # answered by a, though the routes change while it waits
         waiting = threading.Thread(target=lambda: slow.append(ask(client, "m", "[[fake:delay=1]]")))

@@ -45,6 +45,7 @@ class GatewayRuntime:
     router: ModelRouter
     proxy: Proxy
     health: HealthChecker
+    routing: Routing | None = None  # deployments' health, for /health
 
 
 async def open_runtime(
@@ -146,7 +147,7 @@ async def open_runtime(
                              events, limiter, cache_parts)  # fmt: skip
     reporter.start()
     stack.push_async_callback(reporter.close)  # before the publishers flush: withdrawn
-    return GatewayRuntime(settings, metrics, router, proxy, health)
+    return GatewayRuntime(settings, metrics, router, proxy, health, routing)
 
 
 async def _close_pool(pool: asyncpg.Pool) -> None:

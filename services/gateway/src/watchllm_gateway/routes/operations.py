@@ -2,7 +2,8 @@
 
 - ``/livez``: the process runs (no I/O; a failing liveness probe restarts the pod).
 - ``/readyz``: Postgres and Redis answer, so requests can be served; 503 otherwise.
-- ``/health``: the full report of DESIGN.md (see ``health``).
+- ``/health``: the full report of DESIGN.md (see ``health``), plus the deployments this
+  replica has cooling down, with the seconds each has left (``routing.cooldown``).
 
 ``/metrics`` is not here: it is served on a port of its own
 (``WATCHLLM_GATEWAY_METRICS_PORT``, ``watchllm_shared.metrics_listener``), so the API
@@ -39,4 +40,7 @@ async def readyz(runtime: RuntimeDep) -> Response:
 @router.get("/health")
 async def health(runtime: RuntimeDep) -> Response:
     report = await runtime.health.report()
+    if runtime.routing is not None:
+        cooling = runtime.routing.cooldowns.cooling(runtime.routing.cooldowns.clock())
+        report["deployments_cooling_down"] = {n: round(s, 1) for n, s in sorted(cooling.items())}
     return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)
