@@ -99,6 +99,7 @@ class Concurrency:
         self._slots: dict[str, _Slot] = {}  # request id -> its slot
         self._released: list[tuple[_Slot, str]] = []
         self._releasing: asyncio.Task[None] | None = None
+        self._release_failing = False
         self._renewer: asyncio.Task[None] | None = None
         self._refused = None
         if metrics is not None:
@@ -156,9 +157,13 @@ class Concurrency:
                 try:
                     await self._commands.call_many(commands, raise_errors=False)
                 except (RedisError, OSError) as exc:  # their leases lapse instead
-                    log.warning("could not release %d concurrency slots (%s: %s); they"
-                                " lapse within %d ms", len(batch), type(exc).__name__, exc,
-                                self.lease_ms)  # fmt: skip
+                    if not self._release_failing:  # once per episode, not per request
+                        log.warning("could not release %d concurrency slots (%s: %s); they"
+                                    " lapse within %d ms", len(batch), type(exc).__name__,
+                                    exc, self.lease_ms)  # fmt: skip
+                    self._release_failing = True
+                else:
+                    self._release_failing = False
         finally:
             self._releasing = None
 
