@@ -89,8 +89,8 @@ def store(redis_url: str) -> Iterator[redis.Redis]:
 
 
 class Tenant:
-    def __init__(self, project_id: uuid.UUID, key: str) -> None:
-        self.project_id, self.key = project_id, key
+    def __init__(self, name: str, project_id: uuid.UUID, key_id: uuid.UUID, key: str) -> None:
+        self.name, self.project_id, self.key_id, self.key = name, project_id, key_id, key
 
     def in_flight(self, store: redis.Redis) -> int:
         """Slots held now: members of the project's in-flight set whose lease runs."""
@@ -107,7 +107,7 @@ async def new_tenant(account_store: AccountStore) -> Tenant:
     name = unique("tenant")
     project = await account_store.create_project(name, Plan.PRO)
     created = await account_store.create_key(name, "tests")
-    return Tenant(project.id, created.secret)
+    return Tenant(name, project.id, created.key.id, created.secret)
 
 
 def chat_body(model: str = "gpt-4o-mini", stream: bool = False, text: str = "hi") -> dict:  # type: ignore[type-arg]
@@ -225,6 +225,22 @@ async def test_slow_streams_of_one_tenant_leave_the_pool_to_the_others(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "again"}]
         )
         assert answer.choices[0].message.content
+
+
+async def test_a_key_limit_holds_that_key_and_leaves_the_projects_other_keys(
+    gateways: list[ServiceProcess], account_store: AccountStore, store: redis.Redis,
+    held: HeldStreams,
+) -> None:  # fmt: skip
+    tenant = await new_tenant(account_store)
+    store.hset(limits_key(tenant.project_id), f"k:{tenant.key_id}:conc", 1)
+    await held.open(gateways[0].url, tenant, 3)
+    assert held.held == 1 and len(held.refusals) == 2
+    refusal = held.refusals[0]
+    assert refusal.headers["x-ratelimit-limit-concurrency"] == "1"
+    assert refusal.json()["error"]["code"] == "concurrency_limit_exceeded"
+    other = (await account_store.create_key(tenant.name, "other")).secret
+    await held.open(gateways[0].url, Tenant(tenant.name, tenant.project_id, uuid.uuid4(), other), 1)
+    assert held.held == 2 and tenant.in_flight(store) == 2
 
 
 @pytest.mark.parametrize(
