@@ -39,7 +39,10 @@ removed from Redis in batches (one pipeline per turn of the loop); when Redis do
 answer, the leases lapse instead. A replica paused longer than a lease (its renewals
 late) lets its requests' slots lapse while they still run: then up to that many more
 requests may start. The lease is renewed with ``ZADD XX`` (``watchllm_concurrency_renew``),
-never re-taking a slot that was released or lapsed.
+never re-taking a slot that was released or lapsed. An ask whose answer was lost (the
+limiter's failure policy applied) may still have taken its slot: nobody renews it, and it
+counts against the project until its lease ends. With the limiter off
+(``WATCHLLM_LIMITER_ENABLED=false``) or failing open, only the replica's share applies.
 """
 
 from __future__ import annotations
