@@ -20,6 +20,7 @@ from watchllm_gateway.routing import Candidates, Deployment, Dispatcher
 from watchllm_gateway.routing.balancer import Balancer
 from watchllm_gateway.routing.cooldown import Cooldowns
 from watchllm_gateway.routing.metrics import RoutingMetrics
+from watchllm_gateway.routing.table import Chain
 from watchllm_gateway.settings import GatewaySettings, ProviderKind
 from watchllm_gateway.upstream import UpstreamClient, create_http_session
 
@@ -46,6 +47,7 @@ def fakes(log_dir: Path) -> Iterator[dict[str, ServiceProcess]]:
         "limited": start_fake(log_dir, "--error-rate", "1", "--error-status", "429",
                               "--error-retry-after", "30"),
         "failing": start_fake(log_dir, "--error-rate", "1", "--error-status", "500"),
+        "small": start_fake(log_dir, "--context-window-chars", "20"),
     }  # fmt: skip
     yield started
     for fake in started.values():
@@ -147,3 +149,30 @@ async def test_fallbacks_are_tried_in_order_with_the_model_rewritten_and_attempt
     assert (short.model, short.answer.status, short.answer.attempts) == ("fb-1", 500, 2)
     short.answer.close()
     assert (models_received(failing), models_received(ok)) == (["fb-1"], [])
+
+
+async def test_a_context_length_error_goes_to_the_context_window_fallbacks_only(
+    fakes: dict[str, ServiceProcess], upstream: UpstreamClient
+) -> None:
+    small, failing, big = fakes["small"], fakes["failing"], fakes["c"]
+    chain = Chain((Candidates("m", (deployment("small", small),)),
+                   Candidates("fb", (deployment("fb[0]", failing),))))  # fmt: skip
+    chain.context_fallbacks = (Candidates("big", (deployment("big[0]", big),)),)
+    clear(small, failing, big)
+    send = dispatcher(upstream, Clock(), lambda: 0.0).send
+    done = await send(chain, PATH, encoder("a prompt longer than twenty characters"), {})
+    assert (done.model, done.fallback, done.answer.status, done.answer.attempts) == (
+        "big", True, 200, 2
+    )  # fmt: skip
+    done.answer.close()
+    assert (models_received(small), models_received(failing), models_received(big)) == (
+        ["m"], [], ["big"]
+    )  # fmt: skip
+    fits = await send(chain, PATH, encoder("short"), {})  # fits: no fallback at all
+    assert (fits.model, fits.answer.status, fits.answer.attempts) == ("m", 200, 1)
+    fits.answer.close()
+    # Without context window fallbacks the 400 is the caller's, body and all.
+    plain = await send(tuple(chain), PATH, encoder("a prompt longer than twenty characters"), {})
+    assert (plain.answer.status, plain.answer.attempts) == (400, 1)
+    assert b"context_length_exceeded" in await plain.answer.read()
+    plain.answer.close()

@@ -131,12 +131,14 @@ models:
       - {provider: openai, base_url: "http://x/v1", name: one}
       - {provider: openai, base_url: "http://y/v1", name: one}
     fallbacks: [a, b]
+    context_window_fallbacks: [c]
 """)
     assert found == [
         "models[0] 'a': deployments[1].name: 'one' is already the name of models[0] 'a'"
         " deployments[0]",
         "models[0] 'a': fallbacks[0]: 'a' is the entry itself",
         "models[0] 'a': fallbacks[1]: no entry serves the model 'b'",
+        "models[0] 'a': context_window_fallbacks[0]: no entry serves the model 'c'",
     ]
 
 

@@ -54,6 +54,8 @@ def _parse_args(argv: list[str] | None = None) -> tuple[str, int, FakeProviderCo
     parser.add_argument("--error-status", type=int, default=500)
     parser.add_argument("--error-retry-after", type=float, default=None,
                         help="seconds, in retry-after on error answers")  # fmt: skip
+    parser.add_argument("--context-window-chars", type=int, default=None,
+                        help="longer prompts get a context-length 400")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reply-words", type=int, default=24)
     args = parser.parse_args(argv)
@@ -63,6 +65,7 @@ def _parse_args(argv: list[str] | None = None) -> tuple[str, int, FakeProviderCo
         error_rate=args.error_rate,
         error_status=args.error_status,
         error_retry_after=args.error_retry_after,
+        context_window_chars=args.context_window_chars,
         seed=args.seed,
         reply_words=args.reply_words,
     )

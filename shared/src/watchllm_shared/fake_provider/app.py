@@ -143,6 +143,10 @@ class FakeProvider:
         directives = await self._gate(text, dialect.error_body, send)
         if directives is None:
             return
+        window = self.config.context_window_chars
+        if window is not None and len(text) > window:
+            await send_json(send, 400, _context_error(dialect, len(text), window))
+            return
         pieces = reply_pieces(text, self.config.reply_words)
         if body.get("stream") is True:
             events = dialect.stream(body, pieces)
@@ -197,6 +201,15 @@ class FakeProvider:
         if self.config.error_rate and self._rng.random() < self.config.error_rate:
             return self.config.error_status, "fake error: random failure (error_rate)"
         return None
+
+
+def _context_error(dialect: _ChatDialect, length: int, window: int) -> dict[str, Any]:
+    if dialect is _ANTHROPIC:
+        message = f"prompt is too long: {length} characters > {window} maximum"
+        return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    message = f"This model's maximum context length is {window} characters; yours has {length}"
+    return {"error": {"message": message, "type": "invalid_request_error",
+                      "param": "messages", "code": "context_length_exceeded"}}  # fmt: skip
 
 
 def create_fake_provider(config: FakeProviderConfig | None = None) -> FakeProvider:

@@ -7,6 +7,9 @@
   requests fail with ``error_status`` in the provider's error shape; the draw comes
   from ``random.Random(seed)``, so a given seed fails the same requests in order.
   ``error_retry_after``: such answers carry ``retry-after`` with this many seconds.
+- ``context_window_chars``: a chat request whose last user text is longer gets the
+  provider's context-length 400 (OpenAI ``context_length_exceeded``; Anthropic "prompt
+  is too long").
 - ``reply_words``: every reply has exactly this many words, so ``completion_tokens``
   is known in advance (see ``replies``).
 - ``embedding_dims``: length of every embedding vector.
@@ -37,6 +40,7 @@ class FakeProviderConfig:
     error_status: int = 500
     seed: int = 0
     error_retry_after: float | None = None
+    context_window_chars: int | None = None
     reply_words: int = 24
     embedding_dims: int = 8
     max_recorded_requests: int = 1000

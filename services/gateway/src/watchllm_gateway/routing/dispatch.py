@@ -19,7 +19,9 @@ What fails over, and what does not:
   answer's headers: cooled down, and the request moves to *another* deployment only —
   never resent to the one that may have it (it may be generating and billing it);
 - any other answer (2xx, 3xx, 4xx — the caller's 400/401/403/404/413/422 above all) is
-  the answer: never retried nor fallen back on;
+  the answer: never retried nor fallen back on — except a 400 saying the prompt is over
+  the model's context window when the entry has ``context_window_fallbacks``: the
+  request then goes to those models (and only those), in order;
 - the first 2xx ends dispatching: a stream is the caller's from its first byte, and a
   stream that breaks later is never retried (``streaming`` ends it with an error event).
 
@@ -43,6 +45,7 @@ from watchllm_gateway.routing.table import Candidates, Deployment
 from watchllm_gateway.upstream import (
     RETRYABLE_STATUSES,
     AttemptFailed,
+    UpstreamBodyError,
     UpstreamClient,
     UpstreamResponse,
     retry_after_seconds,
@@ -98,6 +101,8 @@ class Dispatcher:
         failed_answer: Dispatched | None = None
         wait_asked: float | None = None
         last_reason: str | None = None
+        requested = chain[0].model
+        on_context_error = getattr(chain, "context_fallbacks", ())
         attempt = 0
         while attempt < self._max_attempts:
             now = clock()
@@ -117,7 +122,7 @@ class Dispatcher:
                 failed_answer = None
             attempt += 1
             tried.add(deployment.name)
-            fallback = candidates is not chain[0]
+            fallback = candidates.model != requested
             fallback_model = candidates.model if fallback else None
             self._metrics.attempt_started(deployment, fallback_model, last_reason)
             upstream_model = deployment.model or candidates.model
@@ -145,6 +150,11 @@ class Dispatcher:
                 self._cool(deployment, "429" if status == 429 else "5xx", wait_asked)
                 failed_answer = done
                 continue
+            if status == 400 and on_context_error and await _context_exceeded(answer):
+                self._metrics.attempt_ended(deployment, "context")
+                self._cooldowns.succeeded(deployment.name)
+                chain, on_context_error, failed_answer = on_context_error, (), done
+                continue  # to the context window fallbacks, and only to them
             self._metrics.attempt_ended(deployment, "answered")
             if status < 300 or (400 <= status < 500 and status not in (401, 403)):
                 self._cooldowns.succeeded(deployment.name)  # it answers: healthy
@@ -186,3 +196,17 @@ class Dispatcher:
         if wait_asked is not None:
             delay = max(delay, min(wait_asked, _MAX_RETRY_WAIT_SECONDS))
         return delay
+
+
+# How OpenAI (and compatible servers) and Anthropic say a prompt is over the context window.
+_CONTEXT_MARKERS = (b"context_length_exceeded", b"prompt is too long", b"maximum context length")
+
+
+async def _context_exceeded(answer: UpstreamResponse) -> bool:
+    """A 400 saying the prompt does not fit the model (its body is read, and kept for
+    relaying should no context window fallback answer)."""
+    try:
+        body = await answer.read()
+    except UpstreamBodyError:
+        return False
+    return any(marker in body for marker in _CONTEXT_MARKERS)

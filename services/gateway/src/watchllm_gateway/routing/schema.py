@@ -15,6 +15,7 @@ also hold routes of the original shape (``{"pattern", "provider", "base_url",
             model: gpt-4o-mini       # upstream model name; default: the requested one
             name: openai-a           # for /metrics and events; default "<entry name>[<index>]"
         fallbacks: [claude-haiku-4-5]
+        context_window_fallbacks: [gpt-4.1-mini]  # only for a context-length 400
         models: [gpt-4o-mini]        # ids GET /v1/models lists for this entry
 
 Everything wrong is reported at once, each problem naming its entry (by index and name)
@@ -93,6 +94,7 @@ class ModelConfig(BaseModel):
     name: str = Field(min_length=1, max_length=256)
     deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
     fallbacks: tuple[str, ...] = ()
+    context_window_fallbacks: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
 
     def deployment_name(self, index: int) -> str:
@@ -229,10 +231,11 @@ def _cross_check(document: RoutesDocument) -> list[str]:
             if name in seen:
                 problems.append(f"{where}: {name!r} is already the name of {seen[name]}")
             seen.setdefault(name, f"{label} deployments[{d_index}]")
-        for f_index, fallback in enumerate(entry.fallbacks):
-            where = f"{label}: fallbacks[{f_index}]"
-            if fallback == entry.name:
-                problems.append(f"{where}: {fallback!r} is the entry itself")
-            elif document.entry_for(fallback) is None:
-                problems.append(f"{where}: no entry serves the model {fallback!r}")
+        for field in ("fallbacks", "context_window_fallbacks"):
+            for f_index, fallback in enumerate(getattr(entry, field)):
+                where = f"{label}: {field}[{f_index}]"
+                if fallback == entry.name:
+                    problems.append(f"{where}: {fallback!r} is the entry itself")
+                elif document.entry_for(fallback) is None:
+                    problems.append(f"{where}: no entry serves the model {fallback!r}")
     return problems

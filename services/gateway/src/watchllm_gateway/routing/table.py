@@ -50,6 +50,7 @@ class ModelRoute:
     deployments: tuple[Deployment, ...]
     fallbacks: tuple[str, ...] = ()
     models: tuple[str, ...] = ()  # listed by GET /v1/models
+    context_fallbacks: tuple[str, ...] = ()  # only for a context-length 400
 
     def speaking(self, api: ProviderKind) -> tuple[Deployment, ...]:
         return tuple(d for d in self.deployments if d.provider is api)
@@ -64,6 +65,13 @@ class Candidates:
     deployments: tuple[Deployment, ...]
 
 
+class Chain(tuple[Candidates, ...]):
+    """A request's candidates in order, and where it goes instead when an answer says
+    the prompt does not fit the model's context window (``context_fallbacks``)."""
+
+    context_fallbacks: tuple[Candidates, ...] = ()
+
+
 _CHAINS_KEPT = 4096  # model names are the callers' strings: a bounded memo
 
 
@@ -73,7 +81,7 @@ class ModelRouter:
 
     def _set(self, routes: tuple[ModelRoute, ...]) -> None:
         self._routes = routes
-        self._chains: dict[tuple[str, ProviderKind], tuple[Candidates, ...]] = {}
+        self._chains: dict[tuple[str, ProviderKind], Chain] = {}
         self._speaking = {
             api: [(r, r.speaking(api)) for r in routes] for api in ProviderKind
         }  # fmt: skip
@@ -104,6 +112,7 @@ class ModelRouter:
                 ),
                 fallbacks=entry.fallbacks,
                 models=entry.models,
+                context_fallbacks=entry.context_window_fallbacks,
             )
             for entry in document.models
         )
@@ -124,7 +133,7 @@ class ModelRouter:
                 )
         raise GatewayError(404, "model_not_found", f"The model {model!r} does not exist")
 
-    def chain(self, model: str, api: ProviderKind) -> tuple[Candidates, ...]:
+    def chain(self, model: str, api: ProviderKind) -> Chain:
         """The model's deployments, then each fallback's that this endpoint can reach;
         a model visited once is not visited again. Raises like ``resolve``. Memoised:
         the table never changes, and matching patterns costs microseconds per request."""
@@ -132,16 +141,22 @@ class ModelRouter:
         if known is not None:
             return known
         route = self.resolve(model, api)
-        chain = [Candidates(model, route.speaking(api))]
-        seen = {model}
-        for fallback in route.fallbacks:
-            target = self._match(fallback, api) if fallback not in seen else None
-            if target is not None:
-                seen.add(fallback)
-                chain.append(Candidates(fallback, target.speaking(api)))
+        found = Chain(
+            (Candidates(model, route.speaking(api)), *self._each(route.fallbacks, model, api))
+        )
+        found.context_fallbacks = tuple(self._each(route.context_fallbacks, model, api))
         if len(self._chains) >= _CHAINS_KEPT:
             self._chains.clear()
-        found = self._chains[(model, api)] = tuple(chain)
+        self._chains[(model, api)] = found
+        return found
+
+    def _each(self, models: tuple[str, ...], requested: str, api: ProviderKind) -> list[Candidates]:
+        found, seen = [], {requested}
+        for name in models:
+            target = self._match(name, api) if name not in seen else None
+            if target is not None:
+                seen.add(name)
+                found.append(Candidates(name, target.speaking(api)))
         return found
 
     def _match(self, model: str, api: ProviderKind) -> ModelRoute | None:
