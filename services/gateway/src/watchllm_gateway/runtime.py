@@ -116,7 +116,6 @@ async def open_runtime(
     )
     router = routing.router
     stack.callback(routing.watch_reload_signal())  # SIGHUP: read the routes again
-    stack.callback(routing.watch_reload_signal())  # SIGHUP: read the routes again
     proxy = Proxy(
         auth=KeyAuthenticator(
             AccountStore(pool, actor="gateway"),
