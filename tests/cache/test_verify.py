@@ -186,6 +186,9 @@ def test_direction_refuses_a_swapped_bare_target_after_to() -> None:
     into = verify("How do I convert metres into feet?", "How do I convert feet into metres?",
                   0.99, 0.9)  # fmt: skip
     assert not into.hit and into.rule == "direction"
+    planets = verify("Does Mars have a bigger diameter than Earth?",
+                     "Does Earth have a bigger diameter than Mars?", 0.99, 0.9)  # fmt: skip
+    assert not planets.hit and planets.rule == "direction"  # "Mars" is not "mar(ch)s"
     same = verify("How to download videos from YouTube?",
                   "How can I download videos from YouTube?", 0.95, 0.9)  # fmt: skip
     assert same.rule != "direction"

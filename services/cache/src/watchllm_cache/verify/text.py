@@ -130,7 +130,9 @@ def _number_of(kind: str, low: str, capitalised: bool, nearby_number: bool) -> s
         if low == "second" and not nearby_number:
             return None  # "a second opinion", "wait a second"
         return lexicon.NUMBER_WORDS[low]
-    singular = low[:-1] if low.endswith("s") and low[:-1] in lexicon.DATE_WORDS else low
+    # "Sundays", "evenings"; not "Mars" (no plural of an abbreviation: "mar", "jan")
+    plural = low.endswith("s") and len(low) > 4 and low[:-1] in lexicon.DATE_WORDS
+    singular = low[:-1] if plural else low
     if singular in lexicon.DATE_WORDS:
         if singular in lexicon.AMBIGUOUS_DATE_WORDS and not (capitalised or nearby_number):
             return None  # "may I", "march on", "fall over", "am I"
