@@ -45,7 +45,7 @@ class AnalyticsSettings(WatchLLMSettings):
         gt=0,
         description="A batch is inserted at the latest this long after its first event was read;"
         " under light traffic every batch waits this long (each insert has a fixed cost of"
-        " ~35 ms of CPU with embedded chdb: at 1 s, 3–4 % of a core at 50 events/s).",
+        " ~35 ms of CPU with embedded chdb: at 1 s, ~4 % of a core at 50 events/s).",
     )
     analytics_read_count: int = Field(default=2_000, gt=0, description="Entries per XREADGROUP.")
     analytics_reclaim_idle_ms: int = Field(
