@@ -205,6 +205,8 @@ async def test_spend_without_a_price_is_said_where_spend_is_shown(
 ) -> None:
     """A model missing from the price table cost $0.00 on every page, with no word."""
     tenant = await new_tenant(account_store, "unpriced")
+    # Only priced models by default: the operator allows this one, and its spend is unknown.
+    await account_store.set_allowed_models(tenant.project, ["@default", "gpt-custom-tune"])
     for i in range(3):
         reply = ask(stack, tenant.key, f"Unpriced question {i}", "gpt-custom-tune")
         assert reply.status_code == 200

@@ -84,6 +84,11 @@ async def test_an_overloaded_gateway_admits_exactly_the_limit_and_never_fails_op
     env = gateway_env(
         fake_provider.url, redis_url, database_url, stream,
         WATCHLLM_CACHE_ENABLED="true", WATCHLLM_UPSTREAM_READ_TIMEOUT_SECONDS="60",
+        # The rate limit alone decides here: 1,000-2,000 requests are in flight at once,
+        # past the default concurrency caps and a project's share of the pool
+        # (tests/e2e/test_tenant_concurrency.py covers those).
+        WATCHLLM_UPSTREAM_PROJECT_SHARE="1", WATCHLLM_PROJECT_CONCURRENCY="100000",
+        WATCHLLM_UPSTREAM_MAX_CONNECTIONS="100000",
     )  # fmt: skip
     gateway = start_gateway(env, log_dir)
     redis = aioredis.Redis.from_url(redis_url)
