@@ -48,8 +48,7 @@ async def proxy(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[FreezePr
 
 @pytest.fixture
 async def commands(redis_url: str, proxy: FreezeProxy) -> AsyncIterator[PackedCommands]:
-    parts = urlsplit(redis_url)
-    client = create_redis(parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl(),
+    client = create_redis(proxy.url_for(redis_url),
                           socket_timeout=False)  # fmt: skip
     commands = PackedCommands(client)
     yield commands

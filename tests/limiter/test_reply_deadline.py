@@ -36,8 +36,7 @@ async def proxy(redis_url: str) -> AsyncIterator[FreezeProxy]:
 
 @pytest.fixture
 async def proxied_client(redis_url: str, proxy: FreezeProxy) -> AsyncIterator[aioredis.Redis]:
-    parts = urlsplit(redis_url)
-    client = create_redis(parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl(),
+    client = create_redis(proxy.url_for(redis_url),
                           socket_timeout=False)  # fmt: skip
     yield client
     await client.aclose()

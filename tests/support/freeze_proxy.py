@@ -4,6 +4,7 @@ hung or partitioned server, without touching the server itself."""
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit, urlunsplit
 
 
 class FreezeProxy:
@@ -18,6 +19,14 @@ class FreezeProxy:
 
     ``accepted`` counts connections accepted so far.
     """
+
+    def url_for(self, url: str) -> str:
+        """``url`` (the server's), pointed at this proxy: its credentials, database and
+        options kept (a password-protected Valkey refuses a client without them)."""
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@127.0.0.1:{self.port}" if credentials else f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self._upstream = (upstream_host, upstream_port)
