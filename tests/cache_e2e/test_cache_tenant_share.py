@@ -61,6 +61,9 @@ def stack(
         fake_provider.url, redis_url, database_url, stream,
         WATCHLLM_CACHE_ENABLED="true", WATCHLLM_CACHE_TIMEOUT_SECONDS="5",
         WATCHLLM_MAX_BODY_BYTES=str(4 * 1024 * 1024),  # the default, for the huge questions
+        # The fake provider reads a 4 MB body before it answers: on a loaded machine that
+        # took past the suite's 1.5 s upstream read timeout (a 504, not what is tested).
+        WATCHLLM_UPSTREAM_READ_TIMEOUT_SECONDS="30",
     )  # fmt: skip
     cache = start_cache_service(
         {**env, "WATCHLLM_QDRANT_EDGE_PATH": str(tmp_path_factory.mktemp("cache") / "qdrant")},
