@@ -85,12 +85,15 @@ async def test_one_failed_sync_costs_one_reconnect_not_one_a_second(running: Run
         await real(project_id, trigger)
 
     running.sync.sync_project = fails_once  # type: ignore[method-assign]
-    before = running.full_syncs()
+    last_pass = running.sync.last_full_sync
     running.sync.request_full_sync()
     await until(lambda: running.errors() >= 1, "the injected failure")
-    # The retry (after 1 s) reconnects and syncs everything once; then all is quiet.
-    await until(lambda: running.full_syncs() > before, "the full sync after reconnecting")
-    await asyncio.sleep(0.5)
+    # The retry (after 1 s) reconnects and syncs everything once; then all is quiet. The
+    # pass is over when it stamps ``last_full_sync`` (it writes every project of the
+    # session's database first: a counter that moved says only that it began).
+    await until(
+        lambda: running.sync.last_full_sync != last_pass, "the full sync after reconnecting"
+    )
     settled = (running.errors(), running.full_syncs())
     await asyncio.sleep(2.5)
     assert (running.errors(), running.full_syncs()) == settled, "still reconnecting"
