@@ -8,8 +8,9 @@ model its body named when the body is small (``intake.peek``). A body is read on
 after its key was found (``intake``): a caller without a working key never gets the
 gateway to hold its body.
 
-Upstream answers are mapped as follows: 2xx are relayed byte for byte (streams event
-by event); 3xx (never followed, see ``upstream``) → 502; 401/403 from the provider
+Upstream answers are mapped as follows (read in the caller's shape: ``translation``
+turns a deployment's answer of the other shape into it): 2xx are relayed byte for byte
+(streams event by event); 3xx (never followed, see ``upstream``) → 502; 401/403 from the provider
 mean the gateway's provider key is wrong, which is not the caller's fault → 502; other
 4xx (and 429 after retries) are relayed with their status and body, already in the
 caller's provider shape — unless the body is not JSON (an HTML page from a proxy in

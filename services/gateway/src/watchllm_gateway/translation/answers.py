@@ -87,8 +87,8 @@ def anthropic_answer(completion: dict[str, Any]) -> dict[str, Any]:
     text = reply.get("content") or reply.get("refusal")
     if text:
         content.append({"type": "text", "text": text})
-    for call in reply.get("tool_calls") or ():
-        function = call.get("function") or {}
+    for call in map(as_dict, as_list(reply.get("tool_calls"))):
+        function = as_dict(call.get("function"))
         try:
             arguments = orjson.loads(function.get("arguments") or "{}")
         except orjson.JSONDecodeError:

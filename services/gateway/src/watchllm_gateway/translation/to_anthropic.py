@@ -113,6 +113,8 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
     function = tool.get("function")
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
         raise untranslatable(_TO, f"{where}.function", "needs a name")
+    for key in function.keys() - {"name", "description", "parameters", "strict"}:
+        raise untranslatable(_TO, f"{where}.function.{key}", "it has no Anthropic equivalent")
     schema = function.get("parameters") or {"type": "object", "properties": {}}
     out = {"name": function["name"], "input_schema": schema}
     if isinstance(function.get("description"), str):

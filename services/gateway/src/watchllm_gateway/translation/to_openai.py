@@ -98,6 +98,8 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
         raise untranslatable(_TO, where, "only custom (client) tools have an equivalent")
     if not isinstance(tool.get("name"), str):
         raise untranslatable(_TO, f"{where}.name", "a tool needs a name")
+    for key in tool.keys() - {"type", "name", "description", "input_schema", "cache_control"}:
+        raise untranslatable(_TO, f"{where}.{key}", "it has no OpenAI equivalent")
     function: dict[str, Any] = {"name": tool["name"]}
     if isinstance(tool.get("description"), str):
         function["description"] = tool["description"]
