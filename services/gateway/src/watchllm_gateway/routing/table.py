@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from urllib.parse import quote
 
@@ -47,11 +47,12 @@ class Deployment:
     api_version: str | None = None  # azure only
     azure_deployment: str | None = None  # azure only; None: the upstream model name
     default_max_tokens: int | None = None  # anthropic: for callers that gave none
+    # The API shape the deployment speaks (azure: OpenAI's). A field, read per request.
+    api: ProviderKind = field(init=False, repr=False, compare=False)
 
-    @property
-    def api(self) -> ProviderKind:
-        """The API shape the deployment speaks."""
-        return ProviderKind.OPENAI if self.provider is ProviderKind.AZURE else self.provider
+    def __post_init__(self) -> None:
+        azure = self.provider is ProviderKind.AZURE
+        object.__setattr__(self, "api", ProviderKind.OPENAI if azure else self.provider)
 
     def path(self, path: str, model: str) -> str:
         """What follows ``base_url`` for the API path ``path`` and upstream ``model``."""
@@ -91,6 +92,7 @@ class Chain(tuple[Candidates, ...]):
     the prompt does not fit the model's context window (``context_fallbacks``)."""
 
     context_fallbacks: tuple[Candidates, ...] = ()
+    shapes: frozenset[ProviderKind] | None = None  # every deployment's ``api``, both lists
 
 
 _CHAINS_KEPT = 4096  # model names are the callers' strings: a bounded memo
@@ -170,6 +172,8 @@ class ModelRouter:
         deployments = route.deployments if translate else route.speaking(api)
         found = Chain((Candidates(model, deployments), *self._each(route.fallbacks, model, reach)))
         found.context_fallbacks = tuple(self._each(route.context_fallbacks, model, reach))
+        every = (*found, *found.context_fallbacks)
+        found.shapes = frozenset(d.api for c in every for d in c.deployments)
         if len(self._chains) >= _CHAINS_KEPT:
             self._chains.clear()
         self._chains[(model, reach)] = found

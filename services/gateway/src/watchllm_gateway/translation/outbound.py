@@ -102,9 +102,12 @@ class Outbound:
     def reachable(self, chain: Sequence[Candidates]) -> Sequence[Candidates]:
         """``chain`` without the deployments this request cannot be translated for."""
         api = self._spec.api
+        shapes = getattr(chain, "shapes", None)  # known for a router's chains
+        if shapes is not None and len(shapes) == 1 and api in shapes:
+            return chain  # nothing to translate: the common case
         fallbacks = getattr(chain, "context_fallbacks", ())
         if all(d.api is api for c in (*chain, *fallbacks) for d in c.deployments):
-            return chain  # nothing to translate: the common case costs one pass
+            return chain
         kept = Chain(self._keep(chain))
         if not kept or kept[0].model != chain[0].model:
             refusal = next(
