@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from watchllm_gateway.cache_shapes import StreamAssembler, storable
 from watchllm_gateway.endpoints import CHAT_COMPLETIONS, MESSAGES
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.routing import Candidates, Deployment
@@ -321,3 +322,28 @@ def test_an_azure_deployment_is_addressed_by_deployment_and_api_version() -> Non
     path, sent, _ = outbound.request(azure, "gpt 4o")
     assert path == "/openai/deployments/gpt%204o/chat/completions?api-version=2024-10-21"
     assert orjson.loads(sent)["max_completion_tokens"] == 3
+
+
+@pytest.mark.parametrize("caller", ["/v1/chat/completions", "/v1/messages"])
+def test_the_cache_rebuilds_a_translated_stream_into_the_translated_answer(caller: str) -> None:
+    """What the cache stores of a translated stream is what a whole answer would be."""
+    body = {"model": "m", "messages": [USER], "max_tokens": 5,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    pieces = ["Echo:", " hi"]
+    if caller == "/v1/chat/completions":  # an Anthropic deployment answers
+        events = _translate(OpenAIChunks(), anthropic_shapes.message_stream(body, pieces, None))
+        whole = openai_answer(anthropic_shapes.message(body, pieces, None))
+    else:
+        events = _translate(AnthropicEvents(), openai_shapes.chat_stream(body, pieces, None))
+        whole = anthropic_answer(openai_shapes.chat_completion(body, pieces, None))
+    assembler = StreamAssembler(caller)
+    for event in events:
+        assembler.feed(event)
+    rebuilt = assembler.result()
+    assert rebuilt is not None and storable(caller, rebuilt)
+    if caller == "/v1/messages":
+        assert (rebuilt["content"], rebuilt["stop_reason"]) == (whole["content"], "end_turn")
+        assert rebuilt["usage"]["output_tokens"] == whole["usage"]["output_tokens"]
+    else:
+        assert rebuilt["choices"][0]["message"]["content"] == "Echo: hi"
+        assert rebuilt["usage"]["prompt_tokens"] == whole["usage"]["prompt_tokens"]
