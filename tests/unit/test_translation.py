@@ -309,6 +309,9 @@ def test_a_request_reaches_only_the_deployments_it_can_be_translated_for() -> No
     assert "'logprobs'" in message  # the requested model itself cannot: 400
     outbound = Outbound(CHAT_COMPLETIONS, {"model": "a", "messages": [USER]}, {"x": "y"})
     assert outbound.reachable(chain) is not chain and outbound.request(gpt, "a")[2] == {"x": "y"}
+    beta = Outbound(MESSAGES, {"model": "a", "max_tokens": 1, "messages": [USER]},
+                    {"anthropic-beta": "context-1m"})  # fmt: skip
+    assert "'anthropic-beta'" in refusal(beta.reachable, (Candidates("a", (gpt,)),))
     path, sent, headers = outbound.request(claude, "b")
     assert (path, orjson.loads(sent)["max_tokens"]) == ("/v1/messages", 4096)
     assert headers == {"anthropic-version": "2023-06-01"}

@@ -3,7 +3,8 @@
 A deployment speaking the caller's shape gets the body as ``endpoints`` prepares it,
 with the caller's provider headers; one speaking the other shape gets the translated
 body (``to_anthropic``/``to_openai``, computed once per request), the path of its own
-API and only the headers that API needs (``anthropic-version``: the gateway's default).
+API and only the headers that API needs (``anthropic-version``: the gateway's default;
+a caller's ``anthropic-beta`` asks for features no OpenAI deployment has: 400).
 An Anthropic deployment gets ``max_tokens`` = its ``default_max_tokens``
 (``DEFAULT_MAX_TOKENS``) when an OpenAI caller gave none.
 
@@ -31,6 +32,7 @@ from watchllm_gateway.translation.answers import (
     openai_answer,
     openai_error,
 )
+from watchllm_gateway.translation.common import untranslatable
 from watchllm_gateway.translation.response import Direction, TranslatedResponse
 from watchllm_gateway.translation.streams import AnthropicEvents, OpenAIChunks
 from watchllm_gateway.translation.to_anthropic import anthropic_request
@@ -93,6 +95,8 @@ class Outbound:
         known = self._translated.get(shape)
         if known is None:
             try:
+                if "anthropic-beta" in self._forwarded:  # beta features: no equivalent
+                    raise untranslatable(shape, "anthropic-beta", "a header for Anthropic betas")
                 known = _TRANSLATE[shape](self._body)
             except GatewayError as refused:
                 known = refused
