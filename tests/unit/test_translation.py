@@ -19,6 +19,7 @@ from watchllm_gateway.translation import Outbound
 from watchllm_gateway.translation.answers import (
     anthropic_answer,
     anthropic_error,
+    azure_error,
     openai_answer,
     openai_error,
 )
@@ -219,8 +220,10 @@ def test_error_bodies_take_the_callers_shape_and_keep_the_message() -> None:
     gpt = openai_shapes.error_body(429, "slow down")
     assert anthropic_error(429, gpt) == {"type": "error", "error": {
         "type": "rate_limit_error", "message": "slow down"}}  # fmt: skip
-    azure = {"statusCode": 401, "message": "Access denied"}  # Azure's gateway, not OpenAI's shape
-    assert openai_error(401, azure)["error"]["message"] == "Access denied"
+    front_door = {"statusCode": 401, "message": "Access denied"}  # Azure, not OpenAI's shape
+    assert azure_error(401, front_door)["error"]["message"] == "Access denied"
+    filtered = {"error": {"message": "filtered", "code": "content_filter", "innererror": {}}}
+    assert azure_error(400, filtered) is filtered  # OpenAI's shape already: details kept
     assert anthropic_error(500, "<html>") == {"type": "error", "error": {
         "type": "api_error", "message": "The upstream provider answered HTTP 500"}}  # fmt: skip
 

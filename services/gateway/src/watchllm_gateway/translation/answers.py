@@ -121,12 +121,18 @@ def openai_error(status: int, body: Any) -> dict[str, Any]:
     error = body.get("error") if isinstance(body, dict) else None
     kind = error.get("type") if isinstance(error, dict) else None
     code = kind if isinstance(kind, str) else None
-    if isinstance(error, dict) and "code" in error:
-        return {"error": {"message": _message(body, status), "type": kind,
-                          "param": error.get("param"), "code": error["code"]}}  # fmt: skip
     return {"error": {"message": _message(body, status),
                       "type": OPENAI_ERROR_TYPE.get(code or "", "api_error"),
                       "param": None, "code": code}}  # fmt: skip
+
+
+def azure_error(status: int, body: Any) -> dict[str, Any]:
+    """An Azure error body in OpenAI's shape: as it is when it has OpenAI's ``error``
+    object (content-filter details kept), else rebuilt (Azure's front door answers
+    ``{"statusCode", "message"}``)."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body
+    return openai_error(status, body)
 
 
 def anthropic_error(status: int, body: Any) -> dict[str, Any]:

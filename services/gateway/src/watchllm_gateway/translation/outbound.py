@@ -29,6 +29,7 @@ from watchllm_gateway.settings import ProviderKind
 from watchllm_gateway.translation.answers import (
     anthropic_answer,
     anthropic_error,
+    azure_error,
     openai_answer,
     openai_error,
 )
@@ -48,7 +49,7 @@ _BACK = {  # keyed by the caller's shape
     ProviderKind.OPENAI: Direction(openai_answer, openai_error, OpenAIChunks),
     ProviderKind.ANTHROPIC: Direction(anthropic_answer, anthropic_error, AnthropicEvents),
 }
-_AZURE_ERRORS = Direction(lambda body: body, openai_error, OpenAIChunks)  # errors only
+_AZURE_ERRORS = Direction(lambda body: body, azure_error, OpenAIChunks)  # errors only
 
 
 class Outbound:
