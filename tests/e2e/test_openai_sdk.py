@@ -167,10 +167,9 @@ def test_unknown_models_and_models_of_the_other_protocol(
             model="llama-9000", messages=[{"role": "user", "content": "hi"}]
         )
     assert unknown.value.code == "model_not_found"
+    # Chat is translated for an Anthropic deployment (``translation``); embeddings are not.
     with pytest.raises(openai.BadRequestError) as wrong_endpoint:
-        client(gateway, key).chat.completions.create(
-            model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}]
-        )
+        client(gateway, key).embeddings.create(model="claude-haiku-4-5", input="hi")
     assert "/v1/messages" in wrong_endpoint.value.message
 
 

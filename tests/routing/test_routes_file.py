@@ -63,9 +63,11 @@ def test_a_yaml_file_gives_weighted_deployments_and_a_fallback_chain(
     assert a.api_key is not None and a.api_key.get_secret_value() == "sk-a"
     assert (b.name, b.weight, b.model, b.api_key) == ("openai-b", 1.0, None, None)
     # gpt-4o is served by the gpt-* entry; claude-haiku-4-5 only by an Anthropic
-    # deployment, which /v1/chat/completions cannot use until translation exists.
+    # deployment: reached by translation only (not by /v1/embeddings).
     assert (fallback.model, [d.name for d in fallback.deployments]) == ("gpt-4o", ["gpt-*[0]"])
     assert rest == []
+    *_, claude_fallback = table.chain("gpt-4o-mini", ProviderKind.OPENAI, translate=True)
+    assert [d.name for d in claude_fallback.deployments] == ["claude-*[0]"]
     (claude,) = table.chain("claude-haiku-4-5", ProviderKind.ANTHROPIC)
     assert claude.deployments[0].provider is ProviderKind.ANTHROPIC
     assert {"gpt-4o-mini", "gpt-4o", "gpt-4o-mini-2024-07-18"} <= table.configured_models()
@@ -115,11 +117,29 @@ models:
     assert found == [
         "models[0] 'gpt-4o-mini': deployments[0].base_url: must start with http:// or https://",
         "models[0] 'gpt-4o-mini': deployments[0].weight: Input should be greater than 0",
-        "models[0] 'gpt-4o-mini': deployments[1].provider: provider 'azure' is not supported"
-        " yet (issue 15: Azure OpenAI is planned)",
         "models[0] 'gpt-4o-mini': deployments[1].wieght: unknown field",
-        "models[0] 'gpt-4o-mini': deployments[2].provider: Input should be 'openai' or 'anthropic'",
+        "models[0] 'gpt-4o-mini': deployments[2].provider: Input should be 'openai', 'anthropic'"
+        " or 'azure'",
         "models[1] 'claude-*': deployments: needs at least one entry",
+    ]
+
+
+def test_provider_only_fields_are_refused_elsewhere_and_azure_needs_its_api_version() -> None:
+    found = problems("""
+models:
+  - name: m
+    deployments:
+      - {provider: azure, base_url: "https://r.openai.azure.com"}
+      - {provider: openai, base_url: "http://x/v1", api_version: "2024-10-21"}
+      - {provider: openai, base_url: "http://y/v1", default_max_tokens: 100}
+      - {provider: azure, base_url: "https://r.openai.azure.com", api_version: "v 1"}
+""")
+    assert found == [
+        "models[0] 'm': deployments[0]: provider 'azure' needs api_version (e.g. \"2024-10-21\")",
+        "models[0] 'm': deployments[1]: api_version is only for provider 'azure'",
+        "models[0] 'm': deployments[2]: default_max_tokens is only for provider 'anthropic'",
+        "models[0] 'm': deployments[3].api_version: String should match pattern"
+        " '^[A-Za-z0-9._\\-]{1,40}$'",
     ]
 
 

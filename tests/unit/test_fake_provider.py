@@ -233,14 +233,56 @@ async def test_delay_directive_and_default_delay(client: httpx.AsyncClient) -> N
 
 
 @pytest.mark.parametrize(
-    "text", ["[[fake:status=200]]", "[[fake:nope=1]]", "[[fake:fail_times=2]]", "[[fake:delay=x"]
-)
+    "text",
+    ["[[fake:status=200]]", "[[fake:nope=1]]", "[[fake:fail_times=2]]", "[[fake:delay=x",
+     "[[fake:tool_call=a-b]]"],
+)  # fmt: skip
 async def test_bad_directive_is_400(client: httpx.AsyncClient, text: str) -> None:
     response = await client.post(
         "/v1/chat/completions", json={"model": "m", "messages": [user(text)]}
     )
     assert response.status_code == 400
     assert "directive" in response.json()["error"]["message"]
+
+
+async def test_tool_call_directive_in_both_shapes_whole_and_streamed(
+    client: httpx.AsyncClient,
+) -> None:
+    ask = user("Find [[fake:tool_call=lookup]]")
+    chat = (await client.post("/v1/chat/completions", json={**CHAT, "messages": [ask]})).json()
+    (call,) = chat["choices"][0]["message"]["tool_calls"]
+    assert (
+        chat["choices"][0]["finish_reason"] == "tool_calls" and call["function"]["name"] == "lookup"
+    )
+    arguments = orjson.loads(call["function"]["arguments"])
+    assert arguments["text"].startswith("Echo: Find")
+    message = (await client.post("/v1/messages", json={**MESSAGES, "messages": [ask]})).json()
+    assert message["stop_reason"] == "tool_use" and message["content"][0]["input"] == arguments
+    streamed = await client.post(
+        "/v1/messages", json={**MESSAGES, "messages": [ask], "stream": True}
+    )
+    pieces = [orjson.loads(d)["delta"]["partial_json"] for n, d in sse_events(streamed.text)
+              if n == "content_block_delta"]  # fmt: skip
+    assert len(pieces) == 3 and orjson.loads("".join(pieces)) == arguments
+    chunks = await client.post("/v1/chat/completions",
+                               json={**CHAT, "messages": [ask], "stream": True})  # fmt: skip
+    deltas = [orjson.loads(d)["choices"][0]["delta"] for _, d in sse_events(chunks.text)[:-1]]
+    assert (
+        "".join(t["function"]["arguments"] for d in deltas for t in d.get("tool_calls", ()))
+        == (call["function"]["arguments"])
+    )
+
+
+async def test_azure_paths_need_an_api_version(client: httpx.AsyncClient) -> None:
+    path = "/openai/deployments/prod-4o/chat/completions"
+    served = await client.post(f"{path}?api-version=2024-10-21", json=CHAT)
+    assert served.status_code == 200 and served.json()["object"] == "chat.completion"
+    assert (await client.post(path, json=CHAT)).status_code == 404
+    logged = (await client.get("/_fake/requests")).json()
+    assert [(r["path"], r["query"]) for r in logged] == [
+        (path, "api-version=2024-10-21"),
+        (path, ""),
+    ]
 
 
 async def test_error_rate_is_seeded() -> None:

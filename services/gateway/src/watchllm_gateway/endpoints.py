@@ -92,6 +92,7 @@ class EndpointSpec:
     validate: Callable[[dict[str, Any]], None]
     usage_from_body: Callable[[Any], Usage]
     prepare: Callable[[dict[str, Any]], tuple[bytes, bool]]
+    translatable: bool = True  # may go to a deployment of the other shape (``translation``)
 
 
 CHAT_COMPLETIONS = EndpointSpec(
@@ -100,7 +101,7 @@ CHAT_COMPLETIONS = EndpointSpec(
 )  # fmt: skip
 EMBEDDINGS = EndpointSpec(
     "/v1/embeddings", ProviderKind.OPENAI, "/embeddings",
-    _validate_embeddings, usage_from_openai, _as_parsed,
+    _validate_embeddings, usage_from_openai, _as_parsed, translatable=False,
 )  # fmt: skip
 MESSAGES = EndpointSpec(
     "/v1/messages", ProviderKind.ANTHROPIC, "/v1/messages",

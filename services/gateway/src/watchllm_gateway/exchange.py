@@ -70,8 +70,8 @@ class Exchange:
         if self.ttfb is None:
             self.ttfb = self.elapsed()
 
-    def answered_by(self, dispatched: Dispatched) -> UpstreamResponse:
-        answer = dispatched.answer
+    def answered_by(self, dispatched: Dispatched, answer: UpstreamResponse) -> UpstreamResponse:
+        """``answer``: the dispatched one as the caller reads it (``translation``)."""
         self.upstream_attempts = answer.attempts
         self.upstream_latency = answer.latency_seconds
         self.deployment = dispatched.deployment.name

@@ -8,8 +8,9 @@ model its body named when the body is small (``intake.peek``). A body is read on
 after its key was found (``intake``): a caller without a working key never gets the
 gateway to hold its body.
 
-Upstream answers are mapped as follows: 2xx are relayed byte for byte (streams event
-by event); 3xx (never followed, see ``upstream``) → 502; 401/403 from the provider
+Upstream answers are mapped as follows (read in the caller's shape: ``translation``
+turns a deployment's answer of the other shape into it): 2xx are relayed byte for byte
+(streams event by event); 3xx (never followed, see ``upstream``) → 502; 401/403 from the provider
 mean the gateway's provider key is wrong, which is not the caller's fault → 502; other
 4xx (and 429 after retries) are relayed with their status and body, already in the
 caller's provider shape — unless the body is not JSON (an HTML page from a proxy in
@@ -68,6 +69,7 @@ from watchllm_gateway.tracing import (
     response_model,
     start_request_span,
 )
+from watchllm_gateway.translation import Outbound
 from watchllm_gateway.unpriced import UnpricedUse
 from watchllm_gateway.upstream import UpstreamBodyError, UpstreamResponse, provider_headers
 from watchllm_shared.accounts import KeyGrant
@@ -199,10 +201,12 @@ class Proxy:
         exchange.stream = body.get("stream") is True
         if exchange.span is not None:
             describe_request(exchange.span, spec, model, body)
-        chain = self._router.chain(model, spec.api)  # deployments speaking spec.api
+        routed = self._router.chain(model, spec.api, spec.translatable)
         exchange.provider = spec.api.value
         self.access.check(model, grant)  # after routing: an unrouted model stays a 404
         forwarded = provider_headers(spec.api, headers)
+        outbound = Outbound(spec, body, forwarded)  # per deployment, translated if need be
+        chain = outbound.reachable(routed)  # an untranslatable request: 400 before any charge
         cache = self._cache
         plan = cache.plan(grant, spec, body, headers, forwarded) if cache else None
         exchange.cache_plan = plan
@@ -211,17 +215,12 @@ class Proxy:
         hit = await self._admit(exchange, plan)
         if hit is not None:
             return self._serve_hit(exchange, hit, wants_usage(body))
-        upstream_body, caller_wants_usage = spec.prepare(body)
-
-        def encode(name: str) -> bytes:  # a fallback or a deployment's own model name
-            return upstream_body if name == model else spec.prepare({**body, "model": name})[0]
-
-        dispatched = await self._dispatcher.send(chain, spec.upstream_path, encode, forwarded)
-        answer = exchange.answered_by(dispatched)
+        dispatched = await self._dispatcher.send(chain, outbound)
+        answer = exchange.answered_by(dispatched, outbound.answer(dispatched))
         if answer.status >= 300:
             return await self._relay_error(exchange, answer)
         if exchange.stream:
-            return self._stream(exchange, answer, caller_wants_usage)
+            return self._stream(exchange, answer, outbound.caller_wants_usage)
         return await self._unary(exchange, answer)
 
     async def _admit(self, exchange: Exchange, plan: CachePlan | None) -> CacheHit | None:

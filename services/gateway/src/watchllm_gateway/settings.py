@@ -28,10 +28,12 @@ _CLOSE_SECONDS = 0.5
 
 
 class ProviderKind(StrEnum):
-    """The wire protocol of an upstream; each gateway endpoint speaks one of them."""
+    """The kind of an upstream; each gateway endpoint speaks the shape of one of the first
+    two. Azure OpenAI speaks OpenAI's shape at its own paths (``routing.table``)."""
 
     OPENAI = "openai"  # OpenAI or any OpenAI-compatible base URL
     ANTHROPIC = "anthropic"
+    AZURE = "azure"
 
 
 class RouteConfig(BaseModel):

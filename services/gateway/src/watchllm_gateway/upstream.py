@@ -192,6 +192,9 @@ class UpstreamClient:
         if deployment.provider is ProviderKind.ANTHROPIC:
             if deployment.api_key is not None:
                 out["x-api-key"] = deployment.api_key.get_secret_value()
+        elif deployment.provider is ProviderKind.AZURE:
+            if deployment.api_key is not None:
+                out["api-key"] = deployment.api_key.get_secret_value()
         elif deployment.api_key is not None:
             out["authorization"] = f"Bearer {deployment.api_key.get_secret_value()}"
         return out

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from watchllm_shared.fake_provider.openai_shapes import tool_arguments
 from watchllm_shared.fake_provider.replies import prompt_tokens
 
 _TYPES = {
@@ -67,7 +68,14 @@ def _message(
     }
 
 
-def message(body: dict[str, Any], pieces: list[str]) -> dict[str, Any]:
+def _tool_use(name: str, pieces: list[str]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name,
+            "input": orjson.loads("".join(tool_arguments(pieces)))}  # fmt: skip
+
+
+def message(body: dict[str, Any], pieces: list[str], tool: str | None) -> dict[str, Any]:
+    if tool is not None:
+        return _message(body, [_tool_use(tool, pieces)], "tool_use", len(pieces))
     text = {"type": "text", "text": "".join(pieces)}
     return _message(body, [text], "end_turn", len(pieces))
 
@@ -76,31 +84,23 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-def message_stream(body: dict[str, Any], pieces: list[str]) -> list[bytes]:
+def message_stream(body: dict[str, Any], pieces: list[str], tool: str | None) -> list[bytes]:
     """Every event of the streamed response, ``message_stop`` included."""
     start = _message(body, [], None, 1)
+    block: dict[str, Any] = {"type": "text", "text": ""}
+    deltas = [{"type": "text_delta", "text": piece} for piece in pieces]
+    if tool is not None:
+        block = {**_tool_use(tool, pieces), "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in tool_arguments(pieces)]
     events = [
         _event("message_start", {"type": "message_start", "message": start}),
-        _event(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        ),
+        _event("content_block_start",
+               {"type": "content_block_start", "index": 0, "content_block": block}),
         _event("ping", {"type": "ping"}),
-    ]
+    ]  # fmt: skip
     events.extend(
-        _event(
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            },
-        )
-        for piece in pieces
+        _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        for delta in deltas
     )
     events.append(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
     events.append(
@@ -108,7 +108,10 @@ def message_stream(body: dict[str, Any], pieces: list[str]) -> list[bytes]:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {
+                    "stop_reason": "end_turn" if tool is None else "tool_use",
+                    "stop_sequence": None,
+                },
                 "usage": {"output_tokens": len(pieces)},
             },
         )

@@ -4,6 +4,9 @@ Endpoints:
 
 - ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic): JSON or,
   with ``"stream": true``, SSE; ``POST /v1/embeddings``; ``GET /v1/models``.
+- Azure OpenAI's paths, ``POST /openai/deployments/{name}/chat/completions`` and
+  ``…/embeddings``, serve the same as the OpenAI ones when the query has an
+  ``api-version`` (else 404, as Azure answers).
 - ``GET /health``: ``{"status": "ok"}``.
 - ``GET /_fake/requests``: the recorded ``/v1/*`` requests (see ``recorder``);
   ``DELETE /_fake/requests`` empties that log.
@@ -51,8 +54,8 @@ from watchllm_shared.fake_provider.replies import last_user_text, reply_pieces
 class _ChatDialect:
     error_body: ErrorBody
     validate: Callable[[dict[str, Any]], str | None]
-    respond: Callable[[dict[str, Any], list[str]], dict[str, Any]]
-    stream: Callable[[dict[str, Any], list[str]], list[bytes]]
+    respond: Callable[[dict[str, Any], list[str], str | None], dict[str, Any]]
+    stream: Callable[[dict[str, Any], list[str], str | None], list[bytes]]
 
 
 _OPENAI = _ChatDialect(
@@ -106,6 +109,7 @@ class FakeProvider:
             await send_json(send, 413, dialect.error_body(413, "request body too large"))
             return
         self.recorder.add(method, path, scope["query_string"], scope["headers"], raw)
+        path = _azure_as_openai(path, scope["query_string"])
         expected = _METHODS.get(path)
         if expected is None:
             await send_json(send, 404, dialect.error_body(404, f"unknown path {path}"))
@@ -149,12 +153,12 @@ class FakeProvider:
             return
         pieces = reply_pieces(text, self.config.reply_words)
         if body.get("stream") is True:
-            events = dialect.stream(body, pieces)
+            events = dialect.stream(body, pieces, directives.tool_call)
             await send_stream(
                 send, events, self.config.chunk_delay_seconds, directives.stream_fail_after
             )
         else:
-            await send_json(send, 200, dialect.respond(body, pieces))
+            await send_json(send, 200, dialect.respond(body, pieces, directives.tool_call))
 
     async def _embeddings(self, raw: bytes, send: Send) -> None:
         error_body = openai_shapes.error_body
@@ -201,6 +205,14 @@ class FakeProvider:
         if self.config.error_rate and self._rng.random() < self.config.error_rate:
             return self.config.error_status, "fake error: random failure (error_rate)"
         return None
+
+
+def _azure_as_openai(path: str, query: bytes) -> str:
+    """``/openai/deployments/{name}/X?api-version=…`` is served as ``/v1/X``."""
+    parts = path.split("/", 4)  # "", "openai", "deployments", name, rest
+    if len(parts) == 5 and parts[1:3] == ["openai", "deployments"] and b"api-version=" in query:
+        return "/v1/" + parts[4]
+    return path
 
 
 def _context_error(dialect: _ChatDialect, length: int, window: int) -> dict[str, Any]:

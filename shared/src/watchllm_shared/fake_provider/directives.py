@@ -14,6 +14,9 @@ The fake looks for them in the last user message (chat APIs) or in the inputs
 - ``[[fake:stream_fail_after=N]]``: a streamed response sends N events, then the
   connection is dropped without ending the chunked body (the client sees a broken
   stream). Ignored by non-streamed requests.
+- ``[[fake:tool_call=NAME]]``: the answer is a call of the tool NAME (OpenAI
+  ``tool_calls``, Anthropic ``tool_use``; streamed, its arguments come in pieces) with
+  the arguments ``{"text": <the reply text>}``, instead of a text reply.
 
 A malformed or unknown directive is answered with a 400, so typos fail loudly.
 Order of effects: delay, then status, then fail_times, then the random error rate.
@@ -41,6 +44,7 @@ class Directives:
     fail_key: str = ""
     stream_fail_after: int | None = None
     retry_after: str | None = None
+    tool_call: str | None = None
 
 
 NONE = Directives()
@@ -82,6 +86,10 @@ def _apply(directives: Directives, name: str, value: str) -> Directives:
         if float(value) < 0:
             raise ValueError("must be >= 0")
         return replace(directives, retry_after=value)
+    if name == "tool_call":
+        if not value.isidentifier():
+            raise ValueError("a tool name: letters, digits and underscores")
+        return replace(directives, tool_call=value)
     if name == "stream_fail_after":
         count = int(value)
         if count < 0:

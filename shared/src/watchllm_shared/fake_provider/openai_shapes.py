@@ -58,7 +58,22 @@ def _usage(body: dict[str, Any], pieces: list[str]) -> dict[str, int]:
     }
 
 
-def chat_completion(body: dict[str, Any], pieces: list[str]) -> dict[str, Any]:
+def tool_arguments(pieces: list[str]) -> list[str]:
+    """The arguments of a ``[[fake:tool_call=NAME]]`` answer, as stream pieces."""
+    encoded = orjson.dumps({"text": "".join(pieces)}).decode()
+    third = max(len(encoded) // 3, 1)
+    return [encoded[:third], encoded[third : 2 * third], encoded[2 * third :]]
+
+
+def _tool_call(name: str, pieces: list[str]) -> dict[str, Any]:
+    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+            "function": {"name": name, "arguments": "".join(tool_arguments(pieces))}}  # fmt: skip
+
+
+def chat_completion(body: dict[str, Any], pieces: list[str], tool: str | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces), "refusal": None}
+    if tool is not None:
+        message.update(content=None, tool_calls=[_tool_call(tool, pieces)])
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -67,9 +82,9 @@ def chat_completion(body: dict[str, Any], pieces: list[str]) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "stop" if tool is None else "tool_calls",
             }
         ],
         "usage": _usage(body, pieces),
@@ -77,7 +92,7 @@ def chat_completion(body: dict[str, Any], pieces: list[str]) -> dict[str, Any]:
     }
 
 
-def chat_stream(body: dict[str, Any], pieces: list[str]) -> list[bytes]:
+def chat_stream(body: dict[str, Any], pieces: list[str], tool: str | None) -> list[bytes]:
     """Every SSE event of the streamed response, ``[DONE]`` included."""
     options = body.get("stream_options")
     with_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -95,8 +110,17 @@ def chat_stream(body: dict[str, Any], pieces: list[str]) -> list[bytes]:
         return b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
 
     events = [chunk({"role": "assistant", "content": ""})]
-    events.extend(chunk({"content": piece}) for piece in pieces)
-    events.append(chunk({}, "stop"))
+    if tool is None:
+        events.extend(chunk({"content": piece}) for piece in pieces)
+    else:
+        call = _tool_call(tool, pieces)
+        call["function"]["arguments"] = ""
+        events.append(chunk({"tool_calls": [{"index": 0, **call}]}))
+        events.extend(
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            for piece in tool_arguments(pieces)
+        )
+    events.append(chunk({}, "stop" if tool is None else "tool_calls"))
     if with_usage:
         final = {**base, "choices": [], "usage": _usage(body, pieces)}
         events.append(b"data: " + orjson.dumps(final) + b"\n\n")

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from watchllm_gateway.routing.balancer import Balancer
 from watchllm_gateway.routing.cooldown import Cooldowns
-from watchllm_gateway.routing.dispatch import Dispatched, Dispatcher
+from watchllm_gateway.routing.dispatch import Dispatched, Dispatcher, Outgoing
 from watchllm_gateway.routing.metrics import RoutingMetrics
 from watchllm_gateway.routing.schema import (
     DEFAULT_DOCUMENT,
@@ -50,6 +50,7 @@ __all__ = [
     "Dispatcher",
     "ModelRoute",
     "ModelRouter",
+    "Outgoing",
     "Routing",
     "RoutesDocument",
     "RoutesError",

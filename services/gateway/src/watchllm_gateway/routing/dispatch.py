@@ -37,6 +37,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.routing.balancer import Balancer
@@ -52,6 +53,14 @@ from watchllm_gateway.upstream import (
 )
 
 _MAX_RETRY_WAIT_SECONDS = 5.0  # a longer retry-after cools the deployment instead
+
+
+class Outgoing(Protocol):
+    """What one request becomes for each deployment (``translation.Outbound``)."""
+
+    def request(self, deployment: Deployment, model: str) -> tuple[str, bytes, Mapping[str, str]]:
+        """Path after the deployment's base URL, body with upstream ``model``, headers."""
+        ...
 
 
 @dataclass(slots=True)
@@ -85,14 +94,8 @@ class Dispatcher:
         self._deadline = deadline_seconds
         self._sleep = sleep
 
-    async def send(
-        self,
-        chain: Sequence[Candidates],
-        path: str,
-        encode: Callable[[str], bytes],
-        forwarded: Mapping[str, str],
-    ) -> Dispatched:
-        """``encode(model)``: the request body to send with that upstream model name."""
+    async def send(self, chain: Sequence[Candidates], outgoing: Outgoing) -> Dispatched:
+        """``outgoing.request(deployment, model)``: what one attempt sends."""
         clock = self._cooldowns.clock
         started = clock()
         tried: set[str] = set()
@@ -129,7 +132,7 @@ class Dispatcher:
             self._cooldowns.begin(deployment.name, clock())
             try:
                 answer = await self._upstream.attempt(
-                    deployment, path, encode(upstream_model), forwarded
+                    deployment, *outgoing.request(deployment, upstream_model)
                 )
             except AttemptFailed as failed:
                 self._cool(deployment, failed.reason, None)

@@ -8,12 +8,19 @@ also hold routes of the original shape (``{"pattern", "provider", "base_url",
     models:
       - name: gpt-4o-mini            # what callers ask for; fnmatch patterns, first match wins
         deployments:
-          - provider: openai         # openai | anthropic
+          - provider: openai         # openai | anthropic | azure
             base_url: http://127.0.0.1:9001/v1
             api_key_env: OPENAI_KEY_A
             weight: 3
             model: gpt-4o-mini       # upstream model name; default: the requested one
             name: openai-a           # for /metrics and events; default "<entry name>[<index>]"
+          - provider: azure          # https://{resource}.openai.azure.com, key in api-key
+            base_url: https://example.openai.azure.com
+            api_version: "2024-10-21"          # required for azure
+            azure_deployment: prod-4o-mini     # default: the upstream model name
+          - provider: anthropic
+            base_url: https://api.anthropic.com
+            default_max_tokens: 8192 # for OpenAI-shaped callers that give none (4096)
         fallbacks: [claude-haiku-4-5]
         context_window_fallbacks: [gpt-4.1-mini]  # only for a context-length 400
         models: [gpt-4o-mini]        # ids GET /v1/models lists for this entry
@@ -33,13 +40,25 @@ from typing import Any
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from watchllm_gateway.settings import ProviderKind
 
 _NAME = re.compile(r"[A-Za-z0-9._:@/+\-\[\]]{1,80}")
 _LEGACY_FIELDS = {"pattern", "provider", "base_url", "api_key_env", "models"}
-_NOT_YET = {"azure": "provider 'azure' is not supported yet (issue 15: Azure OpenAI is planned)"}
+# Fields that mean something for one provider only: elsewhere they are refused.
+_ONLY_FOR = {
+    "api_version": ProviderKind.AZURE,
+    "azure_deployment": ProviderKind.AZURE,
+    "default_max_tokens": ProviderKind.ANTHROPIC,
+}
 
 
 class RoutesError(ValueError):
@@ -63,13 +82,18 @@ class DeploymentConfig(BaseModel):
     weight: float = Field(default=1.0, gt=0, le=1_000_000)
     model: str | None = Field(default=None, min_length=1, max_length=256)
     name: str | None = None
+    api_version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._\-]{1,40}$")
+    azure_deployment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._\-]{1,64}$")
+    default_max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
 
-    @field_validator("provider", mode="before")
-    @classmethod
-    def _planned_providers(cls, value: Any) -> Any:
-        if isinstance(value, str) and value in _NOT_YET:
-            raise ValueError(_NOT_YET[value])
-        return value
+    @model_validator(mode="after")
+    def _provider_fields(self) -> DeploymentConfig:
+        for field, provider in _ONLY_FOR.items():
+            if getattr(self, field) is not None and self.provider is not provider:
+                raise ValueError(f"{field} is only for provider {provider.value!r}")
+        if self.provider is ProviderKind.AZURE and self.api_version is None:
+            raise ValueError("provider 'azure' needs api_version (e.g. \"2024-10-21\")")
+        return self
 
     @field_validator("base_url")
     @classmethod

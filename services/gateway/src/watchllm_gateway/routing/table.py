@@ -1,20 +1,25 @@
 """Which deployments serve a model: the first entry whose name (an fnmatch pattern)
-matches the model and that has a deployment speaking the endpoint's protocol; then the
-entry's fallbacks, each resolved the same way, in order.
+matches the model; then the entry's fallbacks, each resolved the same way, in order.
 
-A model that only matches entries of the other protocol gets a 400 naming the endpoint
-that serves it; a model no entry matches gets a 404 (OpenAI's ``model_not_found``). A
-fallback no entry serves on this endpoint's protocol is skipped: translating between
-the OpenAI and Anthropic shapes is not built yet, so a chain only crosses providers
-once it is.
+Chat endpoints (``/v1/chat/completions``, ``/v1/messages``) reach every deployment:
+``translation`` turns a request into the other shape when the deployment speaks it. An
+endpoint that cannot be translated (``/v1/embeddings``) reaches only deployments of its
+own shape: there a model that only matches entries of the other shape gets a 400 naming
+the endpoint that serves it, and such a fallback is skipped. A model no entry matches
+gets a 404 (OpenAI's ``model_not_found``).
+
+An ``azure`` deployment speaks OpenAI's shape (``Deployment.api``) at Azure's paths:
+``{base_url}/openai/deployments/{azure_deployment}{path}?api-version={api_version}``,
+``azure_deployment`` defaulting to the upstream model name (``Deployment.path``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
@@ -39,6 +44,23 @@ class Deployment:
     api_key: SecretStr | None
     weight: float = 1.0
     model: str | None = None  # the upstream model name; None: the one asked for
+    api_version: str | None = None  # azure only
+    azure_deployment: str | None = None  # azure only; None: the upstream model name
+    default_max_tokens: int | None = None  # anthropic: for callers that gave none
+    # The API shape the deployment speaks (azure: OpenAI's). A field, read per request.
+    api: ProviderKind = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        azure = self.provider is ProviderKind.AZURE
+        object.__setattr__(self, "api", ProviderKind.OPENAI if azure else self.provider)
+
+    def path(self, path: str, model: str) -> str:
+        """What follows ``base_url`` for the API path ``path`` and upstream ``model``."""
+        if self.provider is not ProviderKind.AZURE:
+            return path
+        deployment = quote(self.azure_deployment or model, safe="")
+        version = quote(self.api_version or "", safe="")
+        return f"/openai/deployments/{deployment}{path}?api-version={version}"
 
     def __repr__(self) -> str:  # never the key
         return f"Deployment({self.name!r}, {self.provider.value}, {self.base_url!r})"
@@ -53,7 +75,7 @@ class ModelRoute:
     context_fallbacks: tuple[str, ...] = ()  # only for a context-length 400
 
     def speaking(self, api: ProviderKind) -> tuple[Deployment, ...]:
-        return tuple(d for d in self.deployments if d.provider is api)
+        return tuple(d for d in self.deployments if d.api is api)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +92,7 @@ class Chain(tuple[Candidates, ...]):
     the prompt does not fit the model's context window (``context_fallbacks``)."""
 
     context_fallbacks: tuple[Candidates, ...] = ()
+    shapes: frozenset[ProviderKind] | None = None  # every deployment's ``api``, both lists
 
 
 _CHAINS_KEPT = 4096  # model names are the callers' strings: a bounded memo
@@ -81,10 +104,10 @@ class ModelRouter:
 
     def _set(self, routes: tuple[ModelRoute, ...]) -> None:
         self._routes = routes
-        self._chains: dict[tuple[str, ProviderKind], Chain] = {}
-        self._speaking = {
-            api: [(r, r.speaking(api)) for r in routes] for api in ProviderKind
-        }  # fmt: skip
+        self._chains: dict[tuple[str, ProviderKind | None], Chain] = {}
+        self._speaking: dict[ProviderKind | None, list[tuple[ModelRoute, tuple[Deployment, ...]]]]
+        self._speaking = {api: [(r, r.speaking(api)) for r in routes] for api in ProviderKind}
+        self._speaking[None] = [(r, r.deployments) for r in routes]  # any shape: translated
 
     def replace(self, other: ModelRouter) -> None:
         """Route by ``other``'s table from now on (a reload). Requests already routed
@@ -107,6 +130,9 @@ class ModelRouter:
                         secret(d.api_key_env),
                         d.weight,
                         d.model,
+                        d.api_version,
+                        d.azure_deployment,
+                        d.default_max_tokens,
                     )  # fmt: skip
                     for i, d in enumerate(entry.deployments)
                 ),
@@ -118,13 +144,13 @@ class ModelRouter:
         )
         return cls(routes)
 
-    def resolve(self, model: str, api: ProviderKind) -> ModelRoute:
-        route = self._match(model, api)
+    def resolve(self, model: str, api: ProviderKind, translate: bool = False) -> ModelRoute:
+        route = self._match(model, None if translate else api)
         if route is not None:
             return route
         for other in self._routes:
             if fnmatchcase(model, other.pattern):
-                provider = other.deployments[0].provider
+                provider = other.deployments[0].api
                 raise GatewayError(
                     400,
                     "wrong_endpoint",
@@ -133,33 +159,39 @@ class ModelRouter:
                 )
         raise GatewayError(404, "model_not_found", f"The model {model!r} does not exist")
 
-    def chain(self, model: str, api: ProviderKind) -> Chain:
-        """The model's deployments, then each fallback's that this endpoint can reach;
-        a model visited once is not visited again. Raises like ``resolve``. Memoised:
-        the table never changes, and matching patterns costs microseconds per request."""
-        known = self._chains.get((model, api))
+    def chain(self, model: str, api: ProviderKind, translate: bool = False) -> Chain:
+        """The model's deployments, then each fallback's that this endpoint can reach
+        (``translate``: every deployment, whatever its shape); a model visited once is
+        not visited again. Raises like ``resolve``. Memoised: the table never changes,
+        and matching patterns costs microseconds per request."""
+        reach = None if translate else api
+        known = self._chains.get((model, reach))
         if known is not None:
             return known
-        route = self.resolve(model, api)
-        found = Chain(
-            (Candidates(model, route.speaking(api)), *self._each(route.fallbacks, model, api))
-        )
-        found.context_fallbacks = tuple(self._each(route.context_fallbacks, model, api))
+        route = self.resolve(model, api, translate)
+        deployments = route.deployments if translate else route.speaking(api)
+        found = Chain((Candidates(model, deployments), *self._each(route.fallbacks, model, reach)))
+        found.context_fallbacks = tuple(self._each(route.context_fallbacks, model, reach))
+        every = (*found, *found.context_fallbacks)
+        found.shapes = frozenset(d.api for c in every for d in c.deployments)
         if len(self._chains) >= _CHAINS_KEPT:
             self._chains.clear()
-        self._chains[(model, api)] = found
+        self._chains[(model, reach)] = found
         return found
 
-    def _each(self, models: tuple[str, ...], requested: str, api: ProviderKind) -> list[Candidates]:
+    def _each(
+        self, models: tuple[str, ...], requested: str, api: ProviderKind | None
+    ) -> list[Candidates]:
         found, seen = [], {requested}
         for name in models:
             target = self._match(name, api) if name not in seen else None
             if target is not None:
                 seen.add(name)
-                found.append(Candidates(name, target.speaking(api)))
+                reached = target.deployments if api is None else target.speaking(api)
+                found.append(Candidates(name, reached))
         return found
 
-    def _match(self, model: str, api: ProviderKind) -> ModelRoute | None:
+    def _match(self, model: str, api: ProviderKind | None) -> ModelRoute | None:
         for route, speaking in self._speaking[api]:
             if speaking and fnmatchcase(model, route.pattern):
                 return route
