@@ -196,7 +196,7 @@ def test_a_page_is_read_only_when_the_one_before_has_been_taken(data: Data, serv
 
 
 async def test_analytics_failing_mid_file_cuts_the_download_and_before_it_says_503(
-    data: Data, served: Served, tokens: dict[str, str]
+    data: Data, served: Served, tokens: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     served.use(Recording(shared_runtime().analytics, fail_at=3))
     received = bytearray()
@@ -208,6 +208,7 @@ async def test_analytics_failing_mid_file_cuts_the_download_and_before_it_says_5
                 async for chunk in reply.aiter_bytes():
                     received += chunk
         assert received.count(b"\n") <= 1 + 2 * PAGE  # the header and two pages at most
+        assert f"of project {data.a.project_id} cut after" in caplog.text
         served.use(Recording(shared_runtime().analytics, fail_at=1))
         reply = await client.get(link(served, data.filters, "csv", tokens["viewer"]))
     assert reply.status_code == 503

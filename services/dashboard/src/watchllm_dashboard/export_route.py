@@ -86,9 +86,9 @@ def _sent(body: Iterator[bytes], grant: Grant, user: User) -> Iterator[bytes]:
         for chunk in body:
             yield chunk
             sent += len(chunk)
-    except AnalyticsUnavailable as exc:
-        log.warning("export for %s of project %s cut after %d bytes: %s",
-                    user.username, project, sent, exc)  # fmt: skip
+    except Exception as exc:  # the connection is cut (uvicorn): say where, then go on
+        log.warning("export for %s of project %s cut after %d bytes: %s: %s",
+                    user.username, project, sent, type(exc).__name__, exc)  # fmt: skip
         raise
     log.info("export for %s of project %s: %d bytes of %s", user.username, project, sent,
              grant.kind)  # fmt: skip
