@@ -1,7 +1,8 @@
 """A real browser (Debian's chromium, driven by Playwright) against the dashboard process
 with data in it: sign in, visit every page, fail on any error shown, and save a
 screenshot of each page under docs/screenshots/ (the README shows them). A custom time
-range and a filter travel in the page's address to another session. Then a project
+range and a filter travel in the page's address to another session, and the filtered
+log downloads through the page's export link. Then a project
 whose key and model names are image and link Markdown: on every page nothing is fetched
 from them (a loopback receiver records every request) and no link is drawn.
 
@@ -120,8 +121,9 @@ def test_sign_in_and_every_page_in_a_real_browser(
 def test_a_custom_range_and_filters_travel_in_a_link(
     dashboard: ServiceProcess, accounts: Accounts, traffic: Traffic
 ) -> None:
-    """Issue 20: a custom range beside the presets, and a copied link that opens the same
-    view in another browser session, after its sign-in."""
+    """Issue 20: a custom range beside the presets, the filtered log exported (the browser
+    downloads every matching row), and a copied link that opens the same view in another
+    browser session, after its sign-in."""
     now = datetime.now(UTC)
     start, end = (
         (now - timedelta(hours=20)).strftime("%Y-%m-%d %H:%M"),
@@ -148,6 +150,14 @@ def test_a_custom_range_and_filters_travel_in_a_link(
             expect(caption).to_contain_text("Custom", timeout=30_000)
             counted, address = caption.inner_text(), page.url
             assert page.locator(PROBLEMS).count() == 0
+            # The export: every matching request, downloaded by the browser from the link.
+            export = page.locator("a", has_text="Export CSV")
+            export.evaluate("a => a.removeAttribute('target')")  # the download, not a tab
+            with page.expect_download(timeout=30_000) as downloaded:
+                export.click()
+            assert downloaded.value.suggested_filename.startswith("requests-")
+            lines = Path(downloaded.value.path()).read_text().splitlines()
+            assert len(lines) - 1 == int(counted.split(" requests match")[0].replace(",", ""))
             shared = browser.new_context(viewport={"width": 1440, "height": 2000}).new_page()
             sign_in(shared, address, accounts.admin, None, landing="Requests")
             settle(shared)

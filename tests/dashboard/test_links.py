@@ -1,14 +1,12 @@
 """Issue 20's views: a custom time range, the view in the address bar (a link opens the
 same view; a bad one says what it could not use and shows the defaults), the Requests
-page's filters of several values at once, and its export. Each test has a project of
-its own with events at chosen times on the gateway's stream (the app's clock pinned)."""
+page's filters of several values at once (its export: ``test_export``). Each test has a
+project of its own with events at chosen times on the gateway's stream (the app's clock
+pinned)."""
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,8 +26,6 @@ from tests.dashboard.conftest import (
     shown,
     wait_stored,
 )
-from watchllm_dashboard.data import export
-from watchllm_dashboard.main import shared_runtime
 from watchllm_shared.accounts import AccountStore
 from watchllm_shared.contracts import CacheOutcome, RequestStatus
 
@@ -209,31 +205,3 @@ async def test_filters_of_several_values_at_once(
         at = await run(at)
         assert_clean(at)
         assert matching(at) == expected, state
-
-
-async def test_the_export_holds_the_filtered_requests_page_by_page_and_says_its_bound(
-    tenant: Tenant, tokens: dict[str, str], clock: Callable[[datetime], None],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    clock(NOW)
-    reader = shared_runtime().analytics
-    filters = {"project_id": tenant.project_id, "start": NOW - timedelta(hours=30), "end": NOW,
-               "statuses": ["4xx", "5xx"]}  # fmt: skip
-    wanted = reader.query("project_request_log", {**filters, "limit": 500})
-    assert len(wanted) == 6
-    rows = list(csv.DictReader(io.StringIO(export.build(reader, filters, "csv").decode())))
-    assert [r["request_id"] for r in rows] == wanted["request_id"].tolist()  # newest first
-    assert {r["http_status"] for r in rows} == {"429", "502", "400"}
-    assert rows[0]["occurred_at"].endswith("Z") and len(rows[0]) == len(wanted.columns)
-    pages = list(export.pages(reader, filters, max_rows=5, page_rows=2))
-    assert [len(p) for p in pages] == [2, 2, 1]  # bounded, one page at a time
-    lines = export.build(reader, filters, "jsonl", max_rows=5).decode().splitlines()
-    assert [json.loads(line)["request_id"] for line in lines] == wanted["request_id"][:5].tolist()
-    monkeypatch.setattr(export, "MAX_ROWS", 5)
-    at = app(tokens["viewer"], "Requests", tenant.project)
-    at.session_state["range"] = "Custom"
-    at.session_state["range_from"] = (NOW - timedelta(hours=30)).strftime("%Y-%m-%d %H:%M")
-    at.session_state["range_to"] = NOW.strftime("%Y-%m-%d %H:%M")
-    at.session_state["requests_status"] = ["4xx", "5xx"]
-    at = await run(at)
-    assert "An export holds the newest 5 of the 6 matching requests" in shown(at)

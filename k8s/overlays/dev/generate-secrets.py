@@ -45,6 +45,7 @@ def generate() -> dict[str, str]:
         "analytics-query-token": secrets.token_hex(32),
         "cache-key-secret": secrets.token_hex(32),
         "dashboard-admin-password": secrets.token_urlsafe(18),
+        "dashboard-export-secret": secrets.token_hex(32),
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -61,6 +62,11 @@ class Runtime:
         # One per process: every browser session's sign-ins share its per-client counts
         # and its cap on password checks running at once (used on the loop only).
         self.sign_in_guard = SignInGuard()
+        # Signs export links (``export_link``): the configured one, else this process's.
+        configured = settings.dashboard_export_secret
+        self.export_secret = (
+            configured.get_secret_value().encode() if configured else secrets.token_bytes(32)
+        )
         # "Now" for the pages' time windows; tests pin it to a moment of their choice.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pydantic import Field, SecretStr, field_validator
 
 from watchllm_shared.accounts import SessionPolicy
+from watchllm_shared.contracts.request_log_queries import MAX_EXPORT_PAGE
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -57,6 +58,19 @@ class DashboardSettings(WatchLLMSettings, DatabaseSettings):
         " trusted proxy saw. 0: the connection's own address (nothing in between).",
     )
 
+    dashboard_export_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the Requests page's export links (HMAC). Unset: a secret made"
+        " at start, so a link works on the process that made it (one replica, or"
+        " replicas behind client affinity); set the same one on every replica otherwise.",
+    )
+    dashboard_export_page_rows: int = Field(
+        default=5_000,
+        ge=1,
+        le=MAX_EXPORT_PAGE,
+        description="Rows an export reads from analytics at a time: what it holds at once.",
+    )
+
     @field_validator("dashboard_clickhouse_url")
     @classmethod
     def _server_only(cls, value: str | None) -> str | None:
@@ -65,6 +79,13 @@ class DashboardSettings(WatchLLMSettings, DatabaseSettings):
                 "must be a ClickHouse server URL (http:// or https://); with embedded chdb"
                 " leave it unset: the dashboard reads through the analytics service"
             )
+        return value
+
+    @field_validator("dashboard_export_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (or unset: one made at start)")
         return value
 
     @property

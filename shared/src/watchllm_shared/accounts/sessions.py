@@ -68,7 +68,8 @@ class SignedIn:
     expires_at: datetime
 
 
-def _token_hash(token: str) -> bytes:
+def token_hash_of(token: str) -> bytes:
+    """What Postgres keeps of a session token (and what export links carry)."""
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
@@ -178,7 +179,7 @@ class SessionStore:
             "INSERT INTO dashboard_sessions (token_hash, user_id, created_at, last_seen_at,"
             " expires_at) SELECT $1, $2, opened, opened, opened + LEAST($3::interval, $4::interval)"
             " FROM clock_timestamp() AS opened RETURNING expires_at",
-            _token_hash(token), row["id"], self._policy.idle, self._policy.lifetime,
+            token_hash_of(token), row["id"], self._policy.idle, self._policy.lifetime,
         )  # fmt: skip
         await audit(conn, actor, "user.sign_in", None, None, {"username": row["username"]})
         return SignedIn(token=token, user=user_from_row(row), expires_at=expires_at)
@@ -191,15 +192,28 @@ class SessionStore:
             " FROM users u WHERE s.token_hash = $1 AND u.id = s.user_id"
             " AND s.ended_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL"
             " RETURNING u.id, u.username, u.role, u.created_at, u.disabled_at",
-            _token_hash(token), self._policy.idle, self._policy.lifetime,
+            token_hash_of(token), self._policy.idle, self._policy.lifetime,
         )  # fmt: skip
+        return user_from_row(row) if row is not None else None
+
+    async def live_user(self, token_hash: bytes) -> User | None:
+        """The user of a session still valid, by its token's SHA-256, else None; unlike
+        :meth:`session_user` its expiry is left alone (the dashboard's export links carry
+        the hash, never the token, and a download is not activity on the page)."""
+        row = await self._pool.fetchrow(
+            "SELECT u.id, u.username, u.role, u.created_at, u.disabled_at"
+            " FROM dashboard_sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.token_hash = $1 AND s.ended_at IS NULL AND s.expires_at > now()"
+            " AND u.disabled_at IS NULL",
+            token_hash,
+        )
         return user_from_row(row) if row is not None else None
 
     async def sign_out(self, token: str) -> None:
         await self._pool.execute(
             "UPDATE dashboard_sessions SET ended_at = coalesce(ended_at, now())"
             " WHERE token_hash = $1",
-            _token_hash(token),
+            token_hash_of(token),
         )
 
     async def purge_expired(self, older_than: timedelta = timedelta(days=7)) -> int:

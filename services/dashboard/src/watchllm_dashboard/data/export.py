@@ -1,67 +1,45 @@
-"""The filtered request log as a file, CSV or JSONL, newest first.
+"""The filtered request log as a file, CSV or JSONL, newest first: every matching row.
 
-Rows are read page by page (``project_request_log_export``, ``PAGE_ROWS`` a page, each
-page the rows older than the last one of the page before, so the 20th page costs what
-the first does) and each page is written out before the next is read: at no time is
-more than one page held as rows. An export holds at most ``MAX_ROWS`` rows, the newest;
-the page says so before the download when the filters match more (``capped``), and the
-file's name says ``newest-<n>``.
+Rows are read page by page (``project_request_log_export``, ``page_rows`` a page, each
+page the rows older than the last one of the page before, so the 1,000th page costs
+what the first does) and each page is turned into bytes and handed on before the next
+is read: at no time is more than one page held, whatever the file's length. There is
+no bound on the rows: the file is streamed to the browser by the dashboard's export
+route (``export_route``), never assembled in memory (Streamlit's own download button
+would hold the whole file, which is why the export is not one).
 
-Streamlit hands a download to the browser as one finished file, kept in memory until
-the tab goes: the bound keeps that to tens of megabytes (about 35 MB of CSV and 60 MB
-of JSONL at 100,000 rows). The file is made only when its button is pressed (a
-deferred download, on a thread of its own), never on a page view.
+The format: CSV with one header line, or one JSON object a line; times as ISO 8601 UTC
+to the millisecond (``2026-03-01T12:00:00.123Z``); the columns of
+``contracts.request_log_queries.LOG_COLUMNS``, in that order.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import pandas as pd
 
 from watchllm_dashboard.data.analytics import AnalyticsReader
 
-MAX_ROWS = 100_000
 PAGE_ROWS = 5_000
 Kind = Literal["csv", "jsonl"]
-MIME: dict[Kind, str] = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
-
-
-@dataclass(frozen=True, slots=True)
-class ExportPlan:
-    matching: int  # rows the filters match
-    rows: int  # rows the file will hold
-    capped: bool
-
-    @classmethod
-    def of(cls, matching: int, max_rows: int | None = None) -> ExportPlan:
-        bound = MAX_ROWS if max_rows is None else max_rows
-        return cls(matching, min(matching, bound), matching > bound)
-
-    def file_name(self, stem: str, kind: Kind) -> str:
-        return f"{stem}-newest-{self.rows}.{kind}" if self.capped else f"{stem}.{kind}"
+KINDS: tuple[Kind, ...] = ("csv", "jsonl")
+MIME: dict[Kind, str] = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 
 def pages(
-    reader: AnalyticsReader,
-    filters: Mapping[str, Any],
-    max_rows: int = MAX_ROWS,
-    page_rows: int = PAGE_ROWS,
+    reader: AnalyticsReader, filters: Mapping[str, Any], page_rows: int = PAGE_ROWS
 ) -> Iterator[pd.DataFrame]:
-    """The filtered rows, newest first, ``page_rows`` at a time, ``max_rows`` in all."""
+    """Every row the filters match, newest first, ``page_rows`` at a time; a page is
+    read only when the one before has been taken."""
     cursor: dict[str, Any] = {}
-    left = max_rows
-    while left > 0:
-        limit = min(page_rows, left)
-        page = reader.query("project_request_log_export", {**filters, **cursor, "limit": limit})
+    while True:
+        page = reader.query("project_request_log_export", {**filters, **cursor, "limit": page_rows})
         if page.empty:
             return
         yield page
-        left -= len(page)
-        if len(page) < limit:
+        if len(page) < page_rows:
             return
         last = page.iloc[-1]
         cursor = {"before_at": last["occurred_at"].to_pydatetime(),
@@ -75,25 +53,20 @@ def _portable(page: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write(frames: Iterator[pd.DataFrame], kind: Kind, out: io.BufferedIOBase) -> int:
-    """Each frame appended to ``out`` as CSV (one header) or JSON lines; the rows written."""
-    written = 0
+def encoded(frames: Iterable[pd.DataFrame], kind: Kind) -> Iterator[bytes]:
+    """Each frame as the file's next bytes: CSV (the header once, before the first row)
+    or JSON lines. No frame, no bytes (an empty file)."""
+    first = True
     for frame in frames:
         portable = _portable(frame)
         if kind == "csv":
-            text = portable.to_csv(index=False, header=written == 0, lineterminator="\n")
+            text = portable.to_csv(index=False, header=first, lineterminator="\n")
         else:
             text = portable.to_json(orient="records", lines=True, force_ascii=False)
             text = text if text.endswith("\n") else text + "\n"
-        out.write(text.encode())
-        written += len(frame)
-    return written
+        first = False
+        yield text.encode()
 
 
-def build(
-    reader: AnalyticsReader, filters: Mapping[str, Any], kind: Kind, max_rows: int = MAX_ROWS
-) -> bytes:
-    """The whole file (a deferred download's callable)."""
-    buffer = io.BytesIO()
-    write(pages(reader, filters, max_rows), kind, buffer)
-    return buffer.getvalue()
+def file_name(stem: str, kind: Kind) -> str:
+    return f"{stem}.{kind}"

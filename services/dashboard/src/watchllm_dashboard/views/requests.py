@@ -5,17 +5,18 @@ is pushed down into the analytics query (``contracts.request_log_queries``)."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 from uuid import UUID
 
 import pandas as pd
 import streamlit as st
 
+from watchllm_dashboard import export_link
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import export, usage
-from watchllm_dashboard.views import link, ui
+from watchllm_dashboard.views import auth, link, ui
 from watchllm_dashboard.views.context import PageContext
+from watchllm_shared.accounts.sessions import token_hash_of
 
 PAGE_SIZE = 50
 ANY = "Any"
@@ -189,28 +190,26 @@ def _linked_page_number() -> None:
 
 
 def _export(ctx: PageContext, filters: dict[str, Any], matching: int) -> None:
-    """Two buttons; the file is made only when one is pressed (``data.export``)."""
-    plan = export.ExportPlan.of(matching)
-    if plan.capped:
-        note = (f"An export holds the newest {fmt.count(plan.rows)} of the"
-                f" {fmt.count(matching)} matching requests: narrow the time range or the"
-                " filters for the rest.")  # fmt: skip
-    else:
-        note = f"An export holds all {fmt.count(matching)} matching requests, newest first."
+    """Two links to the export route (``export_route``): the browser downloads every
+    matching row, streamed, under a link signed for this session and these filters."""
     assert ctx.project is not None
+    token = st.session_state.get(auth.TOKEN)
+    if not token:
+        return
     stem = f"requests-{link.slug(ctx.project.name)}-{link.moment(ctx.window.end)}"
+    expires = ctx.runtime.clock() + export_link.LIFETIME
     cells = st.columns([1, 1, 4])
-    kinds: tuple[export.Kind, ...] = ("csv", "jsonl")
-    for cell, kind in zip(cells, kinds, strict=False):
-        cell.download_button(
+    for cell, kind in zip(cells, export.KINDS, strict=False):
+        grant = export_link.Grant(kind, stem, dict(filters), token_hash_of(token), expires)
+        cell.link_button(
             f"Export {kind.upper()}",
-            data=partial(export.build, ctx.runtime.analytics, dict(filters), kind),
-            file_name=plan.file_name(stem, kind),
-            mime=export.MIME[kind],
+            export_link.url(export_link.sign(grant, ctx.runtime.export_secret)),
             key=f"requests_export_{kind}",
-            on_click="ignore",
         )
-    cells[2].caption(note)
+    cells[2].caption(
+        f"An export holds all {fmt.count(matching)} matching requests, newest first,"
+        " downloaded as it is read."
+    )
 
 
 def render(ctx: PageContext) -> None:
