@@ -1,6 +1,8 @@
-"""``watchllm check`` and ``watchllm loadtest`` against a real ``watchllm up
---fake-provider`` stack, run as an operator runs them (subprocesses, exit codes, the
-lines they print). ``make test-quick`` runs the first test."""
+"""A real ``watchllm up --fake-provider`` stack as a new user starts it, then ``watchllm
+check`` and ``watchllm loadtest`` against it, run as an operator runs them (subprocesses,
+exit codes, the lines they print), and last a Ctrl-C that stops it all cleanly. One
+stack for the module: each start costs a whole embedded system. ``make test-quick``
+runs the check test."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
+import httpx
+import openai
 import pytest
 
 from tests.support.embedded_stack import EmbeddedStack, Project, embedded_stack
@@ -44,6 +50,49 @@ def _lines(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 def _no_traceback(done: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def _requests_recorded(stack: EmbeddedStack, project_id: str, within: float = 60) -> int:
+    now = datetime.now(UTC)
+    params = {"project_id": project_id, "start": (now - timedelta(hours=1)).isoformat(),
+              "end": (now + timedelta(hours=1)).isoformat()}  # fmt: skip
+    deadline = time.monotonic() + within  # bounds a failure only
+    while True:
+        answer = httpx.post(f"{stack.analytics_url}/v1/queries/project_totals", json=params,
+                            headers=stack.analytics_auth, timeout=5).json()  # fmt: skip
+        columns = [c["name"] if isinstance(c, dict) else c for c in answer["columns"]]
+        requests = int(answer["rows"][0][columns.index("requests")]) if answer["rows"] else 0
+        if requests or time.monotonic() > deadline:
+            return requests
+        time.sleep(0.2)
+
+
+def test_up_runs_everything_embedded_and_a_key_gets_a_completion(stack: EmbeddedStack) -> None:
+    """What a new user does first: a project, a key, a completion through the SDK, and
+    the request recorded where the dashboard reads it."""
+    first = stack.create_project("demo")
+    with openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=first.key,
+                       max_retries=0) as sdk:  # fmt: skip
+        answer = sdk.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "first light"}]
+        )
+    assert (answer.choices[0].message.content or "").startswith("Echo: first light")
+    services = httpx.get(f"{stack.gateway_url}/health", timeout=5).json()["services"]
+    assert services["limiter"] == services["cache"] == services["analytics"] == "up"
+    assert services["clickhouse"] == "connected" and services["qdrant"] == "connected"
+    # gateway → events stream → analytics → ClickHouse, and the dashboard's query sees it
+    assert _requests_recorded(stack, first.project_id) == 1
+    assert "gateway:   http://127.0.0.1:" in stack.log()
+    dashboard = f"http://127.0.0.1:{stack.env['WATCHLLM_DASHBOARD_PORT']}/_stcore/health"
+    deadline = time.monotonic() + 60  # started last, after runtime.json
+    while True:
+        try:
+            if httpx.get(dashboard, timeout=5).text == "ok":
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, stack.log()
+        time.sleep(0.2)
 
 
 def test_check_passes_on_a_fresh_stack(stack: EmbeddedStack, project: Project) -> None:
@@ -162,3 +211,15 @@ def test_check_fails_while_the_cache_service_is_stopped(
     assert "the cache service stores answers after they are sent" in cache
     _no_traceback(done)
     stack.wait_healthy()  # it resumes: later users of the stack find it whole
+
+
+def test_ctrl_c_stops_everything_cleanly(stack: EmbeddedStack) -> None:
+    """Last in the module: SIGINT (Ctrl-C) ends `up` with 0 after stopping every
+    service; it removes runtime.json and nothing answers on the gateway's port."""
+    stack.process.send_signal(signal.SIGINT)
+    returncode = stack.process.wait(timeout=60)
+    assert returncode == 0, stack.log()
+    assert stack.log().rstrip().endswith("stopped")
+    assert not (stack.data_dir / "runtime.json").exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{stack.gateway_url}/livez", timeout=1)
