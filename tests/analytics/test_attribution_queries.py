@@ -127,6 +127,10 @@ def test_usage_by_property_value_matches_the_data_set_exactly(
         assert measured(rows, "value") == expected_usage(groups)
         spent = [(row["cost_usd"], row["requests"]) for row in rows]
         assert spent == sorted(spent, reverse=True)  # most spent first
+    carried = {name: sum(name in e.properties for e in events) for name in ("feature", "tier")}
+    names = ask(store, project, "project_property_names")
+    assert names == [{"property": n, "requests": carried[n]} for n in sorted(carried,
+                     key=lambda n: -carried[n])]  # fmt: skip
     assert ask(store, project, "project_usage_by_property", property="nobody-sets-this") == [
         {"value": "", **expected_usage({"": events})[""]}
     ]
@@ -180,6 +184,7 @@ def test_another_project_with_the_same_names_and_users_never_shows(
     nobody = uuid.uuid4()  # a project without requests reads nothing at all
     assert ask(store, nobody, "project_usage_by_end_user") == []
     assert ask(store, nobody, "project_usage_by_property", property="feature") == []
+    assert ask(store, nobody, "project_property_names") == []
     assert ask(store, nobody, "project_request_log_count", end_user="ada") == [{"requests": 0}]
     users = ask(store, project, "project_usage_by_end_user", limit=1000)
     assert sum(row["requests"] for row in users) == len(events)  # the other's 300 are not in

@@ -6,6 +6,8 @@
   are one more group, whose value is '' (the gateway refuses an empty value, so ''
   names no real one).
 - ``project_usage_by_end_user``: per end user; '' gathers the requests that named none.
+- ``project_property_names``: the property names the project's requests carried in the
+  window, with how many requests carried each (most first): what to break down by.
 
 Each group: requests, errors (status not ok, as the usage queries count them), cost,
 cost saved by the cache and the latency's p50 and p95, exact (``quantilesExact``: the
@@ -35,6 +37,10 @@ class PropertyUsageParams(ProjectSpan):
 
 class EndUserUsageParams(ProjectSpan):
     limit: int = Field(default=50, ge=1, le=1000)
+
+
+class PropertyNamesParams(ProjectSpan):
+    limit: int = Field(default=100, ge=1, le=1000)
 
 
 _GROUP_USAGE = """count() AS requests,
@@ -70,5 +76,14 @@ ATTRIBUTION_QUERIES = (
         " p50 and p95; the ``limit`` users that spent most.",
         params=EndUserUsageParams,
         sql=_usage_by("end_user", "end_user"),
+    ),
+    AnalyticsQuery(
+        name="project_property_names",
+        description="The custom property names one project's requests carried over the"
+        " window, with the requests that carried each, most first.",
+        params=PropertyNamesParams,
+        sql="SELECT arrayJoin(mapKeys(properties)) AS property, count() AS requests\n"
+        f"FROM requests\nWHERE {PROJECT} AND {IN_WINDOW} AND notEmpty(properties)\n"
+        "GROUP BY property ORDER BY requests DESC, property\nLIMIT {limit:UInt32}",
     ),
 )
