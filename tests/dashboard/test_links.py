@@ -60,7 +60,8 @@ def event(tenant: Tenant, at: datetime, http: int = 200, cache: CacheOutcome = C
     status = FAILED.get(http, RequestStatus.OK)
     return make_event(tenant.project_id, at, key_id=tenant.key_id, http_status=http,
                       status=status, cache=cache, cache_similarity=0.97 if semantic else None,
-                      stream=stream, endpoint=endpoint, model="gpt-4o-mini")  # fmt: skip
+                      stream=stream, endpoint=endpoint, model="gpt-4o-mini",
+                      properties={"http": str(http)}, end_user=f"u{http}")  # fmt: skip
 
 
 @pytest.fixture
@@ -201,6 +202,8 @@ async def test_filters_of_several_values_at_once(
         ({"requests_endpoint": ["/v1/messages", "/v1/embeddings"]}, 3),
         ({"requests_status": ["ok"], "requests_stream": ["yes"],
           "requests_endpoint": ["/v1/chat/completions"]}, 1),
+        ({"requests_property": "http", "requests_property_value": "502"}, 2),
+        ({"requests_user": "u429"}, 2),
     ]  # fmt: skip
     for state, expected in cases:
         at = app(tokens["viewer"], "Requests", tenant.project)
@@ -225,10 +228,13 @@ async def test_the_export_holds_the_filtered_requests_page_by_page_and_says_its_
     assert [r["request_id"] for r in rows] == wanted["request_id"].tolist()  # newest first
     assert {r["http_status"] for r in rows} == {"429", "502", "400"}
     assert rows[0]["occurred_at"].endswith("Z") and len(rows[0]) == len(wanted.columns)
+    assert all(json.loads(r["properties"]) == {"http": r["http_status"]} for r in rows)  # JSON
     pages = list(export.pages(reader, filters, max_rows=5, page_rows=2))
     assert [len(p) for p in pages] == [2, 2, 1]  # bounded, one page at a time
     lines = export.build(reader, filters, "jsonl", max_rows=5).decode().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == wanted["request_id"][:5].tolist()
+    assert {json.loads(line)["end_user"] for line in lines} <= {"u429", "u502", "u400"}
+    assert all(json.loads(ln)["properties"].keys() == {"http"} for ln in lines)  # an object
     monkeypatch.setattr(export, "MAX_ROWS", 5)
     at = app(tokens["viewer"], "Requests", tenant.project)
     at.session_state["range"] = "Custom"

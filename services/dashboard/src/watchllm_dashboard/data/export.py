@@ -16,6 +16,7 @@ deferred download, on a thread of its own), never on a page view.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,10 +69,15 @@ def pages(
                   "before_event": last["event_id"]}  # fmt: skip
 
 
-def _portable(page: pd.DataFrame) -> pd.DataFrame:
-    """Times as ISO 8601 UTC to the millisecond (``2026-03-01T12:00:00.123Z``)."""
+def _portable(page: pd.DataFrame, kind: Kind) -> pd.DataFrame:
+    """Times as ISO 8601 UTC to the millisecond (``2026-03-01T12:00:00.123Z``); in CSV,
+    the properties as one JSON object a cell (JSON lines keep them an object)."""
     out = page.copy()
     out["occurred_at"] = out["occurred_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
+    if kind == "csv" and "properties" in out:
+        out["properties"] = out["properties"].map(
+            lambda p: json.dumps(dict(p or {}), ensure_ascii=False, sort_keys=True)
+        )
     return out
 
 
@@ -79,7 +85,7 @@ def write(frames: Iterator[pd.DataFrame], kind: Kind, out: io.BufferedIOBase) ->
     """Each frame appended to ``out`` as CSV (one header) or JSON lines; the rows written."""
     written = 0
     for frame in frames:
-        portable = _portable(frame)
+        portable = _portable(frame, kind)
         if kind == "csv":
             text = portable.to_csv(index=False, header=written == 0, lineterminator="\n")
         else:
