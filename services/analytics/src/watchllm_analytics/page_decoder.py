@@ -118,7 +118,7 @@ _EMPTY_IF_NULL = ("model", "provider", "error_type", "trace_id", "cache_key", "d
                   "fallback_model", "end_user")  # fmt: skip
 _PROPERTIES_KEY = b'"properties"'
 _NO_PROPERTIES = b'"properties":{}'  # what every producer writes when there are none
-_ESCAPE = b"\\u"  # a key may be written with \u escapes: read such documents whole
+_BACKSLASH = b"\\"  # a key may be written with \u escapes: read such documents whole
 _COSTS = ("cost_usd", "cost_saved_usd")
 
 
@@ -203,17 +203,21 @@ def _properties(documents: list[bytes]) -> pa.MapArray:
     """Each document's ``properties`` as the column's map, null where the contract must
     judge them (not an object of strings, or a document orjson cannot read).
 
-    A document with no ``"properties"`` key, or with only ``"properties":{}`` (what
-    producers write when there are none), and no ``\\u`` escape has none: a key is
-    the only place these bytes can mean a field (inside a string a quote is escaped),
-    and if it is a nested object's key the top level has none either. The rest (a
-    document with properties) is read whole by orjson (~2 µs)."""
+    A document without a backslash (so without a ``\\u`` escape, which could spell a
+    key) that holds no ``"properties"``, or holds it once as ``"properties":{}`` (what
+    producers write when there are none), has none: unescaped, a key is the only place
+    these bytes can name a field (inside a string a quote is escaped), and if it is a
+    nested object's key the top level has none either. Two byte searches (~0.5 µs; a
+    single byte is found with memchr, ``\\u`` cost more than both). The rest (with
+    properties, or a backslash) is read whole by orjson (~2 µs)."""
     pairs: list[list[tuple[str, str]] | None] = []
     for document in documents:
-        keys = document.count(_PROPERTIES_KEY)
-        if _ESCAPE not in document and (not keys or (keys == 1 and _NO_PROPERTIES in document)):
-            pairs.append([])
-            continue
+        if _BACKSLASH not in document:
+            at = document.find(_PROPERTIES_KEY)
+            if at < 0 or (document.startswith(_NO_PROPERTIES, at)
+                          and document.find(_PROPERTIES_KEY, at + 1) < 0):  # fmt: skip
+                pairs.append([])
+                continue
         try:
             value = orjson.loads(document).get("properties", _EMPTY)
         except (orjson.JSONDecodeError, AttributeError):
