@@ -100,7 +100,10 @@ def varied_event(rng: random.Random) -> RequestCompleted:
         unpriced=rng.choice([None, True, False]),
         deployment=rng.choice([None, "", "gpt-4o-mini[0]", "openai-a"]),
         fallback_model=rng.choice([None, "claude-haiku-4-5"]),
-    )
+        properties=rng.choice([{}, {"feature": "summary"}, {"feature": "chat", "tier": "gold"},
+                               {"é \"q\" \\": "ü \n", "properties": "{}", "": ""}]),
+        end_user=rng.choice([None, "", "user-42", 'ü "quoted" \n']),
+    )  # fmt: skip
 
 
 def test_events_as_producers_write_them_are_read_fast_and_identically() -> None:
@@ -200,7 +203,10 @@ NEAR_MISSES: dict[str, list[Any]] = {
     "unpriced": [1, 0, 1.0, "true", "false", "yes", ["x"], None, True, False],
     "deployment": [1, ["d"], None, ""],
     "fallback_model": [1.5, {"m": 1}, None, "gpt-4o"],
-}
+    "properties": [None, [], ["a"], "a", 1, {}, {"a": "b"}, {"a": 1}, {"a": None}, {"a": ["x"]},
+                   {"a": {"b": "c"}}, {"a": "1", "b": 2}, {"properties": {}}, {"a": True}],
+    "end_user": [1, None, "", ["u"], {"u": 1}, "user-1", True],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("field", sorted(NEAR_MISSES))

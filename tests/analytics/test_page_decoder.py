@@ -161,6 +161,17 @@ WHOLE_PAGE, ALONE, ALL = 0, 40, 41
         ({b"data": EVENT.replace(b'"request_id"', b'"request\\u005fid"')}, ALL),  # escaped key
         ({b"data": EVENT.replace(b'"model"', b'"model":"x","mod\\u0065l"')}, WHOLE_PAGE),
         ({b"data": b'{"request_id":}'}, WHOLE_PAGE),
+        # properties: the reader skips them, ``_properties`` reads them
+        ({b"data": EVENT.replace(b'"properties":{}', b'"properties":{"a":"1"}')}, ALL),
+        ({b"data": EVENT.replace(b'"properties":{}', b'"properties":{"a":1}')}, ALONE),
+        ({b"data": EVENT.replace(b'"properties":{}', b'"properties":null')}, ALONE),
+        ({b"data": EVENT.replace(b'"properties":{}', b'"propertie\\u0073":{"a":"1"}')}, ALL),
+        ({b"data": EVENT.replace(b'"properties":{}', b'"x":{"properties":{"a":"1"}}')}, ALL),
+        ({b"data": EVENT.replace(b'"properties":{}', b'"a\\"properties":{}')}, ALL),
+        (
+            {b"data": EVENT.replace(b'"properties":{}', b'"properties":{"a":"1"},"properties":{}')},
+            ALL,
+        ),
         ({b"data": b""}, ALONE),
         ({b"other": b"{}"}, ALONE),
     ],

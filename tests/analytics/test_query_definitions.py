@@ -24,6 +24,7 @@ VALID = {
     "errors_only": False,
     "model": "gpt-4o-mini",
     "key_id": str(uuid.uuid4()),
+    "property": "feature",
 }
 
 

@@ -73,6 +73,20 @@ def test_the_deployment_and_fallback_are_stored_and_an_older_event_reads_empty()
     assert (older["deployment"], older["fallback_model"]) == ("", "")
 
 
+def test_properties_and_the_end_user_are_stored_and_an_older_event_reads_empty() -> None:
+    """The gateway records the caller's properties and end user (``attribution``)."""
+    row = decode_entry(b"1-0", fields_of(properties={"feature": "chat", "tier": "gold"},
+                                         end_user="user-7"))  # fmt: skip
+    values = dict(zip(COLUMNS, row.values, strict=True))
+    assert values["properties"] == [("feature", "chat"), ("tier", "gold")]
+    assert values["end_user"] == "user-7"
+    document = make_event().model_dump(mode="json")
+    del document["properties"], document["end_user"]  # a gateway from before them
+    older = dict(zip(COLUMNS, decode_entry(b"1-0", {b"data": orjson.dumps(document)}).values,
+                     strict=True))  # fmt: skip
+    assert (older["properties"], older["end_user"]) == ([], "")
+
+
 def test_absent_project_key_and_strings_become_nil_and_empty() -> None:
     row = decode_entry(b"1-0", fields_of(project_id=None, key_id=None, model=None, trace_id=None))
     values = dict(zip(COLUMNS, row.values, strict=True))

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,7 @@ def wait_for(check: Any, within: float = 120.0, what: str = "condition") -> None
 class Traffic:
     requests: int  # rows the project has
     exact_hits: int  # as the gateway reported them (x-watchllm-cache: hit)
+    history: list[RequestCompleted] = field(default_factory=list)  # the synthetic events
 
 
 @pytest.fixture(scope="package")
@@ -216,7 +217,8 @@ def traffic(stack: Stack, accounts: Accounts) -> Traffic:
     entry = first.headers["x-watchllm-cache-key"]
     wait_for(lambda: entry_cached(stack, entry), what="the first answer cached")
     assert ask("What is the capital of France?").headers["x-watchllm-cache"] == "hit"
-    total = len(outcomes) + _publish_history(stack, accounts)
+    history = _publish_history(stack, accounts)
+    total = len(outcomes) + len(history)
     now = datetime.now(UTC)
     window = {
         "project_id": str(accounts.project_id),
@@ -230,16 +232,19 @@ def traffic(stack: Stack, accounts: Accounts) -> Traffic:
         return bool(rows) and rows[0][0] >= total
 
     wait_for(stored, what=f"{total} rows in ClickHouse")
-    return Traffic(total, outcomes.count("hit"))
+    return Traffic(total, outcomes.count("hit"), history)
 
 
-def _publish_history(stack: Stack, accounts: Accounts) -> int:
-    """A day of events on the gateway's stream: errors, 429s, semantic hits, two models."""
+def _publish_history(stack: Stack, accounts: Accounts) -> list[RequestCompleted]:
+    """A day of events on the gateway's stream: errors, 429s, semantic hits, two models,
+    two values of a custom property and three end users."""
     now = datetime.now(UTC)
     events = []
     for hour in range(1, 24):
         at = now - timedelta(hours=hour, minutes=5)
-        common = {"key_id": accounts.key_id, "model": ("gpt-4o-mini", "gpt-4o")[hour % 2]}
+        common = {"key_id": accounts.key_id, "model": ("gpt-4o-mini", "gpt-4o")[hour % 2],
+                  "properties": {"feature": ("chat", "search")[hour % 2]},
+                  "end_user": f"user-{hour % 3}"}  # fmt: skip
         events.append(make_event(accounts.project_id, at, **common, cache=CacheOutcome.MISS))
         events.append(make_event(accounts.project_id, at, **common, cache=CacheOutcome.BYPASS))
         if hour % 3 == 0:
@@ -273,7 +278,7 @@ def _publish_history(stack: Stack, accounts: Accounts) -> int:
                 )
             )
     publish(stack, events)
-    return len(events)
+    return events
 
 
 @dataclass

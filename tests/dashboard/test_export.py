@@ -282,3 +282,16 @@ async def test_the_requests_page_links_to_its_filters_for_this_session(
         assert (grant.filters["start"], grant.filters["end"]) == (NOW - timedelta(hours=3), NOW)
         assert grant.expires == NOW + export_link.LIFETIME
         assert grant.stem.startswith("requests-export-")
+
+
+def test_properties_are_one_json_object_a_csv_cell_and_an_object_in_json_lines() -> None:
+    frame = pd.DataFrame({
+        "occurred_at": pd.to_datetime(["2026-03-01T12:00:00.123456Z"], utc=True),
+        "request_id": ["r1"], "end_user": ["u1"], "properties": [{"team": "a", "app": "é"}],
+    })  # fmt: skip
+    text = b"".join(export.encoded([frame], "csv")).decode()
+    row = next(csv.DictReader(io.StringIO(text)))
+    assert row["occurred_at"] == "2026-03-01T12:00:00.123Z" and row["end_user"] == "u1"
+    assert json.loads(row["properties"]) == {"team": "a", "app": "é"}
+    line = json.loads(b"".join(export.encoded([frame], "jsonl")))
+    assert line["properties"] == {"team": "a", "app": "é"} and line["request_id"] == "r1"

@@ -56,7 +56,8 @@ def event(tenant: Tenant, at: datetime, http: int = 200, cache: CacheOutcome = C
     status = FAILED.get(http, RequestStatus.OK)
     return make_event(tenant.project_id, at, key_id=tenant.key_id, http_status=http,
                       status=status, cache=cache, cache_similarity=0.97 if semantic else None,
-                      stream=stream, endpoint=endpoint, model="gpt-4o-mini")  # fmt: skip
+                      stream=stream, endpoint=endpoint, model="gpt-4o-mini",
+                      properties={"http": str(http)}, end_user=f"u{http}")  # fmt: skip
 
 
 @pytest.fixture
@@ -197,6 +198,8 @@ async def test_filters_of_several_values_at_once(
         ({"requests_endpoint": ["/v1/messages", "/v1/embeddings"]}, 3),
         ({"requests_status": ["ok"], "requests_stream": ["yes"],
           "requests_endpoint": ["/v1/chat/completions"]}, 1),
+        ({"requests_property": "http", "requests_property_value": "502"}, 2),
+        ({"requests_user": "u429"}, 2),
     ]  # fmt: skip
     for state, expected in cases:
         at = app(tokens["viewer"], "Requests", tenant.project)

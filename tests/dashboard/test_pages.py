@@ -11,9 +11,11 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import unique
 from tests.dashboard.conftest import PASSWORD, Accounts, Traffic, app, assert_clean, shown
 from watchllm_dashboard.views.sidebar import PAGES
+from watchllm_dashboard.views.ui import plain
 from watchllm_shared.accounts import AccountStore, Plan, SessionStore
 
-FILTERS = {"requests_search", "range_from", "range_to"}  # inputs that only filter what is shown
+# Inputs that only filter what is shown.
+FILTERS = {"requests_search", "requests_user", "requests_property_value", "range_from", "range_to"}
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env", "traffic")]
 
 
@@ -71,6 +73,8 @@ def check_overview(at: AppTest, accounts: Accounts, traffic: Traffic) -> None:
     models = set(at.dataframe[0].value["model"])
     assert {"gpt-4o-mini", "gpt-4o"} <= models
     assert accounts.project in set(at.dataframe[2].value["project"])
+    users = at.dataframe[3].value  # by end user, the breakdown's default
+    assert set(users["end user"]) == {"user-0", "user-1", "user-2", "(none)"}
 
 
 def check_requests(at: AppTest, accounts: Accounts, traffic: Traffic) -> None:
@@ -178,6 +182,33 @@ def test_the_request_log_pages_filters_and_finds_one_request(
     assert "1 requests match" in shown(at)
     assert at.dataframe[0].value["request id"].tolist() == [wanted]
     assert at.subheader[0].value == f"Request {wanted}"
+
+
+def test_requests_filter_by_end_user_and_property_and_the_overview_breaks_down_by_one(
+    tokens: dict[str, str], accounts: Accounts, traffic: Traffic
+) -> None:
+    history = traffic.history
+    at = app(tokens["viewer"], "Requests", accounts.project).run()
+    at.text_input(key="requests_user").input("user-1").run()
+    assert_clean(at)
+    wanted = sum(e.end_user == "user-1" for e in history)
+    assert f"{wanted} requests match" in shown(at)
+    at.selectbox(key="requests_property").set_value("feature").run()
+    at.text_input(key="requests_property_value").input("chat").run()
+    wanted = sum(e.end_user == "user-1" and e.properties["feature"] == "chat" for e in history)
+    assert 0 < wanted and f"{wanted} requests match" in shown(at)
+    detail = at.table[0].value["value"]  # st.table renders Markdown: the cells are escaped
+    assert (detail["end user"], detail["properties"]) == (plain("user-1"), plain("feature=chat"))
+    overview = app(tokens["viewer"], "Overview", accounts.project).run()
+    overview.selectbox(key="overview_breakdown").set_value("feature").run()
+    assert_clean(overview)
+    (table,) = [d.value for d in overview.dataframe if "feature" in d.value.columns]
+    counts = dict(zip(table["feature"], table["requests"], strict=True))
+    assert counts == {
+        "chat": str(sum(e.properties["feature"] == "chat" for e in history)),
+        "search": str(sum(e.properties["feature"] == "search" for e in history)),
+        "(none)": str(traffic.requests - len(history)),  # the gateway's, untagged
+    }
 
 
 async def test_every_page_of_a_project_without_traffic(

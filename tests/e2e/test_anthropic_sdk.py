@@ -130,3 +130,39 @@ def test_anthropic_stream_broken_upstream_raises_in_the_sdk(
             messages=[{"role": "user", "content": "[[fake:stream_fail_after=3]] go"}],
         ) as stream:  # fmt: skip
             "".join(stream.text_stream)
+
+
+def test_the_metadata_user_and_properties_are_recorded_and_never_forwarded(
+    gateway: Gateway, project_key: tuple[str, str], redis_url: str, fake_provider: ServiceProcess
+) -> None:
+    _, key = project_key
+    raw = client(gateway, key).messages.with_raw_response.create(
+        model=MODEL, max_tokens=64, metadata={"user_id": "claude-user-9"},
+        messages=[{"role": "user", "content": "tag this claude"}],
+        extra_headers={"x-watchllm-property-feature": "chat"},
+    )  # fmt: skip
+    request_id = raw.headers["x-request-id"]
+    (event,) = wait_for_events(redis_url, gateway.stream, lambda e: e.request_id == request_id)
+    assert event.properties == {"feature": "chat"} and event.end_user == "claude-user-9"
+    forwarded = httpx.get(f"{fake_provider.url}/_fake/requests").json()
+    mine = [r for r in forwarded if "tag this claude" in str(r["body"])][-1]
+    assert not [name for name in mine["headers"] if name.startswith("x-watchllm")]
+
+
+def test_a_bad_property_header_is_an_anthropic_bad_request_naming_it(
+    gateway: Gateway, project_key: tuple[str, str], fake_provider: ServiceProcess
+) -> None:
+    _, key = project_key
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client(gateway, key).messages.create(
+            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "never sent 9c1e"}],
+            extra_headers={"x-watchllm-property-feature": "x" * 300},
+        )  # fmt: skip
+    assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert refused.value.message.startswith(  # the SDK's message holds the body's
+        "Error code: 400"
+    ) and "Header x-watchllm-property-feature is longer than 256 characters" in str(
+        refused.value.message
+    )
+    forwarded = httpx.get(f"{fake_provider.url}/_fake/requests").json()
+    assert not [r for r in forwarded if "never sent 9c1e" in str(r["body"])]

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import openai
@@ -211,6 +212,40 @@ def test_check_fails_while_the_cache_service_is_stopped(
     assert "the cache service stores answers after they are sent" in cache
     _no_traceback(done)
     stack.wait_healthy()  # it resumes: later users of the stack find it whole
+
+
+def test_properties_and_the_end_user_reach_the_request_log(
+    stack: EmbeddedStack, project: Project
+) -> None:
+    """Gateway → events stream → analytics → the named queries, on the whole stack."""
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    with openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=project.key,
+                       max_retries=0, timeout=30) as sdk:  # fmt: skip
+        sdk.chat.completions.create(
+            model="gpt-4o-mini", user="stack-user-1",
+            messages=[{"role": "user", "content": "attribute me end to end"}],
+            extra_headers={"x-watchllm-property-feature": "e2e", "x-watchllm-no-cache": "1"},
+        )  # fmt: skip
+    window = {"project_id": project.project_id, "start": since.isoformat(),
+              "end": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()}  # fmt: skip
+
+    def ask(name: str, **params: Any) -> list[dict[str, Any]]:
+        url, auth = f"{stack.analytics_url}/v1/queries/{name}", stack.analytics_auth
+        answer = httpx.post(url, json={**window, **params}, headers=auth, timeout=30).json()
+        columns = [c["name"] if isinstance(c, dict) else c for c in answer["columns"]]
+        return [dict(zip(columns, row, strict=True)) for row in answer["rows"]]
+
+    deadline = time.monotonic() + 30
+    while not (rows := ask("project_request_log", end_user="stack-user-1")):
+        assert time.monotonic() < deadline, "the request never reached the request log"
+        time.sleep(0.2)
+    assert [(r["properties"], r["end_user"]) for r in rows] == [
+        ({"feature": "e2e"}, "stack-user-1")
+    ]
+    by_feature = {
+        r["value"]: r["requests"] for r in ask("project_usage_by_property", property="feature")
+    }
+    assert by_feature["e2e"] == 1
 
 
 def test_ctrl_c_stops_everything_cleanly(stack: EmbeddedStack) -> None:

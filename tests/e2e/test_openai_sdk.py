@@ -286,3 +286,48 @@ def test_every_answer_carries_the_rate_limit_headers_sdks_read(
     assert raw.headers["x-ratelimit-limit-requests"] == "100000"  # PRO plan, per UTC day
     assert int(raw.headers["x-ratelimit-remaining-requests"]) == 99_999
     assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
+
+
+def test_properties_and_the_end_user_are_recorded_and_never_forwarded(
+    gateway: Gateway, project_key: tuple[str, str], redis_url: str, fake_provider: ServiceProcess
+) -> None:
+    _, key = project_key
+    tags = {"x-watchllm-property-Feature": "summary", "x-watchllm-property-tier": "gold plan"}
+    sdk = client(gateway, key)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", user="body-user", extra_headers=tags,
+        messages=[{"role": "user", "content": "tag me please"}],
+    )  # fmt: skip
+    header_user = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", user="body-user", extra_headers={"x-watchllm-user": "header-user"},
+        messages=[{"role": "user", "content": "who am I"}],
+    )  # fmt: skip
+    ids = {raw.headers["x-request-id"], header_user.headers["x-request-id"]}
+    events = wait_for_events(redis_url, gateway.stream, lambda e: e.request_id in ids, count=2)
+    by_id = {event.request_id: event for event in events}
+    tagged = by_id[raw.headers["x-request-id"]]
+    assert tagged.properties == {"feature": "summary", "tier": "gold plan"}
+    assert tagged.end_user == "body-user"
+    assert by_id[header_user.headers["x-request-id"]].end_user == "header-user"
+    forwarded = httpx.get(f"{fake_provider.url}/_fake/requests").json()
+    mine = [
+        r for r in forwarded if "tag me please" in str(r["body"]) or "who am I" in str(r["body"])
+    ]
+    assert len(mine) == 2
+    assert all(not name.startswith("x-watchllm") for r in mine for name in r["headers"])
+    assert {r["body"]["user"] for r in mine} == {"body-user"}  # the provider's field, unchanged
+
+
+def test_a_bad_property_header_is_a_bad_request_naming_it_and_nothing_is_sent(
+    gateway: Gateway, project_key: tuple[str, str], fake_provider: ServiceProcess
+) -> None:
+    _, key = project_key
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway, key).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "never sent 7f3a"}],
+            extra_headers={"x-watchllm-property-bad!name": "v"},
+        )  # fmt: skip
+    assert refused.value.code == "invalid_property_header"
+    assert "Header x-watchllm-property-bad!name must name a property" in refused.value.message
+    forwarded = httpx.get(f"{fake_provider.url}/_fake/requests").json()
+    assert not [r for r in forwarded if "never sent 7f3a" in str(r["body"])]

@@ -5,7 +5,8 @@ row from the model cost ~15 µs an event here (best of 60 runs, on a busy machin
 of the reading thread's budget at 50,000 events/s. But every producer writes events with
 that same model's encoder (``to_stream_fields``), so nearly every document has one
 shape: UUIDs as 36-character strings, times as UTC ISO 8601 ending in ``Z``, costs as
-decimal strings, integers and floats as JSON numbers of their own kind.
+decimal strings, integers and floats as JSON numbers of their own kind, properties as
+an object of strings.
 :func:`canonical_values` reads exactly that shape with orjson and a few checks (~10 µs,
 row included) and answers ``None`` for anything else, so the contract stays the judge:
 
@@ -57,6 +58,7 @@ STORED_FIELDS = frozenset({
     "cache_similarity", "stream", "prompt_tokens", "completion_tokens", "cost_usd",
     "cost_saved_usd", "latency_ms", "upstream_latency_ms", "ttfb_ms", "trace_id",
     "upstream_attempts", "cache_key", "unpriced", "deployment", "fallback_model",
+    "properties", "end_user",
 })  # fmt: skip
 UNSTORED_STRINGS = tuple(
     name
@@ -64,6 +66,9 @@ UNSTORED_STRINGS = tuple(
     if name not in STORED_FIELDS and info.annotation == (str | None)
 )
 FAST_PATHS_ON = set(RequestCompleted.model_fields) <= STORED_FIELDS | set(UNSTORED_STRINGS)
+
+
+_NO_PROPERTIES: dict[str, str] = {}  # absent: the contract's default (never changed)
 
 
 class _NotCanonical(Exception):
@@ -97,6 +102,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
     model, provider = get("model"), get("provider")
     error_type, trace_id, cache_key = get("error_type"), get("trace_id"), get("cache_key")
     unpriced, deployment, fallback = get("unpriced"), get("deployment"), get("fallback_model")
+    properties, end_user = get("properties", _NO_PROPERTIES), get("end_user")
     if not (
         type(schema_version) is int and schema_version == 1
         and type(request_id) is str and type(endpoint) is str
@@ -116,6 +122,8 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
         and (unpriced is None or type(unpriced) is bool)
         and (deployment is None or type(deployment) is str)
         and (fallback is None or type(fallback) is str)
+        and (end_user is None or type(end_user) is str)
+        and type(properties) is dict and all(type(v) is str for v in properties.values())
     ):  # fmt: skip
         raise _NotCanonical
     return (
@@ -124,7 +132,7 @@ def _values(doc: dict[str, Any]) -> tuple[Any, ...]:
         provider or "", endpoint, http_status, status, error_type or "", cache, similarity,
         stream, prompt, completion, _cost(get("cost_usd", "0")), _cost(get("cost_saved_usd", "0")),
         latency, upstream, ttfb, trace_id or "", attempts, cache_key or "", unpriced is True,
-        deployment or "", fallback or "",
+        deployment or "", fallback or "", list(properties.items()), end_user or "",
     )  # fmt: skip
 
 

@@ -19,9 +19,9 @@ DateTime64 column instead, which does not overflow for any stored time and any
 retention the settings allow).
 
 Absent values: a missing project or key is the nil UUID (the sort key cannot be
-Nullable), missing strings are '' (``deployment``, ``fallback_model`` too), a missing ``unpriced``
-is false. Costs are rounded
-half-even to 12 decimal places.
+Nullable), missing strings are '' (``deployment``, ``fallback_model``, ``end_user``
+too), a missing ``unpriced`` is false, missing ``properties`` an empty map. Costs are
+rounded half-even to 12 decimal places.
 
 Speed: pages of entries are decoded in one go by ``page_decoder`` (~4 µs an event);
 what it does not take comes here one entry at a time: documents in the contract's
@@ -54,6 +54,8 @@ _UINT8, _UINT16, _UINT32 = 2**8, 2**16, 2**32
 # travel to ClickHouse as one Arrow table per batch; ingested_at is the server's).
 _UUID = pa.binary(16)
 _COST_TYPE = pa.decimal128(38, 12)  # rows carry costs as decimal strings, Arrow parses them
+# Rows carry properties as a list of (name, value) pairs, in the document's order.
+PROPERTIES_TYPE = pa.map_(pa.string(), pa.string())
 ARROW_SCHEMA = pa.schema([
     ("event_id", _UUID), ("occurred_at", pa.timestamp("ms", tz="UTC")),
     ("schema_version", pa.uint8()), ("request_id", pa.string()), ("project_id", _UUID),
@@ -65,7 +67,7 @@ ARROW_SCHEMA = pa.schema([
     ("latency_ms", pa.float64()), ("upstream_latency_ms", pa.float64()),
     ("ttfb_ms", pa.float64()), ("trace_id", pa.string()), ("upstream_attempts", pa.uint8()),
     ("cache_key", pa.string()), ("unpriced", pa.bool_()), ("deployment", pa.string()),
-    ("fallback_model", pa.string()),
+    ("fallback_model", pa.string()), ("properties", PROPERTIES_TYPE), ("end_user", pa.string()),
 ])  # fmt: skip
 COLUMNS = tuple(ARROW_SCHEMA.names)
 
@@ -127,7 +129,8 @@ def to_row(entry_id: bytes, fields: dict[bytes, bytes], event: RequestCompleted)
         _cost("cost_usd", event.cost_usd), _cost("cost_saved_usd", event.cost_saved_usd),
         event.latency_ms, event.upstream_latency_ms, event.ttfb_ms, event.trace_id or "",
         event.upstream_attempts, event.cache_key or "", event.unpriced is True,
-        event.deployment or "", event.fallback_model or "",
+        event.deployment or "", event.fallback_model or "", list(event.properties.items()),
+        event.end_user or "",
     )  # fmt: skip
     return EventRow(entry_id, fields, values)
 

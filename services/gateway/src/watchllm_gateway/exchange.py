@@ -12,13 +12,14 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from watchllm_gateway.endpoints import EndpointSpec
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from watchllm_gateway.attribution import Attribution
     from watchllm_gateway.cache_flow import CachePlan
     from watchllm_gateway.cache_shapes import StreamAssembler
     from watchllm_gateway.routing import Dispatched
@@ -62,6 +63,8 @@ class Exchange:
     assembler: StreamAssembler | None = None
     span: Span | None = None  # the request's span, only when tracing is on (``tracing``)
     response_model: str | None = None  # filled only for the span
+    properties: dict[str, str] = field(default_factory=dict)  # the caller's (``attribution``)
+    end_user: str | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -79,6 +82,11 @@ class Exchange:
         self.fallback_model = dispatched.model if dispatched.fallback else None
         self.upstream_model = dispatched.upstream_model
         return answer
+
+    def attribute(self, attribution: Attribution, body: dict[str, Any]) -> None:
+        """The caller's properties and end user (``attribution``), for the event."""
+        self.properties = attribution.properties
+        self.end_user = attribution.end_user(self.spec.api, body)
 
     def fail(self, http_status: int, status: RequestStatus, error_type: str) -> None:
         self.http_status = http_status
@@ -116,6 +124,8 @@ class Exchange:
             fallback_model=self.fallback_model,
             cache_key=self.cache_key,
             unpriced=self.unpriced,
+            properties=self.properties,
+            end_user=self.end_user,
         )
 
 

@@ -40,6 +40,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
+from watchllm_gateway.attribution import read_attribution
 from watchllm_gateway.auth import KeyAuthenticator, KeyRevoked, extract_key
 from watchllm_gateway.cache_client import CacheHit
 from watchllm_gateway.cache_flow import (
@@ -190,10 +191,12 @@ class Proxy:
             small_body = await self._intake.peek(request, revoked.grant.project_id)
             exchange.model = named_model(small_body)  # what was asked for, for the record
             raise
+        attribution = read_attribution(request.scope["headers"])  # a bad one: 400, body unread
         raw = await self._intake.read(request, grant.project_id)
         if self._log_bodies:
             log.info("request %s %s body: %s", exchange.request_id, spec.path, raw[:65536])
         body = parse_object(raw)
+        exchange.attribute(attribution, body)  # also on the record of a refused body
         exchange.model = named_model(body)  # recorded even when validation refuses it
         spec.validate(body)
         model: str = body["model"]

@@ -10,7 +10,8 @@ Every value reaches ClickHouse as a server-side query parameter (``{name:Type}``
 SQL); nothing from a caller is ever formatted into SQL text. Parameters are validated
 by a pydantic model first (types, ranges, span limits). What a definition is made of
 lives in ``query_base``; the request log's queries (filters, page, count, export) in
-``request_log_queries``; this module holds the usage queries and the catalog.
+``request_log_queries``; usage by custom property and end user in
+``attribution_queries``; this module holds the usage queries and the catalog.
 
 The SQL reads ``requests``, the request log whose schema the analytics service owns
 (its migrations). Every window is exact: from ``start`` to ``end``, both included, to the
@@ -40,6 +41,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from watchllm_shared.contracts.attribution_queries import ATTRIBUTION_QUERIES
 from watchllm_shared.contracts.query_base import (
     END,
     IN_WINDOW,
@@ -312,5 +314,6 @@ _DASHBOARD_QUERIES = (
 )
 
 ANALYTICS_QUERIES: Mapping[str, AnalyticsQuery] = {
-    query.name: query for query in (*_QUERIES, *_DASHBOARD_QUERIES, *REQUEST_LOG_QUERIES)
+    query.name: query
+    for query in (*_QUERIES, *_DASHBOARD_QUERIES, *REQUEST_LOG_QUERIES, *ATTRIBUTION_QUERIES)
 }

@@ -91,6 +91,20 @@ class RequestCompleted(BaseModel):
         " deployments all failed; None when the requested model answered.",
     )
 
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="The caller's custom properties (x-watchllm-property-<name>: <value>"
+        " headers), name to value; names are lower case. Empty when none were given or"
+        " the producer predates the field.",
+    )
+    end_user: str | None = Field(
+        default=None,
+        description="Who the request was made for, as the caller named them: the"
+        " x-watchllm-user header, else OpenAI's 'user' or Anthropic's"
+        " 'metadata.user_id' body field; None when none was given or the producer"
+        " predates the field.",
+    )
+
     def to_stream_fields(self) -> dict[str, bytes]:
         return {"data": self.model_dump_json().encode()}
 

@@ -10,7 +10,10 @@ Filters are exact matches pushed down into the query; an empty value means "any"
 - ``streams`` (any of): true, false; ``endpoints`` (any of): the path asked
   (``/v1/chat/completions``);
 - ``model`` and ``key_id`` (one each); ``search``: the start of a request, trace or
-  event id (a whole id is one too), matched as text: no character is a wildcard.
+  event id (a whole id is one too), matched as text: no character is a wildcard;
+- ``property`` and ``property_value``: the requests with that custom property
+  (``x-watchllm-property-<name>``), of that value when one is given (a value needs a
+  name); ``end_user``: one end user's requests (exact).
 
 Each list is validated (its length, each value's form) and bound as an array parameter
 (``{statuses:Array(String)}``), never formatted into SQL. These read rows (the hourly
@@ -30,6 +33,7 @@ from uuid import UUID
 
 from pydantic import Field, StringConstraints, model_validator
 
+from watchllm_shared.contracts.attribution_queries import PropertyName
 from watchllm_shared.contracts.query_base import IN_WINDOW, PROJECT, AnalyticsQuery, TimeSpan
 
 MAX_EXPORT_PAGE = 10_000
@@ -52,6 +56,15 @@ class RequestFilter(TimeSpan):
     model: str = Field(default="", max_length=200)
     key_id: UUID | None = None
     search: str = Field(default="", max_length=200)
+    property: PropertyName | Literal[""] = ""
+    property_value: str = Field(default="", max_length=256)
+    end_user: str = Field(default="", max_length=256)
+
+    @model_validator(mode="after")
+    def _value_of_a_property(self) -> Self:
+        if self.property_value and not self.property:
+            raise ValueError("property_value needs the property it is the value of")
+        return self
 
 
 class RequestLogParams(RequestFilter):
@@ -92,7 +105,11 @@ _LOG_WHERE = f"""
     AND ({{key_id:Nullable(UUID)}} IS NULL OR key_id = {{key_id:Nullable(UUID)}})
     AND ({{search:String}} = '' OR startsWith(request_id, {{search:String}})
          OR startsWith(trace_id, {{search:String}})
-         OR startsWith(toString(event_id), {{search:String}}))"""
+         OR startsWith(toString(event_id), {{search:String}}))
+    AND ({{property:String}} = '' OR (mapContains(properties, {{property:String}})
+         AND ({{property_value:String}} = ''
+              OR properties[{{property:String}}] = {{property_value:String}})))
+    AND ({{end_user:String}} = '' OR end_user = {{end_user:String}})"""
 _BEFORE_AT = "{before_at:Nullable(DateTime64(3, 'UTC'))}"
 _BEFORE_EVENT = "{before_event:Nullable(UUID)}"
 _OLDER = f"""({_BEFORE_AT} IS NULL OR occurred_at < {_BEFORE_AT}
@@ -100,7 +117,7 @@ _OLDER = f"""({_BEFORE_AT} IS NULL OR occurred_at < {_BEFORE_AT}
 LOG_COLUMNS = """event_id, occurred_at, request_id, key_id, model, provider, endpoint,
     http_status, status, error_type, cache, cache_similarity, stream, prompt_tokens,
     completion_tokens, cost_usd, cost_saved_usd, latency_ms, upstream_latency_ms, ttfb_ms,
-    trace_id, upstream_attempts, unpriced"""
+    trace_id, upstream_attempts, unpriced, end_user, properties"""
 _NEWEST_FIRST = "ORDER BY occurred_at DESC, event_id DESC"
 
 REQUEST_LOG_QUERIES = (

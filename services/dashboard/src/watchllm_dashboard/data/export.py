@@ -15,6 +15,7 @@ to the millisecond (``2026-03-01T12:00:00.123Z``); the columns of
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
@@ -46,10 +47,15 @@ def pages(
                   "before_event": last["event_id"]}  # fmt: skip
 
 
-def _portable(page: pd.DataFrame) -> pd.DataFrame:
-    """Times as ISO 8601 UTC to the millisecond (``2026-03-01T12:00:00.123Z``)."""
+def _portable(page: pd.DataFrame, kind: Kind) -> pd.DataFrame:
+    """Times as ISO 8601 UTC to the millisecond (``2026-03-01T12:00:00.123Z``); in CSV,
+    the properties as one JSON object a cell (JSON lines keep them an object)."""
     out = page.copy()
     out["occurred_at"] = out["occurred_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
+    if kind == "csv" and "properties" in out:
+        out["properties"] = out["properties"].map(
+            lambda p: json.dumps(dict(p or {}), ensure_ascii=False, sort_keys=True)
+        )
     return out
 
 
@@ -58,7 +64,7 @@ def encoded(frames: Iterable[pd.DataFrame], kind: Kind) -> Iterator[bytes]:
     or JSON lines. No frame, no bytes (an empty file)."""
     first = True
     for frame in frames:
-        portable = _portable(frame)
+        portable = _portable(frame, kind)
         if kind == "csv":
             text = portable.to_csv(index=False, header=first, lineterminator="\n")
         else:

@@ -14,7 +14,8 @@ compared with the widgets' own choices or parsed by the range's parser.
 Names: ``page``, ``project``, ``range`` (a preset such as ``last-24-hours``, or
 ``custom`` with ``from`` and ``to`` in UTC, ``2026-03-01T12:00Z``); Requests: ``status``,
 ``cache``, ``stream``, ``endpoint`` (each repeatable), ``model``, ``key`` (a key's id),
-``q`` (an id's start), ``p`` (page number); Overview: ``model``, ``key``.
+``q`` (an id's start), ``user``, ``prop``, ``value`` (``attribution``), ``p`` (page
+number); Overview: ``model``, ``key``, ``by`` (a property to break usage down by).
 """
 
 from __future__ import annotations

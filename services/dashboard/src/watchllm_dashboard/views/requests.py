@@ -1,5 +1,6 @@
 """Requests: the request log, filtered (several statuses, cache outcomes, stream or not,
-endpoints at once; a model, a key, an id's start), paged, exported (CSV, JSONL), with
+endpoints at once; a model, a key, an id's start, an end user, a property and its
+value), paged, exported (CSV, JSONL), with
 the detail of one request. Every filter is part of the page's link (``views.link``) and
 is pushed down into the analytics query (``contracts.request_log_queries``)."""
 
@@ -14,7 +15,7 @@ import streamlit as st
 from watchllm_dashboard import export_link
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import export, usage
-from watchllm_dashboard.views import auth, link, ui
+from watchllm_dashboard.views import attribution, auth, link, ui
 from watchllm_dashboard.views.context import PageContext
 from watchllm_shared.accounts.sessions import token_hash_of
 
@@ -105,6 +106,7 @@ def _filters(ctx: PageContext, project_id: UUID) -> dict[str, Any]:
     link.keep("model", "" if model == ANY else str(model))
     link.keep("key", "" if key == ANY else str(keys[str(key)]))
     link.keep("q", search)
+    attributed = attribution.request_filters(ctx, project_id)
     return {
         "project_id": project_id,
         **ctx.window.params(),
@@ -115,6 +117,7 @@ def _filters(ctx: PageContext, project_id: UUID) -> dict[str, Any]:
         "model": "" if model == ANY else model,
         "key_id": None if key == ANY else keys[str(key)],
         "search": search,
+        **attributed,
     }
 
 
@@ -174,9 +177,17 @@ def _detail(row: pd.Series, key_names: dict[str, str]) -> None:
         "upstream latency": fmt.duration_ms(row["upstream_latency_ms"]),
         "time to first byte": fmt.duration_ms(row["ttfb_ms"]),
         "upstream attempts": row["upstream_attempts"],
+        "end user": row["end_user"] or "—",
+        "properties": _properties(row["properties"]),
     }
     # st.table renders Markdown in every cell.
     st.table(pd.DataFrame({"value": [ui.plain(v) for v in fields.values()]}, index=list(fields)))
+
+
+def _properties(properties: Any) -> str:
+    """``name=value`` pairs, by name; a caller's text (``ui.plain`` draws it as text)."""
+    pairs = sorted(dict(properties or {}).items())
+    return ", ".join(f"{name}={value}" for name, value in pairs) or "—"
 
 
 def _linked_page_number() -> None:
