@@ -14,4 +14,7 @@ DEV_SECRETS_SCRIPT = K8S / "overlays/dev/generate-secrets.py"
 
 @pytest.fixture(scope="session", autouse=True)
 def _dev_secrets() -> None:
-    runpy.run_path(str(DEV_SECRETS_SCRIPT))["write_once"](DEV_SECRETS_SCRIPT.parent / "secrets.env")
+    script = runpy.run_path(str(DEV_SECRETS_SCRIPT))
+    target = DEV_SECRETS_SCRIPT.parent / "secrets.env"
+    if not script["write_once"](target):
+        script["add_missing"](target)  # a checkout's file from before a key was added

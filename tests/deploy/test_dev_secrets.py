@@ -101,3 +101,15 @@ def test_each_checkout_gets_its_own_values_and_keeps_them(tmp_path: Path) -> Non
     before = first.read_text()
     assert not write_once(first)
     assert first.read_text() == before
+    # A file from an older version gets the keys added since, and keeps its own values.
+    add_missing = runpy.run_path(str(DEV_SECRETS_SCRIPT))["add_missing"]
+    older = "".join(line + "\n" for line in before.splitlines()
+                    if not line.startswith("dashboard-export-secret="))  # fmt: skip
+    first.write_text(older)
+    assert add_missing(first) == ["dashboard-export-secret"]
+    upgraded = dict(line.split("=", 1) for line in first.read_text().splitlines())
+    assert set(upgraded) == set(a) and len(upgraded["dashboard-export-secret"]) == 64
+    assert {k: v for k, v in upgraded.items() if k != "dashboard-export-secret"} == {
+        k: v for k, v in a.items() if k != "dashboard-export-secret"
+    }
+    assert add_missing(first) == []

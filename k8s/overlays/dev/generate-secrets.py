@@ -7,9 +7,11 @@ random store passwords, query token, cache key secret and dashboard admin passwo
 Run by ``make k8s-dev-secrets`` (or ``python3 k8s/overlays/dev/generate-secrets.py``)
 before ``kubectl apply -k k8s/overlays/dev``.
 
-An existing file is kept as it is: the stores' volumes keep the passwords they were
-created with, and a provider key written into it stays. Delete the file (and the dev
-namespace's volumes) to start over. Standard library only: no venv needed.
+An existing file keeps its values: the stores' volumes keep the passwords they were
+created with, and a provider key written into it stays. Keys added by a later version
+(e.g. ``dashboard-export-secret``) are appended to it with fresh values, so an older file
+still has every key the manifests name. Delete the file (and the dev namespace's
+volumes) to start over. Standard library only: no venv needed.
 """
 
 from __future__ import annotations
@@ -67,9 +69,25 @@ def write_once(target: Path) -> bool:
     return True
 
 
+def add_missing(target: Path) -> list[str]:
+    """Append to an existing ``target`` the keys it lacks (new since it was written),
+    with fresh values; its own values stay. The keys added."""
+    have = {line.split("=", 1)[0] for line in target.read_text().splitlines() if "=" in line}
+    missing = {key: value for key, value in generate().items() if key not in have}
+    if missing:
+        text = target.read_text()
+        with target.open("a") as file:
+            file.write("" if not text or text.endswith("\n") else "\n")
+            file.write("".join(f"{key}={value}\n" for key, value in missing.items()))
+    return list(missing)
+
+
 def main() -> int:
     written = write_once(TARGET)
+    added = [] if written else add_missing(TARGET)
     state = "wrote" if written else "kept the existing"
+    if added:
+        state = f"added {', '.join(added)} to the existing"
     print(  # noqa: T201 (a command's output)
         f"{state} {TARGET}\nThe dashboard's admin password: grep dashboard-admin-password"
         f" {TARGET}, or after kubectl apply -k: kubectl -n watchllm-dev get secret"
