@@ -44,19 +44,27 @@ local function first_of_month(y, m)
   return era * 146097 + doe - 719468
 end
 
--- The windows `ms` falls in: day, its end (ms), month (since 1970-01), its end (ms).
-local function windows(ms)
-  local day = math.floor(ms / DAY_MS)
+-- The month `day` (since 1970-01-01) falls in (months since 1970-01) and its end (ms).
+local function month_of(day)
   local y, m = civil(day)
   local ny, nm = y, m + 1
   if nm > 12 then ny, nm = y + 1, 1 end
-  return day, (day + 1) * DAY_MS, (y - 1970) * 12 + m - 1, first_of_month(ny, nm) * DAY_MS
+  return (y - 1970) * 12 + m - 1, first_of_month(ny, nm) * DAY_MS
+end
+
+-- The windows `ms` falls in: day, its end (ms), month, its end (ms).
+local function windows(ms)
+  local day = math.floor(ms / DAY_MS)
+  local month, month_end = month_of(day)
+  return day, (day + 1) * DAY_MS, month, month_end
 end
 
 -- A budget field as decimal digits without leading zeros, or nil (none, or unreadable:
 -- a hand-edited hash must not turn into a Lua error).
 local function amount(field)
-  if not field or not string.match(field, '^%d+$') then return nil end
+  if not field then return nil end
+  if string.find(field, '^[1-9]%d*$') or field == '0' then return field end
+  if not string.find(field, '^%d+$') then return nil end
   return (string.gsub(field, '^0+(%d)', '%1'))
 end
 
@@ -79,15 +87,20 @@ end
 -- Returns nil when no budget applies, else the tightest as
 -- {refused, scope (1-4), budget, spent, window end ms}.
 local function check_budgets(keys, budgets, now)
-  local day, day_end, month, month_end = windows(now)
+  if not (budgets[1] or budgets[2] or budgets[3] or budgets[4]) then return nil end
+  local day = math.floor(now / DAY_MS)
+  local fields, ends = {tostring(day)}, {(day + 1) * DAY_MS}
+  if budgets[2] or budgets[4] then
+    local month, month_end = month_of(day)
+    fields[2], ends[2] = tostring(month), month_end
+  end
   local result = nil
   for scope = 1, 4 do
     local budget = amount(budgets[scope])
     if budget then
-      local daily = scope % 2 == 1
-      local spent = redis.call('HGET', keys[scope], tostring(daily and day or month)) or '0'
-      local c = {at_least(spent, budget) and 1 or 0, scope, budget, spent,
-                 daily and day_end or month_end}
+      local period = 2 - scope % 2  -- 1: day, 2: month
+      local spent = redis.call('HGET', keys[scope], fields[period]) or '0'
+      local c = {at_least(spent, budget) and 1 or 0, scope, budget, spent, ends[period]}
       if tighter_budget(result, c) then result = c end
     end
   end
