@@ -9,7 +9,10 @@ gateway). The subject has every limit configured (plan day quota, project and ke
 requests per minute, key tokens per minute) so the library does its full work; a second
 subject has the same limits plus all four budgets (project and key, day and month, with
 spend charged), asked in the same alternating slices (``limiter_check_budgets``: what
-budgets add to the call).
+budgets add to the call). Client-side times on a shared machine swing by more than
+that, so the same two checks are also timed inside Redis (``INFO commandstats``,
+``usec_per_call`` of alternating batches of back-to-back calls; it resets Redis's command
+statistics, so point it at a Redis of its own): ``inside_redis``.
 
 Run: ``make bench-limiter`` (or ``python -m tests.bench.limiter_bench``). Writes
 ``tests/bench/results/limiter-<UTC>.{json,md}`` and ``limiter-latest.{json,md}``.
@@ -22,6 +25,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import time
 import uuid
 from datetime import UTC, datetime
@@ -110,6 +114,9 @@ async def measure(redis_url: str, per_slice: int, rounds: int) -> dict[str, Any]
             **{name: distribution(values) for name, values in samples.items()},
             "samples": len(samples["limiter_check"]),
         }
+    results["inside_redis"] = await _inside_redis(redis, {"limiter_check": grant,
+                                                          "limiter_check_budgets": budgeted},
+                                                  rounds * 4)  # fmt: skip
     for subject in (grant, budgeted):
         await redis.delete(
             *[k async for k in redis.scan_iter(f"watchllm:limit:{{{subject.project_id}}}*")]
@@ -117,6 +124,29 @@ async def measure(redis_url: str, per_slice: int, rounds: int) -> dict[str, Any]
     await commands.aclose()
     await redis.aclose()
     return results
+
+
+async def _inside_redis(
+    redis: Any, subjects: dict[str, KeyGrant], rounds: int, batch: int = 300
+) -> dict[str, dict[str, float]]:
+    """Microseconds per call inside Redis, per subject: median and minimum over
+    ``rounds`` alternating batches (each subject's request logs emptied first, so every
+    batch does the same work)."""
+    per_call: dict[str, list[float]] = {name: [] for name in subjects}
+    for round_ in range(rounds):
+        for name, grant in subjects.items():
+            keys = check_keys(grant.project_id, grant.key_id)
+            await redis.delete(*keys[2:4])
+            await redis.config_resetstat()
+            async with redis.pipeline(transaction=False) as pipe:
+                for i in range(batch):
+                    pipe.fcall(CHECK_FUNCTION, len(keys), *keys, str(grant.key_id), 10**9,
+                               f"inside-{round_}-{i}", "", "", "", "0")  # fmt: skip
+                await pipe.execute()
+            stats = await redis.info("commandstats")
+            per_call[name].append(float(stats["cmdstat_fcall"]["usec_per_call"]))
+    return {name: {"median_us": statistics.median(values), "min_us": min(values)}
+            for name, values in per_call.items()}  # fmt: skip
 
 
 def render(report: dict[str, Any]) -> str:
@@ -130,10 +160,18 @@ def render(report: dict[str, Any]) -> str:
         "| shape | call | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for shape, data in report["results"].items():
+        if shape == "inside_redis":
+            continue
         for call in ("limiter_check", "limiter_check_budgets", "redis_py_fcall", "ping"):
             d = data[call]
             lines.append(f"| {shape} | {call} | {d['p50']:.3f} | {d['p90']:.3f} |"
                          f" {d['p99']:.3f} | {d['max']:.3f} |")  # fmt: skip
+    inside = report["results"].get("inside_redis")
+    if inside:
+        lines += ["", "Inside Redis (`INFO commandstats`, µs per call, alternating batches):", "",
+                  "| call | median | min |", "|---|---|---|"]  # fmt: skip
+        for call, d in inside.items():
+            lines.append(f"| {call} | {d['median_us']:.1f} | {d['min_us']:.1f} |")
     p50 = report["results"]["concurrency_1"]["limiter_check"]["p50"]
     verdict = "PASS" if p50 <= TARGET_P50_MS else "MISS"
     lines += ["", f"Target: added p50 ≤ {TARGET_P50_MS} ms one at a time — **{verdict}**"

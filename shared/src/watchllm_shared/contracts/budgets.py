@@ -26,6 +26,7 @@ still covers a gateway re-sending a batch whose first write it could not confirm
 from __future__ import annotations
 
 import calendar
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -93,9 +94,16 @@ def usd_to_nanos(amount: Decimal) -> int:
 
 
 def format_usd(nanos: int) -> str:
-    """``5``, ``0.00012``: exact, without trailing zeros."""
-    text = f"{Decimal(nanos) / NANOS_PER_USD:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    """``5``, ``0.00012``: exact, without trailing zeros (integer arithmetic: it runs
+    for every answer of a project with a budget)."""
+    whole, fraction = divmod(nanos, NANOS_PER_USD)
+    return f"{whole}.{fraction:09d}".rstrip("0").rstrip(".") if fraction else str(whole)
+
+
+@functools.lru_cache(maxsize=64)
+def utc_timestamp(ms: int) -> str:
+    """``2026-12-05T00:00:00Z`` (a window's end: a handful of distinct values a day)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def day_field(ms: int) -> str:
@@ -152,4 +160,4 @@ class BudgetState:
 
     @property
     def reset_at(self) -> str:
-        return datetime.fromtimestamp(self.reset_at_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utc_timestamp(self.reset_at_ms)
