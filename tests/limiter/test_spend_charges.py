@@ -20,6 +20,7 @@ from watchllm_shared.contracts.budgets import (
     charge_spend_keys,
     spend_keys,
     spend_marker_key,
+    spend_now,
 )
 from watchllm_shared.stream_group import entry_ms
 
@@ -50,6 +51,8 @@ async def test_copies_of_an_event_are_charged_once_and_markers_shrink_once_acked
         await redis.xadd(stream, fields.to_stream_fields())  # type: ignore[arg-type]
     await run_until_drained(charger(redis, stream, "c1"), redis, stream)
     assert await spent_today(redis, project, key) == [3_450 + 38] * 4
+    # What a dashboard or an alert reads (Redis's clock; the charges were just made).
+    assert await spend_now(redis, project) == await spend_now(redis, project, key) == (3_488,) * 2
     assert 0 < await redis.pttl(spend_marker_key(project, first.event_id)) <= ACKED_MARKER_MS
 
 

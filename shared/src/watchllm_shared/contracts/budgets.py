@@ -33,6 +33,8 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from enum import IntEnum
 from uuid import UUID
 
+import redis.asyncio as aioredis
+
 NANOS_PER_USD = 10**9
 # The largest budget (per window): far below what a Redis integer holds, with room for
 # any month's overshoot. The smallest step is one nano-dollar.
@@ -135,6 +137,23 @@ def spend_keys(project_id: UUID, key_id: UUID) -> list[str]:
 
 def spend_marker_key(project_id: UUID, event_id: UUID) -> str:
     return f"{_prefix(project_id, None)}:spend:ev:{event_id}"
+
+
+async def spend_now(
+    redis: aioredis.Redis, project_id: UUID, key_id: UUID | None = None
+) -> tuple[int, int]:
+    """Nano-dollars spent today and this month (calendar UTC, Redis's clock, as the
+    library decides) by the project, or by one of its keys: what a dashboard or an alert
+    compares with the budgets (``ProjectLimits.budgets``/``key_budgets``)."""
+    seconds, micros = await redis.time()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    keys = spend_keys(project_id, key_id or project_id)
+    day_key, month_key = (keys[0], keys[1]) if key_id is None else (keys[2], keys[3])
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(day_key, day_field(now))
+        pipe.hget(month_key, month_field(now))
+        day, month = await pipe.execute()
+    return int(day or 0), int(month or 0)
 
 
 def charge_spend_keys(project_id: UUID, key_id: UUID, event_id: UUID) -> list[str]:
