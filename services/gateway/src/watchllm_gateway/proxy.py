@@ -231,13 +231,13 @@ class Proxy:
         assert exchange.grant is not None
         if self._concurrency is not None:  # this replica's share of the pool, or 429
             self._concurrency.enter(exchange.grant, exchange.request_id)
-        cached = plan is not None and plan.policy.read and self._cache is not None
-        limiter, grant = self._limiter, exchange.grant
-        limit = limiter.admit(grant, exchange.request_id, cached) if limiter else None
+        limiter, grant, request_id = self._limiter, exchange.grant, exchange.request_id
         if plan is None or not plan.policy.read or self._cache is None:
-            admitted = await limit if limit is not None else None  # no tasks
+            admitted = await limiter.admit(grant, request_id) if limiter else None  # no tasks
             exchange.limit_headers = admitted.headers if admitted is not None else {}
             return None
+        # The cache may answer: a spent budget refuses only if it does not (``budgets``).
+        limit = limiter.admit(grant, request_id, cache_may_answer=True) if limiter else None
         # The exact GET goes at once; a semantic ask waits for the limiter's yes (it has
         # it by then, ~0.2 ms): a refused request puts no question into Redis.
         admission = asyncio.ensure_future(limit) if limit is not None else None
