@@ -319,6 +319,35 @@ async def test_a_daily_budget_refuses_once_spent_on_every_replica_in_each_sdks_s
     ] == usd_to_nanos(sum(costs))
 
 
+async def test_a_concurrent_burst_overshoots_by_the_requests_in_flight_and_is_counted_exactly(
+    cluster: Cluster, account_store: AccountStore, redis_url: str
+) -> None:
+    """24 requests at once over three replicas against a budget of about one request:
+    those admitted before any charge landed all finish (the documented overshoot), and
+    their spend is counted exactly, once each; then the budget holds everywhere."""
+    name, key, project_id, key_id = await new_key(account_store)
+    budget = Decimal("0.00001")
+    await BudgetStore(account_store.pool).set_project_budgets(name, daily_usd=budget)
+    await synced(redis_url, project_id, "bd")
+    headers = {"authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        burst = await asyncio.gather(*(
+            http.post(f"{cluster.gateways[i % 3].url}/v1/chat/completions",
+                      json=chat(f"burst {i}"), headers=headers)
+            for i in range(24)
+        ))  # fmt: skip
+        admitted = [r for r in burst if r.status_code == 200]
+        assert admitted and {r.status_code for r in burst} <= {200, 429}
+        costs = [cost_of(cluster, redis_url, r.headers["x-request-id"]) for r in admitted]
+        # Every admitted request's cost, once: the overshoot is exactly theirs.
+        await spent(redis_url, project_id, key_id, sum(usd_to_nanos(c) for c in costs))
+        after = await asyncio.gather(*(
+            http.post(f"{g.url}/v1/chat/completions", json=chat("after"), headers=headers)
+            for g in cluster.gateways
+        ))  # fmt: skip
+    assert [r.json()["error"]["code"] for r in after] == ["budget_exceeded"] * 3
+
+
 async def test_streamed_requests_are_charged_exactly_what_their_usage_costs(
     cluster: Cluster, account_store: AccountStore, redis_url: str
 ) -> None:
