@@ -200,3 +200,14 @@ async def test_no_budget_no_budget_fields_and_old_callers_are_unaffected(
     reply = await subject.redis.fcall(CHECK_FUNCTION, len(keys), *keys, str(subject.key),
                                       10**9, "old", now)  # fmt: skip
     assert LimitDecision.from_reply(reply).allowed
+
+
+async def test_a_hand_edited_budget_field_is_read_or_ignored_never_an_error(
+    subject: Subject,
+) -> None:
+    now = at("2026-12-04T10:00:00")
+    await subject.charge(8, now, now)
+    await subject.redis.hset(limits_key(subject.project), mapping={"bd": "007", "bm": "lots"})
+    decision = await subject.check(now)
+    assert not decision.allowed and decision.budget is not None
+    assert (decision.budget.scope, decision.budget.limit_nanos) == (BudgetScope.PROJECT_DAILY, 7)
