@@ -6,7 +6,13 @@ through redis-py's client (``Redis.fcall``, how the gateway asked until it moved
 
 Two shapes: one request at a time (pure round trip) and 32 concurrent askers (a busy
 gateway). The subject has every limit configured (plan day quota, project and key
-requests per minute, key tokens per minute) so the library does its full work.
+requests per minute, key tokens per minute) so the library does its full work; a second
+subject has the same limits plus all four budgets (project and key, day and month, with
+spend charged), asked in the same alternating slices (``limiter_check_budgets``: what
+budgets add to the call). Client-side times on a shared machine swing by more than
+that, so the same two checks are also timed inside Redis (``INFO commandstats``,
+``usec_per_call`` of alternating batches of back-to-back calls; it resets Redis's command
+statistics, so point it at a Redis of its own): ``inside_redis``.
 
 Run: ``make bench-limiter`` (or ``python -m tests.bench.limiter_bench``). Writes
 ``tests/bench/results/limiter-<UTC>.{json,md}`` and ``limiter-latest.{json,md}``.
@@ -19,6 +25,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,6 +37,7 @@ from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.ratelimit import RateLimiter
 from watchllm_limiter.library import ensure_library
 from watchllm_shared.accounts import KeyGrant, Plan
+from watchllm_shared.contracts.budgets import SPEND_FUNCTION, charge_spend_keys
 from watchllm_shared.contracts.limits import CHECK_FUNCTION, check_keys, limits_key
 from watchllm_shared.redis_io import create_redis
 from watchllm_shared.redis_packed import PackedCommands
@@ -64,15 +72,25 @@ async def measure(redis_url: str, per_slice: int, rounds: int) -> dict[str, Any]
     await ensure_library(redis)
     commands = PackedCommands(redis)
     limiter = RateLimiter(commands, GatewayMetrics(), timeout_seconds=1.0, policy="closed")
-    grant = _grant()
-    await redis.hset(limits_key(grant.project_id), mapping={
-        "day": 10**9, "rpm": 10**9, f"k:{grant.key_id}:rpm": 10**9,
-        f"k:{grant.key_id}:tpm": 10**9,
+    grant, budgeted = _grant(), _grant()
+    for subject in (grant, budgeted):
+        await redis.hset(limits_key(subject.project_id), mapping={
+            "day": 10**9, "rpm": 10**9, f"k:{subject.key_id}:rpm": 10**9,
+            f"k:{subject.key_id}:tpm": 10**9,
+        })  # fmt: skip
+    await redis.hset(limits_key(budgeted.project_id), mapping={
+        "bd": 10**18, "bm": 10**18, f"k:{budgeted.key_id}:bd": 10**18,
+        f"k:{budgeted.key_id}:bm": 10**18,
     })  # fmt: skip
+    spend = charge_spend_keys(budgeted.project_id, budgeted.key_id, uuid.uuid4())
+    await redis.fcall(SPEND_FUNCTION, len(spend), *spend, 12_345, int(time.time() * 1000), "")
     counter = iter(range(10**9))
 
     async def check() -> None:
         await limiter.check(grant, f"bench-{next(counter)}")
+
+    async def check_budgets() -> None:
+        await limiter.check(budgeted, f"bench-{next(counter)}")
 
     async def fcall_client() -> None:
         keys = check_keys(grant.project_id, grant.key_id)
@@ -84,7 +102,8 @@ async def measure(redis_url: str, per_slice: int, rounds: int) -> dict[str, Any]
 
     results: dict[str, Any] = {}
     for concurrency in (1, 32):
-        calls = {"limiter_check": check, "redis_py_fcall": fcall_client, "ping": ping}
+        calls = {"limiter_check": check, "limiter_check_budgets": check_budgets,
+                 "redis_py_fcall": fcall_client, "ping": ping}  # fmt: skip
         samples: dict[str, list[float]] = {name: [] for name in calls}
         for call in calls.values():
             await _slice(call, per_slice // 10, concurrency, [])  # warm-up
@@ -95,12 +114,39 @@ async def measure(redis_url: str, per_slice: int, rounds: int) -> dict[str, Any]
             **{name: distribution(values) for name, values in samples.items()},
             "samples": len(samples["limiter_check"]),
         }
-    await redis.delete(
-        *[k async for k in redis.scan_iter(f"watchllm:limit:{{{grant.project_id}}}*")]
-    )
+    results["inside_redis"] = await _inside_redis(redis, {"limiter_check": grant,
+                                                          "limiter_check_budgets": budgeted},
+                                                  rounds * 4)  # fmt: skip
+    for subject in (grant, budgeted):
+        await redis.delete(
+            *[k async for k in redis.scan_iter(f"watchllm:limit:{{{subject.project_id}}}*")]
+        )
     await commands.aclose()
     await redis.aclose()
     return results
+
+
+async def _inside_redis(
+    redis: Any, subjects: dict[str, KeyGrant], rounds: int, batch: int = 300
+) -> dict[str, dict[str, float]]:
+    """Microseconds per call inside Redis, per subject: median and minimum over
+    ``rounds`` alternating batches (each subject's request logs emptied first, so every
+    batch does the same work)."""
+    per_call: dict[str, list[float]] = {name: [] for name in subjects}
+    for round_ in range(rounds):
+        for name, grant in subjects.items():
+            keys = check_keys(grant.project_id, grant.key_id)
+            await redis.delete(*keys[2:4])
+            await redis.config_resetstat()
+            async with redis.pipeline(transaction=False) as pipe:
+                for i in range(batch):
+                    pipe.fcall(CHECK_FUNCTION, len(keys), *keys, str(grant.key_id), 10**9,
+                               f"inside-{round_}-{i}", "", "", "", "0")  # fmt: skip
+                await pipe.execute()
+            stats = await redis.info("commandstats")
+            per_call[name].append(float(stats["cmdstat_fcall"]["usec_per_call"]))
+    return {name: {"median_us": statistics.median(values), "min_us": min(values)}
+            for name, values in per_call.items()}  # fmt: skip
 
 
 def render(report: dict[str, Any]) -> str:
@@ -109,14 +155,23 @@ def render(report: dict[str, Any]) -> str:
         f"{report['date']} · {report['machine']} · Redis at {report['redis_url']}", "",
         "`RateLimiter.check` (one `FCALL watchllm_limit_check` with day, project rpm, key rpm"
         " and key tpm limits, sent by `PackedCommands`) vs the same FCALL through redis-py's"
-        " `Redis.fcall` vs `PING` through redis-py, alternating slices, milliseconds.", "",
+        " `Redis.fcall` vs `PING` through redis-py, alternating slices, milliseconds;"
+        " `limiter_check_budgets`: the same check of a subject with all four budgets.", "",
         "| shape | call | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for shape, data in report["results"].items():
-        for call in ("limiter_check", "redis_py_fcall", "ping"):
+        if shape == "inside_redis":
+            continue
+        for call in ("limiter_check", "limiter_check_budgets", "redis_py_fcall", "ping"):
             d = data[call]
             lines.append(f"| {shape} | {call} | {d['p50']:.3f} | {d['p90']:.3f} |"
                          f" {d['p99']:.3f} | {d['max']:.3f} |")  # fmt: skip
+    inside = report["results"].get("inside_redis")
+    if inside:
+        lines += ["", "Inside Redis (`INFO commandstats`, µs per call, alternating batches):", "",
+                  "| call | median | min |", "|---|---|---|"]  # fmt: skip
+        for call, d in inside.items():
+            lines.append(f"| {call} | {d['median_us']:.1f} | {d['min_us']:.1f} |")
     p50 = report["results"]["concurrency_1"]["limiter_check"]["p50"]
     verdict = "PASS" if p50 <= TARGET_P50_MS else "MISS"
     lines += ["", f"Target: added p50 ≤ {TARGET_P50_MS} ms one at a time — **{verdict}**"

@@ -261,6 +261,35 @@ def test_opt_outs_and_ttl(stack: Stack, database_url: str, redis_url: str) -> No
         assert ask(client, "Tell me a fact about foxes.")[1]["x-watchllm-cache"] == "miss"
 
 
+def test_a_spent_budget_refuses_only_what_the_cache_cannot_answer(
+    stack: Stack, database_url: str, redis_url: str
+) -> None:
+    """A cache hit costs nothing and is never refused by a budget (issue 16)."""
+    key = new_key(database_url)
+    with sdk(stack, key) as client:
+        first, headers = ask(client, "Which planet is known as the red planet?")
+        until_stored(redis_url, headers)
+        (miss,) = wait_for_events(redis_url, stack.stream,
+                                  lambda e: e.request_id == headers["x-request-id"])  # fmt: skip
+        assert miss.project_id is not None
+        limits = redis.Redis.from_url(redis_url)
+        try:
+            limits.hset(limits_key(miss.project_id), "bd", 0)  # as the limiter syncs it
+            again, repeat = ask(client, "Which planet is known as the red planet?")
+            with pytest.raises(openai.RateLimitError) as refused:
+                ask(client, "How many legs does a spider have?")
+        finally:
+            limits.delete(limits_key(miss.project_id))
+            limits.close()
+    assert again == first and repeat["x-watchllm-cache"] == "hit"
+    assert repeat["x-watchllm-budget-limit-usd"] == repeat["x-watchllm-budget-remaining-usd"] == "0"
+    assert refused.value.code == "budget_exceeded"
+    request_id = refused.value.response.headers["x-request-id"]
+    (event,) = wait_for_events(redis_url, stack.stream, lambda e: e.request_id == request_id)
+    assert event.http_status == 429 and event.cache is CacheOutcome.MISS
+    assert event.error_type == "budget_exceeded"
+
+
 def test_gateway_keeps_answering_when_the_cache_service_dies(
     stack: Stack, database_url: str
 ) -> None:

@@ -57,6 +57,7 @@ class GatewayError(Exception):
         *,
         headers: dict[str, str] | None = None,
         upstream_attempts: int = 0,
+        error_type: str | None = None,  # instead of the status's (``budgets``)
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -64,18 +65,20 @@ class GatewayError(Exception):
         self.message = message
         self.headers = headers or {}
         self.upstream_attempts = upstream_attempts  # for the event, when upstream failed
+        self.error_type = error_type
 
     def render(self, api: ProviderKind, request_id: str) -> Response:
         if api is ProviderKind.ANTHROPIC:
             error = {
-                "type": _ANTHROPIC_TYPES.get(self.status, "api_error"),
+                "type": self.error_type or _ANTHROPIC_TYPES.get(self.status, "api_error"),
                 "message": self.message,
             }
             body = orjson.dumps({"type": "error", "error": error})
         else:
             body = openai_error_body(
-                self.message, _OPENAI_TYPES.get(self.status, "api_error"), self.code
-            )
+                self.message, self.error_type or _OPENAI_TYPES.get(self.status, "api_error"),
+                self.code,
+            )  # fmt: skip
         headers = {"x-request-id": request_id, **self.headers}
         return Response(body, self.status, headers=headers, media_type="application/json")
 

@@ -228,14 +228,18 @@ class Proxy:
 
     async def _admit(self, exchange: Exchange, plan: CachePlan | None) -> CacheHit | None:
         """Ask the limiter and the cache at once (the semantic layer only once the limiter
-        said yes); raises 429 when the limiter refuses."""
+        said yes); raises 429 when the limiter refuses, or when a budget is spent and the
+        cache did not answer (a hit costs nothing: ``budgets``)."""
         assert exchange.grant is not None
         if self._concurrency is not None:  # this replica's share of the pool, or 429
             self._concurrency.enter(exchange.grant, exchange.request_id)
-        limit = self._limiter.check(exchange.grant, exchange.request_id) if self._limiter else None
+        limiter, grant, request_id = self._limiter, exchange.grant, exchange.request_id
         if plan is None or not plan.policy.read or self._cache is None:
-            exchange.limit_headers = await limit if limit is not None else {}  # no tasks
+            admitted = await limiter.admit(grant, request_id) if limiter else None  # no tasks
+            exchange.limit_headers = admitted.headers if admitted is not None else {}
             return None
+        # The cache may answer: a spent budget refuses only if it does not (``budgets``).
+        limit = limiter.admit(grant, request_id, cache_may_answer=True) if limiter else None
         # The exact GET goes at once; a semantic ask waits for the limiter's yes (it has
         # it by then, ~0.2 ms): a refused request puts no question into Redis.
         admission = asyncio.ensure_future(limit) if limit is not None else None
@@ -246,12 +250,16 @@ class Proxy:
         outcomes: tuple[Any, Any] = await asyncio.gather(
             admission if admission is not None else _maybe(None), lookup, return_exceptions=True
         )
-        limit_headers, hit = outcomes
-        if isinstance(limit_headers, BaseException):
-            raise limit_headers  # refused: the cache was not used (its outcome stays bypass)
-        exchange.limit_headers = limit_headers or {}
+        admitted, hit = outcomes
+        if isinstance(admitted, BaseException):
+            raise admitted  # refused: the cache was not used (its outcome stays bypass)
+        exchange.limit_headers = admitted.headers if admitted is not None else {}
         exchange.cache = CacheOutcome.MISS  # a hit is marked by ``_serve_hit``
-        return hit if isinstance(hit, CacheHit) else None
+        if not isinstance(hit, CacheHit):
+            if admitted is not None and admitted.unless_cached is not None:
+                raise admitted.unless_cached  # a spent budget, and no free answer
+            return None
+        return hit
 
     def _serve_hit(self, exchange: Exchange, hit: CacheHit, include_usage: bool) -> Response:
         exchange.cache = CacheOutcome.HIT

@@ -8,7 +8,8 @@ span (``FCALL``), as redis-py's instrumentation would have made.
 The algorithm lives in the limiter service's Redis Functions library; the gateway only
 asks and turns the answer into OpenAI-style headers (``x-ratelimit-limit-requests``,
 ``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` and the ``-tokens``
-variants when a token limit applies) or a 429 with ``retry-after``. With ``concurrency``
+variants when a token limit applies, the ``x-watchllm-budget-*`` headers when a budget
+does: ``budgets``) or a 429 with ``retry-after``. With ``concurrency``
 the same ask decides the concurrency limits too (``concurrency``: the in-flight sets,
 the default per-project limit and the lease go with it; ``x-ratelimit-limit-concurrency``
 and ``-remaining-concurrency`` on the answer, 429 ``concurrency_limit_exceeded`` when only
@@ -51,11 +52,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from opentelemetry.trace import SpanKind, Tracer
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
+from watchllm_gateway.budgets import budget_headers, budget_refused
 from watchllm_gateway.concurrency import Concurrency, concurrency_refused
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.metrics import GatewayMetrics
@@ -101,7 +104,18 @@ def limit_headers(decision: LimitDecision) -> dict[str, str]:
     if decision.concurrency_limit is not None:
         headers["x-ratelimit-limit-concurrency"] = str(decision.concurrency_limit)
         headers["x-ratelimit-remaining-concurrency"] = str(decision.concurrency_remaining)
+    if decision.budget is not None:
+        headers.update(budget_headers(decision.budget))
     return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The limiter's yes: headers for the answer, and for a request the cache may answer,
+    the refusal that applies if it does not (a budget is spent: ``budgets``)."""
+
+    headers: dict[str, str]
+    unless_cached: GatewayError | None = None
 
 
 class RateLimiter:
@@ -118,8 +132,8 @@ class RateLimiter:
     ) -> None:
         self._commands = commands
         self._concurrency = concurrency
-        self._concurrency_args: tuple[str | int, ...] = (
-            (default_concurrency or "", concurrency.lease_ms) if concurrency else ()
+        self._concurrency_args: tuple[str | int, ...] = (  # ARGV 5 and 6, '' for none
+            (default_concurrency or "", concurrency.lease_ms) if concurrency else ("", "")
         )
         self._tracer = tracer
         self._metrics = metrics
@@ -140,38 +154,51 @@ class RateLimiter:
 
     async def check(self, grant: KeyGrant, request_id: str) -> dict[str, str]:
         """Admit the request or raise 429; returns the headers every answer carries."""
+        return (await self.admit(grant, request_id)).headers
+
+    async def admit(
+        self, grant: KeyGrant, request_id: str, cache_may_answer: bool = False
+    ) -> Admission:
+        """``check``; with ``cache_may_answer``, a spent budget does not raise but comes
+        back as ``unless_cached`` (the other limits were decided and consumed)."""
         started = time.perf_counter()
         probe = False
         if self._failing:
             if self._probing or started < self._next_probe:
-                return self._apply_policy()
+                return Admission(self._apply_policy())
             probe = self._probing = True
         try:
             if self._tracer is None:
-                reply = await self._ask(grant, request_id)
+                reply = await self._ask(grant, request_id, cache_may_answer)
             else:
                 with self._tracer.start_as_current_span(
                     "FCALL", kind=SpanKind.CLIENT,
                     attributes={"db.system": "redis", "db.statement": f"FCALL {CHECK_FUNCTION}"},
                 ):  # fmt: skip
-                    reply = await self._ask(grant, request_id)
+                    reply = await self._ask(grant, request_id, cache_may_answer)
         except ResponseError as exc:
             refused = _refuses_writes(exc)
-            return self._unavailable(exc, started, self._refused_policy if refused else None)
+            policy = self._refused_policy if refused else None
+            return Admission(self._unavailable(exc, started, policy))
         except (RedisError, OSError, TimeoutError) as exc:
-            return self._unavailable(exc, started)
+            return Admission(self._unavailable(exc, started))
         finally:
             if probe:
                 self._probing = False
         self._answered(started)
         decision = LimitDecision.from_reply(reply)
         headers = limit_headers(decision)
+        budget = decision.budget
         if decision.allowed:
             self._allowed.inc()
             if decision.concurrency_limit is not None and self._concurrency is not None:
                 self._concurrency.hold(request_id)  # a slot in Redis: renewed until it ends
-            return headers
+            if budget is not None and budget.refused:  # only a cache hit may answer it
+                return Admission(headers, budget_refused(budget, headers))
+            return Admission(headers)
         self._refused.inc()
+        if budget is not None and budget.refused:  # over any rate limit: retrying won't do
+            raise budget_refused(budget, headers)
         if decision.refused_by_concurrency and decision.concurrency_limit is not None:
             self._metrics.concurrency_refused.labels("limit").inc()
             raise concurrency_refused(decision.concurrency_limit, "this key or project", headers)
@@ -184,12 +211,13 @@ class RateLimiter:
             headers=headers,
         )  # fmt: skip
 
-    async def _ask(self, grant: KeyGrant, request_id: str) -> Any:
+    async def _ask(self, grant: KeyGrant, request_id: str, cache_may_answer: bool) -> Any:
         keys = check_keys(grant.project_id, grant.key_id)
         return await self._commands.call(
             "FCALL", CHECK_FUNCTION, len(keys), *keys,
             str(grant.key_id), grant.requests_per_day, request_id, "",
-            *self._concurrency_args, reply_within=self._timeout,
+            *self._concurrency_args, "1" if cache_may_answer else "0",
+            reply_within=self._timeout,
         )  # fmt: skip
 
     def _answered(self, started: float) -> None:

@@ -1,4 +1,5 @@
-"""Charging token usage to TPM windows from request-completed events.
+"""Charging token usage to TPM windows, and cost to budgets' spend, from
+request-completed events.
 
 The limiter's consumer group reads the events stream (redis-py XREADGROUP: the work
 per event is one FCALL, pipelined per batch, well under faststream's ~2 ms per
@@ -22,6 +23,14 @@ Failure modes:
   (the XREADGROUP block, ≤ 1 s, and the batch it read, charged and acked), so nothing
   it charged is left pending (``watchllm_shared.stopping``: why not a cancellation).
 - Events older than the TPM window (60 s) charge nothing: they cannot affect a limit.
+- Spend (``contracts.budgets``): every event with a cost is charged to its project's
+  and key's day and month, budget or not (a budget set mid-window counts the window so
+  far), in whole nano-dollars rounded up, once per event: the first charge leaves a
+  marker that lasts until the event's month ends, so an event redelivered after any
+  outage (a consumer killed between charging and acknowledging) charges nothing more;
+  once acknowledged, the marker is cut to ``ACKED_MARKER_MS``, which still covers a
+  gateway re-sending a batch it could not confirm. A negative, non-finite or absurd
+  cost (``MAX_COST_PER_EVENT_USD`` or more) parks the event like a bad token count.
 - A gateway whose clock is off: a charge is timed by when the gateway published the
   event on Redis's clock (``stream_group.entry_ms`` of its entry), not by its
   ``occurred_at`` (the gateway's clock). A gateway 59 s behind Redis had its charges
@@ -47,6 +56,14 @@ from pydantic import ValidationError
 from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts import RequestCompleted
+from watchllm_shared.contracts.budgets import (
+    ACKED_MARKER_MS,
+    MAX_COST_PER_EVENT_USD,
+    SPEND_FUNCTION,
+    charge_spend_keys,
+    spend_marker_key,
+    usd_to_nanos,
+)
 from watchllm_shared.contracts.limits import CHARGE_FUNCTION, charge_keys
 from watchllm_shared.stream_group import claim_stale, consume_forever, dead_letter, entry_ms
 from watchllm_shared.stream_tracing import BatchTrace, batch_spans, messaging_attributes
@@ -58,7 +75,7 @@ MAX_TOKENS_PER_EVENT = 2**31  # this many tokens or more in one event is refused
 
 
 def token_count_error(event: RequestCompleted) -> str | None:
-    """Why the event's token counts cannot be charged, or None if they can."""
+    """Why the event's token counts (or cost) cannot be charged, or None if they can."""
     if event.prompt_tokens < 0 or event.completion_tokens < 0:
         return (
             f"negative token count: prompt_tokens={event.prompt_tokens}, "
@@ -67,6 +84,9 @@ def token_count_error(event: RequestCompleted) -> str | None:
     tokens = event.prompt_tokens + event.completion_tokens
     if tokens >= MAX_TOKENS_PER_EVENT:
         return f"absurd token count: {tokens} tokens (the bound is {MAX_TOKENS_PER_EVENT})"
+    cost = event.cost_usd
+    if not cost.is_finite() or cost < 0 or cost >= MAX_COST_PER_EVENT_USD:
+        return f"absurd cost: {cost} USD (the bound is {MAX_COST_PER_EVENT_USD} USD)"
     return None
 
 
@@ -141,7 +161,11 @@ class TokenCharger:
                     traced.fail(entry_id, "bad token count, parked in the dead-letter stream")
                 continue
             tokens = event.prompt_tokens + event.completion_tokens
-            if event.project_id is None or event.key_id is None or tokens <= 0:
+            if (
+                event.project_id is None
+                or event.key_id is None
+                or (tokens <= 0 and event.cost_usd <= 0)
+            ):
                 self._metrics.events_processed.labels("nothing_to_charge").inc()
                 done.append(entry_id)
                 tokens = 0
@@ -152,7 +176,20 @@ class TokenCharger:
         await self._charge(charges)
         done += [entry_id for entry_id, _ in charges]
         if done:
-            await self._redis.xack(self._stream, self._group, *done)
+            await self._acknowledge(done, charges)
+
+    async def _acknowledge(
+        self, done: list[bytes], charges: list[tuple[bytes, RequestCompleted]]
+    ) -> None:
+        """XACK, then (same round trip, in order) cut the spend markers of what it acked."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self._stream, self._group, *done)
+            for _, event in charges:
+                if event.cost_usd > 0:
+                    assert event.project_id is not None
+                    pipe.pexpire(spend_marker_key(event.project_id, event.event_id),
+                                 ACKED_MARKER_MS, lt=True)  # fmt: skip
+            await pipe.execute()
 
     async def _charge(self, charges: list[tuple[bytes, RequestCompleted]]) -> None:
         if not charges:
@@ -167,9 +204,14 @@ class TokenCharger:
                     CHARGE_FUNCTION, len(keys), *keys,
                     str(event.key_id), str(event.event_id), tokens, entry_ms(entry_id), "",
                 )  # fmt: skip
+                if event.cost_usd > 0:
+                    spend = charge_spend_keys(event.project_id, event.key_id, event.event_id)
+                    pipe.fcall(SPEND_FUNCTION, len(spend), *spend,
+                               usd_to_nanos(event.cost_usd), entry_ms(entry_id), "")  # fmt: skip
             await pipe.execute()
         for _, event in charges:
             self._metrics.tokens_charged.inc(event.prompt_tokens + event.completion_tokens)
+            self._metrics.spend_charged.inc(float(event.cost_usd))
         self._metrics.events_processed.labels("charged").inc(len(charges))
 
     async def _dead_letter(self, entry_id: bytes, fields: dict[Any, Any], error: str) -> None:

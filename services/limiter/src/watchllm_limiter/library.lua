@@ -12,12 +12,14 @@
 --     while the window's sum is under the limit, so requests in flight when the limit
 --     is reached may overshoot it by their own usage: tokens are unknown until then.
 --   * requests in flight (project, key): concurrency.lua, included below.
+--   * budgets in USD (project, key; calendar UTC day and month): budget.lua, included
+--     below; spend is charged after each response from the request-completed events.
 -- Time is Redis's clock (TIME), one clock for every gateway replica; tests may pass
 -- their own milliseconds. A refused request consumes nothing: every limit is checked
 -- before any is charged, inside one atomic function call.
 -- All keys of one call share the project's hash tag, so Redis Cluster works.
 
-local VERSION = 7
+local VERSION = 8
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
 -- Largest charge taken: a Lua number (a double) holds every integer up to 2^53 - 1
@@ -126,6 +128,8 @@ end
 
 -- include concurrency.lua
 
+-- include budget.lua
+
 local function check_day(key, limit, now)
   local day = math.floor(now / DAY_MS)
   local used = tonumber(redis.call('HGET', key, tostring(day)) or '0')
@@ -147,18 +151,28 @@ local function tighter(current, candidate, limit)
 end
 
 -- KEYS: limits, day, project rpm log, key rpm log, project tpm log, key tpm log,
---       project tpm total, key tpm total, [project in-flight set, key in-flight set]
+--       project tpm total, key tpm total, [project in-flight set, key in-flight set],
+--       [spend hashes: project day, project month, key day, key month]
 -- ARGV: key id, fallback requests/day (the plan's), request member, [now ms],
---       [fallback project concurrency ('' for none), lease ms]
+--       [fallback project concurrency ('' for none), lease ms], [cache may answer: '1']
 -- Returns {allowed, req_limit, req_remaining, req_reset_ms, tok_limit, tok_remaining,
---          tok_reset_ms, retry_after_ms, conc_limit, conc_remaining, conc_refused};
--- limits are -1 when none applies; conc_refused is 1 when only concurrency refused.
--- Callers older than version 7 pass neither in-flight set: no concurrency limit.
+--          tok_reset_ms, retry_after_ms, conc_limit, conc_remaining, conc_refused,
+--          budget_refused, budget_scope, budget, spent, budget_reset_at_ms,
+--          budget_reset_in_ms};
+-- limits are -1 when none applies; conc_refused is 1 when only concurrency refused;
+-- budget_scope is 0 when no budget applies (budget.lua says which is which).
+-- Callers older than version 7 pass neither in-flight set: no concurrency limit; older
+-- than version 8 no spend hashes: no budget.
+-- A spent budget refuses the request, consuming nothing, unless the cache may answer
+-- it (ARGV[7] = '1': a cache hit costs nothing and is never refused by a budget): then
+-- the other limits decide and are consumed as usual, and budget_refused tells the
+-- gateway to refuse it if the cache misses.
 local function check(keys, args)
   local kid = args[1]
   local now = now_ms(args[4])
   local l = redis.call('HMGET', keys[1], 'day', 'rpm', 'tpm', 'k:' .. kid .. ':rpm',
-                       'k:' .. kid .. ':tpm', 'conc', 'k:' .. kid .. ':conc')
+                       'k:' .. kid .. ':tpm', 'conc', 'k:' .. kid .. ':conc', 'bd', 'bm',
+                       'k:' .. kid .. ':bd', 'k:' .. kid .. ':bm')
   local day_limit = tonumber(l[1]) or tonumber(args[2])
   local requests, tokens, allowed, retry = nil, nil, 1, 0
   local results = {}
@@ -207,6 +221,11 @@ local function check(keys, args)
       end
     end
   end
+  local budget = nil
+  if keys[14] then budget = check_budgets({keys[11], keys[12], keys[13], keys[14]},
+                                          {l[8], l[9], l[10], l[11]}, now) end
+  local budget_refused = budget ~= nil and budget[1] == 1
+  if budget_refused and args[7] ~= '1' then allowed = 0 end
   if allowed == 1 then
     if day_result then
       -- Housekeeping once a day, on the day's first request: drop the day before
@@ -231,11 +250,15 @@ local function check(keys, args)
     inflight[2] = inflight[2] + 1  -- refused by another limit: no slot was taken
   end
   local conc_refused = 0
-  if allowed == 0 and rate_refused == 0 then conc_refused = 1 end
-  local out = {allowed, -1, -1, -1, -1, -1, -1, retry, -1, -1, conc_refused}
+  if allowed == 0 and rate_refused == 0 and not budget_refused then conc_refused = 1 end
+  local out = {allowed, -1, -1, -1, -1, -1, -1, retry, -1, -1, conc_refused, 0, 0, '', '', -1, -1}
   if requests then out[2], out[3], out[4] = requests[5], requests[2], requests[3] end
   if tokens then out[5], out[6], out[7] = tokens[5], tokens[2], tokens[3] end
   if inflight then out[9], out[10] = inflight[5], inflight[2] end
+  if budget then
+    out[12], out[13], out[14], out[15] = budget[1], budget[2], budget[3], budget[4]
+    out[16], out[17] = budget[5], budget[5] - now
+  end
   return out
 end
 
@@ -274,7 +297,9 @@ end
 -- allow-oom (version 6): at maxmemory Redis refuses every write of a script without it,
 -- and the gateway then applies its failure policy: limits off or everyone refused. The
 -- limits' own keys are small and bounded (a day counter, logs of at most a minute's
--- admissions and charges per project and key), so they may pass maxmemory by that much;
+-- admissions and charges per project and key, one spend field per window and scope,
+-- and an event's spend marker until shortly after its acknowledgement), so they may
+-- pass maxmemory by that much;
 -- what fills Redis (streams, cache entries) stays refused. Every write here still
 -- happens only after all checks passed (see check).
 redis.register_function{function_name = 'watchllm_limit_check', callback = check,
@@ -282,6 +307,8 @@ redis.register_function{function_name = 'watchllm_limit_check', callback = check
 redis.register_function{function_name = 'watchllm_limit_charge', callback = charge,
                         flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_concurrency_renew', callback = renew,
+                        flags = {'allow-oom'}}
+redis.register_function{function_name = 'watchllm_spend_charge', callback = charge_spend,
                         flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_limiter_version', callback = version,
                         flags = {'no-writes'}}

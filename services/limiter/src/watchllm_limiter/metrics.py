@@ -26,6 +26,10 @@ class LimiterMetrics:
         self.tokens_charged = Counter(
             "watchllm_limiter_tokens_charged", "Tokens charged to TPM windows.", registry=r
         )
+        self.spend_charged = Counter(
+            "watchllm_limiter_spend_usd", "USD charged to budgets' spend (all requests).",
+            registry=r,
+        )  # fmt: skip
         self.events_processed = Counter(
             "watchllm_limiter_events", "Request-completed events handled, by outcome.",
             ["outcome"], registry=r,

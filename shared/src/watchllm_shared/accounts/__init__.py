@@ -2,6 +2,7 @@
 ``store``, ``users`` and ``sessions`` for the rules)."""
 
 from watchllm_shared.accounts.audit import AuditEntry, recent_audit
+from watchllm_shared.accounts.budgets import BudgetStore
 from watchllm_shared.accounts.errors import (
     AccountError,
     AlreadyExistsError,
@@ -15,6 +16,7 @@ from watchllm_shared.accounts.models import (
     DEFAULT_ROTATION_GRACE_SECONDS,
     MAX_ROTATION_GRACE_SECONDS,
     ApiKey,
+    Budgets,
     CacheSettings,
     CreatedKey,
     KeyGrant,
@@ -35,6 +37,8 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "AuthenticationError",
+    "BudgetStore",
+    "Budgets",
     "CacheSettings",
     "CreatedKey",
     "InvalidInputError",

@@ -17,7 +17,7 @@ import asyncpg
 
 from watchllm_shared.accounts.audit import audit, notify_limits_changed
 from watchllm_shared.accounts.errors import InvalidInputError, NotFoundError
-from watchllm_shared.accounts.models import ProjectLimits
+from watchllm_shared.accounts.models import Budgets, ProjectLimits
 
 # "Keep the current value" for an optional limit; None clears it.
 KEEP = -1
@@ -88,8 +88,8 @@ class LimitStore:
 
     async def project_limits(self, project_id: uuid.UUID) -> ProjectLimits:
         row = await self._pool.fetchrow(
-            "SELECT pl.requests_per_day, s.rpm_limit, s.tpm_limit, s.concurrency_limit"
-            " FROM projects p"
+            "SELECT pl.requests_per_day, s.rpm_limit, s.tpm_limit, s.concurrency_limit,"
+            " s.daily_budget_usd, s.monthly_budget_usd FROM projects p"
             " JOIN plans pl ON pl.name = p.plan"
             " LEFT JOIN project_settings s ON s.project_id = p.id WHERE p.id = $1",
             project_id,
@@ -97,9 +97,11 @@ class LimitStore:
         if row is None:
             raise NotFoundError(f"no project with id {project_id}")
         keys = await self._pool.fetch(
-            "SELECT id, rpm_limit, tpm_limit, concurrency_limit FROM api_keys"
+            "SELECT id, rpm_limit, tpm_limit, concurrency_limit, daily_budget_usd,"
+            " monthly_budget_usd FROM api_keys"
             " WHERE project_id = $1 AND revoked_at IS NULL AND (rpm_limit IS NOT NULL"
-            " OR tpm_limit IS NOT NULL OR concurrency_limit IS NOT NULL)",
+            " OR tpm_limit IS NOT NULL OR concurrency_limit IS NOT NULL"
+            " OR daily_budget_usd IS NOT NULL OR monthly_budget_usd IS NOT NULL)",
             project_id,
         )
         return ProjectLimits(
@@ -115,6 +117,12 @@ class LimitStore:
             concurrency=row["concurrency_limit"],
             key_concurrency={
                 k["id"]: k["concurrency_limit"] for k in keys if k["concurrency_limit"] is not None
+            },
+            budgets=Budgets(row["daily_budget_usd"], row["monthly_budget_usd"]),
+            key_budgets={
+                k["id"]: Budgets(k["daily_budget_usd"], k["monthly_budget_usd"])
+                for k in keys
+                if k["daily_budget_usd"] is not None or k["monthly_budget_usd"] is not None
             },
         )
 

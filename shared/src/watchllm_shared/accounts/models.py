@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
+
+from watchllm_shared.contracts.budgets import usd_to_nanos
 
 
 class Plan(StrEnum):
@@ -15,11 +18,26 @@ class Plan(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Budgets:
+    """A project's or a key's budgets in USD per calendar UTC day and month (None: none)."""
+
+    daily_usd: Decimal | None = None
+    monthly_usd: Decimal | None = None
+
+    def describe(self) -> str:
+        def text(value: Decimal | None) -> str:
+            return "-" if value is None else f"{value.normalize():f} USD"
+
+        return f"daily {text(self.daily_usd)}, monthly {text(self.monthly_usd)}"
+
+
+@dataclass(frozen=True, slots=True)
 class Project:
     id: UUID
     name: str
     plan: Plan
     created_at: datetime
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 # The longest an old key may keep working after a rotation (CLI, dashboard and store).
@@ -41,6 +59,8 @@ class ApiKey:
     expires_at: datetime | None
     rpm_limit: int | None
     tpm_limit: int | None
+    daily_budget_usd: Decimal | None = None
+    monthly_budget_usd: Decimal | None = None
 
     @property
     def rotated(self) -> bool:
@@ -95,6 +115,8 @@ class ProjectLimits:
     # Requests in flight at once; None: the gateways' default (project), none (key).
     concurrency: int | None = None
     key_concurrency: dict[UUID, int] = field(default_factory=dict)  # key id -> limit
+    budgets: Budgets = field(default_factory=Budgets)
+    key_budgets: dict[UUID, Budgets] = field(default_factory=dict)  # keys with any
 
     def as_hash(self) -> dict[str, int]:
         """Fields of the limits hash (watchllm_shared.contracts.limits)."""
@@ -112,4 +134,11 @@ class ProjectLimits:
                 fields[f"k:{key_id}:rpm"] = rpm
             if tpm is not None:
                 fields[f"k:{key_id}:tpm"] = tpm
+        for prefix, budgets in [("", self.budgets)] + [
+            (f"k:{key_id}:", b) for key_id, b in self.key_budgets.items()
+        ]:  # nano-dollars (contracts.budgets)
+            if budgets.daily_usd is not None:
+                fields[f"{prefix}bd"] = usd_to_nanos(budgets.daily_usd)
+            if budgets.monthly_usd is not None:
+                fields[f"{prefix}bm"] = usd_to_nanos(budgets.monthly_usd)
         return fields

@@ -21,6 +21,7 @@ from watchllm_shared.accounts.models import (
     DEFAULT_ROTATION_GRACE_SECONDS,
     MAX_ROTATION_GRACE_SECONDS,
     ApiKey,
+    Budgets,
     CacheSettings,
     CreatedKey,
     KeyGrant,
@@ -32,7 +33,8 @@ DEFAULT_ORGANISATION = "default"
 
 _SELECT_KEYS = """
     SELECT k.id, k.project_id, p.name AS project_name, k.name, k.display_prefix, k.created_at,
-           k.revoked_at, k.expires_at, k.rpm_limit, k.tpm_limit
+           k.revoked_at, k.expires_at, k.rpm_limit, k.tpm_limit, k.daily_budget_usd,
+           k.monthly_budget_usd
     FROM api_keys k JOIN projects p ON p.id = k.project_id
 """
 
@@ -41,10 +43,20 @@ def _key(row: asyncpg.Record) -> ApiKey:
     return ApiKey(**dict(row))
 
 
+_SELECT_PROJECTS = """
+    SELECT p.id, p.name, p.plan, p.created_at, s.daily_budget_usd, s.monthly_budget_usd
+    FROM projects p LEFT JOIN project_settings s ON s.project_id = p.id
+"""
+
+
 def _project(row: asyncpg.Record) -> Project:
-    return Project(
-        id=row["id"], name=row["name"], plan=Plan(row["plan"]), created_at=row["created_at"]
+    budgets = (
+        Budgets(row["daily_budget_usd"], row["monthly_budget_usd"])
+        if "daily_budget_usd" in row
+        else Budgets()  # a new project: none yet
     )
+    return Project(id=row["id"], name=row["name"], plan=Plan(row["plan"]),
+                   created_at=row["created_at"], budgets=budgets)  # fmt: skip
 
 
 class AccountStore:
@@ -95,34 +107,27 @@ class AccountStore:
             return _project(row)
 
     async def get_project(self, name: str) -> Project:
-        row = await self._pool.fetchrow(
-            "SELECT id, name, plan, created_at FROM projects WHERE name = $1", name
-        )
+        row = await self._pool.fetchrow(_SELECT_PROJECTS + " WHERE p.name = $1", name)
         if row is None:
             raise NotFoundError(f"no project named {name!r}")
         return _project(row)
 
     async def list_projects(self) -> list[Project]:
-        rows = await self._pool.fetch(
-            "SELECT id, name, plan, created_at FROM projects ORDER BY name"
-        )
+        rows = await self._pool.fetch(_SELECT_PROJECTS + " ORDER BY p.name")
         return [_project(r) for r in rows]
 
     async def set_plan(self, name: str, plan: Plan) -> Project:
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "UPDATE projects SET plan = $2 WHERE name = $1"
-                " RETURNING id, name, plan, created_at",
-                name,
-                plan.value,
+            project_id = await conn.fetchval(
+                "UPDATE projects SET plan = $2 WHERE name = $1 RETURNING id", name, plan.value
             )
-            if row is None:
+            if project_id is None:
                 raise NotFoundError(f"no project named {name!r}")
             await audit(
-                conn, self._actor, "project.set_plan", row["id"], None, {"plan": plan.value}
+                conn, self._actor, "project.set_plan", project_id, None, {"plan": plan.value}
             )
-            await notify_limits_changed(conn, row["id"])
-            return _project(row)
+            await notify_limits_changed(conn, project_id)
+            return _project(await conn.fetchrow(_SELECT_PROJECTS + " WHERE p.id = $1", project_id))
 
     # -- keys ---------------------------------------------------------------------
 
@@ -200,7 +205,8 @@ class AccountStore:
         async with self._pool.acquire() as conn, conn.transaction():
             old = await conn.fetchrow(
                 "SELECT project_id, name, revoked_at, replaced_by, expires_at, rpm_limit,"
-                " tpm_limit, concurrency_limit FROM api_keys WHERE id = $1 FOR UPDATE",
+                " tpm_limit, concurrency_limit, daily_budget_usd, monthly_budget_usd"
+                " FROM api_keys WHERE id = $1 FOR UPDATE",
                 key_id,
             )
             if old is None:
@@ -213,13 +219,15 @@ class AccountStore:
                     " rotate its replacement instead"
                 )
             created = await self._insert_key(conn, old["project_id"], old["name"])
-            await conn.execute(
-                "UPDATE api_keys SET rpm_limit = $2, tpm_limit = $3, concurrency_limit = $4"
-                " WHERE id = $1",
+            await conn.execute(  # its successor starts at no spend (spend is per key id)
+                "UPDATE api_keys SET rpm_limit = $2, tpm_limit = $3, concurrency_limit = $4,"
+                " daily_budget_usd = $5, monthly_budget_usd = $6 WHERE id = $1",
                 created.key.id,
                 old["rpm_limit"],
                 old["tpm_limit"],
                 old["concurrency_limit"],
+                old["daily_budget_usd"],
+                old["monthly_budget_usd"],
             )
             until = datetime.now(UTC) + timedelta(seconds=grace_seconds)
             await conn.execute(

@@ -17,6 +17,7 @@ from watchllm_shared.accounts import (
     AccountError,
     AccountStore,
     ApiKey,
+    Budgets,
     Plan,
 )
 from watchllm_shared.cli.settings import CliSettings
@@ -62,7 +63,9 @@ def _describe(key: ApiKey, now: datetime) -> str:
             if key.usable_at(now)
             else f"expired {key.expires_at:%Y-%m-%d %H:%M:%S}Z (rotated)"
         )
-    return f"{key.id}  {key.project_name:<20} {key.display_prefix}…  {state}"
+    budgets = Budgets(key.daily_budget_usd, key.monthly_budget_usd)
+    shown = f"  budgets: {budgets.describe()}" if budgets != Budgets() else ""
+    return f"{key.id}  {key.project_name:<20} {key.display_prefix}…  {state}{shown}"
 
 
 @click.group()
@@ -91,7 +94,9 @@ def projects_create(settings: CliSettings, name: str, plan: str) -> None:
 def projects_list(settings: CliSettings) -> None:
     """List projects."""
     for project in run_with_store(settings, lambda s: s.list_projects()):
-        click.echo(f"{project.id}  {project.name:<20} {project.plan.value}")
+        budgets = project.budgets
+        shown = f"  budgets: {budgets.describe()}" if budgets != Budgets() else ""
+        click.echo(f"{project.id}  {project.name:<20} {project.plan.value}{shown}")
 
 
 @projects.command("set-plan")

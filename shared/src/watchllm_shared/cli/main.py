@@ -6,6 +6,7 @@ import click
 
 from watchllm_shared.cli.accounts_commands import keys, projects
 from watchllm_shared.cli.backup_commands import backup, restore
+from watchllm_shared.cli.budget_commands import key_budget, project_budget
 from watchllm_shared.cli.cache_commands import cache
 from watchllm_shared.cli.deployment.commands import check, loadtest
 from watchllm_shared.cli.limits_commands import key_limits, project_limits
@@ -91,6 +92,8 @@ def fake_provider(host: str, port: int, delay: float, chunk_delay: float) -> Non
 
 projects.add_command(project_limits)
 keys.add_command(key_limits)
+projects.add_command(project_budget)
+keys.add_command(key_budget)
 cli.add_command(projects)
 cli.add_command(keys)
 cli.add_command(cache)

@@ -8,9 +8,10 @@ project's limits, fields below) in step with Postgres.
 
 Limits hash fields: ``day`` (requests per UTC day, from the plan), ``rpm``/``tpm``
 (project overrides), ``k:<key id>:rpm``/``k:<key id>:tpm`` (per-key overrides),
-``conc``/``k:<key id>:conc`` (requests in flight at once). An absent field means no
-such limit; an absent ``day`` falls back to the plan quota the gateway passes, an
-absent ``conc`` to the gateway's default per-project concurrency.
+``conc``/``k:<key id>:conc`` (requests in flight at once), ``bd``/``bm`` and
+``k:<key id>:bd``/``k:<key id>:bm`` (budgets in nano-dollars: ``contracts.budgets``).
+An absent field means no such limit; an absent ``day`` falls back to the plan quota the
+gateway passes, an absent ``conc`` to the gateway's default per-project concurrency.
 
 Requests in flight hold a slot in ``inflight_key`` (project, key): members are request
 ids, scored by the end of their lease; the gateway renews leases with
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from uuid import UUID
+
+from watchllm_shared.contracts.budgets import BudgetScope, BudgetState, spend_keys
 
 LIBRARY_NAME = "watchllm_limiter"
 CHECK_FUNCTION = "watchllm_limit_check"
@@ -55,6 +58,7 @@ def check_keys(project_id: UUID, key_id: UUID) -> list[str]:
         f"{p}:k:{key_id}:tpm:total",
         f"{p}:inflight",
         f"{p}:k:{key_id}:inflight",
+        *spend_keys(project_id, key_id),
     ]
 
 
@@ -109,6 +113,7 @@ class LimitDecision:
     concurrency_limit: int | None = None  # the tightest of project and key, if any
     concurrency_remaining: int | None = None  # slots left after this request
     refused_by_concurrency: bool = False  # refused, and by concurrency limits only
+    budget: BudgetState | None = None  # the tightest budget, when one applies
 
     @classmethod
     def from_reply(cls, reply: list[int]) -> LimitDecision:
@@ -130,4 +135,17 @@ class LimitDecision:
             concurrency_limit=value(8) if concurrency else None,
             concurrency_remaining=value(9) if concurrency else None,
             refused_by_concurrency=len(reply) > 10 and int(reply[10]) == 1,
+            budget=_budget(reply),
         )
+
+
+def _budget(reply: list[int]) -> BudgetState | None:
+    """Library version 8+: {refused, scope, limit, spent, reset at, reset in} after the
+    concurrency fields; scope 0 when no budget applies."""
+    if len(reply) < 17 or int(reply[12]) == 0:
+        return None
+    return BudgetState(
+        scope=BudgetScope(int(reply[12])), limit_nanos=int(reply[13]),
+        spent_nanos=int(reply[14]), reset_at_ms=int(reply[15]), reset_in_ms=int(reply[16]),
+        refused=int(reply[11]) == 1,
+    )  # fmt: skip
