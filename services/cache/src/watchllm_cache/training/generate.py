@@ -19,7 +19,9 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import combinations
 
+from watchllm_cache.training.frames import FRAMES, PREAMBLES, TOPICS
 from watchllm_cache.training.seeds import LANGUAGES, SEEDS, SIBLINGS
 
 _SLOT = re.compile(r"\{([a-z]\d?):([^}]+)\}")
@@ -146,6 +148,13 @@ def polite(text: str, rng: random.Random) -> str | None:
     return head + body + rng.choice(THANKS)
 
 
+def preamble(text: str, rng: random.Random) -> str | None:
+    """A sentence of context before the question ("I'm a complete beginner. ...")."""
+    head = rng.choice(PREAMBLES)
+    lower = head.endswith(("but ", ": ")) and text[:2] != "I "
+    return head + (text[0].lower() + text[1:] if lower else text)
+
+
 def numerals(text: str, rng: random.Random) -> str | None:
     def word(m: re.Match[str]) -> str:
         return NUMBER_WORDS[int(m.group())]
@@ -223,8 +232,9 @@ Edit = Callable[[str, random.Random], str | None]
 POSITIVE_EDITS: dict[str, Edit] = {
     "typo": typo, "casing": casing, "polite": polite, "numerals": numerals,
     "synonym": synonym, "opener": opener, "contraction": contraction, "reorder": reorder,
+    "preamble": preamble,
 }  # fmt: skip
-SURFACE = ("typo", "casing", "polite", "opener")
+SURFACE = ("typo", "casing", "polite", "opener", "preamble")
 
 
 def negate(text: str, rng: random.Random) -> str | None:
@@ -329,6 +339,41 @@ def seed_pairs(domain: str, index: int, seed: str, rng: random.Random, fillings:
     return pairs
 
 
+def frame_pairs(rng: random.Random) -> list[Pair]:
+    """Pairs from ``frames.py``: two variants of one family about one topic are the same
+    question; another family about the same topic, or the same family about another
+    topic, is not. Either side may carry a surface edit. The group is the family, so a
+    held-out family's wordings were never trained on."""
+    pairs: list[Pair] = []
+
+    def add(a: str, b: str, same: bool, kind: str, group: str) -> None:
+        if rng.random() < 0.4:
+            edit = _positive(b, rng, SURFACE)
+            if edit:
+                b = edit[1]
+        if a != b:
+            pairs.append(Pair(a, b, same, kind, group) if rng.random() < 0.5
+                         else Pair(b, a, same, kind, group))  # fmt: skip
+
+    for kind, families in FRAMES.items():
+        topics = TOPICS[kind]
+        for index, variants in enumerate(families):
+            group = f"frame-{kind}-{index}"
+            for topic in topics:
+                for i, j in combinations(range(len(variants)), 2):
+                    add(variants[i].format(t=topic), variants[j].format(t=topic), True,
+                        "frame-reword", group)  # fmt: skip
+                for _ in range(2):
+                    other = families[(index + 1 + rng.randrange(len(families) - 1)) % len(families)]
+                    add(rng.choice(variants).format(t=topic), rng.choice(other).format(t=topic),
+                        False, "frame-other-question", group)  # fmt: skip
+                other_topic = rng.choice([t for t in topics if t != topic])
+                mine = rng.choice(variants).format(t=topic)
+                theirs = rng.choice(variants).format(t=other_topic)
+                add(mine, theirs, False, "frame-other-topic", group)
+    return pairs
+
+
 def generate(seed: int = 18, fillings: int = 4) -> list[Pair]:
     rng = random.Random(seed)
     pairs: list[Pair] = []
@@ -341,6 +386,7 @@ def generate(seed: int = 18, fillings: int = 4) -> list[Pair]:
             a = fill(text.split(";;")[0].strip(), {})
             b = fill(other.split(";;")[rng.randrange(2)].strip(), {})
             pairs.append(Pair(a, b, False, "other-question", f"{domain}-{index}"))
+    pairs.extend(frame_pairs(rng))
     return pairs
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from watchllm_cache.verify.features import NAMES, WordVectorsFn, pair_features
+from watchllm_cache.verify.features import NAMES, StatesFn, pair_features
 from watchllm_cache.verify.rules import RULES, Rule
 from watchllm_cache.verify.text import Parsed
 
@@ -99,7 +99,5 @@ def veto(q: Parsed, c: Parsed) -> tuple[str, str] | None:
     return None
 
 
-def score(
-    model: PairModel, q: Parsed, c: Parsed, cosine: float, words: WordVectorsFn | None
-) -> float:
-    return model.probability(pair_features(q, c, cosine, words))
+def score(model: PairModel, q: Parsed, c: Parsed, cosine: float, states: StatesFn | None) -> float:
+    return model.probability(pair_features(q, c, cosine, states))
