@@ -289,3 +289,22 @@ PREAMBLES = (
     "I keep seeing this come up online. ", "Honest question here. ",
     "I've searched everywhere and can't find a clear answer. ", "Something I've always wanted to know: ",
 )  # fmt: skip
+
+# One word that changes the question when put in another's place (general English;
+# both directions are used): minimal pairs inside a question, alone or inside a
+# rewording, the "same words, one different" kind of related question.
+CONTRASTS: tuple[tuple[str, str], ...] = (
+    ("learn", "teach"), ("learning", "teaching"), ("buy", "sell"), ("start", "stop"),
+    ("beginners", "experts"), ("beginner", "expert"), ("children", "adults"),
+    ("kids", "teenagers"), ("first", "second"), ("visit", "leave"), ("live", "study"),
+    ("work", "retire"), ("history", "future"), ("fastest", "safest"),
+    ("easiest", "cheapest"), ("before", "after"), ("send", "receive"), ("read", "write"),
+    ("upload", "download"), ("summer", "winter"), ("online", "in person"),
+    ("students", "teachers"), ("jobs", "hobbies"), ("job", "degree"), ("books", "films"),
+    ("tourists", "students"), ("food", "music"), ("language", "religion"),
+    ("month", "day of the week"), ("days", "weeks"), ("alone", "with children"),
+    ("safe", "legal"), ("cost", "take"), ("benefits", "side effects"),
+    ("mistakes", "habits"), ("motivated", "focused"), ("dangers", "uses"),
+    ("invented", "banned"), ("important", "controversial"), ("myths", "facts"),
+    ("home", "work"), ("weight", "muscle"), ("money", "time"), ("oven", "microwave"),
+)  # fmt: skip

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 
-from watchllm_cache.training.frames import FRAMES, PREAMBLES, TOPICS
+from watchllm_cache.training.frames import CONTRASTS, FRAMES, PREAMBLES, TOPICS
 from watchllm_cache.training.seeds import LANGUAGES, SEEDS, SIBLINGS
 
 _SLOT = re.compile(r"\{([a-z]\d?):([^}]+)\}")
@@ -244,6 +244,18 @@ def negate(text: str, rng: random.Random) -> str | None:
     return None
 
 
+def contrast(text: str, rng: random.Random) -> str | None:
+    """One word swapped for one that asks something else (``frames.CONTRASTS``)."""
+    options = [
+        (old, new) for x, y in CONTRASTS for old, new in ((x, y), (y, x))
+        if re.search(rf"\b{re.escape(old)}\b", text)
+    ]  # fmt: skip
+    if not options:
+        return None
+    old, new = rng.choice(options)
+    return re.sub(rf"\b{re.escape(old)}\b", new, text, count=1)
+
+
 def narrower(text: str, rng: random.Random) -> str | None:
     body = text.rstrip("?. ")
     return body + rng.choice(SCOPES) + "?"
@@ -332,7 +344,7 @@ def seed_pairs(domain: str, index: int, seed: str, rng: random.Random, fillings:
             surface = _positive(other_q, rng, SURFACE)
             if surface:
                 add(q, surface[1], False, kind + "+" + surface[0])
-        for kind, edit_fn in (("negation", negate), ("scope", narrower)):
+        for kind, edit_fn in (("negation", negate), ("scope", narrower), ("contrast", contrast)):
             out = edit_fn(rng.choice((q, r)), rng)
             if out is not None:
                 add(q, out, False, kind)
@@ -371,6 +383,11 @@ def frame_pairs(rng: random.Random) -> list[Pair]:
                 mine = rng.choice(variants).format(t=topic)
                 theirs = rng.choice(variants).format(t=other_topic)
                 add(mine, theirs, False, "frame-other-topic", group)
+                i, j = rng.randrange(len(variants)), rng.randrange(len(variants))
+                changed = contrast(variants[j].format(t=topic), rng)
+                if changed is not None:
+                    kind_ = "frame-contrast" if i == j else "frame-contrast+reword"
+                    add(variants[i].format(t=topic), changed, False, kind_, group)
     return pairs
 
 
