@@ -34,12 +34,12 @@ def test_generation_is_reproducible_and_labelled() -> None:
     assert {"typo", "casing", "polite", "reword", "synonym", "numerals", "reorder"} <= kinds
     assert {"swap", "number", "entity", "sibling", "language", "negation", "scope"} <= kinds
     assert {"preamble", "frame-reword", "frame-other-question", "frame-other-topic",
-            "contrast", "frame-contrast"} <= kinds  # fmt: skip
+            "contrast", "frame-contrast", "aspect-reword", "aspect-other"} <= kinds  # fmt: skip
     for p in pairs:
         assert p.same == (p.kind.split("+")[0] not in {
             "swap", "number", "entity", "sibling", "language", "negation", "scope",
             "other-question", "frame-other-question", "frame-other-topic", "contrast",
-            "frame-contrast"})  # fmt: skip
+            "frame-contrast", "aspect-other"})  # fmt: skip
     swaps = [p for p in pairs if p.kind == "swap"]
     words = [
         (sorted(re.findall(r"[\w']+", p.a)), sorted(re.findall(r"[\w']+", p.b))) for p in swaps

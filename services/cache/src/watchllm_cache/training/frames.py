@@ -308,3 +308,38 @@ CONTRASTS: tuple[tuple[str, str], ...] = (
     ("invented", "banned"), ("important", "controversial"), ("myths", "facts"),
     ("home", "work"), ("weight", "muscle"), ("money", "time"), ("oven", "microwave"),
 )  # fmt: skip
+
+# Frames with an aspect ``{x}`` as well as the topic: the same wording with another
+# aspect is another question that shares almost every word ("the best age to learn
+# chess" / "the best app to learn chess"), inside a rewording or not. Each entry is
+# (topic kind, wordings, aspects).
+ASPECT_FRAMES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("skill", ("What is the best {x} to learn {t}?", "Which {x} would you recommend for learning {t}?", "For someone who wants to learn {t}, what {x} is the best choice?"),
+     ("age", "app", "book", "website", "time of day", "country", "teacher")),
+    ("skill", ("What {x} do I need to start {t}?", "Which {x} should I get before I begin {t}?", "To get started with {t}, what {x} is required?"),
+     ("equipment", "software", "skills", "qualifications", "books", "budget")),
+    ("skill", ("Is {t} a good {x}?", "Would {t} make a good {x}?", "Do you think {t} is worth it as a {x}?"),
+     ("career", "hobby", "side business", "university degree", "retirement activity", "activity for kids")),
+    ("skill", ("How do {x} use {t}?", "In what ways do {x} make use of {t}?", "What do {x} use {t} for?"),
+     ("companies", "scientists", "teachers", "doctors", "artists", "athletes")),
+    ("concept", ("Why is {t} so {x}?", "What makes {t} so {x}?", "How come {t} is so {x}?"),
+     ("popular", "expensive", "controversial", "hard to understand", "important", "misunderstood")),
+    ("concept", ("What do {x} think of {t}?", "How do {x} feel about {t}?", "What is the view of {x} on {t}?"),
+     ("economists", "scientists", "teenagers", "doctors", "older people", "politicians")),
+    ("concept", ("What is the relationship between {t} and {x}?", "How is {t} related to {x}?", "In what way are {t} and {x} connected?"),
+     ("politics", "health", "education", "the economy", "religion", "art")),
+    ("concept", ("What are some good {x} about {t}?", "Can you recommend good {x} about {t}?", "Which {x} about {t} are worth my time?"),
+     ("books", "documentaries", "podcasts", "YouTube channels", "courses", "novels")),
+    ("concept", ("How do I explain {t} to {x}?", "What's a good way to explain {t} to {x}?", "How would you describe {t} to {x}?"),
+     ("a child", "my parents", "my boss", "a beginner", "a scientist", "my students")),
+    ("concept", ("How do {x} use {t}?", "In what ways do {x} make use of {t}?", "What do {x} use {t} for?"),
+     ("companies", "scientists", "governments", "schools", "criminals", "banks")),
+    ("place", ("What is the best {x} in {t}?", "Which {x} in {t} would you recommend?", "If you had to pick one {x} in {t}, which would it be?"),
+     ("neighbourhood to stay", "museum", "beach", "restaurant", "hiking trail", "market", "nightclub")),
+    ("place", ("How much does {x} cost in {t}?", "What is the cost of {x} in {t}?", "How expensive is {x} in {t}?"),
+     ("renting a flat", "eating out", "public transport", "a hotel room", "healthcare", "university")),
+    ("place", ("Is {t} a good place for {x}?", "Would you recommend {t} for {x}?", "How good is {t} for {x}?"),
+     ("families", "students", "retirees", "digital nomads", "a honeymoon", "a stag party")),
+    ("place", ("What is the best way to meet {x} in {t}?", "How can I meet {x} in {t}?", "Where do people go to meet {x} in {t}?"),
+     ("locals", "other travellers", "expats", "a partner", "business contacts")),
+)  # fmt: skip

@@ -21,7 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 
-from watchllm_cache.training.frames import CONTRASTS, FRAMES, PREAMBLES, TOPICS
+from watchllm_cache.training.frames import (
+    ASPECT_FRAMES,
+    CONTRASTS,
+    FRAMES,
+    PREAMBLES,
+    TOPICS,
+)
 from watchllm_cache.training.seeds import LANGUAGES, SEEDS, SIBLINGS
 
 _SLOT = re.compile(r"\{([a-z]\d?):([^}]+)\}")
@@ -391,6 +397,36 @@ def frame_pairs(rng: random.Random) -> list[Pair]:
     return pairs
 
 
+def aspect_pairs(rng: random.Random) -> list[Pair]:
+    """Pairs from ``frames.ASPECT_FRAMES``: two wordings with one topic and aspect are
+    the same question; the same topic with another aspect is not (a wording of it
+    chosen at random, so the negatives are as reworded as the positives). Grouped by
+    frame for the held-out split."""
+    pairs: list[Pair] = []
+
+    def add(a: str, b: str, same: bool, kind: str, group: str) -> None:
+        if rng.random() < 0.3:
+            edit = _positive(b, rng, SURFACE)
+            if edit:
+                b = edit[1]
+        if a != b:
+            pairs.append(Pair(a, b, same, kind, group) if rng.random() < 0.5
+                         else Pair(b, a, same, kind, group))  # fmt: skip
+
+    for index, (kind, wordings, aspects) in enumerate(ASPECT_FRAMES):
+        group = f"aspect-{kind}-{index}"
+        for topic in TOPICS[kind]:
+            for aspect in rng.sample(aspects, 3):
+                i, j = rng.sample(range(len(wordings)), 2)
+                add(wordings[i].format(t=topic, x=aspect), wordings[j].format(t=topic, x=aspect),
+                    True, "aspect-reword", group)  # fmt: skip
+                other = rng.choice([x for x in aspects if x != aspect])
+                k = rng.randrange(len(wordings))
+                add(wordings[i].format(t=topic, x=aspect), wordings[k].format(t=topic, x=other),
+                    False, "aspect-other", group)  # fmt: skip
+    return pairs
+
+
 def generate(seed: int = 18, fillings: int = 4) -> list[Pair]:
     rng = random.Random(seed)
     pairs: list[Pair] = []
@@ -404,6 +440,7 @@ def generate(seed: int = 18, fillings: int = 4) -> list[Pair]:
             b = fill(other.split(";;")[rng.randrange(2)].strip(), {})
             pairs.append(Pair(a, b, False, "other-question", f"{domain}-{index}"))
     pairs.extend(frame_pairs(rng))
+    pairs.extend(aspect_pairs(rng))
     return pairs
 
 

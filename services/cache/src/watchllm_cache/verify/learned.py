@@ -7,8 +7,9 @@ trees' split features, thresholds and leaf values, the feature names, the decisi
 threshold and the training report's data hash); it is evaluated here with no
 scikit-learn, ~0.1 ms a pair. A candidate is a hit when its cosine clears the
 candidate threshold (lower than the rules-only path's: 0.75), no veto rule objects
-(``VETOES``: numbers, negation, negated words, antonyms, language, names, direction:
-what the rules decide with certainty), and the probability clears the model's
+(``VETOES``: numbers, negation, negated words, antonyms, language, names, direction,
+word order in short questions, person: what the rules decide with certainty; the last
+two fire on 0.02 % and 0 % of the generated positives), and the probability clears the model's
 threshold, which training chose for a target false-hit rate on held-out seeds.
 
 Failure modes: a missing, unreadable or mismatched model file (other feature names or
@@ -34,6 +35,7 @@ FORMAT = "watchllm-pair-verifier/1"
 DEFAULT_MODEL_PATH = Path(__file__).with_name("pair_model.json")
 VETOES: tuple[str, ...] = (
     "numbers", "negation", "negating_prefix", "antonym", "language", "entity", "direction",
+    "word_order", "person",
 )  # fmt: skip
 _VETO_RULES: tuple[Rule, ...] = tuple(rule for rule in RULES if rule.__name__ in VETOES)
 
