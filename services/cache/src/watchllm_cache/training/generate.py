@@ -3,11 +3,14 @@
 Reproducible: one ``random.Random(seed)`` drives every choice, and the output order is
 fixed, so the same seed gives byte-identical pairs (``data_hash`` in the training
 report). Positives are meaning-preserving edits of a seed question (its hand-written
-rewording, typos, casing, greetings and thanks, numerals <-> words, synonyms from the
-table below, another question opener, contractions), alone and stacked. Hard negatives
-are meaning-changing edits (a sibling name or noun, another number, another language,
-two roles swapped, a negation, a narrower scope), often with a meaning-preserving edit
-on top so that "edited" never means "different". Each pair carries its ``kind`` and
+rewording, typos, casing, greetings and thanks, a sentence of context before it,
+numerals <-> words, synonyms from the table below, another question opener,
+contractions), alone and stacked. Hard negatives are meaning-changing edits (a sibling
+name or noun, another number, another language, two roles swapped, a negation, a
+narrower scope, one contrasting word), often with a meaning-preserving edit on top so
+that "edited" never means "different". ``frame_pairs`` and ``aspect_pairs`` add the
+written question frames of ``frames.py`` (heavy rewordings; other questions on the
+same topic). Each pair carries its ``kind`` and
 its seed's ``group`` (domain and index) so the trainer can hold whole seeds out.
 """
 

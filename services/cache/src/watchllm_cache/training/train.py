@@ -1,13 +1,14 @@
 """``make train-verifier``: generate pairs, compute features, fit, export, report.
 
 Steps: ``generate.generate(seed)`` -> pairs (their sha256 is the report's data hash);
-embed every text once with the production ``Embedder``; features from
-``verify.features``; hold out 20 % of the seed questions (whole seeds, so a held-out
-pair's wording was never seen); fit scikit-learn's ``GradientBoostingClassifier`` on
-the candidates the service would score (cosine >= the candidate threshold, no veto);
-pick the probability threshold whose false-hit rate on the held-out negatives is at
-most ``--target``; export the trees as JSON (checked to give scikit-learn's
-probabilities) and write the report. Minutes on one core; deterministic for a seed.
+embed every text once with the production ``Embedder`` (vectors and contextual token
+states from one pass); features from ``verify.features``; hold out 20 % of the groups
+(whole seed questions and frame families, so a held-out pair's wording was never
+seen); fit scikit-learn's ``GradientBoostingClassifier`` on the candidates the service
+would score (cosine >= the candidate threshold, no veto); pick the probability
+threshold whose false-hit rate on the held-out negatives is at most ``--target``;
+export the trees as JSON (checked to give scikit-learn's probabilities) and write the
+report. Minutes on one core; deterministic for a seed.
 """
 
 from __future__ import annotations
