@@ -101,7 +101,22 @@ def test_token_states_come_from_the_embedding_pass(embedder: Embedder) -> None:
     assert np.allclose(vectors, embedder.embed(texts), atol=1e-6)
     assert states[0].pieces[:2] == ("how", "do") and "salmon" in states[1].pieces
     assert states[0].vectors.shape == (len(states[0].pieces), DIMENSIONS)
-    assert np.allclose(np.linalg.norm(states[1].vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(states[1].vectors.astype(np.float32), axis=1), 1.0, atol=1e-2)
+
+
+def test_the_state_memo_is_bounded_by_pieces_and_recomputes_what_it_dropped(
+    embedder: Embedder,
+) -> None:
+    texts = ["How do I bake salmon?", "How do I grill tuna?", "How do I poach eggs?"]
+    _, states = embedder.embed_states(texts)
+    memo = StateMemo(embedder, max_pieces=len(states[1].pieces) + len(states[2].pieces))
+    memo.put(texts[:1], states[:1])
+    memo.put(texts[1:], states[1:])  # over the bound: the oldest text goes
+    before = embedder.texts
+    assert memo(texts[1:])[texts[2]] is states[2]  # held: no model call
+    assert embedder.texts == before
+    again = memo([texts[0]])[texts[0]]  # the oldest was dropped: embedded again
+    assert embedder.texts == before + 1 and again.pieces == states[0].pieces
 
 
 def test_contextual_alignment_tells_a_rewording_from_another_question(

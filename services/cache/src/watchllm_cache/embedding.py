@@ -47,7 +47,7 @@ class TokenStates:
     ([CLS], [SEP] and padding dropped), each row unit length, with the pieces' text."""
 
     pieces: tuple[str, ...]
-    vectors: np.ndarray  # (len(pieces), 384) float32
+    vectors: np.ndarray  # (len(pieces), 384) float16 (a memo holds many)
 
 
 class Embedder:
@@ -103,7 +103,7 @@ class Embedder:
                 rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
                 assert model.tokenizer is not None  # loaded by the onnx_embed call above
                 pieces = tuple(str(model.tokenizer.id_to_token(int(i))) for i in ids[1 : n - 1])
-                states.append(TokenStates(pieces, rows))
+                states.append(TokenStates(pieces, rows.astype(np.float16)))
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.where(norms == 0, 1.0, norms)
         self.calls += 1
@@ -118,22 +118,31 @@ class Embedder:
 
 
 class StateMemo:
-    """Contextual token states by text, memoised (bounded): filled by whoever embeds a
-    text with ``Embedder.embed_states`` (``put``) and computed on a miss (``__call__``).
-    For the learned verifier's alignment features."""
+    """Contextual token states by text, memoised: filled by whoever embeds a text with
+    ``Embedder.embed_states`` (``put``) and computed on a miss (``__call__``). For the
+    learned verifier's alignment features. Bounded by word pieces held (float16 rows:
+    the default 100,000 pieces are ~77 MB); the oldest texts go first."""
 
-    def __init__(self, embedder: Embedder, max_texts: int = 50_000) -> None:
+    def __init__(self, embedder: Embedder, max_pieces: int = 100_000) -> None:
         self._embedder = embedder
-        self._max_texts = max_texts
+        self._max_pieces = max_pieces
+        self._pieces = 0
         self._states: dict[str, TokenStates] = {}
 
     def put(self, texts: Sequence[str], states: Sequence[TokenStates]) -> None:
-        if len(self._states) + len(texts) > self._max_texts:
-            self._states.clear()
-        self._states.update(zip(texts, states, strict=True))
+        for text, state in zip(texts, states, strict=True):
+            old = self._states.pop(text, None)
+            self._pieces += len(state.pieces) - (len(old.pieces) if old else 0)
+            self._states[text] = state
+        while self._pieces > self._max_pieces and len(self._states) > len(texts):
+            oldest = next(iter(self._states))
+            self._pieces -= len(self._states.pop(oldest).pieces)
 
     def __call__(self, texts: Sequence[str]) -> dict[str, TokenStates]:
         missing = [t for t in dict.fromkeys(texts) if t not in self._states]
+        found = {t: self._states[t] for t in texts if t in self._states}
         if missing:
-            self.put(missing, self._embedder.embed_states(missing)[1])
-        return {t: self._states[t] for t in texts}
+            computed = self._embedder.embed_states(missing)[1]
+            self.put(missing, computed)
+            found.update(zip(missing, computed, strict=True))
+        return found

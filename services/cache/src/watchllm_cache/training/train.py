@@ -47,7 +47,7 @@ def featurise(pairs: list[Pair], embedder: Embedder) -> tuple[np.ndarray, np.nda
     texts = sorted({t for p in pairs for t in (p.a, p.b)}, key=len)
     embedded, token_states = embedder.embed_states(texts, batch_size=32)
     vectors = dict(zip(texts, embedded, strict=True))
-    states = StateMemo(embedder, max_texts=len(texts) + 1)
+    states = StateMemo(embedder, max_pieces=sum(len(s.pieces) for s in token_states))
     states.put(texts, token_states)
     cos = np.array([float(vectors[p.a] @ vectors[p.b]) for p in pairs])
     x = np.stack(

@@ -126,7 +126,7 @@ def _contextual(q: Parsed, c: Parsed, states: StatesFn | None) -> list[float]:
     sq, sc = found[q.text], found[c.text]
     if not len(sq.pieces) or not len(sc.pieces):
         return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    sim = sq.vectors @ sc.vectors.T
+    sim = sq.vectors.astype(np.float32) @ sc.vectors.astype(np.float32).T
     best_q, best_c = sim.max(axis=1), sim.max(axis=0)
     content = [best_q[_content_rows(sq)], best_c[_content_rows(sc)]]
     means = [float(side.mean()) if side.size else 1.0 for side in content]
