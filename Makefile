@@ -46,7 +46,7 @@ browser:
 # The cache's learned pair verifier (issue 18): pairs generated from the seed questions
 # in services/cache/src/watchllm_cache/training/, one model fitted and exported to
 # verify/pair_model.json with its report services/cache/eval/verifier-training.json
-# (data hash, held-out metrics). About a minute on one core; same seed, same model.
+# (data hash, held-out metrics). About two minutes on one core; same seed, same model.
 train-verifier: install
 	HF_HUB_OFFLINE=1 nice -n 10 $(BIN)/python -m watchllm_cache.training.train
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from watchllm_cache.embedding import DIMENSIONS, Embedder
+from watchllm_cache.embedding import DIMENSIONS, Embedder, StateMemo
 from watchllm_cache.eval import evaluate
 from watchllm_cache.index.edge import EdgeIndex
 from watchllm_cache.semantic import SemanticCache
@@ -33,10 +33,13 @@ def test_generation_is_reproducible_and_labelled() -> None:
     kinds = {p.kind.split("+")[0] for p in pairs}
     assert {"typo", "casing", "polite", "reword", "synonym", "numerals", "reorder"} <= kinds
     assert {"swap", "number", "entity", "sibling", "language", "negation", "scope"} <= kinds
+    assert {"preamble", "frame-reword", "frame-other-question", "frame-other-topic",
+            "contrast", "frame-contrast", "aspect-reword", "aspect-other"} <= kinds  # fmt: skip
     for p in pairs:
         assert p.same == (p.kind.split("+")[0] not in {
             "swap", "number", "entity", "sibling", "language", "negation", "scope",
-            "other-question"})  # fmt: skip
+            "other-question", "frame-other-question", "frame-other-topic", "contrast",
+            "frame-contrast", "aspect-other"})  # fmt: skip
     swaps = [p for p in pairs if p.kind == "swap"]
     words = [
         (sorted(re.findall(r"[\w']+", p.a)), sorted(re.findall(r"[\w']+", p.b))) for p in swaps
@@ -81,10 +84,57 @@ def test_features_see_swapped_roles_and_typos() -> None:
     swapped = dict(zip(NAMES, pair_features(parsed(a), parsed(b), 0.98), strict=True))
     assert len(swapped) == len(NAMES)
     assert swapped["order_discordant"] > 0 and swapped["content_jaccard"] == 1.0
+    assert swapped["role_swaps"] > 0
+    moved = dict(zip(NAMES, pair_features(
+        parsed("How do I freeze a row in Excel?"), parsed("In Excel, how do I freeze a row?"),
+        0.95), strict=True))  # fmt: skip
+    assert moved["role_swaps"] == 0  # a phrase moved keeps its words' roles
     typo = dict(zip(NAMES, pair_features(
         parsed("How do I cancel my gym membership?"),
         parsed("How do I cancle my gym membership?"), 0.8), strict=True))  # fmt: skip
     assert typo["only_max"] == 0 and typo["char_ratio"] > 0.9
+
+
+def test_token_states_come_from_the_embedding_pass(embedder: Embedder) -> None:
+    texts = ["How do I bake salmon?", "Hi, what is the oven time for salmon fillets? Thanks!"]
+    vectors, states = embedder.embed_states(texts)
+    assert np.allclose(vectors, embedder.embed(texts), atol=1e-6)
+    assert states[0].pieces[:2] == ("how", "do") and "salmon" in states[1].pieces
+    assert states[0].vectors.shape == (len(states[0].pieces), DIMENSIONS)
+    assert np.allclose(np.linalg.norm(states[1].vectors.astype(np.float32), axis=1), 1.0, atol=1e-2)
+
+
+def test_the_state_memo_is_bounded_by_pieces_and_recomputes_what_it_dropped(
+    embedder: Embedder,
+) -> None:
+    texts = ["How do I bake salmon?", "How do I grill tuna?", "How do I poach eggs?"]
+    _, states = embedder.embed_states(texts)
+    memo = StateMemo(embedder, max_pieces=len(states[1].pieces) + len(states[2].pieces))
+    memo.put(texts[:1], states[:1])
+    memo.put(texts[1:], states[1:])  # over the bound: the oldest text goes
+    before = embedder.texts
+    assert memo(texts[1:])[texts[2]] is states[2]  # held: no model call
+    assert embedder.texts == before
+    again = memo([texts[0]])[texts[0]]  # the oldest was dropped: embedded again
+    assert embedder.texts == before + 1 and again.pieces == states[0].pieces
+
+
+def test_contextual_alignment_tells_a_rewording_from_another_question(
+    embedder: Embedder,
+) -> None:
+    memo = StateMemo(embedder)
+    question = "What is the best way to learn chess?"
+
+    def features(other: str) -> dict[str, float]:
+        values = pair_features(parsed(question), parsed(other), 0.8, memo)
+        return dict(zip(NAMES, values, strict=True))
+
+    reworded = features("How should I go about learning chess as a beginner?")
+    other = features("What is the history of chess?")
+    assert reworded["ctx_worst"] > other["ctx_worst"]
+    assert reworded["ctx_recall_low"] > other["ctx_recall_low"]
+    blind = dict(zip(NAMES, pair_features(parsed(question), parsed("x"), 0.8), strict=True))
+    assert blind["ctx_worst"] == 1.0  # without token states: the neutral value
 
 
 def test_learned_verdicts() -> None:
@@ -114,14 +164,19 @@ def test_the_rules_stay_the_default(semantic_settings: SemanticSettings) -> None
     assert semantic_settings.cache_verifier == "rules"
 
 
-async def test_learned_path_through_the_cache(learned_cache: SemanticCache) -> None:
+async def test_learned_path_through_the_cache(
+    learned_cache: SemanticCache, embedder: Embedder
+) -> None:
     project = uuid.uuid4()
     assert learned_cache.default_threshold == 0.75
     question = "How do I renew my library card online?"
     _, vector = await learned_cache.lookup(project, "s", question, None)
     await learned_cache.store(project, "s", question, "k1", 60, vector)
+    texts = embedder.texts
     hit, _ = await learned_cache.lookup(project, "s", "HOW DO I RENEW MY LIBRARY CARD ONLINE", None)
     assert hit.hit and hit.exact_key == "k1"
+    # the candidate's token states were kept from the lookup that embedded it
+    assert embedder.texts == texts + 1
     swapped, _ = await learned_cache.lookup(
         project, "s", "How do I renew my library card online in 2 days?", None
     )

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from fastembed import TextEmbedding
+from fastembed.text.onnx_embedding import OnnxTextEmbedding
 
 from watchllm_shared.contracts.cache import MAX_SEMANTIC_QUESTION_CHARS
 
@@ -37,6 +39,15 @@ _REQUIRED = ("model.onnx", "tokenizer.json", "tokenizer_config.json", "special_t
 
 class ModelMissingError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStates:
+    """One text's contextual token states: the model's last layer per word piece
+    ([CLS], [SEP] and padding dropped), each row unit length, with the pieces' text."""
+
+    pieces: tuple[str, ...]
+    vectors: np.ndarray  # (len(pieces), 384) float16 (a memo holds many)
 
 
 class Embedder:
@@ -70,26 +81,68 @@ class Embedder:
         self.seconds += time.perf_counter() - started
         return vectors
 
+    def embed_states(
+        self, texts: Sequence[str], batch_size: int = 32
+    ) -> tuple[np.ndarray, list[TokenStates]]:
+        """``embed``'s vectors (the same numbers: the model's own pooling of the same
+        output) and each text's ``TokenStates``, from one model pass per batch."""
+        started = time.perf_counter()
+        model = self._model.model
+        assert isinstance(model, OnnxTextEmbedding), type(model)  # the pooled MiniLM family
+        vectors = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        states: list[TokenStates] = []
+        cut = [text[:MAX_TEXT_CHARS] for text in texts]
+        for start in range(0, len(cut), batch_size):
+            output = model.onnx_embed(cut[start : start + batch_size])
+            pooled = np.asarray(list(model._post_process_onnx_output(output)), dtype=np.float32)
+            vectors[start : start + len(pooled)] = pooled
+            mask, input_ids = np.asarray(output.attention_mask), np.asarray(output.input_ids)
+            for row, ids, keep in zip(output.model_output, input_ids, mask, strict=True):
+                n = int(keep.sum())
+                rows = np.asarray(row[1 : n - 1], dtype=np.float32)
+                rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
+                assert model.tokenizer is not None  # loaded by the onnx_embed call above
+                pieces = tuple(str(model.tokenizer.id_to_token(int(i))) for i in ids[1 : n - 1])
+                states.append(TokenStates(pieces, rows.astype(np.float16)))
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors /= np.where(norms == 0, 1.0, norms)
+        self.calls += 1
+        self.texts += len(texts)
+        self.seconds += time.perf_counter() - started
+        return vectors, states
+
     def embed_one(self, text: str) -> np.ndarray:
         """(384,) float32, unit length."""
         vector: np.ndarray = self.embed([text])[0]
         return vector
 
 
-class WordVectors:
-    """Single-word embeddings from the same model, memoised (a bounded dict: the words
-    of questions repeat). For the learned verifier's alignment features; thread-safe
-    enough (a race embeds a word twice)."""
+class StateMemo:
+    """Contextual token states by text, memoised: filled by whoever embeds a text with
+    ``Embedder.embed_states`` (``put``) and computed on a miss (``__call__``). For the
+    learned verifier's alignment features. Bounded by word pieces held (float16 rows:
+    the default 100,000 pieces are ~77 MB); the oldest texts go first."""
 
-    def __init__(self, embedder: Embedder, max_words: int = 100_000) -> None:
+    def __init__(self, embedder: Embedder, max_pieces: int = 100_000) -> None:
         self._embedder = embedder
-        self._max_words = max_words
-        self._vectors: dict[str, np.ndarray] = {}
+        self._max_pieces = max_pieces
+        self._pieces = 0
+        self._states: dict[str, TokenStates] = {}
 
-    def __call__(self, words: Sequence[str]) -> dict[str, np.ndarray]:
-        missing = [w for w in dict.fromkeys(words) if w not in self._vectors]
+    def put(self, texts: Sequence[str], states: Sequence[TokenStates]) -> None:
+        for text, state in zip(texts, states, strict=True):
+            old = self._states.pop(text, None)
+            self._pieces += len(state.pieces) - (len(old.pieces) if old else 0)
+            self._states[text] = state
+        while self._pieces > self._max_pieces and len(self._states) > len(texts):
+            oldest = next(iter(self._states))
+            self._pieces -= len(self._states.pop(oldest).pieces)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, TokenStates]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._states]
+        found = {t: self._states[t] for t in texts if t in self._states}
         if missing:
-            if len(self._vectors) + len(missing) > self._max_words:
-                self._vectors.clear()
-            self._vectors.update(zip(missing, self._embedder.embed(missing), strict=True))
-        return {w: self._vectors[w] for w in words}
+            computed = self._embedder.embed_states(missing)[1]
+            self.put(missing, computed)
+            found.update(zip(missing, computed, strict=True))
+        return found

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -34,7 +34,7 @@ from uuid import UUID
 import numpy as np
 
 from watchllm_cache.batching import EmbedBatcher
-from watchllm_cache.embedding import Embedder, WordVectors
+from watchllm_cache.embedding import Embedder, StateMemo
 from watchllm_cache.index import Candidate, VectorIndex, payload, point_id
 from watchllm_cache.settings import SemanticSettings
 from watchllm_cache.verify import Verdict, verify, verify_learned
@@ -63,9 +63,9 @@ class SemanticCache:
         self._settings = settings
         learned = settings.cache_verifier == "learned"
         self._model = PairModel.load(settings.cache_verifier_model_path) if learned else None
-        self._words = WordVectors(embedder)
+        self._states = StateMemo(embedder)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semantic")
-        self._batcher = EmbedBatcher(embedder.embed, self._run)
+        self._batcher = EmbedBatcher(self._embed if learned else embedder.embed, self._run)
         self._next_purge = time.monotonic() + settings.cache_purge_interval_seconds
         self.index_errors = 0
         self.refusals: dict[str, int] = {}  # rule name -> candidates it refused
@@ -78,9 +78,16 @@ class SemanticCache:
             return self._settings.cache_candidate_threshold
         return self._settings.cache_threshold
 
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The learned verifier's embedding: the vectors, and the texts' contextual token
+        states kept from the same model pass for the pair features."""
+        vectors, states = self._embedder.embed_states(texts)
+        self._states.put(texts, states)
+        return vectors
+
     def _verify(self, question: str, candidate: str, similarity: float, bar: float) -> Verdict:
         if self._model is not None:
-            return verify_learned(question, candidate, similarity, bar, self._model, self._words)
+            return verify_learned(question, candidate, similarity, bar, self._model, self._states)
         return verify(question, candidate, similarity, bar)
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -146,7 +153,12 @@ class SemanticCache:
         (pass the one ``lookup`` returned). Storing the same exact key overwrites."""
 
         def work() -> None:
-            vector = self._embedder.embed_one(question) if embedding is None else embedding
+            if embedding is not None:
+                vector = embedding
+            elif self._model is not None:
+                vector = self._embed([question])[0]
+            else:
+                vector = self._embedder.embed_one(question)
             self.store_vector(str(project_id), scope, question, exact_key, ttl_seconds, vector)
 
         await self._run(work)

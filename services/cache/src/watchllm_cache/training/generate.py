@@ -3,11 +3,14 @@
 Reproducible: one ``random.Random(seed)`` drives every choice, and the output order is
 fixed, so the same seed gives byte-identical pairs (``data_hash`` in the training
 report). Positives are meaning-preserving edits of a seed question (its hand-written
-rewording, typos, casing, greetings and thanks, numerals <-> words, synonyms from the
-table below, another question opener, contractions), alone and stacked. Hard negatives
-are meaning-changing edits (a sibling name or noun, another number, another language,
-two roles swapped, a negation, a narrower scope), often with a meaning-preserving edit
-on top so that "edited" never means "different". Each pair carries its ``kind`` and
+rewording, typos, casing, greetings and thanks, a sentence of context before it,
+numerals <-> words, synonyms from the table below, another question opener,
+contractions), alone and stacked. Hard negatives are meaning-changing edits (a sibling
+name or noun, another number, another language, two roles swapped, a negation, a
+narrower scope, one contrasting word), often with a meaning-preserving edit on top so
+that "edited" never means "different". ``frame_pairs`` and ``aspect_pairs`` add the
+written question frames of ``frames.py`` (heavy rewordings; other questions on the
+same topic). Each pair carries its ``kind`` and
 its seed's ``group`` (domain and index) so the trainer can hold whole seeds out.
 """
 
@@ -19,7 +22,15 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import combinations
 
+from watchllm_cache.training.frames import (
+    ASPECT_FRAMES,
+    CONTRASTS,
+    FRAMES,
+    PREAMBLES,
+    TOPICS,
+)
 from watchllm_cache.training.seeds import LANGUAGES, SEEDS, SIBLINGS
 
 _SLOT = re.compile(r"\{([a-z]\d?):([^}]+)\}")
@@ -146,6 +157,13 @@ def polite(text: str, rng: random.Random) -> str | None:
     return head + body + rng.choice(THANKS)
 
 
+def preamble(text: str, rng: random.Random) -> str | None:
+    """A sentence of context before the question ("I'm a complete beginner. ...")."""
+    head = rng.choice(PREAMBLES)
+    lower = head.endswith(("but ", ": ")) and text[:2] != "I "
+    return head + (text[0].lower() + text[1:] if lower else text)
+
+
 def numerals(text: str, rng: random.Random) -> str | None:
     def word(m: re.Match[str]) -> str:
         return NUMBER_WORDS[int(m.group())]
@@ -223,8 +241,9 @@ Edit = Callable[[str, random.Random], str | None]
 POSITIVE_EDITS: dict[str, Edit] = {
     "typo": typo, "casing": casing, "polite": polite, "numerals": numerals,
     "synonym": synonym, "opener": opener, "contraction": contraction, "reorder": reorder,
+    "preamble": preamble,
 }  # fmt: skip
-SURFACE = ("typo", "casing", "polite", "opener")
+SURFACE = ("typo", "casing", "polite", "opener", "preamble")
 
 
 def negate(text: str, rng: random.Random) -> str | None:
@@ -232,6 +251,18 @@ def negate(text: str, rng: random.Random) -> str | None:
         if re.search(pattern, text):
             return re.sub(pattern, replacement, text, count=1)
     return None
+
+
+def contrast(text: str, rng: random.Random) -> str | None:
+    """One word swapped for one that asks something else (``frames.CONTRASTS``)."""
+    options = [
+        (old, new) for x, y in CONTRASTS for old, new in ((x, y), (y, x))
+        if re.search(rf"\b{re.escape(old)}\b", text)
+    ]  # fmt: skip
+    if not options:
+        return None
+    old, new = rng.choice(options)
+    return re.sub(rf"\b{re.escape(old)}\b", new, text, count=1)
 
 
 def narrower(text: str, rng: random.Random) -> str | None:
@@ -322,10 +353,80 @@ def seed_pairs(domain: str, index: int, seed: str, rng: random.Random, fillings:
             surface = _positive(other_q, rng, SURFACE)
             if surface:
                 add(q, surface[1], False, kind + "+" + surface[0])
-        for kind, edit_fn in (("negation", negate), ("scope", narrower)):
+        for kind, edit_fn in (("negation", negate), ("scope", narrower), ("contrast", contrast)):
             out = edit_fn(rng.choice((q, r)), rng)
             if out is not None:
                 add(q, out, False, kind)
+    return pairs
+
+
+def frame_pairs(rng: random.Random) -> list[Pair]:
+    """Pairs from ``frames.py``: two variants of one family about one topic are the same
+    question; another family about the same topic, or the same family about another
+    topic, is not. Either side may carry a surface edit. The group is the family, so a
+    held-out family's wordings were never trained on."""
+    pairs: list[Pair] = []
+
+    def add(a: str, b: str, same: bool, kind: str, group: str) -> None:
+        if rng.random() < 0.4:
+            edit = _positive(b, rng, SURFACE)
+            if edit:
+                b = edit[1]
+        if a != b:
+            pairs.append(Pair(a, b, same, kind, group) if rng.random() < 0.5
+                         else Pair(b, a, same, kind, group))  # fmt: skip
+
+    for kind, families in FRAMES.items():
+        topics = TOPICS[kind]
+        for index, variants in enumerate(families):
+            group = f"frame-{kind}-{index}"
+            for topic in topics:
+                for i, j in combinations(range(len(variants)), 2):
+                    add(variants[i].format(t=topic), variants[j].format(t=topic), True,
+                        "frame-reword", group)  # fmt: skip
+                for _ in range(2):
+                    other = families[(index + 1 + rng.randrange(len(families) - 1)) % len(families)]
+                    add(rng.choice(variants).format(t=topic), rng.choice(other).format(t=topic),
+                        False, "frame-other-question", group)  # fmt: skip
+                other_topic = rng.choice([t for t in topics if t != topic])
+                mine = rng.choice(variants).format(t=topic)
+                theirs = rng.choice(variants).format(t=other_topic)
+                add(mine, theirs, False, "frame-other-topic", group)
+                i, j = rng.randrange(len(variants)), rng.randrange(len(variants))
+                changed = contrast(variants[j].format(t=topic), rng)
+                if changed is not None:
+                    kind_ = "frame-contrast" if i == j else "frame-contrast+reword"
+                    add(variants[i].format(t=topic), changed, False, kind_, group)
+    return pairs
+
+
+def aspect_pairs(rng: random.Random) -> list[Pair]:
+    """Pairs from ``frames.ASPECT_FRAMES``: two wordings with one topic and aspect are
+    the same question; the same topic with another aspect is not (a wording of it
+    chosen at random, so the negatives are as reworded as the positives). Grouped by
+    frame for the held-out split."""
+    pairs: list[Pair] = []
+
+    def add(a: str, b: str, same: bool, kind: str, group: str) -> None:
+        if rng.random() < 0.3:
+            edit = _positive(b, rng, SURFACE)
+            if edit:
+                b = edit[1]
+        if a != b:
+            pairs.append(Pair(a, b, same, kind, group) if rng.random() < 0.5
+                         else Pair(b, a, same, kind, group))  # fmt: skip
+
+    for index, (kind, wordings, aspects) in enumerate(ASPECT_FRAMES):
+        group = f"aspect-{kind}-{index}"
+        for topic in TOPICS[kind]:
+            for aspect in rng.sample(aspects, 3):
+                i, j = rng.sample(range(len(wordings)), 2)
+                add(wordings[i].format(t=topic, x=aspect), wordings[j].format(t=topic, x=aspect),
+                    True, "aspect-reword", group)  # fmt: skip
+                other = rng.choice([x for x in aspects if x != aspect])
+                k = rng.randrange(len(wordings))
+                add(wordings[i].format(t=topic, x=aspect), wordings[k].format(t=topic, x=other),
+                    False, "aspect-other", group)  # fmt: skip
     return pairs
 
 
@@ -341,6 +442,8 @@ def generate(seed: int = 18, fillings: int = 4) -> list[Pair]:
             a = fill(text.split(";;")[0].strip(), {})
             b = fill(other.split(";;")[rng.randrange(2)].strip(), {})
             pairs.append(Pair(a, b, False, "other-question", f"{domain}-{index}"))
+    pairs.extend(frame_pairs(rng))
+    pairs.extend(aspect_pairs(rng))
     return pairs
 
 

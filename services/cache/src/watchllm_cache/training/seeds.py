@@ -113,7 +113,7 @@ SEEDS: dict[str, tuple[str, ...]] = {
         "Can I drive in {e:Spain} with a {e2:UK} licence? ;; Is a {e2:UK} driving licence valid in {e:Spain}?",
         "How much does it cost to replace {w:brake pads}? ;; What is the price of new {w:brake pads}?",
         "What tyre pressure should I use for a {w:hatchback}? ;; What PSI should a {w:hatchback} have in its tyres?",
-        "Is it cheaper to charge an electric car at {a:home} or at a {b:public charger}? ;; Does charging an EV at {a:home} cost less than at a {b:public charger}?",
+        "Is it cheaper to charge an electric car at {a:home} than at a {b:public charger}? ;; Does charging an EV at {a:home} cost less than at a {b:public charger}?",
     ),
     "tech": (
         "How do I connect my {w:printer} to wifi? ;; What is the way to put my {w:printer} on the wireless network?",
@@ -194,7 +194,7 @@ SEEDS: dict[str, tuple[str, ...]] = {
         "When do babies start {w:crawling}? ;; At what age do babies begin {w:crawling}?",
         "How do I get my toddler to eat {w:vegetables}? ;; What helps a toddler eat more {w:vegetables}?",
         "How much screen time is OK for a {n:6} year old? ;; What's a healthy amount of screen time for a {n:6} year old?",
-        "Should {a:older siblings} share a room with {b:the baby}? ;; Is it a good idea for {a:older siblings} to share a bedroom with {b:the baby}?",
+        "Should {a:older siblings} help look after {b:the baby}? ;; Is it a good idea for {a:older siblings} to help take care of {b:the baby}?",
         "How do I potty train a {w:boy}? ;; What's the best way to toilet train a {w:boy}?",
         "What should I put in a {w:hospital bag} for labour? ;; What do I pack in a {w:hospital bag} for giving birth?",
     ),

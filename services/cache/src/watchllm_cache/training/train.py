@@ -1,13 +1,14 @@
 """``make train-verifier``: generate pairs, compute features, fit, export, report.
 
 Steps: ``generate.generate(seed)`` -> pairs (their sha256 is the report's data hash);
-embed every text once with the production ``Embedder``; features from
-``verify.features``; hold out 20 % of the seed questions (whole seeds, so a held-out
-pair's wording was never seen); fit scikit-learn's ``GradientBoostingClassifier`` on
-the candidates the service would score (cosine >= the candidate threshold, no veto);
-pick the probability threshold whose false-hit rate on the held-out negatives is at
-most ``--target``; export the trees as JSON (checked to give scikit-learn's
-probabilities) and write the report. Minutes on one core; deterministic for a seed.
+embed every text once with the production ``Embedder`` (vectors and contextual token
+states from one pass); features from ``verify.features``; hold out 20 % of the groups
+(whole seed questions and frame families, so a held-out pair's wording was never
+seen); fit scikit-learn's ``GradientBoostingClassifier`` on the candidates the service
+would score (cosine >= the candidate threshold, no veto); pick the probability
+threshold whose false-hit rate on the held-out negatives is at most ``--target``;
+export the trees as JSON (checked to give scikit-learn's probabilities) and write the
+report. Minutes on one core; deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sklearn.metrics import log_loss, roc_auc_score  # type: ignore[import-untyp
 from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
 from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
 
-from watchllm_cache.embedding import Embedder, WordVectors
+from watchllm_cache.embedding import Embedder, StateMemo
 from watchllm_cache.settings import SemanticSettings
 from watchllm_cache.training.generate import Pair, data_hash, generate
 from watchllm_cache.verify import parsed
@@ -44,11 +45,16 @@ def _held_out(group: str) -> bool:
 def featurise(pairs: list[Pair], embedder: Embedder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, cosine, vetoed) per pair."""
     texts = sorted({t for p in pairs for t in (p.a, p.b)}, key=len)
-    vectors = dict(zip(texts, embedder.embed(texts, batch_size=32), strict=True))
+    embedded, token_states = embedder.embed_states(texts, batch_size=32)
+    vectors = dict(zip(texts, embedded, strict=True))
+    states = StateMemo(embedder, max_pieces=sum(len(s.pieces) for s in token_states))
+    states.put(texts, token_states)
     cos = np.array([float(vectors[p.a] @ vectors[p.b]) for p in pairs])
-    words = WordVectors(embedder)
     x = np.stack(
-        [pair_features(parsed(p.a), parsed(p.b), c, words) for p, c in zip(pairs, cos, strict=True)]
+        [
+            pair_features(parsed(p.a), parsed(p.b), c, states)
+            for p, c in zip(pairs, cos, strict=True)
+        ]
     )
     vetoed = np.array([veto(parsed(p.a), parsed(p.b)) is not None for p in pairs])
     return x, cos, vetoed

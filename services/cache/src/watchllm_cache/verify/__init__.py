@@ -56,7 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from watchllm_cache.verify.features import WordVectorsFn
+from watchllm_cache.verify.features import StatesFn
 from watchllm_cache.verify.learned import PairModel, score, veto
 from watchllm_cache.verify.rules import RULES
 from watchllm_cache.verify.text import Parsed, parse
@@ -90,7 +90,7 @@ def verify(question: str, candidate: str, similarity: float, threshold: float) -
 
 def verify_learned(
     question: str, candidate: str, similarity: float, threshold: float, model: PairModel,
-    words: WordVectorsFn | None = None,
+    states: StatesFn | None = None,
 ) -> Verdict:  # fmt: skip
     """Hit when the cosine clears ``threshold`` (the candidate floor), no veto rule
     objects and the pair model's probability clears its threshold (``learned.py``)."""
@@ -100,7 +100,7 @@ def verify_learned(
     vetoed = veto(q, c)
     if vetoed is not None:
         return Verdict(False, vetoed[0], f"{vetoed[0]}: {vetoed[1]}")
-    p = score(model, q, c, similarity, words)
+    p = score(model, q, c, similarity, states)
     if p < model.threshold:
         return Verdict(False, "learned", f"learned: p {p:.3f} < {model.threshold:.3f}")
     return Verdict(True)

@@ -1,11 +1,13 @@
 """Features of a question pair for the learned verifier (``learned.py``).
 
 One fixed-length vector per pair, from three sources: the frozen embedding model (the
-cosine of the two questions), the rules (which of them objects, and the word-level
-comparison they are built on: content words left unaligned after typos and variants
-are paired, rewording, the order of the shared content words) and the characters
-(similarity of the parsed words, so a typo, casing or a greeting costs little).
-Pure functions over ``text.Parsed``: no failure modes, ~0.2 ms a pair.
+cosine of the two questions, and how well each content word piece finds a piece of the
+other question among the model's contextual token states: ``_contextual``), the rules
+(which of them objects, and the word-level comparison they are built on: content words
+left unaligned after typos and variants are paired, rewording, the order of the shared
+content words, words that exchanged places) and the characters (similarity of the
+parsed words, so a typo, casing or a greeting costs little). Pure functions over
+``text.Parsed`` and the token states: no failure modes, ~0.3 ms a pair.
 
 ``NAMES`` is the order of the vector; the exported model stores it and refuses to load
 when it differs (a model trained on other features would answer nonsense).
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from difflib import SequenceMatcher
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,12 +28,16 @@ from watchllm_cache.verify.compare import (
     edit_distance,
     rewording,
 )
+from watchllm_cache.verify.lexicon import STOPWORDS
 from watchllm_cache.verify.rules import RULES
 from watchllm_cache.verify.text import Parsed
 
-# Word -> unit vector from the frozen embedding model, for many words at once
-# (``WordVectors``); None leaves the alignment features at their "all aligned" value.
-WordVectorsFn = Callable[[Sequence[str]], dict[str, np.ndarray]]
+if TYPE_CHECKING:
+    from watchllm_cache.embedding import TokenStates
+
+# Text -> its contextual token states (``embedding.StateMemo``); None leaves the
+# contextual alignment features at their "all aligned" value.
+StatesFn = Callable[[Sequence[str]], "dict[str, TokenStates]"]
 
 NAMES: tuple[str, ...] = (
     "cosine",
@@ -38,7 +45,9 @@ NAMES: tuple[str, ...] = (
     "only_a", "only_b", "only_min", "only_max", "content_a", "content_b", "content_jaccard",
     "rewording", "word_edits_ratio", "char_ratio", "trigram_jaccard", "unaligned_char_best",
     "order_discordant", "order_discordant_share", "same_question_type", "length_ratio",
-    "align_worst", "align_mean", "align_unaligned_pair",
+    "role_swaps",
+    "ctx_recall_low", "ctx_recall_high", "ctx_worst", "ctx_second_worst",
+    "ctx_below_60", "ctx_below_75", "ctx_all_recall_low",
 )  # fmt: skip
 
 
@@ -69,43 +78,69 @@ def _best_char(only_a: set[str], only_b: set[str]) -> float:
     return max((SequenceMatcher(None, x, y).ratio() for x in only_a for y in only_b), default=0.0)
 
 
-def _content_words(p: Parsed) -> dict[str, str]:
-    """content key -> its first surface form."""
-    out: dict[str, str] = {}
-    for t in p.tokens:
-        if t.key in p.content:
-            out.setdefault(t.key, t.text)
-    return out
+def _role_swaps(q: Parsed, c: Parsed) -> int:
+    """Pairs of shared content words that exchanged places: each stands where the other
+    stood, judged by the word before it (or after it) on each side ("substitute butter
+    for oil" / "substitute oil for butter", "Is a square a rectangle?" reversed)."""
+
+    def neighbours(p: Parsed) -> dict[str, tuple[str, str]]:
+        keys = [t.key for t in p.tokens]
+        out: dict[str, tuple[str, str]] = {}
+        for i, key in enumerate(keys):
+            if key in p.content:
+                out.setdefault(
+                    key, (keys[i - 1] if i else "^", keys[i + 1] if i + 1 < len(keys) else "$")
+                )
+        return out
+
+    nq, nc = neighbours(q), neighbours(c)
+    shared = [k for k in nq if k in nc]
+    swaps = 0
+    for x, y in combinations(shared, 2):
+        for side in (0, 1):
+            moved = nq[x][side] != nc[x][side]
+            if moved and nq[x][side] == nc[y][side] and nq[y][side] == nc[x][side]:
+                swaps += 1
+                break
+    return swaps
 
 
-def _alignment(
-    q: Parsed, c: Parsed, only_q: set[str], only_c: set[str], words: WordVectorsFn | None
-) -> list[float]:
-    """How well each content word left unaligned finds a word of the other side in the
-    embedding model's space: the worst and mean best-match cosine, and the best match
-    between the two sides' unaligned words (1.0 when nothing is unaligned)."""
-    if words is None or not (only_q or only_c):
-        return [1.0, 1.0, 1.0]
-    wq, wc = _content_words(q), _content_words(c)
-    vectors = words(sorted(set(wq.values()) | set(wc.values())))
-    best: list[float] = []
-    for own, other, only in ((wq, wc, only_q), (wc, wq, only_c)):
-        targets = [vectors[w] for w in other.values()]
-        for key in only:
-            if key in own and targets:
-                best.append(max(float(vectors[own[key]] @ t) for t in targets))
-    pair = max(
-        (float(vectors[wq[a]] @ vectors[wc[b]]) for a in only_q for b in only_c
-         if a in wq and b in wc),
-        default=0.0,
-    )  # fmt: skip
-    if not best:
-        return [1.0, 1.0, pair]
-    return [min(best), sum(best) / len(best), pair]
+def _content_rows(states: TokenStates) -> np.ndarray:
+    """Rows of the pieces that carry content: word pieces of non-stopwords (a
+    continuation piece belongs to a longer word) and numbers; not punctuation."""
+    keep = [
+        i for i, piece in enumerate(states.pieces)
+        if piece.startswith("##") or (piece.isalnum() and piece not in STOPWORDS)
+    ]  # fmt: skip
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _contextual(q: Parsed, c: Parsed, states: StatesFn | None) -> list[float]:
+    """Alignment in the model's contextual token space (BERTScore-like): each content
+    piece's best cosine to any piece of the other side. The lower and higher of the two
+    sides' mean, the worst and second-worst piece, how many pieces find nothing above
+    0.60 / 0.75, and the lower mean over all pieces."""
+    if states is None:
+        return [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    found = states([q.text, c.text])
+    sq, sc = found[q.text], found[c.text]
+    if not len(sq.pieces) or not len(sc.pieces):
+        return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    sim = sq.vectors.astype(np.float32) @ sc.vectors.astype(np.float32).T
+    best_q, best_c = sim.max(axis=1), sim.max(axis=0)
+    content = [best_q[_content_rows(sq)], best_c[_content_rows(sc)]]
+    means = [float(side.mean()) if side.size else 1.0 for side in content]
+    pooled = np.sort(np.concatenate(content))
+    worst = float(pooled[0]) if pooled.size else 1.0
+    second = float(pooled[1]) if pooled.size > 1 else worst
+    below60 = max(int((side < 0.60).sum()) for side in content)
+    below75 = max(int((side < 0.75).sum()) for side in content)
+    return [min(means), max(means), worst, second, float(below60), float(below75),
+            float(min(best_q.mean(), best_c.mean()))]  # fmt: skip
 
 
 def pair_features(
-    q: Parsed, c: Parsed, cosine: float, words: WordVectorsFn | None = None
+    q: Parsed, c: Parsed, cosine: float, states: StatesFn | None = None
 ) -> np.ndarray:
     only_q, only_c = content_difference(q, c)
     fired = [float(rule(q, c) is not None) for rule in RULES]
@@ -127,6 +162,7 @@ def pair_features(
         _best_char(only_q, only_c),
         flipped, flipped_share, float(q.question == c.question),
         min(len(keys_q), len(keys_c)) / longest,
-        *_alignment(q, c, only_q, only_c, words),
+        _role_swaps(q, c),
+        *_contextual(q, c, states),
     ]  # fmt: skip
     return np.asarray(values, dtype=np.float64)
