@@ -110,7 +110,7 @@ SCENARIOS = [
     Scenario("SIGKILL analytics", _kill("watchllm_analytics")),
     Scenario("SIGKILL limiter", _kill("watchllm_limiter")),
     Scenario("SIGKILL cache", _kill("watchllm_cache")),
-    Scenario("SIGKILL dashboard", _kill("streamlit")),
+    Scenario("SIGKILL dashboard", _kill("watchllm_dashboard")),
     Scenario(
         "SIGKILL gateway",
         _kill("watchllm_gateway"),
