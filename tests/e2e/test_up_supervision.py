@@ -1,6 +1,14 @@
-"""`watchllm up` keeps the stack up: a service killed under load (as an OOM kill would) is
-restarted on its own while the gateway keeps answering, and every answered request is
-stored in analytics exactly once."""
+"""One `watchllm up` stack's life, in order (each start of a whole embedded system costs
+a worker ~15 s, so the module shares one and restarts it once):
+
+- the secrets it generates are private and reach only the services that use them
+  (issue 22; ``tests/e2e/up_secrets.py``);
+- a service killed under load (as an OOM kill would) is restarted on its own while the
+  gateway keeps answering, and every answered request is stored exactly once;
+- a service that keeps crashing is left down and the gateway serves on;
+- a Ctrl-C to up's process group stops everything in order, losing no event, and `up`
+  started again on the same folder stores what the stop left, with the same secrets and
+  exact-cache hits."""
 
 from __future__ import annotations
 
@@ -18,24 +26,40 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e import up_secrets
 from tests.support.embedded_stack import EmbeddedStack, Project, embedded_stack, stack_env
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
-# (what the process runs as, the name `up` gives it); the dashboard execs Streamlit.
+# (what the process runs as, the name `up` gives it)
 _SERVICES = [
     ("watchllm_analytics", "analytics"),
     ("watchllm_limiter", "limiter"),
     ("watchllm_cache", "cache"),
-    ("streamlit", "dashboard"),
+    ("watchllm_dashboard", "dashboard"),  # serves st.App in-process (no exec of `streamlit run`)
 ]
 _BACK_WITHIN = 90.0  # seconds; bounds a failure only (a healthy run takes a few)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    with embedded_stack(tmp_path_factory.mktemp("supervised")) as running:
+    """In a process group of its own, as a terminal runs it (the Ctrl-C test signals it)."""
+    root = tmp_path_factory.mktemp("supervised")
+    env = stack_env(root)
+    assert not up_secrets.VARIABLES & set(env)  # nothing handed in: `up` generates them
+    with embedded_stack(root, env, own_group=True) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def asked(stack: EmbeddedStack) -> up_secrets.Asked:
+    return up_secrets.ask_and_cache(stack)
+
+
+def test_secrets_are_generated_private_and_reach_only_their_services(
+    stack: EmbeddedStack, asked: up_secrets.Asked
+) -> None:
+    up_secrets.check_first_start(stack, asked)
 
 
 @dataclass
@@ -176,17 +200,17 @@ def test_a_killed_gateway_is_restarted(stack: EmbeddedStack) -> None:
 def test_a_service_that_keeps_crashing_is_left_down_and_the_gateway_serves_on(
     stack: EmbeddedStack,
 ) -> None:
-    """The last test of the module: it leaves the dashboard down for good."""
+    """It leaves the dashboard down for good: only the Ctrl-C test comes after it."""
     project = stack.create_project("given-up")
     deadline = time.monotonic() + 5 * _BACK_WITHIN
     while "dashboard killed by SIGKILL: it exited" not in stack.log():
-        for pid in stack.service_pids("streamlit"):
+        for pid in stack.service_pids("watchllm_dashboard"):
             os.kill(pid, signal.SIGKILL)
         assert time.monotonic() < deadline, stack.log()
         time.sleep(0.05)
     assert "left down. Its log: " in stack.log()
     assert str(Path(stack.data_dir) / "logs" / "dashboard.log") in stack.log()
-    assert stack.service_pids("streamlit") == []
+    assert stack.service_pids("watchllm_dashboard") == []
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "still here?"}]}
     answer = httpx.post(f"{stack.gateway_url}/v1/chat/completions", json=body, timeout=30,
                         headers={"authorization": f"Bearer {project.key}"})  # fmt: skip
@@ -201,24 +225,24 @@ def test_a_service_that_keeps_crashing_is_left_down_and_the_gateway_serves_on(
     assert health["status"] == "degraded", health
 
 
-def test_a_ctrl_c_to_ups_process_group_stops_in_order_and_loses_no_event(
-    tmp_path: Path,
+def test_a_ctrl_c_to_ups_process_group_stops_in_order_and_a_restart_loses_nothing(
+    stack: EmbeddedStack, asked: up_secrets.Asked
 ) -> None:
     """A terminal's Ctrl-C signals up's whole process group. The stores must not stop
     before the gateway has flushed its last events into Redis (they used to: 50
-    answered requests lost per stop under load)."""
-    env = stack_env(tmp_path)
-    with embedded_stack(tmp_path, env, own_group=True) as stack:
-        project = stack.create_project("ctrl-c")
-        load = Load(stack.gateway_url, project.key).start()
-        try:
-            load.wait_for_more(20)
-            os.killpg(stack.process.pid, signal.SIGINT)
-            assert stack.process.wait(timeout=120) == 0, stack.log()
-        finally:
-            load.stop()
+    answered requests lost per stop under load). Last in the module: it ends the stack."""
+    project = stack.create_project("ctrl-c")
+    load = Load(stack.gateway_url, project.key).start()
+    try:
+        load.wait_for_more(20)
+        os.killpg(stack.process.pid, signal.SIGINT)
+        assert stack.process.wait(timeout=120) == 0, stack.log()
+    finally:
+        load.stop()
     log = stack.log()
     assert log.rstrip().endswith("stopped") and "did not stop within" not in log, log
-    # Started again on the same data: analytics stores what the stop left in Redis.
-    with embedded_stack(tmp_path, env) as again:
+    # Started again on the same data and ports: analytics stores what the stop left in
+    # Redis, and the secrets are the first start's (the exact cache still hits).
+    with embedded_stack(stack.data_dir.parent, stack.env) as again:
         wait_until_stored(again, project, load.answered, only=False)
+        up_secrets.check_after_restart(again, asked)

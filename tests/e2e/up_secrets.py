@@ -1,4 +1,5 @@
-"""`watchllm up` and the secrets the services require (issue 22): it generates them once,
+"""What `watchllm up` does with the secrets the services require (issue 22), checked on
+the stack of ``test_up_supervision`` (which restarts it once): it generates them once,
 keeps them private under its data folder, hands each only to the services that use it,
 and a restart on the same folder reuses them, so the exact cache still hits (its keys are
 HMACs with the same secret) and the analytics token still opens the query API. The
@@ -13,7 +14,9 @@ import json
 import stat
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -21,9 +24,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support.embedded_stack import EmbeddedStack, Project, embedded_stack, stack_env
-
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
+from tests.support.embedded_stack import EmbeddedStack, Project
 
 SECRETS = ("analytics-query-token", "cache-key-secret", "valkey-password", "postgres-password")
 VARIABLES = {"WATCHLLM_ANALYTICS_QUERY_TOKEN", "WATCHLLM_CACHE_KEY_SECRET"}
@@ -113,40 +114,57 @@ def _analytics_status(stack: EmbeddedStack, project: Project, token: str | None)
     return httpx.post(url, json=params, headers=headers, timeout=30).status_code
 
 
-def test_up_generates_the_secrets_once_and_a_restart_keeps_cache_hits(tmp_path: Path) -> None:
-    env = stack_env(tmp_path)
-    assert not VARIABLES & set(env)
+@dataclass
+class Asked:
+    """A question asked once through the first start, and its exact-cache entry."""
+
+    kept: dict[str, str]  # the secrets as first generated
+    project: Project
+    question: str
+    cache_key: str
+    choices: list[Any]
+
+
+def ask_and_cache(stack: EmbeddedStack) -> Asked:
+    kept = _kept(stack.data_dir)
+    project = stack.create_project("secrets")
     question = f"what did I ask? {uuid.uuid4()}"
-    with embedded_stack(tmp_path, env) as stack:
-        kept = _kept(stack.data_dir)
-        assert kept["analytics-query-token"] != kept["cache-key-secret"]
-        # Each secret reaches only the services that use it.
-        for module, has in (("watchllm_gateway", "WATCHLLM_CACHE_KEY_SECRET"),
-                            ("watchllm_analytics", "WATCHLLM_ANALYTICS_QUERY_TOKEN")):  # fmt: skip
-            (pid,) = stack.service_pids(module)
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            names = {item.split(b"=", 1)[0].decode() for item in environ}
-            assert names & VARIABLES == {has}, module
-        project = stack.create_project("secrets")
-        first = _ask(stack, project, question)
-        assert first.headers["x-watchllm-cache"] == "miss"
-        cache_key = first.headers["x-watchllm-cache-key"]
-        _wait_stored(stack, cache_key)
-        assert _ask(stack, project, question).headers["x-watchllm-cache"] == "hit"
-        assert _analytics_status(stack, project, kept["analytics-query-token"]) == 200
-        _stores_refuse_strangers(_runtime(stack.data_dir, kept), cache_key)
-        # What the services wrote (analytics' chdb, logs) is private too: umask 077.
-        for made in ("logs/gateway.log", "clickhouse", "qdrant-edge"):
-            assert stat.S_IMODE((stack.data_dir / made).stat().st_mode) & 0o077 == 0, made
-        printed = stack.log()
-        assert kept["valkey-password"] not in printed and "redis://:***@" in printed
-        assert kept["postgres-password"] not in printed
-    with embedded_stack(tmp_path, env) as again:  # the same folder and ports
-        assert _kept(again.data_dir) == kept  # reused, not generated anew
-        _stores_refuse_strangers(_runtime(again.data_dir, kept), cache_key)
-        repeat = _ask(again, project, question)
-        assert repeat.headers["x-watchllm-cache"] == "hit"  # the same key secret
-        assert repeat.headers["x-watchllm-cache-key"] == cache_key
-        assert repeat.json()["choices"] == first.json()["choices"]
-        assert _analytics_status(again, project, None) == 401
-        assert _analytics_status(again, project, kept["analytics-query-token"]) == 200
+    first = _ask(stack, project, question)
+    assert first.headers["x-watchllm-cache"] == "miss"
+    cache_key = first.headers["x-watchllm-cache-key"]
+    _wait_stored(stack, cache_key)
+    return Asked(kept, project, question, cache_key, first.json()["choices"])
+
+
+def check_first_start(stack: EmbeddedStack, asked: Asked) -> None:
+    kept = asked.kept
+    assert kept["analytics-query-token"] != kept["cache-key-secret"]
+    # Each secret reaches only the services that use it.
+    for module, has in (("watchllm_gateway", "WATCHLLM_CACHE_KEY_SECRET"),
+                        ("watchllm_analytics", "WATCHLLM_ANALYTICS_QUERY_TOKEN")):  # fmt: skip
+        (pid,) = stack.service_pids(module)
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        names = {item.split(b"=", 1)[0].decode() for item in environ}
+        assert names & VARIABLES == {has}, module
+    assert _ask(stack, asked.project, asked.question).headers["x-watchllm-cache"] == "hit"
+    assert _analytics_status(stack, asked.project, kept["analytics-query-token"]) == 200
+    _stores_refuse_strangers(_runtime(stack.data_dir, kept), asked.cache_key)
+    # What the services wrote (analytics' chdb, logs) is private too: umask 077.
+    for made in ("logs/gateway.log", "clickhouse", "qdrant-edge"):
+        assert stat.S_IMODE((stack.data_dir / made).stat().st_mode) & 0o077 == 0, made
+    printed = stack.log()
+    assert kept["valkey-password"] not in printed and "redis://:***@" in printed
+    assert kept["postgres-password"] not in printed
+
+
+def check_after_restart(again: EmbeddedStack, asked: Asked) -> None:
+    """``up`` started again on the same folder and ports."""
+    kept = asked.kept
+    assert _kept(again.data_dir) == kept  # reused, not generated anew
+    _stores_refuse_strangers(_runtime(again.data_dir, kept), asked.cache_key)
+    repeat = _ask(again, asked.project, asked.question)
+    assert repeat.headers["x-watchllm-cache"] == "hit"  # the same key secret
+    assert repeat.headers["x-watchllm-cache-key"] == asked.cache_key
+    assert repeat.json()["choices"] == asked.choices
+    assert _analytics_status(again, asked.project, None) == 401
+    assert _analytics_status(again, asked.project, kept["analytics-query-token"]) == 200
