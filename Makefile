@@ -57,12 +57,13 @@ up: install
 demo: install
 	$(BIN)/watchllm up --fake-provider $(UP_ARGS)
 
-# Two workers (pytest-xdist), a test file per worker at a time (--dist loadfile keeps a
-# module's shared stack on one worker); most tests wait on subprocesses and sockets, so
-# two workers halve the wall time even on two cores. TEST_WORKERS=0 runs in one process.
+# Two workers (pytest-xdist); most tests wait on subprocesses and sockets, so two
+# workers halve the wall time even on two cores. A file (or a folder sharing one stack)
+# goes to one worker, longest first: tests/support/scheduling.py. TEST_WORKERS=0 runs
+# in one process.
 TEST_WORKERS ?= 2
 test: install deploy-tools browser
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 test-unit: install deploy-tools
 	$(BIN)/pytest -m unit

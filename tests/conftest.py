@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 import redis
 
+from tests.support import scheduling
 from tests.support.processes import ServiceProcess, start_fake_provider
 from tests.support.servers import fresh_database, provide_postgres, provide_redis
 from watchllm_limiter.library import library_source
@@ -36,6 +37,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
         config.option.basetemp = tempfile.mkdtemp(prefix="watchllm-pytest-")
         setattr(config, _OWN_BASETEMP, config.option.basetemp)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the group marks into node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    scheduling.arrange(config, items)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
