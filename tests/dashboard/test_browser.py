@@ -1,6 +1,7 @@
 """A real browser (Debian's chromium, driven by Playwright) against the dashboard process
 with data in it: sign in, visit every page, fail on any error shown, and save a
-screenshot of each page under docs/screenshots/ (the README shows them). A custom time
+screenshot of each page (into the test's temporary folder; under docs/screenshots/, which
+the README shows, with WATCHLLM_REFRESH_SCREENSHOTS=1). A custom time
 range and a filter travel in the page's address to another session, and the filtered
 log downloads through the page's export link. Then a project
 whose key and model names are image and link Markdown: on every page nothing is fetched
@@ -12,6 +13,7 @@ own browser download is never used.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -31,7 +33,7 @@ from watchllm_shared.accounts import AccountStore
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -98,10 +100,12 @@ def visit(page: Page, name: str) -> None:
 
 
 def test_sign_in_and_every_page_in_a_real_browser(
-    dashboard: ServiceProcess, accounts: Accounts, traffic: Traffic
+    dashboard: ServiceProcess, accounts: Accounts, traffic: Traffic, tmp_path: Path
 ) -> None:
     assert CHROMIUM.exists(), "Debian's chromium is missing: run `make browser`"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    refresh = os.environ.get("WATCHLLM_REFRESH_SCREENSHOTS") == "1"  # a test run leaves
+    screenshots = DOCS_SCREENSHOTS if refresh else tmp_path  # the checkout as it was
+    screenshots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -111,11 +115,11 @@ def test_sign_in_and_every_page_in_a_real_browser(
                 visit(page, name)
                 problems = page.locator(PROBLEMS)
                 assert problems.count() == 0, f"{name}: {problems.all_inner_texts()}"
-                page.screenshot(path=str(SCREENSHOTS / f"{slug(name)}.png"), full_page=True)
+                page.screenshot(path=str(screenshots / f"{slug(name)}.png"), full_page=True)
             assert page.locator('[data-testid="stAlertContentError"]').count() == 0
         finally:
             browser.close()
-    assert {p.stem for p in SCREENSHOTS.glob("*.png")} >= {slug(p) for p in PAGES}
+    assert {p.stem for p in screenshots.glob("*.png")} >= {slug(p) for p in PAGES}
 
 
 def test_a_custom_range_and_filters_travel_in_a_link(
