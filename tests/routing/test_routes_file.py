@@ -162,6 +162,35 @@ models:
     ]
 
 
+def test_rpm_and_tpm_are_positive_and_reach_the_deployment() -> None:
+    found = problems("""
+models:
+  - name: m-{x}
+    deployments:
+      - {provider: openai, base_url: "http://x/v1", rpm: 0, tpm: -5}
+      - {provider: openai, base_url: "http://y/v1", tpm: 100}
+""")
+    assert found == [
+        "models[0] 'm-{x}': deployments[0].rpm: Input should be greater than or equal to 1",
+        "models[0] 'm-{x}': deployments[0].tpm: Input should be greater than or equal to 1",
+    ]  # once those are fixed, the braces of the default name are a problem of their own
+    assert problems("""
+models:
+  - name: m-{x}
+    deployments: [{provider: openai, base_url: "http://y/v1", tpm: 100}]
+""") == ["models[0] 'm-{x}': deployments[0].name: a deployment with rpm or tpm needs a name"
+         " without braces"]  # fmt: skip
+    document = parse_text(
+        "models: [{name: m, deployments: [{provider: openai, base_url: 'http://x/v1',"
+        " rpm: 500, tpm: 200000}, {provider: openai, base_url: 'http://y/v1'}]}]",
+        "routes.yaml",
+    )
+    (limited, free), *_ = (c.deployments for c in ModelRouter.from_document(
+        document, secret_from_env).chain("m", ProviderKind.OPENAI))  # fmt: skip
+    assert (limited.rpm, limited.tpm, limited.limited) == (500, 200000, True)
+    assert (free.rpm, free.tpm, free.limited) == (None, None, False)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

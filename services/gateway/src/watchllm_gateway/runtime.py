@@ -112,8 +112,9 @@ async def open_runtime(
         else None
     )
     routing = Routing.from_settings(
-        settings, UpstreamClient(http, metrics), metrics.registry, metrics.upstream_retries
-    )
+        settings, UpstreamClient(http, metrics), metrics.registry, metrics.upstream_retries,
+        commands=commands,
+    )  # fmt: skip
     router = routing.router
     stack.callback(routing.watch_reload_signal())  # SIGHUP: read the routes again
     proxy = Proxy(
