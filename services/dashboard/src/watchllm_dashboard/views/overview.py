@@ -240,7 +240,7 @@ def render(ctx: PageContext) -> None:
     if flags is None:
         flags = usage.refusals_and_unpriced(ctx.analytics, project.id, ctx.window)
     _by_model(usage.with_flags(models, flags))
-    deployments.by_deployment(ctx, project.id)
     _by_key_and_model(ctx, project.id)
     _all_projects(ctx)
     attribution.breakdown(ctx, project.id)
+    deployments.by_deployment(ctx, project.id)
