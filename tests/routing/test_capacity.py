@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from tests.routing.fakes import clear, models_received, start_fake
 from tests.routing.test_dispatch import Clock, encoder
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, free_port
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.metrics import GatewayMetrics
 from watchllm_gateway.routing import Candidates, Deployment, Dispatcher
@@ -175,3 +175,31 @@ async def test_an_answers_tokens_fill_the_tpm_window_of_its_deployment(
     assert await replicas.send(1, chain) == "other-b"  # the other replica sees it full too
     replicas.now_ms = T0 + 60_000
     assert await replicas.send(1, chain) == "tokens-a"
+
+
+async def test_without_an_answer_from_redis_the_attempt_goes_ahead_and_is_counted(
+    fakes: dict[str, ServiceProcess],
+) -> None:
+    """Fail-open: the provider's own 429 still cools the deployment down."""
+    a = fakes["a"]
+    clear(a)
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}")  # nothing listens
+    commands, metrics = PackedCommands(client), GatewayMetrics()
+    session = create_http_session(GatewaySettings(upstream_read_timeout_seconds=10))
+    send = Dispatcher(
+        UpstreamClient(session, GatewayMetrics()), Balancer(Cooldowns(1, 60, Clock())),
+        RoutingMetrics(metrics.registry), 3, 0.01, 30,
+        capacity=DeploymentCapacity(commands, metrics.registry, 1.0),
+    ).send  # fmt: skip
+    try:
+        for _ in range(3):  # rpm 1, but nobody can count
+            done = await send([Candidates("m", (deployment("blind-a", a, rpm=1),))], encoder("x"))
+            assert done.answer.status == 200 and done.taken is None
+            done.answer.close()
+    finally:
+        await commands.aclose()
+        await client.aclose()
+        await session.close()
+    assert len(models_received(a)) == 3
+    unavailable = "watchllm_deployment_capacity_unavailable_total"
+    assert metrics.registry.get_sample_value(unavailable, {"call": "take"}) == 3
