@@ -29,6 +29,7 @@ models:
       - provider: openai
         base_url: http://127.0.0.1:9002/v1
         name: openai-b
+        rpm: 500
     fallbacks: [gpt-4o, claude-haiku-4-5]
   - name: gpt-*
     deployments: [{provider: openai, base_url: "http://127.0.0.1:9003/v1"}]
@@ -241,7 +242,7 @@ def test_routes_check_prints_the_table_or_every_problem(
     assert check_main(["check", str(good)]) == 0
     out = capsys.readouterr().out
     assert "gpt-4o-mini -> fallbacks gpt-4o, claude-haiku-4-5" in out
-    assert "openai-b: openai http://127.0.0.1:9002/v1 weight 1" in out
+    assert "openai-b: openai http://127.0.0.1:9002/v1 weight 1 rpm 500\n" in out
     assert check_main(["check", str(bad)]) == 1
     assert "models[0] 'x': deployments[0].base_url: must start with http://" in (
         capsys.readouterr().err
