@@ -126,12 +126,6 @@ class Dispatcher:
             if pick is None:
                 break
             candidates, deployment = pick
-            taken = None
-            if deployment.limited and self.capacity is not None:
-                taken, retry_ms = await self.capacity.take(deployment)
-                if retry_ms:
-                    full[deployment.name] = retry_ms
-                    continue  # busy, not failing: another one, no attempt spent
             if deployment.name in tried:  # nothing fresh left: the same one, later
                 delay = self._delay(attempt, wait_asked)
                 if now + delay - started >= self._deadline:
@@ -139,6 +133,12 @@ class Dispatcher:
                 await self._sleep(delay)
             elif attempt and now - started >= self._deadline:
                 break
+            taken = None
+            if deployment.limited and self.capacity is not None:
+                taken, retry_ms = await self.capacity.take(deployment)  # after any wait
+                if retry_ms:
+                    full[deployment.name] = retry_ms
+                    continue  # busy, not failing: another one, no attempt spent
             if failed_answer is not None:
                 failed_answer.answer.close()
                 failed_answer = None
