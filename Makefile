@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-analytics bench-analytics-steady bench-dashboard fault-matrix clean train-verifier
+.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-routing bench-limiter bench-cache bench-analytics bench-analytics-steady bench-dashboard fault-matrix clean train-verifier
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -95,6 +95,10 @@ bench: bench-gateway bench-gateway-instructions bench-limiter bench-cache bench-
 
 bench-gateway: install
 	$(BIN)/python -m tests.bench.gateway_bench
+
+# Routed (three deployments, with and without rpm/tpm) vs one deployment, side by side.
+bench-routing: install
+	$(BIN)/python -m tests.bench.routing_bench
 
 # Instructions per request in the gateway (callgrind): repeatable on a busy machine.
 bench-gateway-instructions: install

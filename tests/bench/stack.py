@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,7 @@ class BenchStack:
     direct_endpoint: Endpoint
     stream: str
     limiter_library: int
+    redis_url: str = ""
 
     @property
     def gateway_pid(self) -> int:
@@ -153,10 +154,12 @@ def _endpoint(url: str, key: str) -> Endpoint:
 
 @contextmanager
 def bench_stack(
-    work_dir: Path, gateway_wrapper: Sequence[str] = (), gateway_timeout: float = 30
-) -> Iterator[BenchStack]:
+    work_dir: Path, gateway_wrapper: Sequence[str] = (), gateway_timeout: float = 30,
+    extra_env: Callable[[str], dict[str, str]] | None = None,
+) -> Iterator[BenchStack]:  # fmt: skip
     """Start everything; ``ExitStack`` unwinds in reverse order whatever happens.
-    ``gateway_wrapper`` runs the gateway under another program (valgrind)."""
+    ``gateway_wrapper`` runs the gateway under another program (valgrind);
+    ``extra_env(fake provider URL)``: gateway settings to add (other routes)."""
     with ExitStack() as stack:
         redis_url = stack.enter_context(provide_redis(work_dir))
         admin_url = stack.enter_context(provide_postgres(work_dir))
@@ -171,6 +174,7 @@ def bench_stack(
         events_stream = f"bench.requests.{uuid.uuid4().hex}"
         stack.callback(_delete_bench_keys, redis_url, events_stream, key)  # after the gateway
         env = gateway_env(fake.url, redis_url, database_url, events_stream)
+        env.update(extra_env(fake.url) if extra_env is not None else {})
         with _reap_on_failure():
             gateway = start_gateway(env, work_dir, gateway_wrapper, gateway_timeout)
         stack.callback(gateway.stop)
@@ -178,5 +182,5 @@ def bench_stack(
                  gateway.url, fake.url)  # fmt: skip
         yield BenchStack(
             fake, gateway, _endpoint(gateway.url, key.secret),
-            _endpoint(fake.url, FAKE_PROVIDER_KEY), events_stream, library,
+            _endpoint(fake.url, FAKE_PROVIDER_KEY), events_stream, library, redis_url,
         )  # fmt: skip

@@ -358,3 +358,47 @@ async def test_requests_are_found_by_the_start_of_an_id(
     for start in ("trace-beef", str(events[0].event_id)[:13], "beef0003cccc"):
         assert "1 requests match" in shown(await search(start)), start
     assert "0 requests match" in shown(await search("%"))  # text, not a LIKE pattern
+
+
+async def test_the_overview_shows_each_deployments_requests_errors_fallbacks_and_latency(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """Events as the gateway writes them for routed requests (issue 15): the table's
+    numbers are theirs, another project's traffic on the same deployments is not."""
+    tenant, other = await asyncio.gather(new_tenant(account_store, "deployments"),
+                                         new_tenant(account_store, "elsewhere"))  # fmt: skip
+    now = datetime.now(UTC) - timedelta(minutes=5)
+
+    def routed(deployment: str | None, latency: float, **fields: object) -> RequestCompleted:
+        given = {
+            "key_id": tenant.key_id,
+            "deployment": deployment,
+            "latency_ms": latency,
+            "upstream_latency_ms": latency - 10,
+            "upstream_attempts": 1,
+            **fields,
+        }
+        return make_event(tenant.project_id, now, **given)
+
+    failed = {"status": RequestStatus.UPSTREAM_ERROR, "http_status": 502}
+    events = [
+        routed("east", 100), routed("east", 200, fallback_model="fb-east"),
+        routed("east", 300, upstream_attempts=2), routed("east", 400, **failed),
+        routed("west", 50, provider="anthropic"), routed("west", 70, provider="anthropic"),
+        routed(None, 5, cache=CacheOutcome.HIT),  # a cache hit: no deployment answered
+        make_event(other.project_id, now, deployment="east"),
+    ]  # fmt: skip
+    publish(stack, events)
+    wait_stored(stack, tenant.project_id, 7)
+    wait_stored(stack, other.project_id, 1)
+    at = await view(tokens["viewer"], "Overview", tenant.project, "Last 24 hours")
+    (table,) = [d.value for d in at.dataframe if "deployment" in d.value.columns]
+    assert table.to_dict("records") == [
+        {"deployment": "east", "provider": "openai", "requests": "4", "errors": "25.0%",
+         "fallbacks": "1", "retried": "1", "p50 latency": "300 ms", "p95 latency": "400 ms",
+         "upstream p50": "290 ms"},
+        {"deployment": "west", "provider": "anthropic", "requests": "2", "errors": "0.0%",
+         "fallbacks": "0", "retried": "0", "p50 latency": "70 ms", "p95 latency": "70 ms",
+         "upstream p50": "60 ms"},
+    ]  # fmt: skip
+    assert "By deployment" in shown(at)

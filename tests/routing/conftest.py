@@ -31,6 +31,13 @@ models:
   - name: primary-long
     deployments: [{{provider: openai, base_url: "{dead}/v1", name: long-dead}}]
     fallbacks: [fb-fail-2, fb-fail-3, fb-ok]
+  # Capacity (test_routing_e2e): a minute's rpm/tpm, across replicas, kept in Redis.
+  - name: capped
+    deployments:
+      - {{provider: openai, base_url: "{a}/v1", rpm: 1, name: capped-a}}
+      - {{provider: openai, base_url: "{b}/v1", rpm: 1, name: capped-b}}
+  - name: token-capped
+    deployments: [{{provider: openai, base_url: "{a}/v1", tpm: 1, name: token-capped-a}}]
   - name: fb-fail
     deployments: [{{provider: openai, base_url: "{failing}/v1"}}]
   - name: fb-fail-2

@@ -29,6 +29,7 @@ models:
       - provider: openai
         base_url: http://127.0.0.1:9002/v1
         name: openai-b
+        rpm: 500
     fallbacks: [gpt-4o, claude-haiku-4-5]
   - name: gpt-*
     deployments: [{provider: openai, base_url: "http://127.0.0.1:9003/v1"}]
@@ -162,6 +163,35 @@ models:
     ]
 
 
+def test_rpm_and_tpm_are_positive_and_reach_the_deployment() -> None:
+    found = problems("""
+models:
+  - name: m-{x}
+    deployments:
+      - {provider: openai, base_url: "http://x/v1", rpm: 0, tpm: -5}
+      - {provider: openai, base_url: "http://y/v1", tpm: 100}
+""")
+    assert found == [
+        "models[0] 'm-{x}': deployments[0].rpm: Input should be greater than or equal to 1",
+        "models[0] 'm-{x}': deployments[0].tpm: Input should be greater than or equal to 1",
+    ]  # once those are fixed, the braces of the default name are a problem of their own
+    assert problems("""
+models:
+  - name: m-{x}
+    deployments: [{provider: openai, base_url: "http://y/v1", tpm: 100}]
+""") == ["models[0] 'm-{x}': deployments[0].name: a deployment with rpm or tpm needs a name"
+         " without braces"]  # fmt: skip
+    document = parse_text(
+        "models: [{name: m, deployments: [{provider: openai, base_url: 'http://x/v1',"
+        " rpm: 500, tpm: 200000}, {provider: openai, base_url: 'http://y/v1'}]}]",
+        "routes.yaml",
+    )
+    (limited, free), *_ = (c.deployments for c in ModelRouter.from_document(
+        document, secret_from_env).chain("m", ProviderKind.OPENAI))  # fmt: skip
+    assert (limited.rpm, limited.tpm, limited.limited) == (500, 200000, True)
+    assert (free.rpm, free.tpm, free.limited) == (None, None, False)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -212,7 +242,7 @@ def test_routes_check_prints_the_table_or_every_problem(
     assert check_main(["check", str(good)]) == 0
     out = capsys.readouterr().out
     assert "gpt-4o-mini -> fallbacks gpt-4o, claude-haiku-4-5" in out
-    assert "openai-b: openai http://127.0.0.1:9002/v1 weight 1" in out
+    assert "openai-b: openai http://127.0.0.1:9002/v1 weight 1 rpm 500\n" in out
     assert check_main(["check", str(bad)]) == 1
     assert "models[0] 'x': deployments[0].base_url: must start with http://" in (
         capsys.readouterr().err

@@ -10,14 +10,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
+import redis
 
 from tests.routing.conftest import Stack
 from tests.routing.fakes import clear, models_received, received, start_fake
 from tests.support.events import wait_for_events
 from tests.support.processes import free_port, start_gateway
+from watchllm_shared.contracts.limits import deployment_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -133,6 +136,36 @@ def test_fallbacks_in_order_with_the_model_rewritten_and_recorded(
     failed_id = failed.value.response.headers["x-request-id"]
     (event,) = wait_for_events(redis_url, stack.stream, lambda e: e.request_id == failed_id)
     assert event.upstream_attempts == 3 and event.http_status == 502
+
+
+def test_full_deployments_are_skipped_then_a_429_in_the_callers_shape(
+    stack: Stack, project_key: tuple[str, str], redis_url: str
+) -> None:
+    """rpm 1 on each of two deployments: two answers a minute, then 429s (OpenAI's and
+    Anthropic's); tpm 1: the first answer's tokens, charged by the gateway, fill it."""
+    a, b = stack.fakes["a"], stack.fakes["b"]
+    clear(a, b)
+    with sdk(stack, project_key[1]) as client:
+        assert [ask(client, "capped"), ask(client, "capped")] == ["capped", "capped"]
+        with pytest.raises(openai.RateLimitError) as refused:
+            ask(client, "capped")
+        assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+        assert refused.value.code == "deployment_capacity_exceeded"
+        with anthropic.Anthropic(base_url=stack.gateway.url, api_key=project_key[1],
+                                 max_retries=0, timeout=20) as claude:  # fmt: skip
+            with pytest.raises(anthropic.RateLimitError) as shaped:
+                claude.messages.create(model="capped", max_tokens=16,
+                                       messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+        assert shaped.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert (len(received(a)), len(received(b))) == (1, 1)
+        ask(client, "token-capped")
+        total = deployment_keys("token-capped-a")[2]
+        with redis.Redis.from_url(redis_url) as r:
+            wait_until(lambda: r.get(total) is not None, "the answer's tokens charged")
+            assert int(r.get(total) or 0) >= 1
+        with pytest.raises(openai.RateLimitError):
+            ask(client, "token-capped")
+    assert len(received(a)) == 2
 
 
 def test_a_stream_broken_after_its_first_byte_is_not_retried(

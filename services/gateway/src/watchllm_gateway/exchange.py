@@ -51,6 +51,7 @@ class Exchange:
     deployment: str | None = None  # the deployment that answered (``routing``)
     fallback_model: str | None = None  # the fallback model that answered, if one did
     upstream_model: str | None = None  # the model name the answering deployment got
+    dispatched: Dispatched | None = None  # its tokens are charged to its deployment's tpm
     ttfb: float | None = None
     trace_id: str | None = field(default_factory=current_trace_id)
     limit_headers: dict[str, str] = field(default_factory=dict)
@@ -81,6 +82,7 @@ class Exchange:
         self.provider = dispatched.deployment.provider.value
         self.fallback_model = dispatched.model if dispatched.fallback else None
         self.upstream_model = dispatched.upstream_model
+        self.dispatched = dispatched
         return answer
 
     def attribute(self, attribution: Attribution, body: dict[str, Any]) -> None:

@@ -405,10 +405,10 @@ class Proxy:
     def _record(self, exchange: Exchange) -> None:
         """Runs after the last byte was handed over: metrics, then the event."""
         self._left(exchange)
+        self._dispatcher.used(exchange.dispatched, exchange.usage.total)
         latency = exchange.elapsed()
-        self._metrics.observe_request(
-            exchange.spec.path, exchange.http_status, latency, exchange.ttfb
-        )
+        self._metrics.observe_request(exchange.spec.path, exchange.http_status, latency,
+                                      exchange.ttfb)  # fmt: skip
         fields = exchange.to_event(latency).to_stream_fields()
         context: dict[str, str] = {}
         if exchange.span is not None:  # the consumers' spans join the request's trace

@@ -112,9 +112,12 @@ async def open_runtime(
         else None
     )
     routing = Routing.from_settings(
-        settings, UpstreamClient(http, metrics), metrics.registry, metrics.upstream_retries
-    )
+        settings, UpstreamClient(http, metrics), metrics.registry, metrics.upstream_retries,
+        commands=commands,
+    )  # fmt: skip
     router = routing.router
+    if routing.dispatcher.capacity is not None:  # tokens charged to deployments: written
+        stack.push_async_callback(routing.dispatcher.capacity.settled)  # before Redis closes
     stack.callback(routing.watch_reload_signal())  # SIGHUP: read the routes again
     proxy = Proxy(
         auth=KeyAuthenticator(

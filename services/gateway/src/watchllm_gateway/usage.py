@@ -32,6 +32,10 @@ class Usage:
     completion_tokens: int = 0
     reported: bool = False  # False when the upstream said nothing about usage
 
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
 
 def _int(value: Any) -> int:
     return value if type(value) is int and value >= 0 else 0  # not bool, not float

@@ -14,12 +14,14 @@
 --   * requests in flight (project, key): concurrency.lua, included below.
 --   * budgets in USD (project, key; calendar UTC day and month): budget.lua, included
 --     below; spend is charged after each response from the request-completed events.
+--   * an upstream deployment's requests and tokens per minute (version 9):
+--     deployment.lua, included below; asked and charged by the gateway.
 -- Time is Redis's clock (TIME), one clock for every gateway replica; tests may pass
 -- their own milliseconds. A refused request consumes nothing: every limit is checked
 -- before any is charged, inside one atomic function call.
 -- All keys of one call share the project's hash tag, so Redis Cluster works.
 
-local VERSION = 8
+local VERSION = 9
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
 -- Largest charge taken: a Lua number (a double) holds every integer up to 2^53 - 1
@@ -290,6 +292,8 @@ local function charge(keys, args)
   return charged
 end
 
+-- include deployment.lua
+
 local function version()
   return VERSION
 end
@@ -310,5 +314,9 @@ redis.register_function{function_name = 'watchllm_concurrency_renew', callback =
                         flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_spend_charge', callback = charge_spend,
                         flags = {'allow-oom'}}
+redis.register_function{function_name = 'watchllm_deployment_take',
+                        callback = take_deployment, flags = {'allow-oom'}}
+redis.register_function{function_name = 'watchllm_deployment_charge',
+                        callback = charge_deployment, flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_limiter_version', callback = version,
                         flags = {'no-writes'}}

@@ -55,6 +55,7 @@ from watchllm_shared.contracts.query_base import (
     TimeSpan,
 )
 from watchllm_shared.contracts.request_log_queries import REQUEST_LOG_QUERIES
+from watchllm_shared.contracts.routing_queries import ROUTING_QUERIES
 
 __all__ = ["ANALYTICS_QUERIES", "MAX_RANGE", "REQUEST_LOG_TABLE", "AnalyticsQuery", "QueryResult",
            "TimeSpan"]  # fmt: skip
@@ -315,5 +316,8 @@ _DASHBOARD_QUERIES = (
 
 ANALYTICS_QUERIES: Mapping[str, AnalyticsQuery] = {
     query.name: query
-    for query in (*_QUERIES, *_DASHBOARD_QUERIES, *REQUEST_LOG_QUERIES, *ATTRIBUTION_QUERIES)
-}
+    for query in (
+        *_QUERIES, *_DASHBOARD_QUERIES, *REQUEST_LOG_QUERIES, *ATTRIBUTION_QUERIES,
+        *ROUTING_QUERIES,
+    )
+}  # fmt: skip

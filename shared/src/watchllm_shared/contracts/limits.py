@@ -149,3 +149,19 @@ def _budget(reply: list[int]) -> BudgetState | None:
         spent_nanos=int(reply[14]), reset_at_ms=int(reply[15]), reset_in_ms=int(reply[16]),
         refused=int(reply[11]) == 1,
     )  # fmt: skip
+
+
+# An upstream deployment's capacity (a routes file's ``rpm``/``tpm``): the gateway asks
+# ``FCALL watchllm_deployment_take`` before each attempt at a limited deployment and
+# charges the answer's tokens with ``FCALL watchllm_deployment_charge`` (library
+# version 9). The deployment's name is the keys' hash tag: apart from every project's.
+DEPLOYMENT_TAKE_FUNCTION = "watchllm_deployment_take"
+DEPLOYMENT_CHARGE_FUNCTION = "watchllm_deployment_charge"
+
+
+def deployment_keys(name: str) -> list[str]:
+    """KEYS of ``watchllm_deployment_take``: request log, token log, token total (the
+    charge takes the last two). ``name``: the routes file's deployment name, which has
+    no braces (``routing/schema.py``)."""
+    p = f"watchllm:deployment:{{{name}}}"
+    return [f"{p}:rpm", f"{p}:tpm", f"{p}:tpm:total"]

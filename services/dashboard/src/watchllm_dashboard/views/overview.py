@@ -1,7 +1,7 @@
 """Overview: how much traffic, how many errors, how well the cache works, what it costs
 (and to whom: spend and tokens per key and model, usage per end user or custom
-property), how fast it is — for one project, optionally one model or key, over the time
-range."""
+property), how fast it is, which upstream deployments answered — for one project,
+optionally one model or key, over the time range."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import streamlit as st
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import usage
 from watchllm_dashboard.data.window import TimeWindow
-from watchllm_dashboard.views import attribution, charts, link, ui
+from watchllm_dashboard.views import attribution, charts, deployments, link, ui
 from watchllm_dashboard.views.context import PageContext
 
 ALL = "All"
@@ -243,3 +243,4 @@ def render(ctx: PageContext) -> None:
     _by_key_and_model(ctx, project.id)
     _all_projects(ctx)
     attribution.breakdown(ctx, project.id)
+    deployments.by_deployment(ctx, project.id)

@@ -6,6 +6,7 @@ when it fails.
 - ``table``: ``ModelRouter``, a model's deployments and fallback chain;
 - ``cooldown``: per-deployment health, cooled down after failures, probed back in;
 - ``balancer``: a weighted choice among the healthy deployments;
+- ``capacity``: a deployment's ``rpm``/``tpm``, exact across replicas (in Redis);
 - ``dispatch``: the attempt loop (other deployments, then fallbacks, bounded);
 - ``metrics``: per-deployment counters.
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter
 
 from watchllm_gateway.routing.balancer import Balancer
+from watchllm_gateway.routing.capacity import DeploymentCapacity
 from watchllm_gateway.routing.cooldown import Cooldowns
 from watchllm_gateway.routing.dispatch import Dispatched, Dispatcher, Outgoing
 from watchllm_gateway.routing.metrics import RoutingMetrics
@@ -42,6 +44,7 @@ from watchllm_gateway.routing.schema import (
 from watchllm_gateway.routing.table import Candidates, Deployment, ModelRoute, ModelRouter
 from watchllm_gateway.settings import GatewaySettings, secret_from_env
 from watchllm_gateway.upstream import UpstreamClient
+from watchllm_shared.redis_packed import PackedCommands
 
 __all__ = [
     "Candidates",
@@ -97,6 +100,7 @@ class Routing:
         registry: CollectorRegistry,
         retries: Counter | None = None,
         clock: Callable[[], float] | None = None,
+        commands: PackedCommands | None = None,  # Redis: for deployments' rpm/tpm
     ) -> Routing:
         router = ModelRouter.from_document(load_routes(settings), secret_from_env)
         cooldowns = Cooldowns(
@@ -111,6 +115,9 @@ class Routing:
             max_attempts=settings.upstream_max_retries + 1,
             backoff_seconds=settings.upstream_retry_backoff_seconds,
             deadline_seconds=settings.upstream_retry_deadline_seconds,
+            capacity=None if commands is None else DeploymentCapacity(
+                commands, registry, settings.limiter_timeout_seconds
+            ),
         )  # fmt: skip
         return cls(router, cooldowns, dispatcher, metrics, settings)
 

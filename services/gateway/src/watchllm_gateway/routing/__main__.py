@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         out.write(f"{entry.name}{fallbacks}\n")
         for index, d in enumerate(entry.deployments):
             upstream = f" as {d.model}" if d.model else ""
+            capacity = "".join(f" {n} {v}" for n, v in (("rpm", d.rpm), ("tpm", d.tpm)) if v)
             out.write(f"  {entry.deployment_name(index)}: {d.provider.value} {d.base_url}"
-                      f" weight {d.weight:g}{upstream}\n")  # fmt: skip
+                      f" weight {d.weight:g}{upstream}{capacity}\n")  # fmt: skip
     out.write(f"{args.file}: ok ({len(document.models)} model entries)\n")
     return 0
 

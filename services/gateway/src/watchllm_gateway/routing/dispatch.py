@@ -12,6 +12,14 @@ what the gateway did for its single upstream before deployments existed.
 Among a model's healthy deployments the ``Balancer`` weighs weight and observed latency
 (every answer's time to headers feeds it).
 
+A deployment with ``rpm``/``tpm`` asks ``capacity`` before each attempt (one call to
+Redis, exact across replicas): when its window is full it is skipped for this request,
+not counted as an attempt, never cooled down (it is healthy, only busy), and the pick
+goes on among the others and the fallbacks. When nothing is left but full deployments
+and no attempt was made, the answer is a 429 ``deployment_capacity_exceeded`` with
+``retry-after`` (when the first slot frees), in the caller's shape. The tokens an
+answer used are charged to its deployment's ``tpm`` afterwards (``used``).
+
 What fails over, and what does not:
 - 429 and 5xx answers, refused connections, connect timeouts: cooled down, and the
   request moves on (the same deployment may be asked again, last);
@@ -41,6 +49,7 @@ from typing import Protocol
 
 from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.routing.balancer import Balancer
+from watchllm_gateway.routing.capacity import DeploymentCapacity
 from watchllm_gateway.routing.metrics import RoutingMetrics
 from watchllm_gateway.routing.table import Candidates, Deployment
 from watchllm_gateway.upstream import (
@@ -72,6 +81,7 @@ class Dispatched:
     model: str  # the chain's model that answered: the requested one, or a fallback
     upstream_model: str  # the model name sent upstream
     fallback: bool
+    taken: str | None = None  # the attempt's id in its deployment's capacity windows
 
 
 class Dispatcher:
@@ -84,7 +94,9 @@ class Dispatcher:
         backoff_seconds: float,
         deadline_seconds: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        capacity: DeploymentCapacity | None = None,
     ) -> None:
+        self.capacity = capacity  # None: rpm/tpm are not enforced (no Redis: unit tests)
         self._upstream = upstream
         self._balancer = balancer
         self._cooldowns = balancer.cooldowns
@@ -99,6 +111,7 @@ class Dispatcher:
         clock = self._cooldowns.clock
         started = clock()
         tried: set[str] = set()
+        full: dict[str, int] = {}  # at capacity for now: deployment -> ms until a slot
         spent: set[str] = set()  # may have the request: never sent it again
         failure: GatewayError | None = None
         failed_answer: Dispatched | None = None
@@ -109,7 +122,7 @@ class Dispatcher:
         attempt = 0
         while attempt < self._max_attempts:
             now = clock()
-            pick = self._pick(chain, tried, spent, now)
+            pick = self._pick(chain, tried, spent, now, full)
             if pick is None:
                 break
             candidates, deployment = pick
@@ -120,6 +133,12 @@ class Dispatcher:
                 await self._sleep(delay)
             elif attempt and now - started >= self._deadline:
                 break
+            taken = None
+            if deployment.limited and self.capacity is not None:
+                taken, retry_ms = await self.capacity.take(deployment)  # after any wait
+                if retry_ms:
+                    full[deployment.name] = retry_ms
+                    continue  # busy, not failing: another one, no attempt spent
             if failed_answer is not None:
                 failed_answer.answer.close()
                 failed_answer = None
@@ -145,7 +164,7 @@ class Dispatcher:
                 raise
             answer.attempts = attempt
             self._balancer.observe(deployment.name, answer.latency_seconds)
-            done = Dispatched(answer, deployment, candidates.model, upstream_model, fallback)
+            done = Dispatched(answer, deployment, candidates.model, upstream_model, fallback, taken)
             status = answer.status
             if status in RETRYABLE_STATUSES:
                 wait_asked = retry_after_seconds(answer.headers)
@@ -166,21 +185,31 @@ class Dispatcher:
             return done
         if failed_answer is not None:
             return failed_answer
+        if failure is None and full:
+            raise _at_capacity(requested, min(full.values()))
         if failure is None:  # unreachable: the chain's first model has a deployment
             failure = GatewayError(502, "upstream_unreachable", "No deployment could be tried")
         failure.upstream_attempts = attempt
         raise failure
 
+    def used(self, dispatched: Dispatched | None, tokens: int) -> None:
+        """The answer's tokens, charged to its deployment's ``tpm`` (if it has one)."""
+        if dispatched is not None and dispatched.taken is not None and self.capacity:
+            self.capacity.charge(dispatched.deployment, dispatched.taken, tokens)
+
     def _pick(
-        self, chain: Sequence[Candidates], tried: set[str], spent: set[str], now: float
-    ) -> tuple[Candidates, Deployment] | None:
+        self, chain: Sequence[Candidates], tried: set[str], spent: set[str], now: float,
+        full: dict[str, int],
+    ) -> tuple[Candidates, Deployment] | None:  # fmt: skip
+        skip = tried.union(full) if full else tried
         for candidates in chain:
-            chosen = self._balancer.choose(candidates.deployments, tried, now)
+            chosen = self._balancer.choose(candidates.deployments, skip, now)
             if chosen is not None:
                 return candidates, chosen
         best: tuple[Candidates, Deployment] | None = None
+        never = spent.union(full) if full else spent
         for candidates in chain:
-            chosen = self._balancer.last_resort(candidates.deployments, spent, now)
+            chosen = self._balancer.last_resort(candidates.deployments, never, now)
             if chosen is not None and (
                 best is None
                 or self._cooldowns.remaining(chosen.name, now)
@@ -199,6 +228,16 @@ class Dispatcher:
         if wait_asked is not None:
             delay = max(delay, min(wait_asked, _MAX_RETRY_WAIT_SECONDS))
         return delay
+
+
+def _at_capacity(model: str, retry_ms: int) -> GatewayError:
+    seconds = max(1, -(-retry_ms // 1000))
+    return GatewayError(
+        429, "deployment_capacity_exceeded",
+        f"Every deployment that serves {model!r} is at its requests or tokens per minute;"
+        f" retry in {seconds} s",
+        headers={"retry-after": str(seconds), "retry-after-ms": str(retry_ms)},
+    )  # fmt: skip
 
 
 # How OpenAI (and compatible servers) and Anthropic say a prompt is over the context window.

@@ -14,6 +14,8 @@ also hold routes of the original shape (``{"pattern", "provider", "base_url",
             weight: 3
             model: gpt-4o-mini       # upstream model name; default: the requested one
             name: openai-a           # for /metrics and events; default "<entry name>[<index>]"
+            rpm: 500                 # the provider's requests per minute for this key
+            tpm: 200000              # and tokens per minute: full deployments are skipped
           - provider: azure          # https://{resource}.openai.azure.com, key in api-key
             base_url: https://example.openai.azure.com
             api_version: "2024-10-21"          # required for azure
@@ -85,6 +87,9 @@ class DeploymentConfig(BaseModel):
     api_version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._\-]{1,40}$")
     azure_deployment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._\-]{1,64}$")
     default_max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    # Across every replica (``capacity``): a full deployment is skipped.
+    rpm: int | None = Field(default=None, ge=1, le=100_000_000)
+    tpm: int | None = Field(default=None, ge=1, le=1_000_000_000_000)
 
     @model_validator(mode="after")
     def _provider_fields(self) -> DeploymentConfig:
@@ -255,6 +260,10 @@ def _cross_check(document: RoutesDocument) -> list[str]:
             if name in seen:
                 problems.append(f"{where}: {name!r} is already the name of {seen[name]}")
             seen.setdefault(name, f"{label} deployments[{d_index}]")
+            limited = entry.deployments[d_index].rpm or entry.deployments[d_index].tpm
+            if limited and ("{" in name or "}" in name):  # its Redis keys' hash tag
+                problems.append(f"{where}: a deployment with rpm or tpm needs a name"
+                                " without braces")  # fmt: skip
         for field in ("fallbacks", "context_window_fallbacks"):
             for f_index, fallback in enumerate(getattr(entry, field)):
                 where = f"{label}: {field}[{f_index}]"

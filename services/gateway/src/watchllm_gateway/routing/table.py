@@ -47,12 +47,16 @@ class Deployment:
     api_version: str | None = None  # azure only
     azure_deployment: str | None = None  # azure only; None: the upstream model name
     default_max_tokens: int | None = None  # anthropic: for callers that gave none
+    rpm: int | None = None  # requests per minute across replicas (``capacity``)
+    tpm: int | None = None  # tokens per minute across replicas (``capacity``)
     # The API shape the deployment speaks (azure: OpenAI's). A field, read per request.
     api: ProviderKind = field(init=False, repr=False, compare=False)
+    limited: bool = field(init=False, repr=False, compare=False)  # has rpm or tpm
 
     def __post_init__(self) -> None:
         azure = self.provider is ProviderKind.AZURE
         object.__setattr__(self, "api", ProviderKind.OPENAI if azure else self.provider)
+        object.__setattr__(self, "limited", self.rpm is not None or self.tpm is not None)
 
     def path(self, path: str, model: str) -> str:
         """What follows ``base_url`` for the API path ``path`` and upstream ``model``."""
@@ -133,6 +137,8 @@ class ModelRouter:
                         d.api_version,
                         d.azure_deployment,
                         d.default_max_tokens,
+                        d.rpm,
+                        d.tpm,
                     )  # fmt: skip
                     for i, d in enumerate(entry.deployments)
                 ),
