@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from watchllm_gateway.attribution import Attribution
+    from watchllm_gateway.body_log import BodyCapture
     from watchllm_gateway.cache_flow import CachePlan
     from watchllm_gateway.cache_shapes import StreamAssembler
     from watchllm_gateway.routing import Dispatched
@@ -65,6 +66,7 @@ class Exchange:
     response_model: str | None = None  # filled only for the span
     properties: dict[str, str] = field(default_factory=dict)  # the caller's (``attribution``)
     end_user: str | None = None
+    bodies: BodyCapture | None = None  # only for projects that log bodies (``body_log``)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -83,10 +85,15 @@ class Exchange:
         self.upstream_model = dispatched.upstream_model
         return answer
 
-    def attribute(self, attribution: Attribution, body: dict[str, Any]) -> None:
-        """The caller's properties and end user (``attribution``), for the event."""
+    def attribute(self, attribution: Attribution, body: dict[str, Any], raw: bytes) -> None:
+        """The caller's properties and end user (``attribution``), for the event; the
+        raw body too when the project logs bodies (``body_log``)."""
         self.properties = attribution.properties
         self.end_user = attribution.end_user(self.spec.api, body)
+        if self.grant is not None and self.grant.bodies.enabled:
+            from watchllm_gateway.body_log import BodyCapture
+
+            self.bodies = BodyCapture(self.grant.bodies, raw)
 
     def fail(self, http_status: int, status: RequestStatus, error_type: str) -> None:
         self.http_status = http_status

@@ -28,8 +28,9 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 REQUEST_BODIES_STREAM = "watchllm.request-bodies.v1"
-# ~64 KiB an entry at most: 100,000 entries bound the stream while analytics is behind.
-REQUEST_BODIES_MAXLEN = 100_000
+# ≤ ~64 KiB an entry: 10,000 bound the stream while analytics is behind; what it
+# stored is trimmed every second (``stream_trim``, by analytics).
+REQUEST_BODIES_MAXLEN = 10_000
 
 MAX_BODY_CHARS = 32_768
 TRUNCATED_MARKER = "…[truncated by WatchLLM: {omitted} more characters]"

@@ -1,0 +1,120 @@
+"""Body logging for projects that turned it on (``watchllm projects logging``).
+
+On the request path only copies are kept, never work done: the raw request bytes the
+gateway read anyway (``Exchange.attribute``), the answer's bytes (a JSON answer, or a
+cache hit's stored answer) and, for a relayed stream, its events as relayed, up to
+``MAX_BODY_CHARS`` of them. Everything else happens in ``publish``, which the proxy
+calls where it records the exchange, after the answer's last byte: decoding, assembling
+a stream into the equivalent JSON answer (``cache_shapes.StreamAssembler``; a stream it
+cannot rebuild, e.g. tool calls, is logged as its events' text), redaction
+(``body_redaction``), the size cap with its visible marker (``contracts.request_bodies``)
+and an enqueue to the bodies' own publisher (``events.StreamPublisher`` on
+``REQUEST_BODIES_STREAM``), which writes to Redis off the request path.
+
+Failure modes: Redis slow or down, or the buffer full: the publisher's (bodies wait in
+memory, bounded by ``BODY_BUFFER_SIZE`` entries of at most ~64 KiB each, then are
+dropped and counted in ``watchllm_request_bodies_dropped_total``); the answer and the
+request's event are never held back by a body. A request refused before its body was
+read as a JSON object (bad key, 413, invalid JSON) logs no body.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.responses import Response
+
+from watchllm_gateway.body_redaction import Redact, redactor
+from watchllm_gateway.cache_shapes import StreamAssembler
+from watchllm_shared.accounts import BodyLogging
+from watchllm_shared.contracts.request_bodies import (
+    MAX_BODY_CHARS,
+    TRUNCATED_MARKER,
+    RequestBodies,
+    truncate,
+)
+
+if TYPE_CHECKING:
+    from watchllm_gateway.events import StreamPublisher
+    from watchllm_gateway.exchange import Exchange
+
+log = logging.getLogger(__name__)
+
+# Entries waiting for Redis; each holds two bodies of at most MAX_BODY_CHARS: ≤ ~128 MiB.
+BODY_BUFFER_SIZE = 1_000
+# Redaction reads this much past the cap, so a secret cut by the cap is still seen whole.
+_REDACTION_MARGIN = 512
+
+
+class BodyCapture:
+    """One request's copies, taken on the request path (no decoding, no redaction)."""
+
+    __slots__ = ("setting", "request", "answer", "events", "_event_bytes")
+
+    def __init__(self, setting: BodyLogging, request: bytes) -> None:
+        self.setting = setting
+        self.request = request
+        self.answer: bytes | None = None
+        self.events: list[bytes] = []
+        self._event_bytes = 0
+
+    def add_event(self, event: bytes) -> None:
+        """A relayed stream event; past the cap (in bytes, ≥ the characters) only the
+        terminal events would matter to the assembler, and the text is cut anyway."""
+        if self._event_bytes <= 4 * MAX_BODY_CHARS:
+            self.events.append(event)
+            self._event_bytes += len(event)
+
+    def answered(self, response: Response) -> None:
+        """The answer of a non-streamed response (a stream's comes by ``add_event``)."""
+        body = getattr(response, "body", None)
+        if self.answer is None and isinstance(body, bytes):
+            self.answer = body
+
+
+class BodyLog:
+    def __init__(self, publisher: StreamPublisher) -> None:
+        self._publisher = publisher
+
+    def publish(self, exchange: Exchange) -> None:
+        """After the last byte: one ``RequestBodies`` for the exchange, if it has any."""
+        capture, grant = exchange.bodies, exchange.grant
+        if capture is None or grant is None:
+            return
+        redact = redactor(capture.setting.redactions)
+        answer = capture.answer if capture.answer is not None else _assembled(exchange, capture)
+        bodies = RequestBodies(
+            request_id=exchange.request_id, project_id=grant.project_id,
+            occurred_at=datetime.now(UTC), endpoint=exchange.spec.path,
+            retention_days=capture.setting.retention_days,
+            request=_prepared(capture.request, redact), response=_prepared(answer, redact),
+        )  # fmt: skip
+        self._publisher.publish(bodies.to_stream_fields())
+
+
+def _assembled(exchange: Exchange, capture: BodyCapture) -> bytes:
+    """A relayed stream as the equivalent JSON answer, else its events' text."""
+    if not capture.events:
+        return b""
+    assembler = StreamAssembler(exchange.spec.path)
+    try:
+        for event in capture.events:
+            assembler.feed(event)
+        assembled = assembler.result()
+    except Exception:  # an event it cannot read: the raw text is the record
+        log.debug("stream of request %s logged as events", exchange.request_id, exc_info=True)
+        assembled = None
+    return b"".join(capture.events) if assembled is None else orjson.dumps(assembled)
+
+
+def _prepared(raw: bytes, redact: Redact) -> str:
+    """Decoded (bad UTF-8 replaced), redacted, cut to the cap with the marker."""
+    text = raw.decode("utf-8", errors="replace")
+    redacted = redact(text[: MAX_BODY_CHARS + _REDACTION_MARGIN])
+    if len(text) <= MAX_BODY_CHARS + _REDACTION_MARGIN:
+        return truncate(redacted)  # masks may lengthen a text near the cap
+    omitted = len(text) - MAX_BODY_CHARS
+    return redacted[:MAX_BODY_CHARS] + TRUNCATED_MARKER.format(omitted=omitted)
