@@ -77,7 +77,24 @@ def test_a_body_over_the_cap_is_cut_with_a_marker_and_still_redacted() -> None:
     sent = _published(exchange)
     assert sent.request.endswith("…[truncated by WatchLLM: 1013 more characters]")
     assert "jane@" not in sent.request and sent.request.startswith("x" * 100)
-    assert sent.response == '{"ok": true}' and sent.retention_days == 3
+    assert sent.response == '{"ok":true}' and sent.retention_days == 3  # re-encoded JSON
+
+
+def test_a_json_body_is_redacted_value_by_value_and_stays_json() -> None:
+    exchange = Exchange(CHAT_COMPLETIONS)
+    exchange.grant = _grant(BodyLogging(True))
+    sent = {"created": 1796359888, "n": 4242424242424242, "user": "jane\u0040example.com",
+            "headers": {"Authorization": "Basic dXNlcjpwYXNz"}}  # fmt: skip
+    exchange.bodies = BodyCapture(exchange.grant.bodies, orjson.dumps(sent))
+    exchange.bodies.answer = b'{"id": "chatcmpl-1", "created": 1796359889}'
+    logged = _published(exchange)
+    assert orjson.loads(logged.request) == {
+        "created": 1796359888,
+        "n": 4242424242424242,
+        "user": "[REDACTED:email]",
+        "headers": {"Authorization": "[REDACTED:secret]"},
+    }  # numbers are not strings: a timestamp is no phone number, an id no card
+    assert orjson.loads(logged.response) == {"id": "chatcmpl-1", "created": 1796359889}
 
 
 def test_a_stream_is_logged_as_the_answer_it_assembles_to() -> None:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.responses import Response
 
-from watchllm_gateway.body_redaction import Redact, redactor
+from watchllm_gateway.body_redaction import CREDENTIAL_NAMES, Redact, redactor
 from watchllm_gateway.cache_shapes import StreamAssembler
 from watchllm_shared.accounts import BodyLogging
 from watchllm_shared.contracts.request_bodies import (
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 BODY_BUFFER_SIZE = 1_000
 # Redaction reads this much past the cap, so a secret cut by the cap is still seen whole.
 _REDACTION_MARGIN = 512
+# Bodies up to this size are parsed and redacted value by value (``_prepared``).
+_PARSE_BYTES = 4 * MAX_BODY_CHARS
 
 
 class BodyCapture:
@@ -111,10 +113,37 @@ def _assembled(exchange: Exchange, capture: BodyCapture) -> bytes:
 
 
 def _prepared(raw: bytes, redact: Redact) -> str:
-    """Decoded (bad UTF-8 replaced), redacted, cut to the cap with the marker."""
+    """Decoded (bad UTF-8 replaced), redacted, cut to the cap with the marker.
+
+    A JSON body is redacted value by value (its strings, never its numbers or names:
+    a timestamp is not a phone number, and the result stays JSON); a body too large
+    to parse after every answer, or not JSON (a stream's events), as text, reading
+    ``_REDACTION_MARGIN`` past the cap so a secret the cap cuts is still seen whole.
+    """
+    if len(raw) <= _PARSE_BYTES:
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return truncate(orjson.dumps(_redacted(document, redact)).decode())
     text = raw.decode("utf-8", errors="replace")
     redacted = redact(text[: MAX_BODY_CHARS + _REDACTION_MARGIN])
     if len(text) <= MAX_BODY_CHARS + _REDACTION_MARGIN:
         return truncate(redacted)  # masks may lengthen a text near the cap
     omitted = len(text) - MAX_BODY_CHARS
     return redacted[:MAX_BODY_CHARS] + TRUNCATED_MARKER.format(omitted=omitted)
+
+
+def _redacted(value: Any, redact: Redact) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {
+            key: "[REDACTED:secret]" if key.lower() in CREDENTIAL_NAMES and item
+            else _redacted(item, redact)
+            for key, item in value.items()
+        }  # fmt: skip
+    if isinstance(value, list):
+        return [_redacted(item, redact) for item in value]
+    return value

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from watchllm_gateway.body_log import BodyCapture
 from watchllm_gateway.endpoints import EndpointSpec
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from watchllm_gateway.attribution import Attribution
-    from watchllm_gateway.body_log import BodyCapture
     from watchllm_gateway.cache_flow import CachePlan
     from watchllm_gateway.cache_shapes import StreamAssembler
     from watchllm_gateway.routing import Dispatched
@@ -91,8 +91,6 @@ class Exchange:
         self.properties = attribution.properties
         self.end_user = attribution.end_user(self.spec.api, body)
         if self.grant is not None and self.grant.bodies.enabled:
-            from watchllm_gateway.body_log import BodyCapture
-
             self.bodies = BodyCapture(self.grant.bodies, raw)
 
     def fail(self, http_status: int, status: RequestStatus, error_type: str) -> None:
