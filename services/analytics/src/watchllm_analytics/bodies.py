@@ -14,9 +14,11 @@ simple loop reads a page, checks it against the contract, inserts and acknowledg
   them (``contracts.body_queries``).
 
 Failure modes: an entry that is not a ``RequestBodies`` v1 → the dead-letter stream at
-once; ClickHouse down → nothing acknowledged, the page is read again (this consumer's
-pending entries) after a backoff, and an entry delivered more than
-``WATCHLLM_ANALYTICS_MAX_DELIVERIES`` times is dead-lettered; a page ClickHouse refuses
+once; ClickHouse down → the page's insert is retried with backoff, nothing
+acknowledged, the entries' idle time renewed so no one reclaims them (a SIGTERM
+meanwhile leaves them pending for the next start, which reads its own pending first);
+an entry delivered more than ``WATCHLLM_ANALYTICS_MAX_DELIVERIES`` times (a consumer
+that keeps dying on it) is dead-lettered; a page ClickHouse refuses
 (``RowsRejected``) → every entry of it dead-lettered with the error (each is a valid
 contract, so this is rare; the DLQ keeps them for a replay); Redis down → back off and
 retry. Entries of a consumer that died are taken over after
@@ -86,7 +88,7 @@ class BodyIngest:
                     if not page:
                         new = await consumer.read_new(_PAGE, 500)
                         page = [Delivery(i, f, 1) for i, f in zip(*new, strict=True)]
-                    await self._handle(page)
+                    await self._handle(page, stopping)
                     backoff.reset()
                 except (RedisError, OSError, ClickHouseUnavailable) as exc:
                     log.warning("request bodies: retrying after %s", exc)
@@ -95,7 +97,7 @@ class BodyIngest:
             trimmer.cancel()
             await asyncio.gather(trimmer, return_exceptions=True)
 
-    async def _handle(self, page: list[Delivery]) -> None:
+    async def _handle(self, page: list[Delivery], stopping: asyncio.Event) -> None:
         rows: list[RequestBodies] = []
         ids: list[bytes] = []
         for entry_id, fields, deliveries in page:
@@ -114,14 +116,33 @@ class BodyIngest:
         if not rows:
             return
         try:
-            await asyncio.to_thread(self._insert, rows)
+            stored = await self._insert_until_stored(rows, ids, stopping)
         except RowsRejected as exc:
             for entry_id, fields, deliveries in page:
                 if entry_id in ids and fields is not None:
                     await self._dead_letters.park(entry_id, fields, ParkReason.REJECTED,
                                                   str(exc), deliveries)  # fmt: skip
             return
-        await self._consumer.ack(ids)
+        if stored:
+            await self._consumer.ack(ids)
+
+    async def _insert_until_stored(
+        self, rows: list[RequestBodies], ids: list[bytes], stopping: asyncio.Event
+    ) -> bool:
+        """Insert, retrying while ClickHouse is unavailable (the entries' idle time
+        renewed so no one reclaims them, and no delivery counted); False when stopping
+        came first: they stay pending for the next start."""
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            try:
+                await asyncio.to_thread(self._insert, rows)
+                return True
+            except ClickHouseUnavailable as exc:
+                log.warning("request bodies: ClickHouse unavailable, retrying: %s", exc)
+            if stopping.is_set():
+                return False
+            await sleep_unless(stopping, backoff.next())
+            await self._consumer.renew(ids)
 
     def _insert(self, bodies: list[RequestBodies]) -> None:
         """Insert the rows not stored yet (blocking: runs in a worker thread)."""

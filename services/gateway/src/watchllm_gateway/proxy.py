@@ -23,7 +23,9 @@ Requests in flight are counted from admission (``_admit``) until that same recor
 an unexpected error, releases them (``concurrency``).
 
 Bodies are logged only when the operator sets ``WATCHLLM_LOG_BODIES=true`` (first
-64 KiB, through the redacting log filter); keys are never logged.
+64 KiB, through the redacting log filter); keys are never logged. Stored bodies are
+another matter, per project (``body_log``): copied on the way, redacted and published
+in ``_record``, after the last byte.
 """
 
 from __future__ import annotations
