@@ -54,7 +54,10 @@ _STORED = (
     "SELECT DISTINCT request_id FROM request_bodies"
     " WHERE project_id IN {projects:Array(UUID)} AND request_id IN {ids:Array(String)}"
 )
-_PAGE = 200
+# Entries per read and per insert: 20,000 bodies of 2 KB + 1 KB went in at ~5,500/s
+# with pages of 200 and ~18,000/s with 1,000 (one "already stored?" query and one
+# insert per page); a page holds at most ~64 MiB (1,000 entries at the gateway's cap).
+_PAGE = 1000
 _RECLAIM_EVERY_SECONDS = 5.0
 
 
