@@ -97,6 +97,17 @@ def test_a_json_body_is_redacted_value_by_value_and_stays_json() -> None:
     assert orjson.loads(logged.response) == {"id": "chatcmpl-1", "created": 1796359889}
 
 
+def test_json_that_cannot_be_written_back_is_redacted_as_text() -> None:
+    exchange = Exchange(CHAT_COMPLETIONS)
+    exchange.grant = _grant(BodyLogging(True))
+    deep = b"[" * 3000 + b'"mail jane@example.com"' + b"]" * 3000  # past Python's recursion
+    huge = b'{"n": 123456789012345678901234567890, "to": "jane@example.com"}'
+    for raw in (deep, huge):
+        exchange.bodies = BodyCapture(exchange.grant.bodies, raw)
+        logged = _published(exchange).request
+        assert "jane@" not in logged and "[REDACTED:email]" in logged
+
+
 def test_a_stream_is_logged_as_the_answer_it_assembles_to() -> None:
     exchange = Exchange(CHAT_COMPLETIONS)
     exchange.grant = _grant(BodyLogging(True))

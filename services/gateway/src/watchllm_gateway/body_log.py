@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import orjson
 from starlette.responses import Response
@@ -82,14 +83,20 @@ class BodyLog:
         self._publisher = publisher
 
     def publish(self, exchange: Exchange) -> None:
-        """After the last byte: one ``RequestBodies`` for the exchange, if it has any."""
-        capture, grant = exchange.bodies, exchange.grant
-        if capture is None or grant is None:
+        """After the last byte: one ``RequestBodies`` for the exchange, if it has any.
+        Never raises: it runs where the exchange is recorded (a stream's ``finally``)."""
+        if exchange.bodies is None or exchange.grant is None:
             return
+        try:
+            self._publish(exchange, exchange.bodies, exchange.grant.project_id)
+        except Exception:  # a body we cannot prepare is lost, never the request's record
+            log.exception("request %s: bodies not logged", exchange.request_id)
+
+    def _publish(self, exchange: Exchange, capture: BodyCapture, project_id: UUID) -> None:
         redact = redactor(capture.setting.redactions)
         answer = capture.answer if capture.answer is not None else _assembled(exchange, capture)
         bodies = RequestBodies(
-            request_id=exchange.request_id, project_id=grant.project_id,
+            request_id=exchange.request_id, project_id=project_id,
             occurred_at=datetime.now(UTC), endpoint=exchange.spec.path,
             retention_days=capture.setting.retention_days,
             request=_prepared(capture.request, redact), response=_prepared(answer, redact),
@@ -122,11 +129,9 @@ def _prepared(raw: bytes, redact: Redact) -> str:
     """
     if len(raw) <= _PARSE_BYTES:
         try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            return truncate(orjson.dumps(_redacted(document, redact)).decode())
+            return truncate(orjson.dumps(_redacted(orjson.loads(raw), redact)).decode())
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+            pass  # not JSON, or JSON orjson cannot write back (a huge int, deep nesting)
     text = raw.decode("utf-8", errors="replace")
     redacted = redact(text[: MAX_BODY_CHARS + _REDACTION_MARGIN])
     if len(text) <= MAX_BODY_CHARS + _REDACTION_MARGIN:
