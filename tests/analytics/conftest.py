@@ -98,6 +98,7 @@ def settings(redis_url: str, chdb_dsn: str, tmp_path: Path) -> AnalyticsSettings
         clickhouse_url=chdb_dsn,
         clickhouse_database=f"test_{name}",
         events_stream=f"test.analytics.{name}",
+        bodies_stream=f"test.bodies.{name}",
         analytics_consumer_name="test-consumer",
         analytics_batch_max_rows=500,
         analytics_batch_max_seconds=0.1,
@@ -121,7 +122,8 @@ async def cleanup_stream(
     redis_client: aioredis.Redis, settings: AnalyticsSettings
 ) -> AsyncIterator[None]:
     yield
-    await redis_client.delete(settings.events_stream, f"{settings.events_stream}.dlq")
+    await redis_client.delete(settings.events_stream, f"{settings.events_stream}.dlq",
+                              settings.bodies_stream, f"{settings.bodies_stream}.dlq")  # fmt: skip
 
 
 @dataclass

@@ -25,6 +25,8 @@ VALID = {
     "model": "gpt-4o-mini",
     "key_id": str(uuid.uuid4()),
     "property": "feature",
+    "request_id": "req_0123",
+    "text": "needle",
 }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -246,6 +247,105 @@ def test_properties_and_the_end_user_reach_the_request_log(
         r["value"]: r["requests"] for r in ask("project_usage_by_property", property="feature")
     }
     assert by_feature["e2e"] == 1
+
+
+def _ask(stack: EmbeddedStack, name: str, **params: Any) -> list[dict[str, Any]]:
+    url, auth = f"{stack.analytics_url}/v1/queries/{name}", stack.analytics_auth
+    answer = httpx.post(url, json=params, headers=auth, timeout=30).json()
+    columns = [c["name"] if isinstance(c, dict) else c for c in answer["columns"]]
+    return [dict(zip(columns, row, strict=True)) for row in answer["rows"]]
+
+
+def _logged(stack: EmbeddedStack, project: Project, request_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30  # bounds a failure only
+    params = {"project_id": project.project_id, "request_id": request_id}
+    while not (rows := _ask(stack, "request_bodies", **params)):
+        assert time.monotonic() < deadline, f"the bodies of {request_id} were never stored"
+        time.sleep(0.2)
+    (row,) = rows
+    return row
+
+
+PII = "ana@example.org 4242 4242 4242 4242 ACCT-5521"  # echoed by the fake provider
+
+
+def test_bodies_are_logged_redacted_in_both_shapes_only_for_projects_that_turned_it_on(
+    stack: EmbeddedStack, project: Project
+) -> None:
+    """Off by default (``project`` never turned it on); on, every request's request and
+    answer (a stream assembled, a cache hit's answer) reach ``request_bodies`` once,
+    with emails, cards, keys and the project's own regex masked; each project reads
+    only its own."""
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    quiet = openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=project.key, max_retries=0)
+    quiet.chat.completions.create(model="gpt-4o-mini", messages=[
+        {"role": "user", "content": "quiet-marker never logged"}])  # fmt: skip
+    loud = stack.create_project("loud")
+    shown = stack.watchllm("projects", "logging", "loud", "--bodies", "on", "--redact",
+                           "email,phone,card,secret", "--redact", r"ACCT-\d+")  # fmt: skip
+    assert "bodies on, retention 30 days" in shown.stdout, shown.stderr
+    secret = f"{PII} my key {loud.key} and sk-ant-api03-Zyx987wvuTSR"
+    sdk = openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=loud.key, max_retries=0)
+    ask = [{"role": "user", "content": secret}]
+    raw = sdk.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ask)
+    assert "ana@example.org" in raw.parse().choices[0].message.content  # the caller's is whole
+    plain = _logged(stack, loud, raw.headers["x-request-id"])
+    streamed = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=ask, stream=True, extra_headers={"x-watchllm-no-cache": "1"}
+    )
+    pieces = [c.choices[0].delta.content or "" for c in streamed.parse() if c.choices]
+    claude = anthropic.Anthropic(base_url=stack.gateway_url, api_key=loud.key, max_retries=0)
+    answered = claude.messages.with_raw_response.create(
+        model="claude-haiku-4-5", max_tokens=50, messages=ask
+    )  # type: ignore[arg-type]
+    assert "ana@example.org" in answered.parse().content[0].text  # type: ignore[union-attr]
+    for row in (
+        plain,
+        _logged(stack, loud, streamed.headers["x-request-id"]),
+        _logged(stack, loud, answered.headers["x-request-id"]),
+    ):
+        both = row["request"] + row["response"]
+        assert "[REDACTED:email] [REDACTED:card] [REDACTED:regex]" in both
+        for kept in ("ana@", "4242", "ACCT-", loud.key[:12], "sk-ant-api03"):
+            assert kept not in both, (kept, both)
+        assert "[REDACTED:secret]" in row["request"]
+    answer = json.loads(_logged(stack, loud, streamed.headers["x-request-id"])["response"])
+    assert answer["choices"][0]["message"]["content"] == "".join(pieces).replace(
+        "ana@example.org 4242 4242 4242 4242", "[REDACTED:email] [REDACTED:card]"
+    )
+    # A cache hit logs the answer it served (the store lands after the first answer).
+    deadline = time.monotonic() + 30
+    while (
+        hit := sdk.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ask)
+    ).headers["x-watchllm-cache"] != "hit":
+        assert time.monotonic() < deadline, "the answer was never served from the cache"
+        time.sleep(0.2)
+    assert _logged(stack, loud, hit.headers["x-request-id"])["response"] == plain["response"]
+    # Once per request; only the project's own; never the quiet project's.
+    window = {
+        "start": since.isoformat(),
+        "end": (datetime.now(UTC) + timedelta(minutes=5)).isoformat(),
+    }
+
+    def search() -> list[dict[str, Any]]:
+        return _ask(stack, "project_request_search", project_id=loud.project_id,
+                    text="REDACTED:regex", **window)  # fmt: skip
+
+    deadline = time.monotonic() + 30  # bodies and events travel apart: both stored
+    found = search()
+    while {row["status"] for row in found} != {"ok"}:
+        log = _ask(stack, "project_request_log", project_id=loud.project_id, **window)
+        assert time.monotonic() < deadline, (found, log)
+        time.sleep(0.2)
+        found = search()
+    ids = [r["request_id"] for r in found]
+    assert len(ids) == len(set(ids)) and raw.headers["x-request-id"] in ids
+    assert hit.headers["x-request-id"] in ids
+    assert _ask(stack, "request_bodies", project_id=project.project_id,
+                request_id=raw.headers["x-request-id"]) == []  # fmt: skip
+    assert _ask(stack, "project_request_search", project_id=project.project_id,
+                text="quiet-marker", **window) == []  # fmt: skip
+    quiet.close(), sdk.close(), claude.close()
 
 
 def test_ctrl_c_stops_everything_cleanly(stack: EmbeddedStack) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from watchllm_analytics.backoff import Backoff
+from watchllm_analytics.bodies import BODIES_GROUP, BodyIngest
 from watchllm_analytics.clickhouse import ClickHouseUnavailable, redact_dsn
 from watchllm_analytics.dead_letters import DeadLetters
 from watchllm_analytics.health import HealthState
@@ -58,6 +59,13 @@ class AnalyticsService:
             settings.analytics_consumer_name, settings.analytics_reclaim_idle_ms,
         )  # fmt: skip
         self.dead_letters = DeadLetters(self.consumer, metrics)
+        self.bodies_consumer = GroupConsumer(
+            self.redis, settings.bodies_stream, BODIES_GROUP, settings.analytics_consumer_name,
+            settings.analytics_reclaim_idle_ms,
+        )  # fmt: skip
+        self.bodies: BodyIngest | None = None  # once the store is open
+        self._bodies_stopping = asyncio.Event()
+        self._bodies_task: asyncio.Task[None] | None = None
         self.monitor = Monitor(
             self.consumer, self.dead_letters, self.health, metrics,
             settings.analytics_monitor_seconds,
@@ -71,6 +79,7 @@ class AnalyticsService:
         # The pool is passed in explicitly, so aclose() keeps it open unless told.
         stack.push_async_callback(self.redis.aclose, True)
         stack.push_async_callback(self.consumer.aclose)  # its connections, before the pool's
+        stack.push_async_callback(self.bodies_consumer.aclose)
         stack.callback(self._close_store)
         try:
             await self._open_store()
@@ -86,12 +95,15 @@ class AnalyticsService:
 
     async def stop(self) -> None:
         """Stop reading, store and ack what was read, then return."""
+        self._bodies_stopping.set()
         if self._pipeline is not None:
             self._pipeline.stop()
         if self._ingest_task is not None:
             if self._pipeline is None:
                 self._ingest_task.cancel()  # still waiting for ClickHouse: nothing read
             await asyncio.wait({self._ingest_task})  # its failure was reported already
+        if self._bodies_task is not None:
+            await asyncio.wait({self._bodies_task})
 
     async def _ingest(self) -> None:
         backoff = Backoff(0.5, 10.0)
@@ -100,6 +112,14 @@ class AnalyticsService:
             with contextlib.suppress(ClickHouseUnavailable):
                 await self._open_store()
         self._pipeline = self._build_pipeline(self._store)
+        s = self.settings
+        self.bodies = BodyIngest(
+            self.bodies_consumer, DeadLetters(self.bodies_consumer, self.metrics),
+            self._store.bodies_client, s.analytics_retention_days, s.analytics_max_deliveries,
+        )  # fmt: skip
+        self._bodies_task = asyncio.create_task(self.bodies.run(self._bodies_stopping),
+                                                name="analytics-bodies")  # fmt: skip
+        self._bodies_task.add_done_callback(self._pipeline_ended)
         await self._pipeline.run()
 
     async def _open_store(self) -> None:

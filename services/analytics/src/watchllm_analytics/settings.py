@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from watchllm_shared.contracts import Stream
+from watchllm_shared.contracts.request_bodies import REQUEST_BODIES_STREAM
 from watchllm_shared.settings import WatchLLMSettings, required_secret
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -34,6 +35,10 @@ class AnalyticsSettings(WatchLLMSettings):
     clickhouse_database: str = Field(default="watchllm", pattern=IDENTIFIER)
     events_stream: str = Field(default=Stream.REQUESTS_COMPLETED.value)
     analytics_consumer_group: str = "analytics"
+    bodies_stream: str = Field(
+        default=REQUEST_BODIES_STREAM,
+        description="Logged request and answer bodies (group analytics-bodies).",
+    )
     analytics_consumer_name: str = Field(
         default_factory=socket.gethostname,
         description="Stable across restarts, so a restarted consumer takes its own pending"

@@ -1,7 +1,8 @@
 """Opening the analytics store: database, schema, retention, and the two clients.
 
 One client writes (the pipeline's writer, used from one thread at a time), one reads
-(dashboard queries and pings), so a long dashboard query never delays an insert.
+(dashboard queries and pings), so a long dashboard query never delays an insert; a third
+writes the logged bodies (``bodies``).
 Blocking: call from a worker thread.
 
 Failure modes: an unreachable server raises ``ClickHouseUnavailable`` (the service
@@ -28,9 +29,10 @@ from watchllm_analytics.settings import AnalyticsSettings
 class AnalyticsStore:
     writer_client: Client
     query_client: Client
+    bodies_client: Client  # the logged bodies' writer (``bodies``), its own thread
 
     def close(self) -> None:
-        for client in (self.query_client, self.writer_client):
+        for client in (self.query_client, self.writer_client, self.bodies_client):
             client.close()
 
 
@@ -47,8 +49,9 @@ def open_store(settings: AnalyticsSettings) -> AnalyticsStore:
         apply_retention(writer_client, settings.analytics_retention_days)
         query_timeout = settings.analytics_query_timeout_seconds + 5
         query_client = open_client(dsn, database, timeout_seconds=query_timeout)
+        bodies_client = open_client(dsn, database)
     except BaseException:
         with contextlib.suppress(Exception):
             writer_client.close()
         raise
-    return AnalyticsStore(writer_client, query_client)
+    return AnalyticsStore(writer_client, query_client, bodies_client)

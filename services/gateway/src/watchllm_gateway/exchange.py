@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from watchllm_gateway.body_log import BodyCapture
 from watchllm_gateway.endpoints import EndpointSpec
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class Exchange:
     response_model: str | None = None  # filled only for the span
     properties: dict[str, str] = field(default_factory=dict)  # the caller's (``attribution``)
     end_user: str | None = None
+    bodies: BodyCapture | None = None  # only for projects that log bodies (``body_log``)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -85,10 +87,13 @@ class Exchange:
         self.dispatched = dispatched
         return answer
 
-    def attribute(self, attribution: Attribution, body: dict[str, Any]) -> None:
-        """The caller's properties and end user (``attribution``), for the event."""
+    def attribute(self, attribution: Attribution, body: dict[str, Any], raw: bytes) -> None:
+        """The caller's properties and end user (``attribution``), for the event; the
+        raw body too when the project logs bodies (``body_log``)."""
         self.properties = attribution.properties
         self.end_user = attribution.end_user(self.spec.api, body)
+        if self.grant is not None and self.grant.bodies.enabled:
+            self.bodies = BodyCapture(self.grant.bodies, raw)
 
     def fail(self, http_status: int, status: RequestStatus, error_type: str) -> None:
         self.http_status = http_status

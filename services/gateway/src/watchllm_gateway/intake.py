@@ -33,11 +33,14 @@ traceback in the log per hung-up upload.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from uuid import UUID
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from watchllm_gateway.errors import GatewayError
+from watchllm_gateway.endpoints import MAX_MODEL_CHARS
+from watchllm_gateway.errors import GatewayError, bad_request
 from watchllm_gateway.http_protocol import body_received
 
 REFUSED_PEEK_BYTES = 64 * 1024
@@ -149,3 +152,25 @@ def _busy() -> GatewayError:
         503, "server_busy", "The gateway is reading too many request bodies; retry shortly",
         headers={"retry-after": "1"},
     )  # fmt: skip
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Request body is not valid JSON: {exc}", "invalid_json") from exc
+    if not isinstance(body, dict):
+        raise bad_request("Request body must be a JSON object", "invalid_json")
+    return body
+
+
+def named_model(body: bytes | dict[str, Any] | None) -> str | None:
+    """The model a request body names, if it is a JSON object naming one as a string
+    (cut to ``MAX_MODEL_CHARS``: it is recorded, and the caller chose it)."""
+    if isinstance(body, bytes):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model[:MAX_MODEL_CHARS] if isinstance(model, str) else None

@@ -67,6 +67,14 @@ class GatewayMetrics:
             Gauge("watchllm_cache_stores_buffered", "Answers waiting to be sent.", registry=r),
             Counter("watchllm_cache_store_publish_errors", "Failed store writes.", registry=r),
         )  # fmt: skip
+        self.request_bodies = PublisherMetrics(
+            Counter("watchllm_request_bodies_published", "Logged bodies written.", registry=r),
+            Counter("watchllm_request_bodies_dropped",
+                    "Logged bodies lost: buffer full, or Redis unreachable at shutdown.",
+                    registry=r),
+            Gauge("watchllm_request_bodies_buffered", "Logged bodies waiting.", registry=r),
+            Counter("watchllm_request_bodies_publish_errors", "Failed body writes.", registry=r),
+        )  # fmt: skip
         self.cache_semantic_skipped = Counter(
             "watchllm_cache_semantic_skipped",
             "Requests of semantic projects that skipped the semantic layer, by reason "

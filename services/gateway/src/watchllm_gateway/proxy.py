@@ -23,7 +23,9 @@ Requests in flight are counted from admission (``_admit``) until that same recor
 an unexpected error, releases them (``concurrency``).
 
 Bodies are logged only when the operator sets ``WATCHLLM_LOG_BODIES=true`` (first
-64 KiB, through the redacting log filter); keys are never logged.
+64 KiB, through the redacting log filter); keys are never logged. Stored bodies are
+another matter, per project (``body_log``): copied on the way, redacted and published
+in ``_record``, after the last byte.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from starlette.responses import Response
 
 from watchllm_gateway.attribution import read_attribution
 from watchllm_gateway.auth import KeyAuthenticator, KeyRevoked, extract_key
+from watchllm_gateway.body_log import BodyLog
 from watchllm_gateway.cache_client import CacheHit
 from watchllm_gateway.cache_flow import (
     CachePlan,
@@ -52,12 +55,12 @@ from watchllm_gateway.cache_flow import (
 )
 from watchllm_gateway.cache_shapes import StreamAssembler
 from watchllm_gateway.concurrency import Concurrency
-from watchllm_gateway.endpoints import MAX_MODEL_CHARS, EndpointSpec
-from watchllm_gateway.errors import GatewayError, bad_request
+from watchllm_gateway.endpoints import EndpointSpec
+from watchllm_gateway.errors import GatewayError
 from watchllm_gateway.event_stream import EventStreamResponse
 from watchllm_gateway.events import StreamPublisher
 from watchllm_gateway.exchange import Exchange, status_for_http
-from watchllm_gateway.intake import Intake
+from watchllm_gateway.intake import Intake, named_model, parse_object
 from watchllm_gateway.metrics import GatewayMetrics, ModelLabel
 from watchllm_gateway.model_access import ModelAccess
 from watchllm_gateway.pricing import PriceTable
@@ -83,28 +86,6 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 
 
-def parse_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Request body is not valid JSON: {exc}", "invalid_json") from exc
-    if not isinstance(body, dict):
-        raise bad_request("Request body must be a JSON object", "invalid_json")
-    return body
-
-
-def named_model(body: bytes | dict[str, Any] | None) -> str | None:
-    """The model a request body names, if it is a JSON object naming one as a string
-    (cut to ``MAX_MODEL_CHARS``: it is recorded, and the caller chose it)."""
-    if isinstance(body, bytes):
-        try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
-    model = body.get("model") if isinstance(body, dict) else None
-    return model[:MAX_MODEL_CHARS] if isinstance(model, str) else None
-
-
 class Proxy:
     def __init__(
         self,
@@ -121,7 +102,9 @@ class Proxy:
         tracer: Tracer | None = None,
         default_models: Sequence[str] = ("*",),
         concurrency: Concurrency | None = None,
+        bodies: BodyLog | None = None,
     ) -> None:
+        self._bodies = bodies  # projects that log bodies: published after the last byte
         self._auth = auth
         self._concurrency = concurrency  # requests in flight: admitted, then left
         self._router = router
@@ -196,7 +179,7 @@ class Proxy:
         if self._log_bodies:
             log.info("request %s %s body: %s", exchange.request_id, spec.path, raw[:65536])
         body = parse_object(raw)
-        exchange.attribute(attribution, body)  # also on the record of a refused body
+        exchange.attribute(attribution, body, raw)  # also on the record of a refused body
         exchange.model = named_model(body)  # recorded even when validation refuses it
         spec.validate(body)
         model: str = body["model"]
@@ -269,6 +252,8 @@ class Proxy:
         if exchange.span is not None:
             exchange.response_model = hit.answer.model
         exchange.mark_first_byte()
+        if exchange.bodies is not None:  # the answer served, logged like any other
+            exchange.bodies.answer = hit.answer.body.encode()
         response = hit_response(exchange.spec, hit, exchange.stream, include_usage)
         if hit.similarity is not None:
             response.headers["x-watchllm-cache-similarity"] = f"{hit.similarity:.4f}"
@@ -395,6 +380,8 @@ class Proxy:
 
     def _finish(self, exchange: Exchange, response: Response) -> Response:
         response.headers.update(self._headers(exchange))
+        if exchange.bodies is not None:
+            exchange.bodies.answered(response)
         # An async task: Starlette runs a plain function in a worker thread.
         response.background = BackgroundTask(self._record_async, exchange)
         return response
@@ -417,6 +404,8 @@ class Proxy:
         self._events.publish({**fields, **context} if context else fields)
         if exchange.store is not None and self._cache is not None:
             self._cache.stores.publish({"data": exchange.store.model_dump_json(), **context})
+        if self._bodies is not None:
+            self._bodies.publish(exchange)  # redacted and capped here, after the answer
 
     def _left(self, exchange: Exchange) -> None:
         if self._concurrency is not None:

@@ -14,6 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from watchllm_gateway.auth import KeyAuthenticator
+from watchllm_gateway.body_log import BODY_BUFFER_SIZE, BodyLog
 from watchllm_gateway.cache_client import CacheClient
 from watchllm_gateway.cache_flow import CacheSupport
 from watchllm_gateway.concurrency import Concurrency
@@ -30,6 +31,7 @@ from watchllm_gateway.state_report import StateReporter
 from watchllm_gateway.upstream import UpstreamClient, create_http_session
 from watchllm_shared.accounts import AccountStore
 from watchllm_shared.contracts.cache import CACHE_STORE_MAXLEN, CACHE_STORE_STREAM
+from watchllm_shared.contracts.request_bodies import REQUEST_BODIES_MAXLEN, REQUEST_BODIES_STREAM
 from watchllm_shared.contracts.streams import REQUESTS_COMPLETED_MAXLEN
 from watchllm_shared.redis_io import create_redis
 from watchllm_shared.redis_packed import PackedCommands
@@ -72,7 +74,12 @@ async def open_runtime(
         REQUESTS_COMPLETED_MAXLEN,
     )  # fmt: skip
     events.start()
-    publishers = [events]
+    bodies = StreamPublisher(  # projects that log bodies (``body_log``)
+        commands, metrics.request_bodies, BODY_BUFFER_SIZE, REQUEST_BODIES_STREAM,
+        REQUEST_BODIES_MAXLEN,
+    )  # fmt: skip
+    bodies.start()
+    publishers = [events, bodies]
     # Closed before Redis (flushing while it is open), all under one deadline.
     stack.push_async_callback(close_all, publishers, settings.shutdown_split()[1])
     cache: CacheSupport | None = None
@@ -143,6 +150,7 @@ async def open_runtime(
         log_bodies=settings.log_bodies,
         tracer=tracer,
         concurrency=concurrency,
+        bodies=BodyLog(bodies),
     )
     health = HealthChecker(pool, redis, settings.health_check_timeout_seconds)
     reporter = StateReporter(redis, settings.instance_name, settings.state_report_seconds,

@@ -62,6 +62,8 @@ async def relay_stream(
     def relayable(events: list[bytes]) -> list[bytes]:
         ready = []
         for event in events:
+            if exchange.bodies is not None:  # a copy for body logging (``body_log``)
+                exchange.bodies.add_event(event)
             if exchange.assembler is not None:
                 try:
                     exchange.assembler.feed(event)

@@ -2,6 +2,7 @@
 ``store``, ``users`` and ``sessions`` for the rules)."""
 
 from watchllm_shared.accounts.audit import AuditEntry, recent_audit
+from watchllm_shared.accounts.body_logging import BodyLoggingStore
 from watchllm_shared.accounts.budgets import BudgetStore
 from watchllm_shared.accounts.errors import (
     AccountError,
@@ -16,6 +17,7 @@ from watchllm_shared.accounts.models import (
     DEFAULT_ROTATION_GRACE_SECONDS,
     MAX_ROTATION_GRACE_SECONDS,
     ApiKey,
+    BodyLogging,
     Budgets,
     CacheSettings,
     CreatedKey,
@@ -37,6 +39,8 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "AuthenticationError",
+    "BodyLogging",
+    "BodyLoggingStore",
     "BudgetStore",
     "Budgets",
     "CacheSettings",

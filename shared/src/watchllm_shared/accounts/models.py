@@ -9,6 +9,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from watchllm_shared.contracts.budgets import usd_to_nanos
+from watchllm_shared.contracts.request_bodies import DEFAULT_REDACTIONS, DEFAULT_RETENTION_DAYS
 
 
 class Plan(StrEnum):
@@ -91,6 +92,21 @@ class KeyGrant:
     allowed_models: tuple[str, ...] | None  # contracts/model_patterns; None: gateway default
     requests_per_day: int  # the plan's quota (the limiter's fallback before its sync)
     cache: CacheSettings = field(default_factory=lambda: CacheSettings())
+    bodies: BodyLogging = field(default_factory=lambda: BodyLogging())
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLogging:
+    """Whether a project's request and answer bodies are stored (``body_logging``)."""
+
+    enabled: bool = False
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    redactions: tuple[str, ...] = DEFAULT_REDACTIONS  # named ones and regexes
+
+    def describe(self) -> str:
+        state = "on" if self.enabled else "off"
+        return (f"bodies {state}, retention {self.retention_days} days,"
+                f" redact {','.join(self.redactions) or '-'} (secrets always)")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from watchllm_shared.accounts.audit import audit, notify_limits_changed
+from watchllm_shared.accounts.body_logging import body_logging_of
 from watchllm_shared.accounts.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from watchllm_shared.accounts.keys import display_prefix, generate_key, hash_key
 from watchllm_shared.accounts.models import (
@@ -255,6 +256,7 @@ class AccountStore:
         row = await self._pool.fetchrow(
             "SELECT k.id, k.project_id, p.name, p.plan, s.allowed_models, pl.requests_per_day,"
             " s.cache_enabled, s.cache_mode, s.cache_similarity_threshold, s.cache_ttl_seconds,"
+            " s.body_logging, s.body_retention_days, s.body_redactions,"
             " (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())) AS active"
             " FROM api_keys k JOIN projects p ON p.id = k.project_id"
             " JOIN plans pl ON pl.name = p.plan"
@@ -278,6 +280,7 @@ class AccountStore:
                 similarity_threshold=row["cache_similarity_threshold"],
                 ttl_seconds=row["cache_ttl_seconds"] or 86_400,
             ),
+            bodies=body_logging_of(row),
         )
 
     async def set_cache_settings(

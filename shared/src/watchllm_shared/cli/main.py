@@ -6,6 +6,7 @@ import click
 
 from watchllm_shared.cli.accounts_commands import keys, projects
 from watchllm_shared.cli.backup_commands import backup, restore
+from watchllm_shared.cli.body_logging_commands import project_logging
 from watchllm_shared.cli.budget_commands import key_budget, project_budget
 from watchllm_shared.cli.cache_commands import cache
 from watchllm_shared.cli.deployment.commands import check, loadtest
@@ -93,6 +94,7 @@ def fake_provider(host: str, port: int, delay: float, chunk_delay: float) -> Non
 projects.add_command(project_limits)
 keys.add_command(key_limits)
 projects.add_command(project_budget)
+projects.add_command(project_logging)
 keys.add_command(key_budget)
 cli.add_command(projects)
 cli.add_command(keys)

@@ -42,6 +42,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from watchllm_shared.contracts.attribution_queries import ATTRIBUTION_QUERIES
+from watchllm_shared.contracts.body_queries import BODY_QUERIES
 from watchllm_shared.contracts.query_base import (
     END,
     IN_WINDOW,
@@ -318,6 +319,6 @@ ANALYTICS_QUERIES: Mapping[str, AnalyticsQuery] = {
     query.name: query
     for query in (
         *_QUERIES, *_DASHBOARD_QUERIES, *REQUEST_LOG_QUERIES, *ATTRIBUTION_QUERIES,
-        *ROUTING_QUERIES,
+        *ROUTING_QUERIES, *BODY_QUERIES,
     )
 }  # fmt: skip
