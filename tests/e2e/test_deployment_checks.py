@@ -84,7 +84,6 @@ def test_up_runs_everything_embedded_and_a_key_gets_a_completion(stack: Embedded
     assert services["clickhouse"] == "connected" and services["qdrant"] == "connected"
     # gateway → events stream → analytics → ClickHouse, and the dashboard's query sees it
     assert _requests_recorded(stack, first.project_id) == 1
-    assert "gateway:   http://127.0.0.1:" in stack.log()
     dashboard = f"http://127.0.0.1:{stack.env['WATCHLLM_DASHBOARD_PORT']}/_stcore/health"
     deadline = time.monotonic() + 60  # started last, after runtime.json
     while True:
@@ -95,6 +94,11 @@ def test_up_runs_everything_embedded_and_a_key_gets_a_completion(stack: Embedded
             pass
         assert time.monotonic() < deadline, stack.log()
         time.sleep(0.2)
+    # `up` prints where everything is once the dashboard (started last) is up
+    deadline = time.monotonic() + 60
+    while "gateway:   http://127.0.0.1:" not in stack.log():
+        assert time.monotonic() < deadline, stack.log()
+        time.sleep(0.1)
 
 
 def test_check_passes_on_a_fresh_stack(stack: EmbeddedStack, project: Project) -> None:
