@@ -65,6 +65,7 @@ def arrange(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each item with its group and sort the items longest-first (a stable sort:
     tests keep their order within a file, files within a rank)."""
     root = config.rootpath
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of(_relative(item, root))))
+    if config.pluginmanager.hasplugin("xdist"):  # the mark is xdist's (`-p no:xdist`)
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group(group_of(_relative(item, root))))
     items.sort(key=lambda item: rank_of(_relative(item, root)))
