@@ -1,5 +1,6 @@
-"""The limiter service process: library, sync, token charges, heartbeat, trimming the
-events stream to what its groups still need (``stream_trim``), HTTP probes.
+"""The limiter service process: library, sync, token charges, alerts (rules, budget
+thresholds, webhook deliveries: ``alerts``), heartbeat, trimming the events stream to
+what its groups still need (``stream_trim``), HTTP probes.
 
 ``create_app(settings)`` builds it; nothing happens at import. Background tasks run
 in the lifespan. On shutdown (SIGTERM) the sync and the heartbeat are cancelled (nothing
@@ -16,11 +17,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse, Response
 
+from watchllm_limiter.alerts.budget import BudgetAlerts
+from watchllm_limiter.alerts.delivery import AlertDelivery
+from watchllm_limiter.alerts.rules import RuleCache
 from watchllm_limiter.charges import TokenCharger
 from watchllm_limiter.library import ensure_library, loaded_version
 from watchllm_limiter.metrics import LimiterMetrics
@@ -80,10 +85,19 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
             await _load_library(redis, metrics)
             sync = LimitSync(settings.database_url, pool, redis, metrics,
                              settings.limiter_full_sync_seconds)  # fmt: skip
-            charger = TokenCharger(redis, metrics, settings, active_tracer("watchllm_limiter"))
+            http = httpx.AsyncClient(timeout=settings.limiter_alert_timeout_seconds)
+            stack.push_async_callback(http.aclose)
+            rules = RuleCache(pool, settings.limiter_alert_rules_refresh_seconds)
+            budget_alerts = BudgetAlerts(redis, rules, settings.limiter_alerts_stream)
+            charger = TokenCharger(redis, metrics, settings, active_tracer("watchllm_limiter"),
+                                   after_charge=budget_alerts.after_charge)  # fmt: skip
             stopping = asyncio.Event()
             charging = asyncio.create_task(charger.run(stopping), name="token-charger")
+            delivery = AlertDelivery(redis, http, settings)
             others = [
+                # An attempt in flight is cut: its alert stays pending and is reclaimed.
+                asyncio.create_task(delivery.run(stopping), name="alert-delivery"),
+                asyncio.create_task(rules.run(), name="alert-rules"),
                 asyncio.create_task(sync.run(), name="limit-sync"),
                 asyncio.create_task(_heartbeat(redis, settings, metrics, sync), name="heartbeat"),
             ]

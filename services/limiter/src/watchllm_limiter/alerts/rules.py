@@ -1,0 +1,51 @@
+"""The alert rules, read from Postgres (``watchllm_shared.accounts.alerts``) every
+``limiter_alert_rules_refresh_seconds``, with project names for the alerts' text.
+
+Postgres down: the rules last read stay in force (logged); before the first read there
+are none, and a budget crossed meanwhile is raised at the project's next charge (the
+spend stays over the threshold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import asyncpg
+
+from watchllm_shared.accounts.alerts import AlertRule, AlertStore
+from watchllm_shared.contracts.alerts import AlertKind
+
+log = logging.getLogger(__name__)
+
+
+class RuleCache:
+    def __init__(self, pool: asyncpg.Pool, refresh_seconds: float) -> None:
+        self._pool = pool
+        self._refresh_seconds = refresh_seconds
+        self._rules: tuple[AlertRule, ...] = ()
+        self._names: dict[uuid.UUID, str] = {}
+
+    def watching(self, project_id: uuid.UUID, kind: AlertKind) -> list[AlertRule]:
+        return [rule for rule in self._rules if rule.watches(project_id, kind)]
+
+    def kinds(self) -> set[AlertKind]:
+        return {kind for rule in self._rules for kind in rule.kinds}
+
+    def project_name(self, project_id: uuid.UUID) -> str:
+        return self._names.get(project_id, str(project_id))
+
+    async def refresh(self) -> None:
+        rules = tuple(await AlertStore(self._pool).list_rules())
+        names = {r["id"]: r["name"] for r in await self._pool.fetch(
+            "SELECT id, name FROM projects")} if rules else {}  # fmt: skip
+        self._rules, self._names = rules, names
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("alert rules not refreshed, Postgres: %s", exc)
+            await asyncio.sleep(self._refresh_seconds)
