@@ -84,7 +84,7 @@ def describe(rule: AlertRule) -> str:
     if AlertKind.BUDGET in rule.kinds:
         options.append(f"thresholds {','.join(map(str, rule.thresholds))} %")
     if AlertKind.ERROR_RATE in rule.kinds:
-        options.append(f"error rate > {rule.error_rate_percent:f} % for "
+        options.append(f"error rate > {rule.error_rate_percent.normalize():f} % for "
                        f"{rule.error_rate_minutes} min")  # fmt: skip
     shown = f"  ({'; '.join(options)})" if options else ""
     kinds = ",".join(k.value for k in rule.kinds)
