@@ -23,9 +23,7 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse, Response
 
-from watchllm_limiter.alerts.budget import BudgetAlerts
-from watchllm_limiter.alerts.delivery import AlertDelivery
-from watchllm_limiter.alerts.rules import RuleCache
+from watchllm_limiter.alerts.service import Alerting
 from watchllm_limiter.charges import TokenCharger
 from watchllm_limiter.library import ensure_library, loaded_version
 from watchllm_limiter.metrics import LimiterMetrics
@@ -87,17 +85,13 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
                              settings.limiter_full_sync_seconds)  # fmt: skip
             http = httpx.AsyncClient(timeout=settings.limiter_alert_timeout_seconds)
             stack.push_async_callback(http.aclose)
-            rules = RuleCache(pool, settings.limiter_alert_rules_refresh_seconds)
-            budget_alerts = BudgetAlerts(redis, rules, settings.limiter_alerts_stream)
+            alerting = Alerting(redis, pool, http, settings)
             charger = TokenCharger(redis, metrics, settings, active_tracer("watchllm_limiter"),
-                                   after_charge=budget_alerts.after_charge)  # fmt: skip
+                                   after_charge=alerting.after_charge)  # fmt: skip
             stopping = asyncio.Event()
             charging = asyncio.create_task(charger.run(stopping), name="token-charger")
-            delivery = AlertDelivery(redis, http, settings)
             others = [
-                # An attempt in flight is cut: its alert stays pending and is reclaimed.
-                asyncio.create_task(delivery.run(stopping), name="alert-delivery"),
-                asyncio.create_task(rules.run(), name="alert-rules"),
+                *alerting.start(stopping),
                 asyncio.create_task(sync.run(), name="limit-sync"),
                 asyncio.create_task(_heartbeat(redis, settings, metrics, sync), name="heartbeat"),
             ]

@@ -53,6 +53,11 @@ class LimiterSettings(WatchLLMSettings, DatabaseSettings):
     limiter_alert_rules_refresh_seconds: float = Field(
         default=10.0, gt=0, description="How often alert rules are re-read from Postgres."
     )
+    limiter_alert_check_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often dead letters, limiter fail-opens and error rates are checked.",
+    )
     limiter_alert_retry_initial_seconds: float = Field(
         default=1.0, gt=0, description="First wait before a failed webhook call is retried."
     )

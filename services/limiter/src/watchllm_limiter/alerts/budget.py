@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from watchllm_limiter.alerts.queue import raise_once
+from watchllm_limiter.alerts.queue import alert_for, raise_once
 from watchllm_limiter.alerts.rules import RuleCache
 from watchllm_shared.accounts.alerts import AlertRule
 from watchllm_shared.contracts import RequestCompleted
@@ -130,8 +129,4 @@ class BudgetAlerts:
             "spent_usd": format_usd(spent), "budget_usd": format_usd(limit),
             "resets_at": utc_timestamp(ends_ms),
         }  # fmt: skip
-        return Alert(
-            alert_id=uuid.uuid4(), kind=AlertKind.BUDGET.value, rule_id=rule.id,
-            project_id=project_id, text=text, details=details, occurred_at=datetime.now(UTC),
-            webhook_url=rule.webhook_url, format=rule.format, secret_env=rule.secret_env,
-        )  # fmt: skip
+        return alert_for(rule, AlertKind.BUDGET, project_id, text, details)

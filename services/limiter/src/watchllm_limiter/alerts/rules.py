@@ -30,6 +30,11 @@ class RuleCache:
     def watching(self, project_id: uuid.UUID, kind: AlertKind) -> list[AlertRule]:
         return [rule for rule in self._rules if rule.watches(project_id, kind)]
 
+    def with_kind(self, kind: AlertKind) -> list[AlertRule]:
+        """Rules on a condition of the whole deployment (dead letters, the limiter
+        failing open): every rule naming the kind, whatever project it watches."""
+        return [rule for rule in self._rules if kind in rule.kinds]
+
     def kinds(self) -> set[AlertKind]:
         return {kind for rule in self._rules for kind in rule.kinds}
 
