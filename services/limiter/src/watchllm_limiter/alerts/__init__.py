@@ -15,6 +15,15 @@ alerting in one service keeps one delivery path.
   stream in one script, so an alert is raised once per window across replicas, and is
   never marked raised without being queued.
 - ``budget``: thresholds of budgets, checked right after each batch's spend is charged.
+- ``error_rate``: requests and errors per project and minute, counted from the same
+  batches; evaluated by ``watch``.
+- ``watch``: every ``limiter_alert_check_seconds``: error rates, dead-letter streams
+  growing, gateways failing open on the limiter.
 - ``webhook``: one POST: the body (JSON or Slack's ``{"text"}``), the HMAC signature.
-- ``delivery``: the consumer that calls webhooks until they answer 2xx.
+- ``delivery``: the consumer that calls webhooks until they answer 2xx, and the
+  delivery log.
+- ``service``: what the limiter's lifespan wires.
+
+The cost: the limiter needs a route out (compose: the ``edge`` network; k8s: egress to
+80/443) and holds the webhook secrets in its environment.
 """
