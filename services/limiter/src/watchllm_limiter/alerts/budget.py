@@ -74,27 +74,32 @@ class BudgetAlerts:
     async def _read(
         self, watched: dict[uuid.UUID, set[uuid.UUID]], now_ms: int
     ) -> list[tuple[uuid.UUID, uuid.UUID | None, BudgetScope, int, int]]:
-        """(project, key or None, scope, budget, spent) for every budget set."""
+        """(project, key or None, scope, budget, spent) for every budget set: the budgets
+        first (one HMGET per project), then the spend of those that exist only (keys
+        rarely have budgets of their own)."""
         asked: list[tuple[uuid.UUID, uuid.UUID | None, BudgetScope]] = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for project_id, keys in watched.items():
+                fields = []
                 for key_id in (None, *sorted(keys)):
-                    hashes = spend_keys(project_id, key_id or project_id)
                     prefix = "" if key_id is None else f"k:{key_id}:"
                     first = BudgetScope.PROJECT_DAILY if key_id is None else BudgetScope.KEY_DAILY
-                    for scope, field in ((first, "bd"), (BudgetScope(first + 1), "bm")):
-                        spend_hash = hashes[scope - 1]
-                        window = day_field(now_ms) if field == "bd" else month_field(now_ms)
-                        pipe.hget(limits_key(project_id), prefix + field)
-                        pipe.hget(spend_hash, window)
-                        asked.append((project_id, key_id, scope))
-            replies: list[Any] = await pipe.execute()
-        states = []
-        for i, (project_id, key_id, scope) in enumerate(asked):
-            limit, spent = replies[2 * i], replies[2 * i + 1]
-            if limit is not None and int(limit) > 0:
-                states.append((project_id, key_id, scope, int(limit), int(spent or 0)))
-        return states
+                    asked += [(project_id, key_id, first), (project_id, key_id,
+                                                            BudgetScope(first + 1))]  # fmt: skip
+                    fields += [prefix + "bd", prefix + "bm"]
+                pipe.hmget(limits_key(project_id), fields)
+            limits = [value for reply in await pipe.execute() for value in reply]
+        budgets = [(*a, int(v)) for a, v in zip(asked, limits, strict=True) if v and int(v) > 0]
+        if not budgets:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for project_id, key_id, scope, _ in budgets:
+                spend_hash = spend_keys(project_id, key_id or project_id)[scope - 1]
+                daily = scope.period == "daily"
+                pipe.hget(spend_hash, day_field(now_ms) if daily else month_field(now_ms))
+            spent: list[Any] = await pipe.execute()
+        return [(p, k, scope, limit, int(s or 0))
+                for (p, k, scope, limit), s in zip(budgets, spent, strict=True)]  # fmt: skip
 
     async def _raise(
         self, rule: AlertRule, project_id: uuid.UUID, key_id: uuid.UUID | None,
