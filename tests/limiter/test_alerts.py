@@ -23,6 +23,7 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from click.testing import CliRunner
 
 from tests.conftest import unique
 from tests.limiter.test_token_charger import charger, event, run_until_drained
@@ -33,6 +34,7 @@ from watchllm_limiter.alerts.rules import RuleCache
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.accounts import AccountStore, Plan
 from watchllm_shared.accounts.alerts import AlertRule, AlertStore
+from watchllm_shared.cli.main import cli
 from watchllm_shared.contracts.alerts import (
     ALERTS_GROUP,
     Alert,
@@ -259,3 +261,47 @@ async def test_the_secret_variable_unset_means_no_unsigned_delivery(
 
 async def _has_log(redis: aioredis.Redis, config: LimiterSettings) -> bool:
     return await redis.exists(config.limiter_alert_log_stream) == 1
+
+
+async def test_the_cli_test_command_reports_the_delivery(
+    redis: aioredis.Redis, pool: asyncpg.Pool, database_url: str, redis_url: str
+) -> None:
+    """`watchllm alerts test` queues on the real stream and waits for the limiter's
+    delivery log: a consumer on the default streams delivers it, signed."""
+    config = LimiterSettings(limiter_consumer_name=f"cli-{uuid.uuid4().hex[:6]}")
+    with webhook_receiver() as receiver:
+        _, rule = await project_with_rule(pool, receiver.url, secret_env="CLI_SECRET")
+        env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        async with delivering(redis, config, {"CLI_SECRET": "k"}):
+            result = await asyncio.to_thread(
+                CliRunner().invoke, cli, ["alerts", "test", str(rule.id), "--wait", "20"], env=env
+            )
+        assert result.exit_code == 0, result.output
+        target = receiver.url.split("/hooks")[0]
+        assert f"delivered: {target} answered 200" in result.output
+        mine = [r for r in receiver.got() if orjson.loads(r.body)["rule_id"] == str(rule.id)]
+        assert (
+            len(mine) == 1
+            and verified("k", mine[0])
+            and orjson.loads(mine[0].body)["kind"] == "test"
+        )
+
+
+async def test_an_entry_that_is_not_an_alert_is_parked_without_quoting_it(
+    redis: aioredis.Redis,
+) -> None:
+    config = settings("alerts-poison")
+    stream = config.limiter_alerts_stream
+    await redis.xadd(stream, {"data": b'{"webhook_url": "https://h.example.com/SECRET"}'})
+    await redis.xadd(stream, an_alert("file:///etc/passwd").to_stream_fields())  # type: ignore[arg-type]
+    async with delivering(redis, config):
+        await until(lambda: _parked(redis, stream, 2), "both parked")
+    parked: Any = await redis.xrange(f"{stream}.dlq")
+    errors = [fields[b"error"].decode() for _, fields in parked]
+    assert errors[0].startswith("not an alert: bad ") and "SECRET" not in errors[0]
+    assert "must start with http:// or https://" in errors[1]
+    assert await pending(redis, stream) == 0
+
+
+async def _parked(redis: aioredis.Redis, stream: str, count: int) -> bool:
+    return await redis.exists(f"{stream}.dlq") == 1 and await redis.xlen(f"{stream}.dlq") >= count

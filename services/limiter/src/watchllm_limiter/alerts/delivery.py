@@ -113,8 +113,12 @@ class AlertDelivery:
                 continue
             try:
                 alert = Alert.from_stream_fields(fields)
-            except (KeyError, ValidationError, ValueError) as exc:
-                await self._park(entry_id, fields, f"not an alert: {exc}")
+            except ValidationError as exc:  # its message would quote the values: a URL
+                fields_named = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+                await self._park(entry_id, fields, f"not an alert: bad {fields_named}")
+                continue
+            except (KeyError, ValueError) as exc:
+                await self._park(entry_id, fields, f"not an alert: {type(exc).__name__}")
                 continue
             if (error := webhook_url_error(alert.webhook_url)) is not None:
                 await self._park(entry_id, fields, f"webhook: {error}")
