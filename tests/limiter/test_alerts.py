@@ -31,6 +31,7 @@ from tests.support.webhook_receiver import Receiver, webhook_receiver
 from watchllm_limiter.alerts.budget import BudgetAlerts
 from watchllm_limiter.alerts.delivery import AlertDelivery
 from watchllm_limiter.alerts.rules import RuleCache
+from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.accounts import AccountStore, Plan
 from watchllm_shared.accounts.alerts import AlertRule, AlertStore
@@ -80,10 +81,14 @@ def settings(consumer: str) -> LimiterSettings:
 
 @contextlib.asynccontextmanager
 async def delivering(
-    redis: aioredis.Redis, config: LimiterSettings, environ: dict[str, str] | None = None
+    redis: aioredis.Redis,
+    config: LimiterSettings,
+    environ: dict[str, str] | None = None,
+    metrics: LimiterMetrics | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     async with httpx.AsyncClient(timeout=5) as http:
-        task = asyncio.create_task(AlertDelivery(redis, http, config, environ or {}).run())
+        delivery = AlertDelivery(redis, http, config, environ or {}, metrics)
+        task = asyncio.create_task(delivery.run())
         try:
             yield task
         finally:
@@ -202,8 +207,11 @@ async def test_a_failing_webhook_is_retried_until_2xx_signed_and_slack_shaped(
         receiver.answer(500, 500)
         alert = an_alert(receiver.url, format=AlertFormat.SLACK, secret_env="HOOK_SECRET")
         await redis.xadd(config.limiter_alerts_stream, alert.to_stream_fields())  # type: ignore[arg-type]
-        async with delivering(redis, config, {"HOOK_SECRET": "s3cret"}):
+        metrics = LimiterMetrics()
+        async with delivering(redis, config, {"HOOK_SECRET": "s3cret"}, metrics):
             await until(lambda: delivered_all(redis, config, receiver, 1), "delivered")
+    attempts = metrics.alert_attempts
+    assert [attempts.labels(o)._value.get() for o in ("failed", "delivered")] == [2, 1]
     got = receiver.got()
     assert [r.answered for r in got] == [500, 500, 200]
     assert all(r.body == b'{"text":"spend is high"}' for r in got)

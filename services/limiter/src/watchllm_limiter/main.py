@@ -85,7 +85,7 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
                              settings.limiter_full_sync_seconds)  # fmt: skip
             http = httpx.AsyncClient(timeout=settings.limiter_alert_timeout_seconds)
             stack.push_async_callback(http.aclose)
-            alerting = Alerting(redis, pool, http, settings)
+            alerting = Alerting(redis, pool, http, settings, metrics)
             charger = TokenCharger(redis, metrics, settings, active_tracer("watchllm_limiter"),
                                    after_charge=alerting.after_charge)  # fmt: skip
             stopping = asyncio.Event()

@@ -18,6 +18,8 @@ group is the stream's only reader) only after a 2xx, so:
 - Every attempt is written to the delivery log (``DELIVERY_LOG_STREAM``, the last
   ~1,000): the alert, the attempt's number, delivered or not, the status or the error's
   kind, and the target as scheme and host only. Logs name the target the same way.
+- Metrics: ``watchllm_limiter_alert_attempts{outcome}`` (delivered, failed, parked) and
+  ``watchllm_limiter_alerts_waiting`` (held for a retry): a webhook down shows there.
 - Shutdown: the attempt in flight is cancelled with the task; its entry stays pending
   and is reclaimed.
 """
@@ -38,6 +40,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from watchllm_limiter.alerts.webhook import Outcome, send
+from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts.alerts import (
     ALERTS_GROUP,
@@ -65,9 +68,10 @@ class _Held:
 class AlertDelivery:
     def __init__(
         self, redis: aioredis.Redis, http: httpx.AsyncClient, settings: LimiterSettings,
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None, metrics: LimiterMetrics | None = None,
     ) -> None:  # fmt: skip
         self._redis = redis
+        self._metrics = metrics or LimiterMetrics()
         self._http = http
         self._environ = os.environ if environ is None else environ
         self._stream = settings.limiter_alerts_stream
@@ -90,6 +94,7 @@ class AlertDelivery:
         due = [(entry_id, held) for entry_id, held in self._held.items()
                if held.due <= time.monotonic()]  # fmt: skip
         await asyncio.gather(*(self._attempt(entry_id, held) for entry_id, held in due))
+        self._metrics.alerts_waiting.set(len(self._held))
 
     async def _reclaim(self) -> None:
         reply: Any = await self._redis.xautoclaim(
@@ -127,6 +132,7 @@ class AlertDelivery:
 
     async def _park(self, entry_id: bytes, fields: dict[bytes, bytes], error: str) -> None:
         await dead_letter(self._redis, self._stream, ALERTS_GROUP, (entry_id, fields), error)
+        self._metrics.alert_attempts.labels("parked").inc()
         log.warning("alert entry %s parked in %s.dlq: %s", entry_id, self._stream, error)
 
     async def _keep_held(self) -> None:
@@ -143,6 +149,7 @@ class AlertDelivery:
         async with self._gate:
             outcome = await send(self._http, held.alert, self._environ)
         held.attempts += 1
+        self._metrics.alert_attempts.labels("delivered" if outcome.delivered else "failed").inc()
         await self._record(held, outcome)
         if outcome.delivered:
             async with self._redis.pipeline(transaction=True) as pipe:

@@ -16,6 +16,7 @@ from watchllm_limiter.alerts.delivery import AlertDelivery
 from watchllm_limiter.alerts.error_rate import ErrorRateAlerts
 from watchllm_limiter.alerts.rules import RuleCache
 from watchllm_limiter.alerts.watch import Watcher
+from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts import RequestCompleted
 
@@ -23,7 +24,7 @@ from watchllm_shared.contracts import RequestCompleted
 class Alerting:
     def __init__(
         self, redis: aioredis.Redis, pool: asyncpg.Pool, http: httpx.AsyncClient,
-        settings: LimiterSettings,
+        settings: LimiterSettings, metrics: LimiterMetrics,
     ) -> None:  # fmt: skip
         stream = settings.limiter_alerts_stream
         self.rules = RuleCache(pool, settings.limiter_alert_rules_refresh_seconds)
@@ -31,7 +32,7 @@ class Alerting:
         self.error_rates = ErrorRateAlerts(redis, self.rules, stream)
         self.watcher = Watcher(redis, self.rules, stream, self.error_rates,
                                settings.limiter_alert_check_seconds)  # fmt: skip
-        self.delivery = AlertDelivery(redis, http, settings)
+        self.delivery = AlertDelivery(redis, http, settings, metrics=metrics)
 
     async def after_charge(self, events: Sequence[RequestCompleted]) -> None:
         """The charger's hook: every readable event of a charged batch, before its ack."""
