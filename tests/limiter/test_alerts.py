@@ -14,7 +14,7 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +42,7 @@ from watchllm_shared.contracts.alerts import (
     AlertFormat,
     AlertKind,
     DeliveryRecord,
+    recent_deliveries,
 )
 from watchllm_shared.contracts.budgets import DAY_MS, SPEND_FUNCTION, charge_spend_keys
 from watchllm_shared.contracts.limits import limits_key
@@ -85,9 +86,10 @@ async def delivering(
     config: LimiterSettings,
     environ: dict[str, str] | None = None,
     metrics: LimiterMetrics | None = None,
+    rules: RuleCache | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     async with httpx.AsyncClient(timeout=5) as http:
-        delivery = AlertDelivery(redis, http, config, environ or {}, metrics)
+        delivery = AlertDelivery(redis, http, config, environ or {}, metrics, rules)
         task = asyncio.create_task(delivery.run())
         try:
             yield task
@@ -110,8 +112,8 @@ async def pending(redis: aioredis.Redis, stream: str) -> int:
 
 
 async def log_of(redis: aioredis.Redis, config: LimiterSettings) -> list[DeliveryRecord]:
-    entries: Any = await redis.xrange(config.limiter_alert_log_stream)
-    return [DeliveryRecord.from_stream_fields(fields) for _, fields in entries]
+    """The delivery log, oldest first, as the dashboard reads it."""
+    return (await recent_deliveries(redis, 100, config.limiter_alert_log_stream))[::-1]
 
 
 async def test_each_budget_threshold_reaches_the_webhook_once_per_window(
@@ -313,3 +315,30 @@ async def test_an_entry_that_is_not_an_alert_is_parked_without_quoting_it(
 
 async def _parked(redis: aioredis.Redis, stream: str, count: int) -> bool:
     return await redis.exists(f"{stream}.dlq") == 1 and await redis.xlen(f"{stream}.dlq") >= count
+
+
+async def test_alerts_of_a_removed_rule_are_dropped_not_retried(
+    redis: aioredis.Redis, pool: asyncpg.Pool
+) -> None:
+    config = settings("alerts-removed")
+    with webhook_receiver() as receiver:
+        _, kept = await project_with_rule(pool, receiver.url)
+        _, removed = await project_with_rule(pool, receiver.url)
+        await AlertStore(pool, actor="tests").remove_rule(removed.id)
+        rules = RuleCache(pool, 60)
+        await rules.refresh()
+        raised = datetime.now(UTC) - timedelta(minutes=5)  # queued before the removal
+        for rule in (removed, kept):
+            alert = an_alert(receiver.url).model_copy(
+                update={"rule_id": rule.id, "occurred_at": raised}
+            )
+            await redis.xadd(config.limiter_alerts_stream, alert.to_stream_fields())  # type: ignore[arg-type]
+        # Just raised: another replica may not have read its new rule yet; kept.
+        fresh = an_alert(receiver.url).model_copy(update={"rule_id": uuid.uuid4()})
+        await redis.xadd(config.limiter_alerts_stream, fresh.to_stream_fields())  # type: ignore[arg-type]
+        async with delivering(redis, config, rules=rules):
+            await until(lambda: delivered_all(redis, config, receiver, 2), "two delivered")
+    assert sorted(orjson.loads(r.body)["rule_id"] for r in receiver.got()) == sorted(
+        [str(kept.id), str(fresh.rule_id)])  # fmt: skip
+    dropped = [r for r in await log_of(redis, config) if r.rule_id == removed.id]
+    assert [(r.delivered, r.error) for r in dropped] == [(False, "rule removed: not sent")]

@@ -39,8 +39,9 @@ class LimiterMetrics:
             registry=r,
         )  # fmt: skip
         self.alert_attempts = Counter(
-            "watchllm_limiter_alert_attempts", "Webhook calls for alerts, by outcome"
-            " (delivered, failed: retried; parked: never deliverable).", ["outcome"], registry=r,
+            "watchllm_limiter_alert_attempts", "Webhook calls for alerts, by outcome (delivered;"
+            " failed: retried; parked: never deliverable; dropped: rule removed).", ["outcome"],
+            registry=r,
         )  # fmt: skip
         self.alerts_waiting = Gauge(
             "watchllm_limiter_alerts_waiting", "Alerts this replica holds for a retry.",

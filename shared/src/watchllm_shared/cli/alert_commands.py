@@ -148,7 +148,7 @@ def alerts_list(settings: CliSettings, project: str | None) -> None:
 @click.argument("rule_id")
 @click.pass_obj
 def alerts_remove(settings: CliSettings, rule_id: str) -> None:
-    """Remove alert rule RULE_ID (alerts already queued are still delivered)."""
+    """Remove alert rule RULE_ID (its alerts still queued are dropped, not sent)."""
     rule_uuid = parse_uuid(rule_id)
     rule = run_with_store(
         settings, lambda s: AlertStore(s.pool, actor=s.actor).remove_rule(rule_uuid)

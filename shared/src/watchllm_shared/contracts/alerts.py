@@ -23,9 +23,10 @@ import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
 ALERTS_STREAM = "watchllm.alerts.v1"
@@ -122,6 +123,14 @@ class DeliveryRecord(BaseModel):
     @classmethod
     def from_stream_fields(cls, fields: dict[bytes, bytes]) -> DeliveryRecord:
         return cls.model_validate_json(fields[b"data"])
+
+
+async def recent_deliveries(
+    redis: aioredis.Redis, count: int = 100, stream: str = DELIVERY_LOG_STREAM
+) -> list[DeliveryRecord]:
+    """The newest ``count`` attempts, newest first (what the dashboard shows)."""
+    entries: Any = await redis.xrevrange(stream, count=count)
+    return [DeliveryRecord.from_stream_fields(fields) for _, fields in entries]
 
 
 def webhook_url_error(url: str) -> str | None:

@@ -13,12 +13,15 @@ group is the stream's only reader) only after a 2xx, so:
 - A replica that dies or restarts leaves its entries pending; once idle for
   ``limiter_reclaim_idle_ms`` any replica (the restarted one too) takes them over
   (XAUTOCLAIM) and delivers them: an alert survives a restart.
+- An alert whose rule was removed (``watchllm alerts remove``) is dropped before its
+  next attempt, logged as such (``rules.RuleCache.removed``); test alerts too.
 - An entry that is not an alert, or whose URL is not http(s), can never be delivered:
   it goes to ``<stream>.dlq`` with its error.
 - Every attempt is written to the delivery log (``DELIVERY_LOG_STREAM``, the last
   ~1,000): the alert, the attempt's number, delivered or not, the status or the error's
   kind, and the target as scheme and host only. Logs name the target the same way.
-- Metrics: ``watchllm_limiter_alert_attempts{outcome}`` (delivered, failed, parked) and
+- Metrics: ``watchllm_limiter_alert_attempts{outcome}`` (delivered, failed, parked,
+  dropped) and
   ``watchllm_limiter_alerts_waiting`` (held for a retry): a webhook down shows there.
 - Shutdown: the attempt in flight is cancelled with the task; its entry stays pending
   and is reclaimed.
@@ -39,6 +42,7 @@ import httpx
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from watchllm_limiter.alerts.rules import RuleCache
 from watchllm_limiter.alerts.webhook import Outcome, send
 from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
@@ -69,8 +73,10 @@ class AlertDelivery:
     def __init__(
         self, redis: aioredis.Redis, http: httpx.AsyncClient, settings: LimiterSettings,
         environ: Mapping[str, str] | None = None, metrics: LimiterMetrics | None = None,
+        rules: RuleCache | None = None,
     ) -> None:  # fmt: skip
         self._redis = redis
+        self._rules = rules
         self._metrics = metrics or LimiterMetrics()
         self._http = http
         self._environ = os.environ if environ is None else environ
@@ -146,23 +152,32 @@ class AlertDelivery:
             del self._held[entry_id]
 
     async def _attempt(self, entry_id: bytes, held: _Held) -> None:
+        alert = held.alert
+        if self._rules is not None and self._rules.removed(alert.rule_id, alert.occurred_at):
+            await self._record(held, Outcome(False, error="rule removed: not sent"))
+            self._metrics.alert_attempts.labels("dropped").inc()
+            await self._done(entry_id)
+            return
         async with self._gate:
-            outcome = await send(self._http, held.alert, self._environ)
+            outcome = await send(self._http, alert, self._environ)
         held.attempts += 1
         self._metrics.alert_attempts.labels("delivered" if outcome.delivered else "failed").inc()
         await self._record(held, outcome)
         if outcome.delivered:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xack(self._stream, ALERTS_GROUP, entry_id)
-                pipe.xdel(self._stream, entry_id)
-                await pipe.execute()
-            del self._held[entry_id]
+            await self._done(entry_id)
             return
         delay = min(self._initial * 2 ** (held.attempts - 1), self._max)
         held.due = time.monotonic() + delay
         log.warning("alert %s to %s not delivered (attempt %d: %s); retrying in %.1f s",
                     held.alert.alert_id, target_of(held.alert.webhook_url), held.attempts,
                     outcome.http_status or outcome.error, delay)  # fmt: skip
+
+    async def _done(self, entry_id: bytes) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self._stream, ALERTS_GROUP, entry_id)
+            pipe.xdel(self._stream, entry_id)
+            await pipe.execute()
+        del self._held[entry_id]
 
     async def _record(self, held: _Held, outcome: Outcome) -> None:
         alert = held.alert

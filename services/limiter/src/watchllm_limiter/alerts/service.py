@@ -32,7 +32,7 @@ class Alerting:
         self.error_rates = ErrorRateAlerts(redis, self.rules, stream)
         self.watcher = Watcher(redis, self.rules, stream, self.error_rates,
                                settings.limiter_alert_check_seconds)  # fmt: skip
-        self.delivery = AlertDelivery(redis, http, settings, metrics=metrics)
+        self.delivery = AlertDelivery(redis, http, settings, metrics=metrics, rules=self.rules)
 
     async def after_charge(self, events: Sequence[RequestCompleted]) -> None:
         """The charger's hook: every readable event of a charged batch, before its ack."""
