@@ -164,8 +164,10 @@ def test_stores_are_private_and_keep_their_data(resolved: dict[str, Any]) -> Non
         sources = {str(v).split(":", 1)[0] for v in raw["services"][store]["volumes"]}
         named = {s for s in sources if not s.startswith((".", "/"))}
         assert named and named <= volumes, store
-    for name in ("limiter", "cache", "analytics", "migrate"):
+    for name in ("cache", "analytics", "migrate"):
         assert set(resolved["services"][name]["networks"]) == {"data"}, name
+    # The limiter delivers alert webhooks (watchllm_limiter.alerts): it needs a way out.
+    assert set(resolved["services"]["limiter"]["networks"]) == {"data", "edge"}
 
 
 def test_watchllm_containers_are_hardened(resolved: dict[str, Any]) -> None:

@@ -26,7 +26,8 @@ COMMANDS = [
     ["projects", "set-plan"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
     ["keys", "rotate"], ["fake-provider"], ["projects", "limits"], ["keys", "limits"],
     ["cache"], ["cache", "flush"], ["cache", "delete"], ["cache", "settings"],
-    ["projects", "budget"], ["keys", "budget"], ["projects", "logging"],
+    ["projects", "budget"], ["keys", "budget"], ["projects", "logging"], ["alerts", "add"],
+    ["alerts", "list"], ["alerts", "remove"], ["alerts", "test"],
 ]  # fmt: skip
 
 

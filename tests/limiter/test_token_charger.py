@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,12 +37,15 @@ def event(project: uuid.UUID, key: uuid.UUID, tokens: int) -> RequestCompleted:
     )  # fmt: skip
 
 
-def charger(redis: aioredis.Redis, stream: str, consumer: str) -> TokenCharger:
+def charger(
+    redis: aioredis.Redis, stream: str, consumer: str,
+    after_charge: Callable[[Sequence[RequestCompleted]], Awaitable[object]] | None = None,
+) -> TokenCharger:  # fmt: skip
     settings = LimiterSettings(
         events_stream=stream, limiter_consumer_group="limiter", limiter_consumer_name=consumer,
         limiter_reclaim_idle_ms=200, limiter_max_deliveries=2,
     )  # fmt: skip
-    return TokenCharger(redis, LimiterMetrics(), settings)
+    return TokenCharger(redis, LimiterMetrics(), settings, after_charge=after_charge)
 
 
 async def drained(redis: aioredis.Redis, stream: str) -> bool:

@@ -22,6 +22,10 @@ Failure modes:
 - Shutdown: the service sets ``stopping``; the loop ends after its current round
   (the XREADGROUP block, ≤ 1 s, and the batch it read, charged and acked), so nothing
   it charged is left pending (``watchllm_shared.stopping``: why not a cancellation).
+- Alerts (``after_charge``, given every readable event of the batch: budget thresholds
+  and error-rate counts, ``watchllm_limiter.alerts``) are raised after a batch is
+  charged and before it is acknowledged: a crash in between reads the batch again, and
+  the alerts' dedupe keys raise each one once.
 - Events older than the TPM window (60 s) charge nothing: they cannot affect a limit.
 - Spend (``contracts.budgets``): every event with a cost is charged to its project's
   and key's day and month, budget or not (a budget set mid-window counts the window so
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -94,8 +99,10 @@ class TokenCharger:
     def __init__(
         self, redis: aioredis.Redis, metrics: LimiterMetrics, settings: LimiterSettings,
         tracer: Tracer | None = None,
+        after_charge: Callable[[Sequence[RequestCompleted]], Awaitable[object]] | None = None,
     ) -> None:  # fmt: skip
         self._redis = redis
+        self._after_charge = after_charge
         self._tracer = tracer
         self._metrics = metrics
         self._stream = settings.events_stream
@@ -146,6 +153,7 @@ class TokenCharger:
         self, entries: list[tuple[bytes, dict[bytes, bytes]]], traced: BatchTrace | None
     ) -> None:
         charges: list[tuple[bytes, RequestCompleted]] = []
+        readable: list[RequestCompleted] = []
         done: list[bytes] = []
         for entry_id, fields in entries:
             try:
@@ -160,6 +168,7 @@ class TokenCharger:
                 if traced is not None:
                     traced.fail(entry_id, "bad token count, parked in the dead-letter stream")
                 continue
+            readable.append(event)
             tokens = event.prompt_tokens + event.completion_tokens
             if (
                 event.project_id is None
@@ -174,6 +183,8 @@ class TokenCharger:
             if traced is not None:
                 traced.set(entry_id, "watchllm.tokens_charged", tokens)
         await self._charge(charges)
+        if readable and self._after_charge is not None:  # before the ack: see the module
+            await self._after_charge(readable)
         done += [entry_id for entry_id, _ in charges]
         if done:
             await self._acknowledge(done, charges)

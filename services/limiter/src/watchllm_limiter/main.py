@@ -1,5 +1,6 @@
-"""The limiter service process: library, sync, token charges, heartbeat, trimming the
-events stream to what its groups still need (``stream_trim``), HTTP probes.
+"""The limiter service process: library, sync, token charges, alerts (rules, budget
+thresholds, webhook deliveries: ``alerts``), heartbeat, trimming the events stream to
+what its groups still need (``stream_trim``), HTTP probes.
 
 ``create_app(settings)`` builds it; nothing happens at import. Background tasks run
 in the lifespan. On shutdown (SIGTERM) the sync and the heartbeat are cancelled (nothing
@@ -16,11 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse, Response
 
+from watchllm_limiter.alerts.service import Alerting
 from watchllm_limiter.charges import TokenCharger
 from watchllm_limiter.library import ensure_library, loaded_version
 from watchllm_limiter.metrics import LimiterMetrics
@@ -80,10 +83,15 @@ def create_app(settings: LimiterSettings | None = None) -> FastAPI:
             await _load_library(redis, metrics)
             sync = LimitSync(settings.database_url, pool, redis, metrics,
                              settings.limiter_full_sync_seconds)  # fmt: skip
-            charger = TokenCharger(redis, metrics, settings, active_tracer("watchllm_limiter"))
+            http = httpx.AsyncClient(timeout=settings.limiter_alert_timeout_seconds)
+            stack.push_async_callback(http.aclose)
+            alerting = Alerting(redis, pool, http, settings, metrics)
+            charger = TokenCharger(redis, metrics, settings, active_tracer("watchllm_limiter"),
+                                   after_charge=alerting.after_charge)  # fmt: skip
             stopping = asyncio.Event()
             charging = asyncio.create_task(charger.run(stopping), name="token-charger")
             others = [
+                *alerting.start(stopping),
                 asyncio.create_task(sync.run(), name="limit-sync"),
                 asyncio.create_task(_heartbeat(redis, settings, metrics, sync), name="heartbeat"),
             ]

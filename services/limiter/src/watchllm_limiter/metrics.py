@@ -38,6 +38,15 @@ class LimiterMetrics:
             "watchllm_limiter_consumer_lag", "Events not yet read by the limiter group.",
             registry=r,
         )  # fmt: skip
+        self.alert_attempts = Counter(
+            "watchllm_limiter_alert_attempts", "Webhook calls for alerts, by outcome (delivered;"
+            " failed: retried; parked: never deliverable; dropped: rule removed).", ["outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.alerts_waiting = Gauge(
+            "watchllm_limiter_alerts_waiting", "Alerts this replica holds for a retry.",
+            registry=r,
+        )  # fmt: skip
         self.dead_letters = Counter(
             "watchllm_limiter_dead_letters", "Events parked in the dead-letter stream.",
             registry=r,

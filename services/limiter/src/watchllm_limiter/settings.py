@@ -8,6 +8,7 @@ import socket
 from pydantic import Field
 
 from watchllm_shared.contracts import Stream
+from watchllm_shared.contracts.alerts import ALERTS_STREAM, DELIVERY_LOG_STREAM
 from watchllm_shared.settings import DatabaseSettings, WatchLLMSettings
 
 
@@ -42,4 +43,27 @@ class LimiterSettings(WatchLLMSettings, DatabaseSettings):
     limiter_batch_size: int = Field(default=500, gt=0)
     limiter_heartbeat_seconds: float = Field(
         default=5.0, gt=0, description="Heartbeat and library check interval."
+    )
+    limiter_alerts_stream: str = Field(
+        default=ALERTS_STREAM, description="Alerts to deliver (watchllm_limiter.alerts)."
+    )
+    limiter_alert_log_stream: str = Field(
+        default=DELIVERY_LOG_STREAM, description="The delivery log: the last ~1,000 attempts."
+    )
+    limiter_alert_rules_refresh_seconds: float = Field(
+        default=10.0, gt=0, description="How often alert rules are re-read from Postgres."
+    )
+    limiter_alert_check_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often dead letters, limiter fail-opens and error rates are checked.",
+    )
+    limiter_alert_retry_initial_seconds: float = Field(
+        default=1.0, gt=0, description="First wait before a failed webhook call is retried."
+    )
+    limiter_alert_retry_max_seconds: float = Field(
+        default=60.0, gt=0, description="Longest wait between retries (they never stop)."
+    )
+    limiter_alert_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="One webhook call's timeout."
     )

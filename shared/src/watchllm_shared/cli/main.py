@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from watchllm_shared.cli.accounts_commands import keys, projects
+from watchllm_shared.cli.alert_commands import alerts
 from watchllm_shared.cli.backup_commands import backup, restore
 from watchllm_shared.cli.body_logging_commands import project_logging
 from watchllm_shared.cli.budget_commands import key_budget, project_budget
@@ -105,3 +106,4 @@ cli.add_command(users)
 cli.add_command(check)
 cli.add_command(loadtest)
 cli.add_command(routes)
+cli.add_command(alerts)
