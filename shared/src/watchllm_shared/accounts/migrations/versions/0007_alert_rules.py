@@ -4,15 +4,15 @@ project), on which kinds of alert, with the rules' options.
 The secret is not stored: ``secret_env`` names the limiter's environment variable that
 holds it (``watchllm_shared.accounts.alerts``).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-04
 """
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
