@@ -241,7 +241,7 @@ class TokenCharger:
             by_project.setdefault(event.project_id, []).append((entry_id, event))
         async with self._redis.pipeline(transaction=False) as pipe:
             for project_id, events in by_project.items():
-                keys, args = _batch_call(project_id, events)
+                keys, args = charge_batch_call(project_id, events)
                 pipe.fcall(CHARGE_BATCH_FUNCTION, len(keys), *keys, *args)
             await pipe.execute()
         tokens = sum(event.prompt_tokens + event.completion_tokens for _, event in charges)
@@ -263,10 +263,11 @@ class TokenCharger:
                     self._metrics.consumer_lag.set(lag)
 
 
-def _batch_call(
+def charge_batch_call(
     project_id: UUID, events: list[tuple[bytes, RequestCompleted]]
 ) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of ``watchllm_charge_batch`` for one project's events."""
+    """KEYS and ARGV of ``watchllm_charge_batch`` for one project's events (entry id and
+    event), as the charger sends them."""
     key_index: dict[UUID, int] = {}
     costed: list[UUID] = []
     per_event: list[str | int] = []

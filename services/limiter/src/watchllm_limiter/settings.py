@@ -41,7 +41,7 @@ class LimiterSettings(WatchLLMSettings, DatabaseSettings):
     )
     limiter_batch_size: int = Field(default=500, gt=0)
     limiter_gather_ms: int = Field(
-        default=200, ge=0, le=1000,
+        default=200, ge=0, le=5000,
         description="Once caught up with the events stream, wait this long for more events"
         " and charge them together (one call per project) rather than one by one: light"
         " traffic costs a wake-up per interval, not per event. Charges land up to this much"
