@@ -21,6 +21,9 @@ comparison is one run: the baseline's ``watchllm_limiter`` package is exported w
 the Functions library there is the newest either loaded (the loader never downgrades),
 and an older limiter calls its own functions, which newer libraries keep.
 
+``--baseline-set NAME=VALUE`` sets the baseline's environment alone: ``--baseline HEAD
+--baseline-set WATCHLLM_LIMITER_GATHER_MS=0`` shows what gathering adds to batching.
+
 ``--profile`` adds a py-spy summary of each variant at each rate (after the windows).
 
 Writes ``tests/bench/results/limiter-consumer-latest.{json,md}`` (and a dated copy).
@@ -63,9 +66,12 @@ TARGET_CORE_PERCENT_AT_200 = 3.0  # issue 21
 class Variant:
     """One version of the limiter's code: the working tree's, or a git revision's."""
 
-    def __init__(self, name: str, pythonpath: Path | None) -> None:
+    def __init__(
+        self, name: str, pythonpath: Path | None, settings: list[str] | None = None
+    ) -> None:
         self.name = name
         self.pythonpath = pythonpath
+        self.settings = settings or []  # NAME=VALUE for this variant only
 
     @classmethod
     def at_revision(cls, revision: str, into: Path) -> Variant:
@@ -107,7 +113,7 @@ class ConsumerUnderTest:
                "WATCHLLM_EVENTS_STREAM": self.stream, "WATCHLLM_LOG_LEVEL": "WARNING",
                "WATCHLLM_EVENTS_STREAM_GROUPS": '["limiter"]',
                "WATCHLLM_LIMITER_CONSUMER_NAME": "bench"}  # fmt: skip
-        env.update(setting.partition("=")[::2] for setting in settings)
+        env.update(setting.partition("=")[::2] for setting in [*settings, *variant.settings])
         if variant.pythonpath is not None:
             env["PYTHONPATH"] = os.pathsep.join(
                 filter(None, [str(variant.pythonpath), os.environ.get("PYTHONPATH")])
@@ -218,6 +224,9 @@ def run(args: argparse.Namespace, work: Path, redis_url: str, database_url: str)
     variants = [Variant("working tree", None)]
     if args.baseline:
         variants.insert(0, Variant.at_revision(args.baseline, work / "baseline"))
+        variants[0].settings = args.baseline_set
+        if args.baseline_set:
+            variants[0].name += " with " + " ".join(args.baseline_set)
     rates = [0.0, *args.rates]
     windows: dict[str, dict[str, list[dict[str, float]]]] = {
         v.name: {str(rate): [] for rate in rates} for v in variants
@@ -313,6 +322,8 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=20)
     parser.add_argument("--settle", type=float, default=1.0, help="pause between windows")
     parser.add_argument("--baseline", help="a git revision to run beside the working tree")
+    parser.add_argument("--baseline-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment setting for the baseline only")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="py-spy of each variant and rate")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment setting for the service (every variant)")  # fmt: skip
