@@ -11,8 +11,9 @@ CPU time, not wall time, so a busy machine slows the run down but hardly changes
 figure. Each window ends once the group has nothing unread and nothing pending. Reported
 per rate: % of one core and ms of CPU per event, the median over the rounds, and the
 median and p99 of the CPU of each second of the windows (a thread samples /proc every
-second); an idle window too. Redis's own CPU over the same windows is reported beside
-it (``INFO cpu`` of the bench's private Redis).
+second); an idle window too; and how long each event took from its XADD to its
+acknowledgement (``ChargeDelays``: what gathering costs in lateness). Redis's own CPU
+over the same windows is reported beside it (``INFO cpu`` of the bench's private Redis).
 
 ``--baseline REV`` runs the limiter's code as of git revision ``REV`` beside the working
 tree's, interleaved round by round (same Redis, same machine load), so the before/after
@@ -121,6 +122,7 @@ class ConsumerUnderTest:
         self.process: ServiceProcess = start_limiter(env, work)
         self.pid = self.process.process.pid
         self.redis = redis.Redis.from_url(redis_url)
+        self.redis_url = redis_url
         self.sent = 0
 
     def stop(self) -> None:
@@ -128,8 +130,9 @@ class ConsumerUnderTest:
         self.redis.delete(self.stream, f"{self.stream}.dlq")
         self.redis.close()
 
-    def publish_steady(self, rate: float, seconds: float) -> int:
-        """XADD ``rate`` events a second for ``seconds``, open loop; the number sent."""
+    def publish_steady(self, rate: float, seconds: float, ids: list[bytes] | None = None) -> int:
+        """XADD ``rate`` events a second for ``seconds``, open loop; the number sent (their
+        entry ids appended to ``ids``)."""
         total = round(rate * seconds)
         payloads = [self.subjects.event(self.sent + i) for i in range(total)]
         self.sent += total
@@ -138,7 +141,9 @@ class ConsumerUnderTest:
             delay = t0 + index / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self.redis.xadd(self.stream, fields)
+            entry_id: Any = self.redis.xadd(self.stream, fields)
+            if ids is not None:
+                ids.append(entry_id)
         return total
 
     def wait_acknowledged(self, within: float = 120) -> None:
@@ -183,25 +188,80 @@ class SecondSampler:
         return self.samples
 
 
+def _id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+class ChargeDelays:
+    """When each published event was acknowledged (charged, then XACKed), as seen by
+    polling the group every 10 ms from the bench's own thread and client: an entry at or
+    below the group's last delivered id and below its oldest pending one is acked. The
+    delay is the poll's time minus the entry's XADD (its id's milliseconds, Redis's clock
+    on this host), so it is up to one poll late: resolution 10 ms."""
+
+    def __init__(self, redis_url: str, stream: str, ids: list[bytes]) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.stream, self.ids = stream, ids
+        self.delays_ms: list[float] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _frontier(self) -> tuple[tuple[int, int], bool]:
+        """(id, inclusive): every entry up to it is acked."""
+        groups: Any = self.client.xinfo_groups(self.stream)
+        group = next(g for g in groups if g["name"] == b"limiter")
+        if group["pending"]:
+            oldest: Any = self.client.xpending(self.stream, "limiter")
+            return _id(oldest["min"]), False
+        return _id(group["last-delivered-id"]), True
+
+    def _run(self) -> None:
+        seen = 0
+        while not self._done.wait(0.01) or seen < len(self.ids):
+            frontier, inclusive = self._frontier()
+            now_ms = time.time() * 1000
+            while seen < len(self.ids):
+                at = _id(self.ids[seen])
+                if at > frontier or (at == frontier and not inclusive):
+                    break
+                self.delays_ms.append(now_ms - at[0])
+                seen += 1
+            if self._done.is_set() and seen < len(self.ids):
+                time.sleep(0.01)
+
+    def stop(self) -> list[float]:
+        """After the window is acknowledged: every event's delay."""
+        self._done.set()
+        self._thread.join()  # the window is acknowledged: its next poll sees every entry
+        self.client.close()
+        return self.delays_ms
+
+
 def measure(service: ConsumerUnderTest, rate: float, seconds: float) -> dict[str, Any]:
     """One window at ``rate`` (0: idle): the limiter's CPU over it, per event and per second."""
     before, redis_before = cpu_seconds(service.pid), redis_cpu_seconds(service.redis)
     started = time.monotonic()
     sampler = SecondSampler(service.pid)
+    ids: list[bytes] = []
+    delays = ChargeDelays(service.redis_url, service.stream, ids) if rate else None
     if rate:
-        events = service.publish_steady(rate, seconds)
+        events = service.publish_steady(rate, seconds, ids)
         service.wait_acknowledged()
     else:
         events = 0
         time.sleep(seconds)
     per_second = sampler.stop()
+    charge_delays = delays.stop() if delays is not None else []
     cpu, elapsed = cpu_seconds(service.pid) - before, time.monotonic() - started
     redis_cpu = redis_cpu_seconds(service.redis) - redis_before
     return {"rate": rate, "events": events, "seconds": elapsed, "cpu_seconds": cpu,
             "core_percent": 100 * cpu / elapsed,
             "cpu_ms_per_event": 1000 * cpu / events if events else 0.0,
             "redis_core_percent": 100 * redis_cpu / elapsed,
-            "per_second_core_percent": per_second}  # fmt: skip
+            "per_second_core_percent": per_second,
+            "charge_delay_ms": charge_delays}  # fmt: skip
 
 
 def profile(service: ConsumerUnderTest, rate: float, seconds: float, work: Path) -> dict[str, Any]:
@@ -259,18 +319,21 @@ def run(args: argparse.Namespace, work: Path, redis_url: str, database_url: str)
 
 def _summary(windows: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
     """Per variant and rate: medians over the rounds, and the median and p99 of the
-    one-second samples of all rounds' windows."""
+    one-second samples and of the events' charge delays over all rounds' windows."""
     out: dict[str, Any] = {}
     for name, by_rate in windows.items():
         out[name] = {}
         for rate, runs in by_rate.items():
             seconds = sorted(x for w in runs for x in w["per_second_core_percent"]) or [0.0]
+            delays = sorted(x for w in runs for x in w["charge_delay_ms"]) or [0.0]
             out[name][rate] = {
                 stat: statistics.median(w[stat] for w in runs)
                 for stat in ("core_percent", "cpu_ms_per_event", "redis_core_percent")
             } | {"second_median": statistics.median(seconds),
                  "second_p99": seconds[min(len(seconds) - 1, int(0.99 * len(seconds)))],
-                 "second_samples": len(seconds)}  # fmt: skip
+                 "second_samples": len(seconds),
+                 "delay_median_ms": statistics.median(delays),
+                 "delay_p99_ms": delays[min(len(delays) - 1, int(0.99 * len(delays)))]}  # fmt: skip
     return out
 
 
@@ -284,22 +347,28 @@ def report(results: dict[str, Any]) -> str:
         f" limits); its CPU from /proc/<pid>/stat over windows of {options['seconds']:.0f} s,"
         f" medians of {options['rounds']} rounds, variants interleaved; per second: the"
         f" median and p99 of one-second samples over all rounds (resolution 1 % of a core);"
-        f" Redis's CPU (INFO cpu) over the same windows. Machine: {os.cpu_count()} cores, load"
-        f" average {results['load_average']['start'][0]:.1f} at the start,"
+        f" Redis's CPU (INFO cpu) over the same windows (the bench's delay poller's commands"
+        f" included, alike for every variant); charge delay: XADD to acknowledged (charged,"
+        f" then XACKed), every event of all rounds, polled every 10 ms. Machine:"
+        f" {os.cpu_count()} cores, load average"
+        f" {results['load_average']['start'][0]:.1f} at the start,"
         f" {results['load_average']['end'][0]:.1f} at the end. Target (issue 21): the limiter"
         f" ≤ {TARGET_CORE_PERCENT_AT_200:.0f} % of a core at 200 events/s.",
         "",
         "| code | rate (events/s) | limiter % of a core | ms of CPU per event |"
-        " per second: median, p99 (% of a core) | Redis % of a core |",
-        "|---|---|---|---|---|---|",
+        " per second: median, p99 (% of a core) | Redis % of a core |"
+        " charge delay: median, p99 (ms) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, by_rate in results["summary"].items():
         for rate, s in by_rate.items():
             per_event = f"{s['cpu_ms_per_event']:.3f}" if float(rate) else "—"
+            delay = (f"{s['delay_median_ms']:.0f}, {s['delay_p99_ms']:.0f}"
+                     if float(rate) else "—")  # fmt: skip
             lines.append(
                 f"| {name} | {float(rate):.0f} | {s['core_percent']:.2f} | {per_event} |"
                 f" {s['second_median']:.1f}, {s['second_p99']:.1f} |"
-                f" {s['redis_core_percent']:.2f} |"
+                f" {s['redis_core_percent']:.2f} | {delay} |"
             )
     for name, profiled in (results.get("profiles") or {}).items():
         for one in profiled:
