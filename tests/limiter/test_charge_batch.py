@@ -20,7 +20,7 @@ from pytest import mark
 
 from tests.limiter.test_spend_charges import spent_today
 from tests.limiter.test_token_charger import charged, drained, event, run_until_drained
-from watchllm_limiter.charges import TokenCharger, charge_batch_call
+from watchllm_limiter.charges import MAX_EVENTS_PER_CALL, TokenCharger, charge_batch_call
 from watchllm_limiter.metrics import LimiterMetrics
 from watchllm_limiter.settings import LimiterSettings
 from watchllm_shared.contracts import RequestCompleted
@@ -163,3 +163,18 @@ def settled(
         limiter_reclaim_idle_ms=200, limiter_max_deliveries=2, limiter_gather_ms=gather_ms,
     )  # fmt: skip
     return TokenCharger(redis, LimiterMetrics(), settings)
+
+
+async def test_a_backlog_of_one_project_is_charged_in_bounded_calls(redis: aioredis.Redis) -> None:
+    """More events of one project than one call takes (a backlog): all charged, once."""
+    stream = f"test.limiter.{uuid.uuid4().hex}"
+    project, key = uuid.uuid4(), uuid.uuid4()
+    await redis.hset(limits_key(project), mapping={f"k:{key}:tpm": 10**6})
+    count = 2 * MAX_EVENTS_PER_CALL + 3
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(count):
+            pipe.xadd(stream, costing(project, key, i + 1, "0.000001").to_stream_fields())  # type: ignore[arg-type]
+        await pipe.execute()
+    await run_until_drained(settled(redis, stream), redis, stream)
+    assert await charged(redis, project, key) == count * (count + 1) // 2
+    assert await spent_today(redis, project, key) == [1_000 * count] * 4
