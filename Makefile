@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UP_ARGS ?=
 
-.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-routing bench-limiter bench-cache bench-analytics bench-analytics-steady bench-dashboard fault-matrix clean train-verifier
+.PHONY: install models deploy-tools k8s-dev-secrets browser up demo test test-unit test-quick test-deploy lint typecheck bench bench-gateway bench-gateway-instructions bench-routing bench-limiter bench-limiter-consumer bench-cache bench-analytics bench-analytics-steady bench-dashboard fault-matrix clean train-verifier
 
 # Bootstrap: a plain venv holding uv (uv is also in the lock, so sync keeps it).
 $(UV):
@@ -106,6 +106,11 @@ bench-gateway-instructions: install
 
 bench-limiter: install
 	$(BIN)/python -m tests.bench.limiter_bench
+
+# The limiter's event consumer at 50 and 200 events/s: CPU per event (issue 21), ~4 min;
+# BASELINE=<git rev> runs that revision's limiter beside the working tree's.
+bench-limiter-consumer: install
+	$(BIN)/python -m tests.bench.limiter_consumer_bench $(if $(BASELINE),--baseline $(BASELINE)) $(if $(PROFILE),--profile)
 
 bench-cache: install
 	$(BIN)/python -m tests.bench.cache_bench

@@ -90,13 +90,15 @@ async def delivering(
 ) -> AsyncIterator[asyncio.Task[None]]:
     async with httpx.AsyncClient(timeout=5) as http:
         delivery = AlertDelivery(redis, http, config, environ or {}, metrics, rules)
-        task = asyncio.create_task(delivery.run())
+        stopping = asyncio.Event()
+        task = asyncio.create_task(delivery.run(stopping))
         try:
             yield task
-        finally:
+        finally:  # the flag too: a cancellation inside redis-py's reply wait can be lost
+            stopping.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await asyncio.wait_for(task, 30)
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 30) -> None:

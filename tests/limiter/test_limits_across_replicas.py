@@ -245,14 +245,17 @@ async def synced(redis_url: str, project_id: uuid.UUID, field: str) -> None:
 
 
 async def spent(redis_url: str, project_id: uuid.UUID, key_id: uuid.UUID, nanos: int) -> list[int]:
-    """Wait until the key's monthly spend is ``nanos``; the four counters then."""
+    """Wait until the key's monthly spend is ``nanos``; the four counters then, read in
+    one MULTI: read one by one, a charge landing between the reads showed the project's
+    day without it and the key's month with it."""
     client = aioredis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 60
     try:
         while True:
-            totals = [
-                sum(int(v) for v in await client.hvals(k)) for k in spend_keys(project_id, key_id)
-            ]
+            async with client.pipeline(transaction=True) as pipe:
+                for k in spend_keys(project_id, key_id):
+                    pipe.hvals(k)
+                totals = [sum(int(v) for v in values) for values in await pipe.execute()]
             if totals[3] == nanos or time.monotonic() > deadline:
                 assert totals[3] == nanos, f"spend {totals}, expected {nanos}"
                 return totals

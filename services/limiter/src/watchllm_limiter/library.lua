@@ -21,7 +21,7 @@
 -- before any is charged, inside one atomic function call.
 -- All keys of one call share the project's hash tag, so Redis Cluster works.
 
-local VERSION = 9
+local VERSION = 10
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
 -- Largest charge taken: a Lua number (a double) holds every integer up to 2^53 - 1
@@ -292,6 +292,44 @@ local function charge(keys, args)
   return charged
 end
 
+-- Many events of one project in one call (version 10: the limiter charges a batch with
+-- one call per project, not two per event): each event exactly as charge and
+-- charge_spend would, so a copy of an event, or one an older limiter replica charged
+-- one at a time, counts once.
+-- KEYS: limits, project tpm log, project tpm total, project spend day, project spend
+--       month; then for each of the batch's K keys: key tpm log, key tpm total, key
+--       spend day, key spend month; then the spend marker of each event with a cost,
+--       in the events' order.
+-- ARGV: [now ms] ('' for Redis's clock), K, the K key ids, then five per event: key
+--       (1 to K), event id, tokens, occurred at (ms), cost in nano-dollars ('0': none).
+-- Returns two numbers per event: windows its tokens were charged to (0 to 2), and 1
+-- if its cost was charged, else 0. Bad values charge nothing, as in charge and
+-- charge_spend; an event whose key is out of range charges nothing either.
+local function charge_batch(keys, args)
+  local now = int(now_ms(args[1]))
+  local k = tonumber(args[2]) or 0
+  local out, marker = {}, 5 + 4 * k
+  for i = 3 + k, #args - 4, 5 do
+    local ki, tokens, spent = tonumber(args[i]), 0, 0
+    local own = nil  -- where the event's key's own keys start
+    if ki and ki >= 1 and ki <= k and ki == math.floor(ki) then own = 5 + 4 * (ki - 1) end
+    if own then
+      tokens = charge({keys[1], keys[2], keys[own + 1], keys[3], keys[own + 2]},
+                      {args[2 + ki], args[i + 1], args[i + 2], args[i + 3], now})
+    end
+    if args[i + 4] ~= '0' then
+      marker = marker + 1
+      if own and keys[marker] then
+        spent = charge_spend({keys[4], keys[5], keys[own + 3], keys[own + 4], keys[marker]},
+                             {args[i + 4], args[i + 3], now})
+      end
+    end
+    out[#out + 1] = tokens
+    out[#out + 1] = spent
+  end
+  return out
+end
+
 -- include deployment.lua
 
 local function version()
@@ -318,5 +356,7 @@ redis.register_function{function_name = 'watchllm_deployment_take',
                         callback = take_deployment, flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_deployment_charge',
                         callback = charge_deployment, flags = {'allow-oom'}}
+redis.register_function{function_name = 'watchllm_charge_batch', callback = charge_batch,
+                        flags = {'allow-oom'}}
 redis.register_function{function_name = 'watchllm_limiter_version', callback = version,
                         flags = {'no-writes'}}

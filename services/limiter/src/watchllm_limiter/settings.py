@@ -41,6 +41,13 @@ class LimiterSettings(WatchLLMSettings, DatabaseSettings):
         default=5, gt=0, description="After this many deliveries an event goes to the DLQ."
     )
     limiter_batch_size: int = Field(default=500, gt=0)
+    limiter_gather_ms: int = Field(
+        default=200, ge=0, le=5000,
+        description="Once caught up with the events stream, wait this long for more events"
+        " and charge them together (one call per project) rather than one by one: light"
+        " traffic costs a wake-up per interval, not per event. Charges land up to this much"
+        " later; 0 charges what each read returns at once.",
+    )  # fmt: skip
     limiter_heartbeat_seconds: float = Field(
         default=5.0, gt=0, description="Heartbeat and library check interval."
     )

@@ -3,7 +3,9 @@ algorithm, a Redis Functions library; see services/limiter/.../library.lua).
 
 Every key of one call carries the project id as its Redis Cluster hash tag. The
 gateway asks with one ``FCALL watchllm_limit_check``; the limiter service charges
-tokens with ``FCALL watchllm_limit_charge`` and keeps ``limits_key`` (a hash of the
+tokens and spend with one ``FCALL watchllm_charge_batch`` per project per batch of
+events (``watchllm_limit_charge`` and ``watchllm_spend_charge`` charge one event:
+limiters before library version 10) and keeps ``limits_key`` (a hash of the
 project's limits, fields below) in step with Postgres.
 
 Limits hash fields: ``day`` (requests per UTC day, from the plan), ``rpm``/``tpm``
@@ -23,11 +25,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from watchllm_shared.contracts.budgets import BudgetScope, BudgetState, spend_keys
+from watchllm_shared.contracts.budgets import (
+    BudgetScope,
+    BudgetState,
+    spend_keys,
+    spend_marker_key,
+)
 
 LIBRARY_NAME = "watchllm_limiter"
 CHECK_FUNCTION = "watchllm_limit_check"
 CHARGE_FUNCTION = "watchllm_limit_charge"
+CHARGE_BATCH_FUNCTION = "watchllm_charge_batch"  # library version 10+
 VERSION_FUNCTION = "watchllm_limiter_version"
 RENEW_FUNCTION = "watchllm_concurrency_renew"
 
@@ -96,6 +104,21 @@ def charge_keys(project_id: UUID, key_id: UUID) -> list[str]:
         f"{p}:tpm:total",
         f"{p}:k:{key_id}:tpm:total",
     ]
+
+
+def charge_batch_keys(
+    project_id: UUID, key_ids: list[UUID], costed_event_ids: list[UUID]
+) -> list[str]:
+    """KEYS of ``watchllm_charge_batch`` (events of one project: one hash slot), in the
+    library's order: the project's, then each key's, then the spend marker of each event
+    with a cost."""
+    p = _prefix(project_id)
+    keys = [f"{p}:limits", f"{p}:tpm", f"{p}:tpm:total", *spend_keys(project_id, project_id)[:2]]
+    for key_id in key_ids:
+        keys += [f"{p}:k:{key_id}:tpm", f"{p}:k:{key_id}:tpm:total",
+                 *spend_keys(project_id, key_id)[2:]]  # fmt: skip
+    keys += [spend_marker_key(project_id, event_id) for event_id in costed_event_ids]
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
