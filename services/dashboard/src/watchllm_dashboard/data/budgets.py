@@ -62,15 +62,8 @@ class Spend:
         return max(0, self.budget_nanos - self.spent_nanos)
 
     @property
-    def share(self) -> float | None:
-        """Spent over budget (above 1 when overspent); None without a budget, or with a
-        budget of 0 (only cache hits)."""
-        if not self.budget_nanos:
-            return None
-        return self.spent_nanos / self.budget_nanos
-
-    @property
     def over(self) -> bool:
+        """Spent: the budget refuses requests (a budget of 0 serves only cache hits)."""
         return self.budget_nanos is not None and self.spent_nanos >= self.budget_nanos
 
     @property

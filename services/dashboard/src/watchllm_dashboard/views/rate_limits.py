@@ -15,7 +15,7 @@ from watchllm_dashboard.views.context import PageContext
 def _usage_now(ctx: PageContext) -> None:
     assert ctx.project is not None
     keys = ctx.actions.keys(ctx.project.name)
-    labels = {k.id: f"key {k.name or 'unnamed'} ({k.display_prefix}…)" for k in keys}
+    labels = {k.id: budgets.key_label(k) for k in keys}
     limits = ctx.actions.limits(ctx.project)
     st.subheader("Usage now")
     st.caption(
