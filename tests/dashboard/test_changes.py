@@ -221,10 +221,12 @@ async def test_budgets_saved_on_the_page_reach_the_limiter_audited_keeping_the_o
     choice.set_value(next(o for o in choice.options if o.startswith("key first")))
     at = await asyncio.to_thread(run, at)
     assert fields() == ("", "")
-    at.text_input(key="budget_monthly").input("-3")
-    at.button(key="budget_submit").click()
-    at = await asyncio.to_thread(at.run)
-    assert "monthly budget: a budget cannot be negative (-3 USD)" in shown(at)
+    for typed, reason in (("-3", "a budget cannot be negative (-3 USD)"),
+                          ("ten", "'ten' is not an amount of USD")):  # fmt: skip
+        at.text_input(key="budget_monthly").input(typed)
+        at.button(key="budget_submit").click()
+        at = await asyncio.to_thread(at.run)
+        assert f"monthly budget: {reason}" in shown(at)
     at.text_input(key="budget_monthly").input("5")
     at = await click(at, "budget_submit")
     key = await account_store.get_key(key_id)
