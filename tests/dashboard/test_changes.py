@@ -1,7 +1,7 @@
 """Changes made on the pages take effect in the running system: keys at the gateway,
-limits at the limiter, cache flushes and deletions at the cache service, settings and
-users in Postgres; each lands in the audit log under the admin's name. A viewer's
-attempt is refused by the action layer itself."""
+limits and budgets at the limiter, cache flushes and deletions at the cache service,
+settings and users in Postgres; each lands in the audit log under the admin's name. A
+viewer's attempt is refused by the action layer itself."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import asyncio
 import inspect
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import pytest
+import redis
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import unique
@@ -31,6 +33,8 @@ from watchllm_dashboard.actions import Actions
 from watchllm_dashboard.main import shared_runtime
 from watchllm_shared.accounts import (
     AccountStore,
+    Budgets,
+    BudgetStore,
     LimitStore,
     PermissionDeniedError,
     Plan,
@@ -38,9 +42,11 @@ from watchllm_shared.accounts import (
     SessionStore,
     UserStore,
 )
-from watchllm_shared.accounts.audit import audit
+from watchllm_shared.accounts.audit import audit, recent_audit
+from watchllm_shared.accounts.budgets import KEEP as KEEP_BUDGET
 from watchllm_shared.accounts.keys import display_prefix
 from watchllm_shared.accounts.limits import KEEP
+from watchllm_shared.contracts.limits import limits_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
@@ -182,6 +188,58 @@ async def test_the_key_limits_form_shows_the_chosen_keys_limits_and_saves_only_c
     assert shown_limits() == (10, 5000)
 
 
+async def test_budgets_saved_on_the_page_reach_the_limiter_audited_keeping_the_other(
+    stack: Stack, account_store: AccountStore, accounts: Accounts, tokens: dict[str, str]
+) -> None:
+    project, _, key_id = await new_project(account_store)
+    project_id = (await account_store.get_project(project)).id
+    await BudgetStore(account_store.pool, actor="tests").set_project_budgets(
+        project, Decimal("10"), Decimal("200")
+    )
+    at = await page(tokens["admin"], "Rate limits", project)
+
+    def fields() -> tuple[str, str]:
+        return at.text_input(key="budget_daily").value, at.text_input(key="budget_monthly").value
+
+    assert at.selectbox(key="budget_choice").value == f"project {project}"
+    assert fields() == ("10", "200")
+    at.text_input(key="budget_daily").input("12.5")
+    at = await click(at, "budget_submit")
+    assert f"Saved the budgets of project {project}: daily 12.5 USD, monthly 200 USD" in shown(at)
+    assert (await account_store.get_project(project)).budgets == Budgets(
+        Decimal("12.5"), Decimal("200")
+    )
+    assert fields() == ("12.5", "200")
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    try:  # the limiter copied it from Postgres: 12.5 USD in nano-dollars
+        wait_until(lambda: client.hget(limits_key(project_id), "bd") == b"12500000000",
+                   what="the daily budget at the limiter")  # fmt: skip
+    finally:
+        client.close()
+    # A key's: refused with the store's reason, as the CLI's; then only what was typed.
+    choice = at.selectbox(key="budget_choice")
+    choice.set_value(next(o for o in choice.options if o.startswith("key first")))
+    at = await asyncio.to_thread(run, at)
+    assert fields() == ("", "")
+    for typed, reason in (("-3", "a budget cannot be negative (-3 USD)"),
+                          ("ten", "'ten' is not an amount of USD")):  # fmt: skip
+        at.text_input(key="budget_monthly").input(typed)
+        at.button(key="budget_submit").click()
+        at = await asyncio.to_thread(at.run)
+        assert f"monthly budget: {reason}" in shown(at)
+    at.text_input(key="budget_monthly").input("5")
+    at = await click(at, "budget_submit")
+    key = await account_store.get_key(key_id)
+    assert (key.daily_budget_usd, key.monthly_budget_usd) == (None, Decimal("5"))
+    assert fields() == ("", "5")
+    entries = [e for e in await recent_audit(account_store.pool, 10, project_id)
+               if e.actor == f"dashboard:{accounts.admin}"]  # fmt: skip
+    assert [(e.action, e.key_id, e.details) for e in entries] == [
+        ("key.budget", key_id, {"monthly_budget_usd": "5"}),
+        ("project.budget", None, {"daily_budget_usd": "12.5"}),
+    ]
+
+
 async def test_the_audit_log_names_the_key_and_hides_the_kept_marker(
     account_store: AccountStore, tokens: dict[str, str]
 ) -> None:
@@ -302,6 +360,8 @@ CHANGES: dict[str, tuple[Any, ...]] = {
     "set_plan": ("{project}", Plan.FREE),
     "set_project_limits": ("{project}", 1, 1),
     "set_key_limits": ("{key_id}", 1, 1),
+    "set_project_budgets": ("{project}", Decimal("1"), KEEP_BUDGET),
+    "set_key_budgets": ("{key_id}", KEEP_BUDGET, None),
     "set_cache_settings": ("{project}", False, "exact", None, 1),
     "set_allowed_models": ("{project}", ["none"]),
     "create_key": ("{project}", "x"),
@@ -324,6 +384,7 @@ def test_every_change_is_listed() -> None:
         "keys",
         "limits",
         "limit_usage",
+        "spend",
         "cache_settings",
         "allowed_models",
         "cached_entries",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -32,9 +33,10 @@ from tests.dashboard.conftest import (
     wait_stored,
 )
 from tests.support.processes import ANALYTICS_AUTH
-from watchllm_shared.accounts import AccountStore
+from watchllm_shared.accounts import AccountStore, ApiKey, BudgetStore
 from watchllm_shared.accounts.keys import generate_key
 from watchllm_shared.contracts import CacheOutcome, RequestCompleted, RequestStatus
+from watchllm_shared.contracts.budgets import SPEND_FUNCTION, charge_spend_keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
@@ -53,6 +55,12 @@ async def view(
     else:
         assert_clean(at)
     return at
+
+
+def per_key(at: AppTest) -> pd.DataFrame:
+    """The Rate limits page's table of requests and 429s per key."""
+    (table,) = [d.value for d in at.dataframe if "429s" in d.value.columns]
+    return table
 
 
 def ask(stack: Stack, key: str, text: str, model: str = "gpt-4o-mini") -> httpx.Response:
@@ -123,7 +131,7 @@ async def test_last_hour_is_the_last_sixty_minutes_on_every_page(
     assert "11 requests match" in shown(at) and covers in shown(at)
     at = await view(tokens["viewer"], "Rate limits", tenant.project, "Last hour")
     assert "Requests refused with 429: 2" in shown(at) and covers in shown(at)
-    assert at.dataframe[0].value["requests"].tolist() == ["11"]
+    assert per_key(at)["requests"].tolist() == ["11"]
 
 
 async def test_charts_draw_a_single_hour_of_traffic(
@@ -250,7 +258,7 @@ async def test_refused_requests_count_where_they_belong(
     assert refused["model"].tolist() == ["gpt-4o"]
     assert refused["key"].tolist() == [f"first ({prefix}…)"]
     at = await view(tokens["viewer"], "Rate limits", tenant.project)
-    assert at.dataframe[0].value["requests"].tolist() == [str(total)]
+    assert per_key(at)["requests"].tolist() == [str(total)]
     at = await view(tokens["viewer"], "Overview", tenant.project)
     projects = at.dataframe[2].value["project"].tolist()
     assert "00000000-0000-0000-0000-000000000000" not in projects
@@ -402,3 +410,60 @@ async def test_the_overview_shows_each_deployments_requests_errors_fallbacks_and
          "upstream p50": "60 ms"},
     ]  # fmt: skip
     assert "By deployment" in shown(at)
+
+
+def label(key: ApiKey) -> str:
+    return f"key {key.name} ({key.display_prefix}…)"
+
+
+def charge(stack: Stack, tenant: Tenant, key_id: uuid.UUID, usd: str, at: datetime) -> None:
+    """Spend charged as the limiter charges a completed request's cost: the library's
+    function, here on a chosen clock (the event's XADD time and "now")."""
+    keys = charge_spend_keys(tenant.project_id, key_id, uuid.uuid4())
+    nanos, ms = int(Decimal(usd) * 10**9), int(at.timestamp() * 1000)
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        assert client.fcall(SPEND_FUNCTION, len(keys), *keys, nanos, ms, ms) == 1
+    finally:
+        client.close()
+
+
+async def test_spend_against_budgets_and_the_time_left_at_this_rate(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str], clock
+) -> None:
+    """Per project and key, today and this month: what was charged, against its budget,
+    and how long the rest lasts at the rate so far (on the app's pinned clock). A viewer
+    sees the numbers and no form."""
+    tenant = await new_tenant(account_store, "spend")
+    second = (await account_store.create_key(tenant.project, "second")).key
+    third = (await account_store.create_key(tenant.project, "third")).key
+    budgets = BudgetStore(account_store.pool, actor="tests")
+    await budgets.set_project_budgets(tenant.project, Decimal("10"), Decimal("1000"))
+    await budgets.set_key_budgets(tenant.key_id, monthly_usd=Decimal("5"))
+    await budgets.set_key_budgets(second.id, daily_usd=Decimal("1"))
+    await budgets.set_key_budgets(third.id, daily_usd=Decimal("2"))
+    now = datetime(2026, 12, 10, 6, 0, tzinfo=UTC)  # 6 h into the day, 9 d 6 h into the month
+    charge(stack, tenant, tenant.key_id, "2", now - timedelta(days=3))  # this month only
+    charge(stack, tenant, tenant.key_id, "1", now)
+    charge(stack, tenant, second.id, "2", now)
+    clock(now)
+    at = await view(tokens["viewer"], "Rate limits", tenant.project)
+    (table,) = [d.value for d in at.dataframe if "at this rate" in d.value.columns]
+    rows = {(r.pop("who"), r.pop("window")): list(r.values()) for r in table.to_dict("records")}
+    first = f"key first ({(await account_store.get_key(tenant.key_id)).display_prefix}…)"
+    day, month = "2026-12-11 00:00 UTC (in 18 h 0 min)", "2027-01-01 00:00 UTC (in 21 d 18 h)"
+    none = ["no budget", "—", "—"]
+    assert rows == {  # spent, budget, remaining, used, resets, at this rate
+        # $3 in 6 h: the $7 left lasts 14 h; $5 in 222 h: the $995 left, 44,178 h.
+        ("project", "today"): ["$3.00", "$10.00", "$7.00", "30.0%", day, "14 h 0 min left"],
+        ("project", "this month"): ["$5.00", "$1,000.00", "$995.00", "0.5%", month,
+                                    "1840 d 18 h: lasts past the reset"],
+        (first, "today"): ["$1.00", *none, day, "no budget"],
+        (first, "this month"): ["$3.00", "$5.00", "$2.00", "60.0%", month, "6 d 4 h left"],
+        (label(second), "today"): ["$2.00", "$1.00", "$0.00", "200.0%", day, "spent"],
+        (label(second), "this month"): ["$2.00", *none, month, "no budget"],
+        (label(third), "today"): ["$0.00", "$2.00", "$2.00", "0.0%", day, "no spend yet"],
+        (label(third), "this month"): ["$0.00", *none, month, "no budget"],
+    }  # fmt: skip
+    assert "Admins set budgets here" in shown(at)
+    assert not [w for w in (*at.text_input, *at.button) if str(w.key).startswith("budget_")]

@@ -1,17 +1,20 @@
 """Everything the dashboard changes, and the Postgres reads its pages need.
 
 Each change goes through the same shared code the CLI uses (``AccountStore``,
-``LimitStore``, ``UserStore``, ``cache_admin``), with the signed-in user as the audit
-log's actor (``dashboard:<username>``). Every change calls ``require_admin`` first: a
-viewer is refused here, whatever the page shows or hides.
+``LimitStore``, ``BudgetStore``, ``UserStore``, ``cache_admin``), with the signed-in
+user as the audit log's actor (``dashboard:<username>``). Every change calls
+``require_admin`` first: a viewer is refused here, whatever the page shows or hides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Coroutine, Sequence
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
+from watchllm_dashboard.data.budgets import Owner, Spend, budget_spend
 from watchllm_dashboard.data.cache_entries import CachedEntry, cached_entries
 from watchllm_dashboard.data.limits import LimitUsage, limit_usage
 from watchllm_dashboard.runtime import Runtime
@@ -19,6 +22,8 @@ from watchllm_shared.accounts import (
     AccountStore,
     ApiKey,
     AuditEntry,
+    Budgets,
+    BudgetStore,
     CacheSettings,
     CreatedKey,
     LimitStore,
@@ -31,6 +36,7 @@ from watchllm_shared.accounts import (
     recent_audit,
     require_admin,
 )
+from watchllm_shared.accounts.budgets import Keep
 from watchllm_shared.cache_admin import request_delete, request_flush
 
 T = TypeVar("T")
@@ -73,6 +79,9 @@ class Actions:
     def limit_usage(self, limits: ProjectLimits, labels: dict[UUID, str]) -> list[LimitUsage]:
         return self._run(limit_usage(self._rt.redis, limits, labels))
 
+    def spend(self, project: Project, owners: list[Owner], now: datetime) -> list[Spend]:
+        return self._run(budget_spend(self._rt.redis, project.id, owners, now))
+
     def cache_settings(self, project: str) -> CacheSettings:
         return self._run(self._accounts().get_cache_settings(project))
 
@@ -108,6 +117,20 @@ class Actions:
         require_admin(self.user)
         store = LimitStore(self._rt.pool, actor=self._actor)
         return self._run(store.set_key_limits(key_id, rpm, tpm))
+
+    def set_project_budgets(
+        self, project: str, daily: Decimal | None | Keep, monthly: Decimal | None | Keep
+    ) -> Budgets:
+        require_admin(self.user)
+        store = BudgetStore(self._rt.pool, actor=self._actor)
+        return self._run(store.set_project_budgets(project, daily, monthly))
+
+    def set_key_budgets(
+        self, key_id: UUID, daily: Decimal | None | Keep, monthly: Decimal | None | Keep
+    ) -> Budgets:
+        require_admin(self.user)
+        store = BudgetStore(self._rt.pool, actor=self._actor)
+        return self._run(store.set_key_budgets(key_id, daily, monthly))
 
     def set_cache_settings(
         self, project: str, enabled: bool, mode: str, threshold: float | None, ttl_seconds: int

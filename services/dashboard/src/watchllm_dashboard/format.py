@@ -46,7 +46,8 @@ def percent(part: float | None, whole: float | None) -> str:
         return "—"
     assert part is not None and whole is not None
     share = 100 * float(part) / float(whole)
-    return f"{share:.1f}%" if share < 99.95 or share == 100 else f"{share:.2f}%"
+    # Two decimals only just under 100% (99.97%, not a rounded 100.0%); 200.0% above it.
+    return f"{share:.1f}%" if share < 99.95 or share >= 100 else f"{share:.2f}%"
 
 
 def duration_ms(value: float | None) -> str:

@@ -1,4 +1,5 @@
-"""Rate limits: usage against every limit now, and the 429s over time."""
+"""Rate limits: usage against every limit now, spend against budget (and, for admins,
+the budgets' form), and the 429s over time."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import streamlit as st
 
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import usage
-from watchllm_dashboard.views import charts, ui
+from watchllm_dashboard.views import budgets, charts, ui
 from watchllm_dashboard.views.context import PageContext
 
 
 def _usage_now(ctx: PageContext) -> None:
     assert ctx.project is not None
     keys = ctx.actions.keys(ctx.project.name)
-    labels = {k.id: f"key {k.name or 'unnamed'} ({k.display_prefix}…)" for k in keys}
+    labels = {k.id: budgets.key_label(k) for k in keys}
     limits = ctx.actions.limits(ctx.project)
     st.subheader("Usage now")
     st.caption(
@@ -62,10 +63,12 @@ def _per_key(ctx: PageContext) -> None:
 
 def render(ctx: PageContext) -> None:
     st.header("Rate limits")
+    ui.show_flash()
     project = ctx.require_project()
     if project is None:
         return
     _usage_now(ctx)
+    budgets.render(ctx, project)
     st.subheader("Refused over time")
     st.caption(ctx.window.describe())
     hourly = usage.outcomes(ctx.analytics, project.id, ctx.window)
