@@ -4,6 +4,11 @@ Each change goes through the same shared code the CLI uses (``AccountStore``,
 ``LimitStore``, ``UserStore``, ``cache_admin``), with the signed-in user as the audit
 log's actor (``dashboard:<username>``). Every change calls ``require_admin`` first: a
 viewer is refused here, whatever the page shows or hides.
+
+Logged request and answer bodies (issue 17) are read here too, not by a page: only for
+admins and analysts (``require_body_reader``), and each read that finds them writes
+``request.bodies_viewed`` (the request id, its project) to the audit log before they are
+handed back, so no body reaches a page unaudited (an audit that fails shows nothing).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Collection, Coroutine, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
+from watchllm_dashboard.data.bodies import LoggedBodies, read_bodies
 from watchllm_dashboard.data.cache_entries import CachedEntry, cached_entries
 from watchllm_dashboard.data.limits import LimitUsage, limit_usage
 from watchllm_dashboard.runtime import Runtime
@@ -30,7 +36,9 @@ from watchllm_shared.accounts import (
     UserStore,
     recent_audit,
     require_admin,
+    require_body_reader,
 )
+from watchllm_shared.accounts.audit import audit
 from watchllm_shared.cache_admin import request_delete, request_flush
 
 T = TypeVar("T")
@@ -86,6 +94,17 @@ class Actions:
 
     def audit(self, project: Project | None = None, limit: int = 50) -> list[AuditEntry]:
         return self._run(recent_audit(self._rt.pool, limit, project.id if project else None))
+
+    def request_bodies(self, project: Project, request_id: str) -> LoggedBodies | None:
+        """The request's logged bodies (None: not logged, expired, or not this project's);
+        audited when found. The analytics read is never cached (``Runtime.analytics``)."""
+        require_body_reader(self.user)
+        bodies = read_bodies(self._rt.analytics, project.id, request_id)
+        if bodies is not None:
+            details = {"request_id": request_id, "project": project.name}
+            self._run(audit(self._rt.pool, self._actor, "request.bodies_viewed",
+                            project.id, None, details))  # fmt: skip
+        return bodies
 
     def users(self) -> list[User]:
         require_admin(self.user)
