@@ -36,6 +36,7 @@ from tests.dashboard.conftest import (
 from tests.dashboard.conftest import wait_for as wait_until
 from tests.dashboard.test_tenant_text import ESCAPED, rendered_as_markdown
 from watchllm_dashboard.actions import Actions
+from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.main import shared_runtime
 from watchllm_dashboard.views.ui import plain
 from watchllm_shared.accounts import (
@@ -341,6 +342,7 @@ def test_every_change_is_listed() -> None:
         "keys_by_id",
         "users",
         "request_bodies",
+        "search_bodies",
     }
     assert public - reads == set(CHANGES)
 
@@ -443,6 +445,7 @@ async def test_the_conversation_is_shown_to_admins_and_analysts_each_view_audite
     at = await page(tokens["viewer"], "Requests", tenant.project)
     assert "visible to admins and analysts" in shown(at)
     assert not texts(at) and await views() == []
+    assert "requests_body_text" not in [w.key for w in at.text_input]  # no search either
 
     at = await page(tokens["analyst"], "Requests", tenant.project)
     assert texts(at) == ["You are a librarian.", "Find a book on tides.",
@@ -460,6 +463,16 @@ async def test_the_conversation_is_shown_to_admins_and_analysts_each_view_audite
     assert not [t for t in rendered_as_markdown(at) if "](" in ESCAPED.sub("", t)]
     at = await asyncio.to_thread(at.run)  # a rerun of the same view: not a new one
     assert texts(at)[-1] == "It is 18 C and sunny in Paris."
+    at.text_input(key="requests_body_text").input("TIDES")  # in the Anthropic one only
+    at = await asyncio.to_thread(at.run)
+    assert_clean(at)
+    assert at.dataframe[0].value["request id"].tolist() == [anthropic]
+    assert "1 requests whose request or answer contains “TIDES”" in shown(at)
+    searches = await account_store.pool.fetch(
+        "SELECT actor, details->>'text' AS text, details->>'matches' AS matches FROM audit_log"
+        " WHERE action = 'request.bodies_searched' AND project_id = $1", tenant.project_id,
+    )  # fmt: skip
+    assert [tuple(r) for r in searches] == [(f"dashboard:{analyst}", "TIDES", "1")]
     assert await views() == [(analyst, anthropic), (analyst, openai)]
 
     at = await page(tokens["admin"], "Requests", tenant.project)
@@ -475,3 +488,5 @@ def test_bodies_are_refused_to_a_viewer_by_the_action_layer(
     project = next(p for p in viewer_actions.projects() if p.name == accounts.project)
     with pytest.raises(PermissionDeniedError, match="admins and analysts"):
         viewer_actions.request_bodies(project, "any-request")
+    with pytest.raises(PermissionDeniedError, match="admins and analysts"):
+        viewer_actions.search_bodies(project, TimeWindow.last("Last hour"), "any text")

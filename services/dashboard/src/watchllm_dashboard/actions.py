@@ -8,7 +8,9 @@ viewer is refused here, whatever the page shows or hides.
 Logged request and answer bodies (issue 17) are read here too, not by a page: only for
 admins and analysts (``require_body_reader``), and each read that finds them writes
 ``request.bodies_viewed`` (the request id, its project) to the audit log before they are
-handed back, so no body reaches a page unaudited (an audit that fails shows nothing).
+handed back, so no body reaches a page unaudited (an audit that fails shows nothing). A
+search of their text writes ``request.bodies_searched`` (the text, the window, how many
+requests matched), since its excerpts are bodies too.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from collections.abc import Collection, Coroutine, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
-from watchllm_dashboard.data.bodies import LoggedBodies, read_bodies
+import pandas as pd
+
+from watchllm_dashboard.data.bodies import LoggedBodies, read_bodies, search_bodies
 from watchllm_dashboard.data.cache_entries import CachedEntry, cached_entries
 from watchllm_dashboard.data.limits import LimitUsage, limit_usage
+from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.runtime import Runtime
 from watchllm_shared.accounts import (
     AccountStore,
@@ -105,6 +110,17 @@ class Actions:
             self._run(audit(self._rt.pool, self._actor, "request.bodies_viewed",
                             project.id, None, details))  # fmt: skip
         return bodies
+
+    def search_bodies(self, project: Project, window: TimeWindow, text: str) -> pd.DataFrame:
+        """The project's requests in the window whose logged bodies contain ``text``, with
+        excerpts (``data.bodies.search_bodies``); audited, whatever it finds."""
+        require_body_reader(self.user)
+        found = search_bodies(self._rt.analytics, project.id, window, text)
+        details = {"project": project.name, "text": text, "window": window.describe(),
+                   "matches": len(found)}  # fmt: skip
+        self._run(audit(self._rt.pool, self._actor, "request.bodies_searched",
+                        project.id, None, details))  # fmt: skip
+        return found
 
     def users(self) -> list[User]:
         require_admin(self.user)

@@ -1,7 +1,9 @@
-"""One request's logged bodies (issue 17), read and made readable; no Streamlit.
+"""Logged bodies (issue 17), read and made readable; no Streamlit.
 
 :func:`read_bodies` runs the named query ``request_bodies`` (project-scoped: another
-project's request id finds nothing). :func:`conversation` turns the stored request and
+project's request id finds nothing); :func:`search_bodies` runs
+``project_request_search`` (the project's requests in a window whose request or answer
+contains a text, newest first, with excerpts). :func:`conversation` turns the stored request and
 answer into what a person reads: the system prompt, the messages (role, text, tool calls,
 tool results) and the answer, for both API shapes:
 
@@ -25,13 +27,17 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
+import pandas as pd
 from pydantic import ValidationError
 
 from watchllm_dashboard.data.analytics import AnalyticsReader
-from watchllm_shared.contracts.body_queries import RequestBodiesParams
+from watchllm_dashboard.data.window import TimeWindow
+from watchllm_shared.contracts.body_queries import RequestBodiesParams, RequestSearchParams
 
 PartKind = Literal["text", "tool_call", "tool_result", "other"]
 SYSTEM_ROLES = ("system", "developer")
+SEARCH_LIMIT = 50
+SEARCH_TEXT_CHARS = 256  # as ``RequestSearchParams`` takes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,16 @@ def read_bodies(reader: AnalyticsReader, project_id: UUID, request_id: str) -> L
         request=str(row["request"]), response=str(row["response"]),
         expires_at=row["expires_at"].to_pydatetime(),
     )  # fmt: skip
+
+
+def search_bodies(
+    reader: AnalyticsReader, project_id: UUID, window: TimeWindow, text: str
+) -> pd.DataFrame:
+    """At most ``SEARCH_LIMIT`` requests of the project in the window whose logged request
+    or answer contains ``text`` (case-insensitive, as typed: no wildcards)."""
+    params = RequestSearchParams(project_id=project_id, text=text[:SEARCH_TEXT_CHARS],
+                                 limit=SEARCH_LIMIT, **window.params())  # fmt: skip
+    return reader.query("project_request_search", params.model_dump())
 
 
 def conversation(bodies: LoggedBodies) -> Conversation:

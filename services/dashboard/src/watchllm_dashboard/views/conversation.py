@@ -1,6 +1,12 @@
-"""The conversation of one request, under its detail on Requests (issue 17): the system
-prompt, the messages and the answer (``data.bodies``), for admins and analysts; a viewer
-is told who may see them, and nothing is read.
+"""Logged bodies on Requests (issue 17), for admins and analysts: the conversation of one
+request under its detail (the system prompt, the messages and the answer,
+``data.bodies``), and a search of the project's requests by the text of their bodies. A
+viewer is told who may see the conversation, gets no search, and nothing is read.
+
+The search text is not written to the page's link (``views.link``), unlike the other
+filters: it is typed to find what bodies hold, and a link travels (history, chat, logs).
+A search is audited like a view; a rerun in the same minute with the same text reuses
+what it found.
 
 Each read goes through ``Actions.request_bodies``, which audits it. A rerun of the page
 that still shows the same request (any widget change reruns the script) shows what this
@@ -13,10 +19,19 @@ code blocks (text, never Markdown); roles, tool names and ids through ``ui.plain
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from watchllm_dashboard import format as fmt
-from watchllm_dashboard.data.bodies import Conversation, LoggedBodies, Message, Part, conversation
+from watchllm_dashboard.data.bodies import (
+    SEARCH_LIMIT,
+    SEARCH_TEXT_CHARS,
+    Conversation,
+    LoggedBodies,
+    Message,
+    Part,
+    conversation,
+)
 from watchllm_dashboard.views import ui
 from watchllm_dashboard.views.context import PageContext
 from watchllm_shared.accounts import Project
@@ -28,6 +43,47 @@ NONE_LOGGED = (
     " yet."
 )
 _SHOWN = "requests_bodies_shown"  # (project id, request id, bodies) last read here
+_SEARCHED = "requests_bodies_searched"  # (project id, text, window described, matches)
+
+
+def search(ctx: PageContext, project: Project) -> None:
+    """The project's requests whose logged request or answer contains a text."""
+    if not ctx.actions.user.reads_bodies:
+        return
+    text = st.text_input(
+        "Text in the logged request or answer",
+        key="requests_body_text",
+        help="Case-insensitive, as typed (no wildcards); only requests whose project logs"
+        " bodies. Each search is written to the audit log.",
+    ).strip()[:SEARCH_TEXT_CHARS]
+    if not text:
+        return
+    key = (project.id, text, ctx.window.describe())
+    searched = st.session_state.get(_SEARCHED)
+    if searched is not None and searched[:3] == key:
+        found: pd.DataFrame = searched[3]
+    else:
+        found = ctx.actions.search_bodies(project, ctx.window, text)
+        st.session_state[_SEARCHED] = (*key, found)
+    most = f" (the newest {SEARCH_LIMIT})" if len(found) >= SEARCH_LIMIT else ""
+    st.caption(
+        f"{fmt.count(len(found))} requests{most} whose request or answer contains"
+        f" “{ui.plain(text)}” · {ctx.window.describe()}, newest first"
+    )
+    if found.empty:
+        return
+    st.dataframe(
+        pd.DataFrame({
+            "time (UTC)": found["occurred_at"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "request id": found["request_id"],
+            "model": found["model"],
+            "status": found["status"],
+            "request": found["request_excerpt"],
+            "answer": found["response_excerpt"],
+        }),
+        hide_index=True,
+        key="requests_body_matches",
+    )  # fmt: skip
 
 
 def render(ctx: PageContext, project: Project, request_id: str) -> None:

@@ -230,6 +230,7 @@ def render(ctx: PageContext) -> None:
     if project is None:
         return
     filters = _filters(ctx, project.id)
+    conversation.search(ctx, project)
     _linked_page_number()
     page_number = int(st.number_input("Page", min_value=1, value=1, step=1, key="requests_page"))
     page = usage.request_page(ctx.analytics, filters, page_number, PAGE_SIZE)
