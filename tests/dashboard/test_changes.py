@@ -36,6 +36,7 @@ from tests.dashboard.conftest import (
 from tests.dashboard.conftest import wait_for as wait_until
 from tests.dashboard.test_tenant_text import ESCAPED, rendered_as_markdown
 from watchllm_dashboard.actions import Actions
+from watchllm_dashboard.data.bodies import Conversation, LoggedBodies, Message, Part, conversation
 from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.main import shared_runtime
 from watchllm_dashboard.views.ui import plain
@@ -51,7 +52,11 @@ from watchllm_shared.accounts import (
 from watchllm_shared.accounts.audit import audit
 from watchllm_shared.accounts.keys import display_prefix
 from watchllm_shared.accounts.limits import KEEP
-from watchllm_shared.contracts.request_bodies import REQUEST_BODIES_STREAM, RequestBodies
+from watchllm_shared.contracts.request_bodies import (
+    REQUEST_BODIES_STREAM,
+    TRUNCATED_MARKER,
+    RequestBodies,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
@@ -490,3 +495,30 @@ def test_bodies_are_refused_to_a_viewer_by_the_action_layer(
         viewer_actions.request_bodies(project, "any-request")
     with pytest.raises(PermissionDeniedError, match="admins and analysts"):
         viewer_actions.search_bodies(project, TimeWindow.last("Last hour"), "any text")
+
+
+STORED_AS_TEXT = 'data: {"choices": [{"delta": {"content": "Hel'  # a stream not assembled
+CUT = '{"messages": [{"role": "user", "content": "abc' + TRUNCATED_MARKER.format(omitted=9)
+
+
+@pytest.mark.parametrize(
+    ("request_text", "response_text", "laid_out"),
+    [
+        (CUT, STORED_AS_TEXT, Conversation(raw_request=CUT, raw_answer=STORED_AS_TEXT)),
+        (json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+         json.dumps({"error": {"type": "rate_limit_exceeded", "message": "slow down"}}),
+         Conversation(messages=(Message("user", (Part("text", "hi"),)),),
+                      answer=(Message("error", (Part("text", "slow down"),)),),
+                      extras={"model": "m"})),
+        (json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}), "",
+         Conversation(messages=(Message("user", (Part("text", "hi"),)),), extras={"model": "m"})),
+    ],
+)  # fmt: skip
+def test_bodies_that_are_not_a_chat_are_shown_as_stored(
+    request_text: str, response_text: str, laid_out: Conversation
+) -> None:
+    """A body cut at the cap or a stream kept as its events is shown as stored; a refusal's
+    error is the answer; no answer is no answer (the page says which)."""
+    stored = LoggedBodies("r", "/v1/chat/completions", request_text, response_text,
+                          datetime.now(UTC))  # fmt: skip
+    assert conversation(stored) == laid_out
