@@ -478,6 +478,11 @@ async def test_the_conversation_is_shown_to_admins_and_analysts_each_view_audite
         " WHERE action = 'request.bodies_searched' AND project_id = $1", tenant.project_id,
     )  # fmt: skip
     assert [tuple(r) for r in searches] == [(f"dashboard:{analyst}", "TIDES", "1")]
+    # What was searched for tells what the bodies hold: a viewer's audit log hides it.
+    at = await page(tokens["viewer"], "Projects & settings", tenant.project)
+    (audit_log,) = [d.value for d in at.dataframe if "details" in d.value.columns]
+    searched = audit_log[audit_log["what"] == "request.bodies_searched"]["details"].tolist()
+    assert searched and "TIDES" not in searched[0] and "text hidden" in searched[0]
     assert await views() == [(analyst, anthropic), (analyst, openai)]
 
     at = await page(tokens["admin"], "Requests", tenant.project)

@@ -47,6 +47,8 @@ from watchllm_shared.accounts.audit import audit
 from watchllm_shared.cache_admin import request_delete, request_flush
 
 T = TypeVar("T")
+BODIES_VIEWED = "request.bodies_viewed"
+BODIES_SEARCHED = "request.bodies_searched"
 
 
 class Actions:
@@ -107,7 +109,7 @@ class Actions:
         bodies = read_bodies(self._rt.analytics, project.id, request_id)
         if bodies is not None:
             details = {"request_id": request_id, "project": project.name}
-            self._run(audit(self._rt.pool, self._actor, "request.bodies_viewed",
+            self._run(audit(self._rt.pool, self._actor, BODIES_VIEWED,
                             project.id, None, details))  # fmt: skip
         return bodies
 
@@ -118,7 +120,7 @@ class Actions:
         found = search_bodies(self._rt.analytics, project.id, window, text)
         details = {"project": project.name, "text": text, "window": window.describe(),
                    "matches": len(found)}  # fmt: skip
-        self._run(audit(self._rt.pool, self._actor, "request.bodies_searched",
+        self._run(audit(self._rt.pool, self._actor, BODIES_SEARCHED,
                         project.id, None, details))  # fmt: skip
         return found
 
