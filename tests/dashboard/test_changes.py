@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import redis
 from streamlit.testing.v1 import AppTest
@@ -50,6 +51,7 @@ from watchllm_shared.accounts import (
     UserStore,
 )
 from watchllm_shared.accounts.audit import audit
+from watchllm_shared.accounts.body_logging import BodyLoggingStore
 from watchllm_shared.accounts.keys import display_prefix
 from watchllm_shared.accounts.limits import KEEP
 from watchllm_shared.contracts.request_bodies import (
@@ -527,3 +529,40 @@ def test_bodies_that_are_not_a_chat_are_shown_as_stored(
     stored = LoggedBodies("r", "/v1/chat/completions", request_text, response_text,
                           datetime.now(UTC))  # fmt: skip
     assert conversation(stored) == laid_out
+
+
+async def test_a_request_logged_by_the_gateway_shows_its_conversation(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """The whole way: a project turns body logging on, a request goes through the
+    gateway, and the admin reads its question and answer on the request's detail."""
+    tenant = await new_tenant(account_store, "logged")
+    await BodyLoggingStore(account_store.pool, actor="tests").set_body_logging(
+        tenant.project, enabled=True
+    )
+    question = f"Conversation marker {uuid.uuid4().hex[:8]}: name a colour."
+    sent: list[httpx.Response] = []
+    now = datetime.now(UTC)
+    window = {"project_id": str(tenant.project_id), "text": question,
+              "start": (now - timedelta(minutes=5)).isoformat(),
+              "end": (now + timedelta(minutes=5)).isoformat()}  # fmt: skip
+
+    found: list[str] = []  # request ids whose bodies are stored
+
+    def logged() -> bool:
+        """Ask again until the gateway logs bodies (it sees the setting within 0.5 s)."""
+        sent.append(chat(stack.gateway, tenant.key, question, **{"x-watchllm-no-cache": "1"}))
+        found[:] = [row[0] for row in query(stack, "project_request_search", **window)["rows"]]
+        return bool(found)
+
+    wait_until(logged, what="bodies logged")
+    wait_stored(stack, tenant.project_id, len(sent))
+    reply = next(r for r in sent if r.headers["x-request-id"] == found[0])
+    at = app(tokens["admin"], "Requests", tenant.project)
+    at = await asyncio.to_thread(at.run)
+    detail = at.selectbox(key="requests_detail")
+    detail.set_value(next(i for i, o in enumerate(detail.options) if found[0] in o))
+    at = await asyncio.to_thread(at.run)
+    assert_clean(at)
+    answer = reply.json()["choices"][0]["message"]["content"]
+    assert [str(code.value) for code in at.code] == [question, answer]
