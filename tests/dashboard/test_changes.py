@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import redis
 from streamlit.testing.v1 import AppTest
 
+from tests.analytics.conftest import make_event
 from tests.conftest import unique
 from tests.dashboard.conftest import (
     PASSWORD,
@@ -26,11 +29,19 @@ from tests.dashboard.conftest import (
     assert_clean,
     chat,
     entry_cached,
+    new_tenant,
+    publish,
+    query,
     shown,
+    wait_stored,
 )
 from tests.dashboard.conftest import wait_for as wait_until
+from tests.dashboard.test_tenant_text import ESCAPED, rendered_as_markdown
 from watchllm_dashboard.actions import Actions
+from watchllm_dashboard.data.bodies import Conversation, LoggedBodies, Message, Part, conversation
+from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.main import shared_runtime
+from watchllm_dashboard.views.ui import plain
 from watchllm_shared.accounts import (
     AccountStore,
     Budgets,
@@ -43,10 +54,16 @@ from watchllm_shared.accounts import (
     UserStore,
 )
 from watchllm_shared.accounts.audit import audit, recent_audit
+from watchllm_shared.accounts.body_logging import BodyLoggingStore
 from watchllm_shared.accounts.budgets import KEEP as KEEP_BUDGET
 from watchllm_shared.accounts.keys import display_prefix
 from watchllm_shared.accounts.limits import KEEP
 from watchllm_shared.contracts.limits import limits_key
+from watchllm_shared.contracts.request_bodies import (
+    REQUEST_BODIES_STREAM,
+    TRUNCATED_MARKER,
+    RequestBodies,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dashboard_env")]
 
@@ -391,6 +408,8 @@ def test_every_change_is_listed() -> None:
         "audit",
         "keys_by_id",
         "users",
+        "request_bodies",
+        "search_bodies",
     }
     assert public - reads == set(CHANGES)
 
@@ -409,3 +428,201 @@ async def test_a_viewer_is_refused_every_change_by_the_action_layer(
     )
     assert after == 0
     assert (await account_store.get_key(accounts.key_id)).revoked_at is None
+
+
+# Issue 17: bodies as the gateway stores them (JSON, redacted), in both API shapes, with
+# a tool call and its result each; the OpenAI one carries image and link Markdown.
+IMAGE_AND_LINK = "![t](http://127.0.0.1:9/x.png) [click](http://evil.example/x)"
+OPENAI_BODIES = (
+    {"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You answer about the weather."},
+        {"role": "user", "content": f"Weather in Paris? {IMAGE_AND_LINK}"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+         "function": {"name": f"get_weather {IMAGE_AND_LINK}", "arguments": '{"city":"Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"}]},
+    {"object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop",
+     "message": {"role": "assistant", "content": "It is 18 C and sunny in Paris."}}]},
+)  # fmt: skip
+ANTHROPIC_BODIES = (
+    {"model": "claude-3-5-haiku", "max_tokens": 100,
+     "system": [{"type": "text", "text": "You are a librarian."}], "messages": [
+        {"role": "user", "content": "Find a book on tides."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+         "name": "search_catalogue", "input": {"q": "tides"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+         "content": "The Tides, by R. Moon"}]}]},
+    {"type": "message", "role": "assistant", "stop_reason": "end_turn",
+     "content": [{"type": "text", "text": "Try The Tides, by R. Moon."}]},
+)  # fmt: skip
+
+
+def logged(stack: Stack, project_id: uuid.UUID, request_id: str, endpoint: str,
+           bodies: tuple[dict[str, Any], dict[str, Any]]) -> str:  # fmt: skip
+    """``bodies`` on the bodies stream the stack's analytics reads, as the gateway
+    writes them; returns the request id."""
+    request, response = (json.dumps(body) for body in bodies)
+    entry = RequestBodies(
+        request_id=request_id, project_id=project_id, endpoint=endpoint,
+        occurred_at=datetime.now(UTC), request=request, response=response,
+    )  # fmt: skip
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        client.xadd(REQUEST_BODIES_STREAM, entry.to_stream_fields())  # type: ignore[arg-type]
+    finally:
+        client.close()
+    return request_id
+
+
+async def test_the_conversation_is_shown_to_admins_and_analysts_each_view_audited(
+    stack: Stack, account_store: AccountStore, accounts: Accounts, tokens: dict[str, str]
+) -> None:
+    """A viewer reads no body (a line says who may); an analyst and an admin see the
+    conversation of an OpenAI and an Anthropic request; each view is audited once."""
+    tenant = await new_tenant(account_store, "bodies")
+    analyst = unique("analyst")
+    await UserStore(account_store.pool, actor="tests").create_user(analyst, PASSWORD, Role.ANALYST)
+    tokens = {**tokens, "analyst": (await SessionStore(account_store.pool).sign_in(
+        analyst, PASSWORD)).token}  # fmt: skip
+    when = datetime.now(UTC) - timedelta(minutes=5)
+    openai = logged(stack, tenant.project_id, unique("openai"), "/v1/chat/completions",
+                    OPENAI_BODIES)  # fmt: skip
+    anthropic = logged(stack, tenant.project_id, unique("anthropic"), "/v1/messages",
+                       ANTHROPIC_BODIES)  # fmt: skip
+    publish(stack, [  # the newest first in the log: the detail shown by default
+        make_event(tenant.project_id, when, key_id=tenant.key_id, request_id=openai),
+        make_event(tenant.project_id, when + timedelta(seconds=1), key_id=tenant.key_id,
+                   request_id=anthropic, endpoint="/v1/messages", provider="anthropic"),
+    ])  # fmt: skip
+    wait_stored(stack, tenant.project_id, 2)
+    for request_id in (openai, anthropic):
+        wait_until(lambda r=request_id: bool(query(stack, "request_bodies", request_id=r,
+                   project_id=str(tenant.project_id))["rows"]), what="bodies stored")  # fmt: skip
+
+    async def views() -> list[tuple[str, str]]:
+        rows = await account_store.pool.fetch(
+            "SELECT actor, details->>'request_id' AS request_id FROM audit_log"
+            " WHERE action = 'request.bodies_viewed' AND project_id = $1 ORDER BY id",
+            tenant.project_id,
+        )
+        return [(r["actor"].removeprefix("dashboard:"), r["request_id"]) for r in rows]
+
+    def texts(at: AppTest) -> list[str]:
+        return [str(code.value) for code in at.code]
+
+    at = await page(tokens["viewer"], "Requests", tenant.project)
+    assert "visible to admins and analysts" in shown(at)
+    assert not texts(at) and await views() == []
+    assert "requests_body_text" not in [w.key for w in at.text_input]  # no search either
+
+    at = await page(tokens["analyst"], "Requests", tenant.project)
+    assert texts(at) == ["You are a librarian.", "Find a book on tides.",
+                         '{\n  "q": "tides"\n}', "The Tides, by R. Moon",
+                         "Try The Tides, by R. Moon."]  # fmt: skip
+    assert "Tool call: search_catalogue" in shown(at) and "Tool result for toolu_1" in shown(at)
+    at.selectbox(key="requests_detail").set_value(1)
+    at = await asyncio.to_thread(at.run)
+    assert_clean(at)
+    assert texts(at) == ["You answer about the weather.", f"Weather in Paris? {IMAGE_AND_LINK}",
+                         '{\n  "city": "Paris"\n}', "18 C and sunny",
+                         "It is 18 C and sunny in Paris."]  # fmt: skip
+    # Tenant text: in code blocks as is, elsewhere (the tool's name) escaped.
+    assert f"Tool call: {plain(f'get_weather {IMAGE_AND_LINK}')}" in [c.value for c in at.caption]
+    assert not [t for t in rendered_as_markdown(at) if "](" in ESCAPED.sub("", t)]
+    at = await asyncio.to_thread(at.run)  # a rerun of the same view: not a new one
+    assert texts(at)[-1] == "It is 18 C and sunny in Paris."
+    at.text_input(key="requests_body_text").input("TIDES")  # in the Anthropic one only
+    at = await asyncio.to_thread(at.run)
+    assert_clean(at)
+    assert at.dataframe[0].value["request id"].tolist() == [anthropic]
+    assert "1 requests whose request or answer contains “TIDES”" in shown(at)
+    searches = await account_store.pool.fetch(
+        "SELECT actor, details->>'text' AS text, details->>'matches' AS matches FROM audit_log"
+        " WHERE action = 'request.bodies_searched' AND project_id = $1", tenant.project_id,
+    )  # fmt: skip
+    assert [tuple(r) for r in searches] == [(f"dashboard:{analyst}", "TIDES", "1")]
+    # What was searched for tells what the bodies hold: a viewer's audit log hides it.
+    at = await page(tokens["viewer"], "Projects & settings", tenant.project)
+    (audit_log,) = [d.value for d in at.dataframe if "details" in d.value.columns]
+    searched = audit_log[audit_log["what"] == "request.bodies_searched"]["details"].tolist()
+    assert searched and "TIDES" not in searched[0] and "text hidden" in searched[0]
+    assert await views() == [(analyst, anthropic), (analyst, openai)]
+
+    at = await page(tokens["admin"], "Requests", tenant.project)
+    assert texts(at)[-1] == "Try The Tides, by R. Moon."
+    assert await views() == [
+        (analyst, anthropic), (analyst, openai), (accounts.admin, anthropic)
+    ]  # fmt: skip
+
+
+def test_bodies_are_refused_to_a_viewer_by_the_action_layer(
+    viewer_actions: Actions, accounts: Accounts
+) -> None:
+    project = next(p for p in viewer_actions.projects() if p.name == accounts.project)
+    with pytest.raises(PermissionDeniedError, match="admins and analysts"):
+        viewer_actions.request_bodies(project, "any-request")
+    with pytest.raises(PermissionDeniedError, match="admins and analysts"):
+        viewer_actions.search_bodies(project, TimeWindow.last("Last hour"), "any text")
+
+
+STORED_AS_TEXT = 'data: {"choices": [{"delta": {"content": "Hel'  # a stream not assembled
+CUT = '{"messages": [{"role": "user", "content": "abc' + TRUNCATED_MARKER.format(omitted=9)
+
+
+@pytest.mark.parametrize(
+    ("request_text", "response_text", "laid_out"),
+    [
+        (CUT, STORED_AS_TEXT, Conversation(raw_request=CUT, raw_answer=STORED_AS_TEXT)),
+        (json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+         json.dumps({"error": {"type": "rate_limit_exceeded", "message": "slow down"}}),
+         Conversation(messages=(Message("user", (Part("text", "hi"),)),),
+                      answer=(Message("error", (Part("text", "slow down"),)),),
+                      extras={"model": "m"})),
+        (json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}), "",
+         Conversation(messages=(Message("user", (Part("text", "hi"),)),), extras={"model": "m"})),
+    ],
+)  # fmt: skip
+def test_bodies_that_are_not_a_chat_are_shown_as_stored(
+    request_text: str, response_text: str, laid_out: Conversation
+) -> None:
+    """A body cut at the cap or a stream kept as its events is shown as stored; a refusal's
+    error is the answer; no answer is no answer (the page says which)."""
+    stored = LoggedBodies("r", "/v1/chat/completions", request_text, response_text,
+                          datetime.now(UTC))  # fmt: skip
+    assert conversation(stored) == laid_out
+
+
+async def test_a_request_logged_by_the_gateway_shows_its_conversation(
+    stack: Stack, account_store: AccountStore, tokens: dict[str, str]
+) -> None:
+    """The whole way: a project turns body logging on, a request goes through the
+    gateway, and the admin reads its question and answer on the request's detail."""
+    tenant = await new_tenant(account_store, "logged")
+    await BodyLoggingStore(account_store.pool, actor="tests").set_body_logging(
+        tenant.project, enabled=True
+    )
+    question = f"Conversation marker {uuid.uuid4().hex[:8]}: name a colour."
+    sent: list[httpx.Response] = []
+    now = datetime.now(UTC)
+    window = {"project_id": str(tenant.project_id), "text": question,
+              "start": (now - timedelta(minutes=5)).isoformat(),
+              "end": (now + timedelta(minutes=5)).isoformat()}  # fmt: skip
+
+    found: list[str] = []  # request ids whose bodies are stored
+
+    def logged() -> bool:
+        """Ask again until the gateway logs bodies (it sees the setting within 0.5 s)."""
+        sent.append(chat(stack.gateway, tenant.key, question, **{"x-watchllm-no-cache": "1"}))
+        found[:] = [row[0] for row in query(stack, "project_request_search", **window)["rows"]]
+        return bool(found)
+
+    wait_until(logged, what="bodies logged")
+    wait_stored(stack, tenant.project_id, len(sent))
+    reply = next(r for r in sent if r.headers["x-request-id"] == found[0])
+    at = app(tokens["admin"], "Requests", tenant.project)
+    at = await asyncio.to_thread(at.run)
+    detail = at.selectbox(key="requests_detail")
+    detail.set_value(next(i for i, o in enumerate(detail.options) if found[0] in o))
+    at = await asyncio.to_thread(at.run)
+    assert_clean(at)
+    answer = reply.json()["choices"][0]["message"]["content"]
+    assert [str(code.value) for code in at.code] == [question, answer]

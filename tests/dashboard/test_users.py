@@ -277,9 +277,13 @@ def test_users_cli(database_url: str) -> None:
         database_url, "users", "create", prompted, "--viewer", stdin=f"{PASSWORD}\n{PASSWORD}\n"
     )
     assert f"created viewer {prompted}" in out
+    analyst = unique("analyst")
+    out = run_cli(database_url, "users", "create", analyst, "--analyst", "--password-stdin",
+                  stdin=PASSWORD + "\n")  # fmt: skip
+    assert f"created analyst {analyst}" in out
     listing = run_cli(database_url, "users", "list")
     assert name in listing and prompted in listing and PASSWORD not in listing
-    assert "say --admin or --viewer" in run_cli(
+    assert "say --admin, --viewer or --analyst" in run_cli(
         database_url, "users", "create", unique("x"), "--password-stdin", stdin=PASSWORD, ok=False
     )
     assert "at least 12" in run_cli(

@@ -4,6 +4,13 @@ Each change goes through the same shared code the CLI uses (``AccountStore``,
 ``LimitStore``, ``BudgetStore``, ``UserStore``, ``cache_admin``), with the signed-in
 user as the audit log's actor (``dashboard:<username>``). Every change calls
 ``require_admin`` first: a viewer is refused here, whatever the page shows or hides.
+
+Logged request and answer bodies (issue 17) are read here too, not by a page: only for
+admins and analysts (``require_body_reader``), and each read that finds them writes
+``request.bodies_viewed`` (the request id, its project) to the audit log before they are
+handed back, so no body reaches a page unaudited (an audit that fails shows nothing). A
+search of their text writes ``request.bodies_searched`` (the text, the window, how many
+requests matched), since its excerpts are bodies too.
 """
 
 from __future__ import annotations
@@ -14,9 +21,13 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
+import pandas as pd
+
+from watchllm_dashboard.data.bodies import LoggedBodies, read_bodies, search_bodies
 from watchllm_dashboard.data.budgets import Owner, Spend, budget_spend
 from watchllm_dashboard.data.cache_entries import CachedEntry, cached_entries
 from watchllm_dashboard.data.limits import LimitUsage, limit_usage
+from watchllm_dashboard.data.window import TimeWindow
 from watchllm_dashboard.runtime import Runtime
 from watchllm_shared.accounts import (
     AccountStore,
@@ -35,11 +46,15 @@ from watchllm_shared.accounts import (
     UserStore,
     recent_audit,
     require_admin,
+    require_body_reader,
 )
+from watchllm_shared.accounts.audit import audit
 from watchllm_shared.accounts.budgets import Keep
 from watchllm_shared.cache_admin import request_delete, request_flush
 
 T = TypeVar("T")
+BODIES_VIEWED = "request.bodies_viewed"
+BODIES_SEARCHED = "request.bodies_searched"
 
 
 class Actions:
@@ -95,6 +110,28 @@ class Actions:
 
     def audit(self, project: Project | None = None, limit: int = 50) -> list[AuditEntry]:
         return self._run(recent_audit(self._rt.pool, limit, project.id if project else None))
+
+    def request_bodies(self, project: Project, request_id: str) -> LoggedBodies | None:
+        """The request's logged bodies (None: not logged, expired, or not this project's);
+        audited when found. The analytics read is never cached (``Runtime.analytics``)."""
+        require_body_reader(self.user)
+        bodies = read_bodies(self._rt.analytics, project.id, request_id)
+        if bodies is not None:
+            details = {"request_id": request_id, "project": project.name}
+            self._run(audit(self._rt.pool, self._actor, BODIES_VIEWED,
+                            project.id, None, details))  # fmt: skip
+        return bodies
+
+    def search_bodies(self, project: Project, window: TimeWindow, text: str) -> pd.DataFrame:
+        """The project's requests in the window whose logged bodies contain ``text``, with
+        excerpts (``data.bodies.search_bodies``); audited, whatever it finds."""
+        require_body_reader(self.user)
+        found = search_bodies(self._rt.analytics, project.id, window, text)
+        details = {"project": project.name, "text": text, "window": window.describe(),
+                   "matches": len(found)}  # fmt: skip
+        self._run(audit(self._rt.pool, self._actor, BODIES_SEARCHED,
+                        project.id, None, details))  # fmt: skip
+        return found
 
     def users(self) -> list[User]:
         require_admin(self.user)

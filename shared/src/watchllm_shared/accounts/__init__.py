@@ -28,7 +28,13 @@ from watchllm_shared.accounts.models import (
 )
 from watchllm_shared.accounts.sessions import SessionPolicy, SessionStore, SignedIn
 from watchllm_shared.accounts.store import AccountStore
-from watchllm_shared.accounts.users import Role, User, UserStore, require_admin
+from watchllm_shared.accounts.users import (
+    Role,
+    User,
+    UserStore,
+    require_admin,
+    require_body_reader,
+)
 
 __all__ = [
     "DEFAULT_ROTATION_GRACE_SECONDS",
@@ -61,4 +67,5 @@ __all__ = [
     "UserStore",
     "recent_audit",
     "require_admin",
+    "require_body_reader",
 ]

@@ -6,7 +6,9 @@ its transaction (actor: who made it; details: the username and what changed). Ru
 - usernames are case-insensitive (stored lower-case): letters, digits, ``_ . @ -``;
 - passwords: at least 12 characters, stored only as a scrypt hash (``passwords``);
 - roles: ``admin`` may change anything, ``viewer`` may only look (the dashboard's
-  action functions enforce it, see ``require_admin``);
+  action functions enforce it, see ``require_admin``); ``analyst`` looks like a viewer
+  and also reads logged request and answer bodies, which admins read too and viewers
+  never (``require_body_reader``; every read is audited by the caller);
 - disabling a user ends their sessions at once; the last enabled admin cannot be
   disabled (nobody could sign in to fix it);
 - ``bootstrap_admin`` creates the first admin only while no user exists, so the
@@ -42,6 +44,7 @@ _USERS_LOCK_ID = 0x574C5553
 class Role(StrEnum):
     ADMIN = "admin"
     VIEWER = "viewer"
+    ANALYST = "analyst"  # a viewer who may also read logged bodies (issue 17)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,11 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    @property
+    def reads_bodies(self) -> bool:
+        """Whether the user may read logged request and answer bodies."""
+        return self.role in (Role.ADMIN, Role.ANALYST)
 
 
 def user_from_row(row: asyncpg.Record) -> User:
@@ -75,7 +83,20 @@ def normalise_username(username: str) -> str:
 def require_admin(user: User) -> None:
     """Raise unless ``user`` may change things (every dashboard action calls it first)."""
     if not user.is_admin:
-        raise PermissionDeniedError(f"{user.username} is a viewer: viewers cannot change anything")
+        raise PermissionDeniedError(
+            f"{user.username} is an {user.role.value}: only admins change things"
+            if user.role is Role.ANALYST
+            else f"{user.username} is a viewer: viewers cannot change anything"
+        )
+
+
+def require_body_reader(user: User) -> None:
+    """Raise unless ``user`` may read logged bodies (admins and analysts)."""
+    if not user.reads_bodies:
+        raise PermissionDeniedError(
+            f"{user.username} is a {user.role.value}: request and answer bodies are"
+            " visible to admins and analysts only"
+        )
 
 
 async def _password_hash(password: str) -> str:

@@ -42,13 +42,15 @@ def users() -> None:
 @click.argument("username")
 @click.option("--admin", "role", flag_value=Role.ADMIN.value, help="May change everything.")
 @click.option("--viewer", "role", flag_value=Role.VIEWER.value, help="May only look.")
+@click.option("--analyst", "role", flag_value=Role.ANALYST.value,
+              help="May only look, and also read logged request and answer bodies.")  # fmt: skip
 @click.option("--password-stdin", is_flag=True, help=_STDIN_HELP)
 @click.pass_obj
 def users_create(settings: CliSettings, username: str, role: str | None,
                  password_stdin: bool) -> None:  # fmt: skip
-    """Create dashboard user USERNAME with --admin or --viewer."""
+    """Create dashboard user USERNAME with --admin, --viewer or --analyst."""
     if role is None:
-        raise click.UsageError("say --admin or --viewer")
+        raise click.UsageError("say --admin, --viewer or --analyst")
     password = _password(password_stdin)
     user = run_with_store(
         settings, lambda s: UserStore(s.pool, actor="cli").create_user(username, password,

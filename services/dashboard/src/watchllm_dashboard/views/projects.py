@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from watchllm_dashboard import format as fmt
+from watchllm_dashboard.actions import BODIES_SEARCHED
 from watchllm_dashboard.views import ui
 from watchllm_dashboard.views.context import PageContext
 from watchllm_shared.accounts import AuditEntry, Plan, Project, Role
@@ -241,13 +242,17 @@ def _users(ctx: PageContext) -> None:
             ui.attempt(lambda: ctx.actions.enable_user(str(who)), f"Enabled {ui.plain(who)}.")
 
 
-def _details(entry: AuditEntry) -> str:
+def _details(entry: AuditEntry, reads_bodies: bool) -> str:
     """An audit entry's details for people: a limit set or removed, never the "kept"
-    marker older entries carry (-1)."""
+    marker older entries carry (-1); a body search's text only for those who may read
+    bodies (what was searched for tells what the bodies hold)."""
     limits = entry.action.endswith(".limits")
     parts = []
     for name, value in entry.details.items():
         if limits and value == KEEP:
+            continue
+        if entry.action == BODIES_SEARCHED and name == "text" and not reads_bodies:
+            parts.append("text hidden (admins and analysts see it)")
             continue
         if value is None:
             if limits:
@@ -280,7 +285,7 @@ def _audit(ctx: PageContext) -> None:
                 "what": [e.action for e in entries],
                 "project": [names.get(e.project_id, "") if e.project_id else "" for e in entries],
                 "key": [key_label(e.key_id) for e in entries],
-                "details": [_details(e) for e in entries],
+                "details": [_details(e, ctx.actions.user.reads_bodies) for e in entries],
             }
         ),
         hide_index=True,

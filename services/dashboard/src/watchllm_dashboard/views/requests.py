@@ -1,7 +1,8 @@
 """Requests: the request log, filtered (several statuses, cache outcomes, stream or not,
 endpoints at once; a model, a key, an id's start, an end user, a property and its
 value), paged, exported (CSV, JSONL), with
-the detail of one request. Every filter is part of the page's link (``views.link``) and
+the detail of one request and its conversation (``views.conversation``: admins and
+analysts). Every filter is part of the page's link (``views.link``) and
 is pushed down into the analytics query (``contracts.request_log_queries``)."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import streamlit as st
 from watchllm_dashboard import export_link
 from watchllm_dashboard import format as fmt
 from watchllm_dashboard.data import export, usage
-from watchllm_dashboard.views import attribution, auth, link, ui
+from watchllm_dashboard.views import attribution, auth, conversation, link, ui
 from watchllm_dashboard.views.context import PageContext
 from watchllm_shared.accounts.sessions import token_hash_of
 
@@ -229,6 +230,7 @@ def render(ctx: PageContext) -> None:
     if project is None:
         return
     filters = _filters(ctx, project.id)
+    conversation.search(ctx, project)
     _linked_page_number()
     page_number = int(st.number_input("Page", min_value=1, value=1, step=1, key="requests_page"))
     page = usage.request_page(ctx.analytics, filters, page_number, PAGE_SIZE)
@@ -262,4 +264,6 @@ def render(ctx: PageContext) -> None:
         format_func=lambda i: labels[i],
         key="requests_detail",
     )
-    _detail(page.rows.iloc[int(choice or 0)], key_names)
+    row = page.rows.iloc[int(choice or 0)]
+    _detail(row, key_names)
+    conversation.render(ctx, project, str(row["request_id"]))

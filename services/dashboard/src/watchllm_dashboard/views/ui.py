@@ -24,7 +24,8 @@ from watchllm_shared.accounts import AccountError
 
 T = TypeVar("T")
 FLASH = "flash"
-VIEWER_NOTE = "You are signed in as a viewer: you can look at everything but change nothing."
+# Viewers and analysts alike (the sidebar names the role).
+VIEWER_NOTE = "Only admins change things: you can look at everything but change nothing."
 # Every ASCII punctuation character: CommonMark lets each be backslash-escaped, and
 # every construct (link, image, emphasis, HTML, entity, autolink, Streamlit's
 # :color[…] directives, $math$) needs one unescaped.
