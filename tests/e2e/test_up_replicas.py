@@ -229,5 +229,7 @@ async def test_an_rpm_limit_is_exact_across_the_two_gateways(
         ))  # fmt: skip
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 25 and statuses.count(429) == 75
-    admitted_by = {str(r.url).rsplit("/v1", 1)[0] for r in responses if r.status_code == 200}
-    assert admitted_by == set(up.urls["gateway"])
+    # 25 in all, not 25 each: one count across both. Which gateway admitted them is a
+    # race (one took them all once); that both were asked and refused is not.
+    refused_by = {str(r.url).rsplit("/v1", 1)[0] for r in responses if r.status_code == 429}
+    assert refused_by == set(up.urls["gateway"])
