@@ -11,6 +11,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 
+async def redis_now_ms(redis: aioredis.Redis) -> int:
+    """Redis's clock (TIME) in milliseconds: the one clock every replica shares, the one
+    the limiter's library windows its counters by."""
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def create_redis(
     url: str,
     *,

@@ -35,6 +35,8 @@ from uuid import UUID
 
 import redis.asyncio as aioredis
 
+from watchllm_shared.redis_io import redis_now_ms
+
 NANOS_PER_USD = 10**9
 # The largest budget (per window): far below what a Redis integer holds, with room for
 # any month's overshoot. The smallest step is one nano-dollar.
@@ -145,8 +147,7 @@ async def spend_now(
     """Nano-dollars spent today and this month (calendar UTC, Redis's clock, as the
     library decides) by the project, or by one of its keys: what a dashboard or an alert
     compares with the budgets (``ProjectLimits.budgets``/``key_budgets``)."""
-    seconds, micros = await redis.time()
-    now = int(seconds) * 1000 + int(micros) // 1000
+    now = await redis_now_ms(redis)
     keys = spend_keys(project_id, key_id or project_id)
     day_key, month_key = (keys[0], keys[1]) if key_id is None else (keys[2], keys[3])
     async with redis.pipeline(transaction=False) as pipe:

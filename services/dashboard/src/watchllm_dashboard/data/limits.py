@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from watchllm_shared.accounts import ProjectLimits
 from watchllm_shared.contracts.limits import day_counter_key, request_log_key, token_log_key
+from watchllm_shared.redis_io import redis_now_ms
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -49,8 +50,7 @@ async def limit_usage(
     redis: aioredis.Redis, limits: ProjectLimits, key_labels: dict[UUID, str]
 ) -> list[LimitUsage]:
     """Usage against every limit of the project and of its keys, now."""
-    seconds, micros = await redis.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now_ms = await redis_now_ms(redis)
     day = now_ms // DAY_MS
     window = f"({now_ms - MINUTE_MS}"
     project = limits.project_id

@@ -16,6 +16,7 @@ and the dedupe keys make the alerts so too.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from watchllm_shared.contracts.budgets import (
     utc_timestamp,
 )
 from watchllm_shared.contracts.limits import limits_key
+from watchllm_shared.redis_io import redis_now_ms
 
 
 class BudgetAlerts:
@@ -48,11 +50,8 @@ class BudgetAlerts:
         self._redis = redis
         self._rules = rules
         self._stream = stream
-        self._clock = clock or self._redis_ms  # tests pass the library's ``now`` too
-
-    async def _redis_ms(self) -> int:
-        seconds, micros = await self._redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        # Redis's clock, as the library's windows; tests pass the library's ``now`` too.
+        self._clock = clock or functools.partial(redis_now_ms, redis)
 
     async def after_charge(self, events: Sequence[RequestCompleted]) -> int:
         """Raise what the charged ``events`` crossed; how many alerts were queued."""

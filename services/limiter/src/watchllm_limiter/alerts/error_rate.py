@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +30,7 @@ from watchllm_limiter.alerts.rules import RuleCache
 from watchllm_shared.accounts.alerts import AlertRule
 from watchllm_shared.contracts import RequestCompleted, RequestStatus
 from watchllm_shared.contracts.alerts import Alert, AlertKind, dedupe_key
+from watchllm_shared.redis_io import redis_now_ms
 
 MIN_REQUESTS = 10
 MAX_MINUTES = 1440  # the longest window a rule may have (accounts.alerts)
@@ -52,12 +54,8 @@ class ErrorRateAlerts:
         self._redis = redis
         self._rules = rules
         self._stream = stream
-        self._clock = clock or self._redis_ms
+        self._clock = clock or functools.partial(redis_now_ms, redis)
         self._active = "{" + stream + "}:rate:active"
-
-    async def _redis_ms(self) -> int:
-        seconds, micros = await self._redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
 
     def _minute_key(self, project_id: uuid.UUID, minute: int) -> str:
         return "{" + self._stream + "}:rate:" + f"{project_id}:{minute}"

@@ -31,6 +31,7 @@ from watchllm_limiter.alerts.queue import alert_for, raise_once
 from watchllm_limiter.alerts.rules import RuleCache
 from watchllm_shared.contracts.alerts import AlertKind, dedupe_key
 from watchllm_shared.contracts.gateway_state import RECENT_WINDOW_SECONDS, read_gateway_states
+from watchllm_shared.redis_io import redis_now_ms
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,6 @@ class Watcher:
             raised += await self._error_rates.evaluate()
         return raised
 
-    async def _now_ms(self) -> int:
-        seconds, micros = await self._redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
-
     async def _dead_letters(self) -> int:
         streams = [name async for name in self._redis.scan_iter(match="*.dlq", _type="stream")]
         if not streams:
@@ -83,7 +80,7 @@ class Watcher:
             pipe.hmget(self._seen, streams)
             replies: list[Any] = await pipe.execute()
         lengths, seen = replies[:-1], replies[-1]
-        now_ms, raised = await self._now_ms(), 0
+        now_ms, raised = await redis_now_ms(self._redis), 0
         for name, length, before in zip(streams, lengths, seen, strict=True):
             previous = int(before or 0)
             if length <= previous:
