@@ -360,6 +360,19 @@ def seed_pairs(domain: str, index: int, seed: str, rng: random.Random, fillings:
     return pairs
 
 
+def _add_written(pairs: list[Pair], rng: random.Random, edit_share: float, pair: Pair) -> None:
+    """A pair of written questions, its second side given a surface edit (typo, casing,
+    filler…) ``edit_share`` of the time, in a random order; identical sides are dropped."""
+    b = pair.b
+    if rng.random() < edit_share:
+        edit = _positive(b, rng, SURFACE)
+        if edit:
+            b = edit[1]
+    if pair.a != b:
+        pairs.append(Pair(pair.a, b, pair.same, pair.kind, pair.group) if rng.random() < 0.5
+                     else Pair(b, pair.a, pair.same, pair.kind, pair.group))  # fmt: skip
+
+
 def frame_pairs(rng: random.Random) -> list[Pair]:
     """Pairs from ``frames.py``: two variants of one family about one topic are the same
     question; another family about the same topic, or the same family about another
@@ -368,13 +381,7 @@ def frame_pairs(rng: random.Random) -> list[Pair]:
     pairs: list[Pair] = []
 
     def add(a: str, b: str, same: bool, kind: str, group: str) -> None:
-        if rng.random() < 0.4:
-            edit = _positive(b, rng, SURFACE)
-            if edit:
-                b = edit[1]
-        if a != b:
-            pairs.append(Pair(a, b, same, kind, group) if rng.random() < 0.5
-                         else Pair(b, a, same, kind, group))  # fmt: skip
+        _add_written(pairs, rng, 0.4, Pair(a, b, same, kind, group))
 
     for kind, families in FRAMES.items():
         topics = TOPICS[kind]
@@ -408,13 +415,7 @@ def aspect_pairs(rng: random.Random) -> list[Pair]:
     pairs: list[Pair] = []
 
     def add(a: str, b: str, same: bool, kind: str, group: str) -> None:
-        if rng.random() < 0.3:
-            edit = _positive(b, rng, SURFACE)
-            if edit:
-                b = edit[1]
-        if a != b:
-            pairs.append(Pair(a, b, same, kind, group) if rng.random() < 0.5
-                         else Pair(b, a, same, kind, group))  # fmt: skip
+        _add_written(pairs, rng, 0.3, Pair(a, b, same, kind, group))
 
     for index, (kind, wordings, aspects) in enumerate(ASPECT_FRAMES):
         group = f"aspect-{kind}-{index}"
